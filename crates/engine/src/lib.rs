@@ -1,0 +1,1 @@
+pub use switchyard_protocol as protocol;
