@@ -3,7 +3,10 @@
 //! engine keeps no read or write buffer on an idle connection and can send one pre-framed broadcast
 //! buffer to every recipient.
 
-use bytes::{Bytes, BytesMut};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::{Buf, Bytes, BytesMut};
+use sha1::{Digest, Sha1};
 
 pub const MAX_HEADER_LEN: usize = 10;
 
@@ -59,37 +62,258 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max_message_size: usize) -> Self {
-        Self { max_message_size, fragments: None }
+        Self {
+            max_message_size,
+            fragments: None,
+        }
     }
 
     /// Consumes complete frames from the front of `buf` and returns the next complete message, or
     /// `Ok(None)` when `buf` holds only part of a frame (which stays in `buf`). Client frames must be masked.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
-        let _ = buf;
-        todo!()
+        let result = self.decode_inner(buf);
+        if result.is_err() {
+            // The connection is closed after an error; keep nothing for it.
+            self.fragments = None;
+        }
+        result
+    }
+
+    /// True while a fragmented message waits for its remaining frames.
+    pub fn is_reassembling(&self) -> bool {
+        self.fragments.is_some()
+    }
+
+    fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+        loop {
+            let Some(header) = self.parse_header(buf)? else {
+                return Ok(None);
+            };
+            // No reserve here: a peer announcing a large frame must not make us allocate before it sends it.
+            if buf.len() < header.header_len + header.payload_len {
+                return Ok(None);
+            }
+            buf.advance(header.header_len);
+            let mut payload = buf.split_to(header.payload_len);
+            unmask(&mut payload, header.mask);
+
+            match header.opcode {
+                OpCode::Ping => return Ok(Some(Message::Ping(payload.freeze()))),
+                OpCode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
+                OpCode::Close => {
+                    return parse_close(&payload).map(|code| Some(Message::Close(code)))
+                }
+                OpCode::Text | OpCode::Binary if header.fin => {
+                    return data_message(header.opcode, payload).map(Some);
+                }
+                OpCode::Text | OpCode::Binary => self.fragments = Some((header.opcode, payload)),
+                OpCode::Continuation => {
+                    let Some((opcode, mut message)) = self.fragments.take() else {
+                        return Err(FrameError::Protocol("continuation frame without a message"));
+                    };
+                    message.extend_from_slice(&payload);
+                    if header.fin {
+                        return data_message(opcode, message).map(Some);
+                    }
+                    self.fragments = Some((opcode, message));
+                }
+            }
+        }
+    }
+
+    /// Validates the header at the front of `buf` before any of the payload is buffered;
+    /// `None` when the header itself is incomplete.
+    fn parse_header(&self, buf: &[u8]) -> Result<Option<FrameHeader>, FrameError> {
+        let [first, second, ..] = *buf else {
+            return Ok(None);
+        };
+        let fin = first & 0x80 != 0;
+        if first & 0x70 != 0 {
+            return Err(FrameError::Protocol(
+                "reserved bits set without a negotiated extension",
+            ));
+        }
+        let opcode = OpCode::from_u8(first & 0x0f).ok_or(FrameError::Protocol("unknown opcode"))?;
+        if second & 0x80 == 0 {
+            return Err(FrameError::Protocol("client frame is not masked"));
+        }
+        let short_len = second & 0x7f;
+        if opcode.is_control() {
+            if !fin {
+                return Err(FrameError::Protocol("fragmented control frame"));
+            }
+            if short_len > 125 {
+                return Err(FrameError::Protocol("control frame payload over 125 bytes"));
+            }
+        } else if opcode == OpCode::Continuation {
+            if self.fragments.is_none() {
+                return Err(FrameError::Protocol("continuation frame without a message"));
+            }
+        } else if self.fragments.is_some() {
+            return Err(FrameError::Protocol(
+                "new message before the fragmented one ended",
+            ));
+        }
+
+        let (length_bytes, payload_len) = match short_len {
+            126 => {
+                let Some(ext) = buf.get(2..4) else {
+                    return Ok(None);
+                };
+                (2, u64::from(u16::from_be_bytes([ext[0], ext[1]])))
+            }
+            127 => {
+                let Some(ext) = buf.get(2..10) else {
+                    return Ok(None);
+                };
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(ext);
+                let len = u64::from_be_bytes(raw);
+                if len >> 63 != 0 {
+                    return Err(FrameError::Protocol("64-bit length with the top bit set"));
+                }
+                (8, len)
+            }
+            len => (0, u64::from(len)),
+        };
+        let buffered = self
+            .fragments
+            .as_ref()
+            .map_or(0, |(_, message)| message.len() as u64);
+        if payload_len.saturating_add(buffered) > self.max_message_size as u64 {
+            return Err(FrameError::TooBig);
+        }
+        let mask_start = 2 + length_bytes;
+        let Some(mask) = buf.get(mask_start..mask_start + 4) else {
+            return Ok(None);
+        };
+        Ok(Some(FrameHeader {
+            fin,
+            opcode,
+            mask: [mask[0], mask[1], mask[2], mask[3]],
+            header_len: mask_start + 4,
+            // Fits: it is at most max_message_size, a usize.
+            payload_len: payload_len as usize,
+        }))
+    }
+}
+
+struct FrameHeader {
+    fin: bool,
+    opcode: OpCode,
+    mask: [u8; 4],
+    header_len: usize,
+    payload_len: usize,
+}
+
+impl OpCode {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            _ => return None,
+        })
+    }
+
+    /// Close, Ping and Pong: never fragmented, at most 125 bytes.
+    pub fn is_control(self) -> bool {
+        self as u8 & 0x8 != 0
+    }
+}
+
+fn data_message(opcode: OpCode, payload: BytesMut) -> Result<Message, FrameError> {
+    if opcode == OpCode::Text {
+        if std::str::from_utf8(&payload).is_err() {
+            return Err(FrameError::InvalidUtf8);
+        }
+        Ok(Message::Text(payload.freeze()))
+    } else {
+        Ok(Message::Binary(payload.freeze()))
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<Option<u16>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::Protocol("close frame with a 1-byte payload")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !is_valid_close_code(code) {
+                return Err(FrameError::Protocol("invalid close code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(FrameError::InvalidUtf8);
+            }
+            Ok(Some(code))
+        }
+    }
+}
+
+/// Codes a peer may send (RFC 6455 section 7.4): 1005, 1006 and 1015 are reserved for local use, 1004 and
+/// anything under 1000 or in 1015..3000 are not assigned, 3000..=4999 belong to libraries and applications.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// XORs `payload` with the 4-byte client mask, eight bytes at a time.
+pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    // The tail starts at a multiple of 8, so the mask phase is 0 again.
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
     }
 }
 
 /// Writes an unmasked, final server frame header for a payload of `len` bytes; returns its length.
 pub fn encode_header(opcode: OpCode, len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
-    let _ = (opcode, len, out);
-    todo!()
+    out[0] = 0x80 | opcode as u8;
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if len <= usize::from(u16::MAX) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
 }
 
 /// Appends a whole unmasked server frame.
 pub fn encode_frame(opcode: OpCode, payload: &[u8], out: &mut BytesMut) {
-    let _ = (opcode, payload, out);
-    todo!()
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let header_len = encode_header(opcode, payload.len(), &mut header);
+    out.reserve(header_len + payload.len());
+    out.extend_from_slice(&header[..header_len]);
+    out.extend_from_slice(payload);
 }
 
 /// Appends a close frame carrying `code`.
 pub fn encode_close(code: u16, out: &mut BytesMut) {
-    let _ = (code, out);
-    todo!()
+    encode_frame(OpCode::Close, &code.to_be_bytes(), out);
 }
+
+/// The GUID RFC 6455 appends to the client key.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`.
 pub fn accept_key(key: &[u8]) -> String {
-    let _ = key;
-    todo!()
+    let mut hasher = Sha1::new();
+    hasher.update(key);
+    hasher.update(ACCEPT_GUID);
+    STANDARD.encode(hasher.finalize())
 }
