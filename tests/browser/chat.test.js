@@ -1,0 +1,267 @@
+// Browser test of the chat page: a server under test, headless Debian Chromium, two pages in one room.
+//
+// Environment:
+//   CHAT_SERVER_CMD   command that starts the server (run by /bin/sh from the repository root, with PORT set);
+//                     default: <repo>/target/release/switchyard
+//   CHROMIUM          browser executable; default /usr/bin/chromium
+//   ARTIFACT_DIR      where screenshots and the server log go; default a fresh directory under the temp dir
+//   SERVER_START_TIMEOUT_MS  how long to wait for GET / to answer; default 30000
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repoRoot = path.resolve(here, '../..');
+const serverCommand = process.env.CHAT_SERVER_CMD || path.join(repoRoot, 'target/release/switchyard');
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const serverStartTimeoutMs = Number(process.env.SERVER_START_TIMEOUT_MS || 30000);
+const UI_TIMEOUT_MS = 10000;
+const ROOM = 'test-room';
+
+const timings = {};
+let artifactDir;
+let profileDir;
+let server;
+let serverLog = '';
+let baseUrl;
+let context;
+
+/** Asks the kernel for a free loopback port. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function startServer(port) {
+  // exec: the shell becomes the server, so signalling the process group reaches it directly.
+  const child = spawn('/bin/sh', ['-c', `exec ${serverCommand}`], {
+    cwd: repoRoot,
+    env: { ...process.env, PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  const collect = (chunk) => {
+    // Bounded: a chatty server must not eat the test's memory.
+    serverLog = (serverLog + chunk.toString()).slice(-200000);
+  };
+  child.stdout.on('data', collect);
+  child.stderr.on('data', collect);
+  child.exitInfo = null;
+  child.exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      child.exitInfo = { code, signal };
+      resolve(child.exitInfo);
+    });
+  });
+  return child;
+}
+
+async function stopServer(child) {
+  if (!child || child.exitInfo) return;
+  const signalGroup = (signal) => {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // Already gone.
+    }
+  };
+  signalGroup('SIGTERM');
+  const stopped = await Promise.race([child.exited.then(() => true), delay(3000).then(() => false)]);
+  if (!stopped) {
+    signalGroup('SIGKILL');
+    await Promise.race([child.exited, delay(2000)]);
+  }
+}
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls GET / until it answers 200 with the page, the server exits, or the deadline passes. */
+async function waitForPage(url, child) {
+  const deadline = Date.now() + serverStartTimeoutMs;
+  let lastError = 'no attempt made';
+  while (Date.now() < deadline) {
+    if (child.exitInfo) {
+      throw new Error(`server exited early (${JSON.stringify(child.exitInfo)}); log:\n${serverLog.slice(-4000)}`);
+    }
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      const body = await response.text();
+      if (response.ok && body.includes('id="messages"')) return;
+      lastError = `HTTP ${response.status}, ${body.length} bytes`;
+    } catch (err) {
+      lastError = err.cause ? `${err.message}: ${err.cause.message}` : err.message;
+    }
+    await delay(100);
+  }
+  throw new Error(`GET ${url} did not serve the chat page within ${serverStartTimeoutMs} ms (${lastError}); log:\n${serverLog.slice(-4000)}`);
+}
+
+/** Opens the page and records anything that went wrong inside it. */
+async function openChatPage(label, viewport) {
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (err) => page.problems.push(`${label} page error: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') page.problems.push(`${label} console ${msg.type()}: ${msg.text()}`);
+  });
+  await page.setViewportSize(viewport);
+  await page.goto(baseUrl, { timeout: UI_TIMEOUT_MS, waitUntil: 'load' });
+  await page.waitForFunction(() => document.querySelector('#status')?.dataset.state === 'connected', null, {
+    timeout: UI_TIMEOUT_MS,
+  });
+  return page;
+}
+
+async function join(page, name) {
+  await page.fill('#name', name);
+  await page.fill('#room', ROOM);
+  await page.click('#join', { timeout: UI_TIMEOUT_MS });
+  await page.locator('#room-title', { hasText: `#${ROOM}` }).waitFor({ timeout: UI_TIMEOUT_MS });
+  await page.locator('#send:enabled').waitFor({ timeout: UI_TIMEOUT_MS });
+}
+
+function systemLine(page, text) {
+  return page.locator('#messages li[data-kind="system"]', { hasText: text });
+}
+
+function chatMessage(page, author, text) {
+  return page.locator('#messages li[data-kind="message"]').filter({ hasText: text }).filter({
+    has: page.locator('.author', { hasText: author }),
+  });
+}
+
+async function send(page, text) {
+  await page.fill('#message', text);
+  await page.click('#send', { timeout: UI_TIMEOUT_MS });
+}
+
+/** The member list as shown, the page's own user marked with a trailing " (you)". */
+async function memberNames(page) {
+  const entries = await page
+    .locator('#members li')
+    .evaluateAll((items) => items.map((item) => item.textContent.trim() + (item.classList.contains('me') ? ' (you)' : '')));
+  return entries.sort();
+}
+
+before(async () => {
+  if (!existsSync(chromiumPath)) {
+    throw new Error(`${chromiumPath} is missing: apt-get install -y --no-install-recommends chromium (or set CHROMIUM)`);
+  }
+  artifactDir = process.env.ARTIFACT_DIR || (await mkdtemp(path.join(os.tmpdir(), 'switchyard-browser-')));
+  await mkdir(artifactDir, { recursive: true });
+  profileDir = await mkdtemp(path.join(os.tmpdir(), 'switchyard-chromium-profile-'));
+
+  const port = await freePort();
+  baseUrl = `http://127.0.0.1:${port}/`;
+  console.log(`# server under test: ${serverCommand} (PORT=${port})`);
+  let started = Date.now();
+  server = startServer(port);
+  await waitForPage(baseUrl, server);
+  timings.serverReadyMs = Date.now() - started;
+
+  started = Date.now();
+  context = await chromium.launchPersistentContext(profileDir, {
+    executablePath: chromiumPath,
+    headless: true,
+    timeout: 30000,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  timings.browserLaunchMs = Date.now() - started;
+});
+
+after(async () => {
+  if (context) await context.close().catch((err) => console.log(`# closing the browser failed: ${err.message}`));
+  await stopServer(server);
+  if (artifactDir) await writeFile(path.join(artifactDir, 'server.log'), serverLog).catch(() => {});
+  if (profileDir) await rm(profileDir, { recursive: true, force: true });
+  console.log(`# timings: ${JSON.stringify(timings)}`);
+  if (artifactDir) console.log(`# artifacts (screenshots, server.log): ${artifactDir}`);
+});
+
+test('two pages in one room exchange messages', async () => {
+  const started = Date.now();
+  const alicePage = await openChatPage('A', { width: 1000, height: 680 });
+  const bobPage = await openChatPage('B', { width: 420, height: 760 });
+  timings.pagesConnectedMs = Date.now() - started;
+
+  await join(alicePage, 'alice');
+  await systemLine(alicePage, 'alice joined').waitFor({ timeout: UI_TIMEOUT_MS });
+
+  await join(bobPage, 'bob');
+  // The join announcement reaches both the member already there and the joiner.
+  await systemLine(alicePage, 'bob joined').waitFor({ timeout: UI_TIMEOUT_MS });
+  await systemLine(bobPage, 'bob joined').waitFor({ timeout: UI_TIMEOUT_MS });
+  // The join ack lists the members, so bob sees alice without having seen her join.
+  assert.deepEqual(await memberNames(bobPage), ['alice', 'bob (you)']);
+  assert.deepEqual(await memberNames(alicePage), ['alice (you)', 'bob']);
+
+  const tag = Math.random().toString(36).slice(2, 8);
+  const hello = `hello from alice ${tag}`;
+  let sentAt = Date.now();
+  await send(alicePage, hello);
+  await chatMessage(bobPage, 'alice', hello).waitFor({ timeout: UI_TIMEOUT_MS });
+  timings.messageAtoBMs = Date.now() - sentAt;
+  // The sender gets its own message back from the server, shown as its own.
+  await chatMessage(alicePage, 'alice', hello).waitFor({ timeout: UI_TIMEOUT_MS });
+  assert.equal(await chatMessage(alicePage, 'alice', hello).getAttribute('class'), 'message own');
+  assert.equal(await alicePage.inputValue('#message'), '', 'the input is cleared after sending');
+
+  const reply = `hi alice, bob here ${tag} <b>not bold</b>`;
+  sentAt = Date.now();
+  await send(bobPage, reply);
+  await chatMessage(alicePage, 'bob', reply).waitFor({ timeout: UI_TIMEOUT_MS });
+  timings.messageBtoAMs = Date.now() - sentAt;
+  await chatMessage(bobPage, 'bob', reply).waitFor({ timeout: UI_TIMEOUT_MS });
+  // Text is shown as text, never parsed as markup.
+  assert.equal(await alicePage.locator('#messages b').count(), 0);
+
+  // Each message appears exactly once on each page, with a server-given id and timestamp.
+  for (const page of [alicePage, bobPage]) {
+    assert.equal(await chatMessage(page, 'alice', hello).count(), 1);
+    assert.equal(await chatMessage(page, 'bob', reply).count(), 1);
+    const ids = await page.locator('#messages li[data-kind="message"]').evaluateAll((items) => items.map((item) => item.dataset.id));
+    assert.equal(ids.length, 2);
+    assert.ok(ids.every((id) => typeof id === 'string' && id !== ''), `message ids: ${JSON.stringify(ids)}`);
+    assert.notEqual(ids[0], ids[1]);
+    assert.equal(await page.locator('#compose-error').isHidden(), true, 'no send error shown');
+  }
+
+  const aliceShot = path.join(artifactDir, 'chat-page-a.png');
+  const bobShot = path.join(artifactDir, 'chat-page-b.png');
+  await alicePage.screenshot({ path: aliceShot, timeout: UI_TIMEOUT_MS });
+  await bobPage.screenshot({ path: bobShot, timeout: UI_TIMEOUT_MS });
+  console.log(`# screenshots: ${aliceShot} ${bobShot}`);
+
+  // Leaving: when bob's page goes away the server tells the room.
+  const bobProblems = bobPage.problems;
+  await bobPage.close();
+  await systemLine(alicePage, 'bob left').waitFor({ timeout: UI_TIMEOUT_MS });
+  assert.deepEqual(await memberNames(alicePage), ['alice (you)']);
+
+  const problems = [...alicePage.problems, ...bobProblems];
+  assert.deepEqual(problems, [], 'no errors or warnings inside the pages');
+  await alicePage.close();
+});
