@@ -90,7 +90,8 @@ impl FrameDecoder {
                 return Ok(None);
             };
             // No reserve here: a peer announcing a large frame must not make us allocate before it sends it.
-            if buf.len() < header.header_len + header.payload_len {
+            // parse_header only returns once the whole header (mask included) is buffered.
+            if buf.len() - header.header_len < header.payload_len {
                 return Ok(None);
             }
             buf.advance(header.header_len);
