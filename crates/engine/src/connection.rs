@@ -1,0 +1,309 @@
+use crate::frame::Frame;
+use crate::sid::Sid;
+use crate::stats::EngineStats;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The transport a connection currently uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Polling,
+    WebSocket,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Why a connection closed. The names are those of the Node implementation, which the Socket.IO layer
+/// passes on as disconnect reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the transport (close packet, WebSocket close, TCP close).
+    TransportClose,
+    /// The transport failed (I/O error, aborted poll, request overlap).
+    TransportError,
+    /// The client did not answer a ping in time.
+    PingTimeout,
+    /// The client sent something the protocol does not allow.
+    ParseError,
+    /// The server closed the connection.
+    ForcedClose,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The client did not read fast enough and its outgoing queue overflowed.
+    SlowClient,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::ForcedClose => "forced close",
+            CloseReason::ServerShutdown => "server shutting down",
+            // Reported as a transport error so that connection state recovery replays what was missed.
+            CloseReason::SlowClient => "transport error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("connection closed")]
+    Closed,
+    #[error("outgoing queue full: client disconnected as too slow")]
+    QueueFull,
+}
+
+/// What the heartbeat owner should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeartbeatAction {
+    SendPing,
+    TimedOut,
+    WaitUntil(Instant),
+}
+
+pub(crate) struct State {
+    queue: VecDeque<Frame>,
+    queued_bytes: usize,
+    pub(crate) transport: TransportKind,
+    /// A WebSocket answered the probe: polls get a `noop` so the client can finish the upgrade.
+    pub(crate) upgrading: bool,
+    /// A WebSocket for this session is open and probing.
+    pub(crate) upgrade_attempt: bool,
+    pub(crate) closed: Option<CloseReason>,
+    awaiting_pong: bool,
+    heartbeat_deadline: Instant,
+    pub(crate) poll_active: bool,
+    pub(crate) post_active: bool,
+}
+
+/// One Engine.IO connection, shared between the task that owns it and everyone who sends to it.
+pub struct Connection {
+    sid: Sid,
+    state: Mutex<State>,
+    /// Wakes the writer: the WebSocket task, or the pending poll.
+    pub(crate) writer_wake: Notify,
+    /// Wakes the polling session task (close, upgrade).
+    pub(crate) owner_wake: Notify,
+    max_queue_bytes: usize,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    stats: Arc<EngineStats>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("sid", &self.sid).finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        sid: Sid,
+        transport: TransportKind,
+        config: &crate::EngineConfig,
+        stats: Arc<EngineStats>,
+    ) -> Arc<Self> {
+        Arc::new(Connection {
+            sid,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                transport,
+                upgrading: false,
+                upgrade_attempt: false,
+                closed: None,
+                awaiting_pong: false,
+                heartbeat_deadline: Instant::now() + config.ping_interval,
+                poll_active: false,
+                post_active: false,
+            }),
+            writer_wake: Notify::new(),
+            owner_wake: Notify::new(),
+            max_queue_bytes: config.max_queue_bytes,
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            stats,
+        })
+    }
+
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.state.lock().transport
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// Queues one frame. A full queue closes the connection (counted and logged), never skips the frame.
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.send_all(std::slice::from_ref(&frame))
+    }
+
+    /// Queues frames that must stay together (a binary packet and its attachments).
+    pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
+        let size: usize = frames.iter().map(Frame::queued_len).sum();
+        let mut state = self.state.lock();
+        if state.closed.is_some() {
+            return Err(SendError::Closed);
+        }
+        if state.queued_bytes + size > self.max_queue_bytes {
+            drop(state);
+            tracing::warn!(sid = %self.sid, queued_limit = self.max_queue_bytes, "outgoing queue full: disconnecting slow client");
+            EngineStats::add(&self.stats.slow_client_disconnects, 1);
+            self.close(CloseReason::SlowClient);
+            return Err(SendError::QueueFull);
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.extend(frames.iter().cloned());
+        state.queued_bytes += size;
+        drop(state);
+        if was_empty {
+            self.writer_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Closes the connection from the server side: queued frames are still flushed, then the transport
+    /// closes. Idempotent.
+    pub fn close(&self, reason: CloseReason) {
+        self.close_with(reason, Some(Frame::close()));
+    }
+
+    /// Closes, and for polling queues `farewell` for the client (a `close`, or a `noop` when the client
+    /// itself asked to close).
+    pub(crate) fn close_with(&self, reason: CloseReason, farewell: Option<Frame>) {
+        let mut state = self.state.lock();
+        if state.closed.is_some() {
+            return;
+        }
+        state.closed = Some(reason);
+        if state.transport == TransportKind::Polling {
+            if let Some(frame) = farewell {
+                state.queued_bytes += frame.queued_len();
+                state.queue.push_back(frame);
+            }
+        }
+        drop(state);
+        tracing::debug!(sid = %self.sid, reason = reason.as_str(), "closing connection");
+        self.writer_wake.notify_one();
+        self.owner_wake.notify_one();
+    }
+
+    pub(crate) fn closed_reason(&self) -> Option<CloseReason> {
+        self.state.lock().closed
+    }
+
+    /// Takes every queued frame (the writer sends them in one go). Releases the queue's memory.
+    pub(crate) fn take_queue(&self) -> VecDeque<Frame> {
+        let mut state = self.state.lock();
+        state.queued_bytes = 0;
+        std::mem::take(&mut state.queue)
+    }
+
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock())
+    }
+
+    pub(crate) fn queue_is_empty(state: &State) -> bool {
+        state.queue.is_empty()
+    }
+
+    pub(crate) fn take_queue_locked(state: &mut State) -> VecDeque<Frame> {
+        state.queued_bytes = 0;
+        std::mem::take(&mut state.queue)
+    }
+
+    pub(crate) fn on_pong(&self) {
+        let mut state = self.state.lock();
+        state.awaiting_pong = false;
+        state.heartbeat_deadline = Instant::now() + self.ping_interval;
+    }
+
+    /// Advances the heartbeat: the server pings every `ping_interval` and expects a pong within
+    /// `ping_timeout` (Engine.IO v4: the server pings, never the client).
+    pub(crate) fn heartbeat(&self, now: Instant) -> HeartbeatAction {
+        let mut state = self.state.lock();
+        if now < state.heartbeat_deadline {
+            return HeartbeatAction::WaitUntil(state.heartbeat_deadline);
+        }
+        if state.awaiting_pong {
+            return HeartbeatAction::TimedOut;
+        }
+        state.awaiting_pong = true;
+        state.heartbeat_deadline = now + self.ping_timeout;
+        HeartbeatAction::SendPing
+    }
+
+    pub(crate) fn heartbeat_deadline(&self) -> Instant {
+        self.state.lock().heartbeat_deadline
+    }
+
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EngineConfig;
+
+    fn conn(max_queue_bytes: usize) -> Arc<Connection> {
+        let config = EngineConfig { max_queue_bytes, ..EngineConfig::default() };
+        Connection::new(Sid::random(), TransportKind::WebSocket, &config, Arc::default())
+    }
+
+    #[test]
+    fn overflow_closes_instead_of_skipping() {
+        let c = conn(100);
+        let frame = Frame::message(&[b'x'; 40]);
+        assert!(c.send(frame.clone()).is_ok());
+        assert!(c.send(frame.clone()).is_ok());
+        assert_eq!(c.send(frame.clone()), Err(SendError::QueueFull));
+        assert_eq!(c.closed_reason(), Some(CloseReason::SlowClient));
+        assert_eq!(c.stats().slow_client_disconnects.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Nothing already queued was lost.
+        assert_eq!(c.take_queue().len(), 2);
+        assert_eq!(c.send(frame), Err(SendError::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_pings_then_times_out_without_pong() {
+        let c = conn(1000);
+        let start = Instant::now();
+        assert!(matches!(c.heartbeat(start), HeartbeatAction::WaitUntil(_)));
+        let at = start + Duration::from_millis(25_000);
+        assert_eq!(c.heartbeat(at), HeartbeatAction::SendPing);
+        assert!(matches!(c.heartbeat(at + Duration::from_millis(10)), HeartbeatAction::WaitUntil(_)));
+        assert_eq!(c.heartbeat(at + Duration::from_millis(20_000)), HeartbeatAction::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pong_rearms_the_interval() {
+        let c = conn(1000);
+        let at = Instant::now() + Duration::from_millis(25_000);
+        assert_eq!(c.heartbeat(at), HeartbeatAction::SendPing);
+        tokio::time::advance(Duration::from_millis(25_000)).await;
+        c.on_pong();
+        assert!(matches!(c.heartbeat(Instant::now()), HeartbeatAction::WaitUntil(_)));
+    }
+}

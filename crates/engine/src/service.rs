@@ -1,0 +1,246 @@
+use crate::connection::{CloseReason, Connection, TransportKind};
+use crate::frame::Frame;
+use crate::http_util::{self, Body, EngineError, EngineQuery};
+use crate::sid::Sid;
+use crate::stats::EngineStats;
+use crate::{EngineConfig, Handler, OpenRequest};
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, Response, StatusCode};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use switchyard_protocol::engine::{self as eio, PacketType};
+
+/// The client's address, put into request extensions by the server that accepted the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+/// A polling session the engine can find by sid.
+pub(crate) struct Session<C> {
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) client: Arc<C>,
+}
+
+/// The Engine.IO server. Cheap to share; [`Engine::service`] mounts it in hyper or axum.
+pub struct Engine<H: Handler> {
+    pub(crate) config: EngineConfig,
+    pub(crate) handler: H,
+    pub(crate) sessions: RwLock<HashMap<Sid, Arc<Session<H::Client>>>>,
+    pub(crate) stats: Arc<EngineStats>,
+}
+
+impl<H: Handler> Engine<H> {
+    pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
+        Arc::new(Engine { config, handler, sessions: RwLock::default(), stats: Arc::default() })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// A tower `Service` answering Engine.IO requests, for `axum::Router::route_service` or hyper.
+    pub fn service(self: &Arc<Self>) -> EngineService<H> {
+        EngineService { engine: self.clone() }
+    }
+
+    /// Number of sessions currently on the polling transport.
+    pub fn polling_sessions(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    pub(crate) fn cors_origin(&self, req_origin: Option<&str>) -> Option<String> {
+        self.config.cors.as_ref().and_then(|c| c.allow_origin(req_origin))
+    }
+
+    /// Opens a connection: queues the handshake packet and hands the connection to the handler.
+    pub(crate) fn open(&self, transport: TransportKind, req: OpenRequest) -> (Arc<Connection>, Arc<H::Client>) {
+        let sid = Sid::random();
+        let conn = Connection::new(sid, transport, &self.config, self.stats.clone());
+        let upgrades: &[&str] = if transport == TransportKind::Polling && self.config.allow_websocket && self.config.allow_upgrades {
+            &["websocket"]
+        } else {
+            &[]
+        };
+        let mut open = BytesMut::with_capacity(128);
+        eio::encode_open(
+            sid.as_str(),
+            upgrades,
+            self.config.ping_interval.as_millis() as u64,
+            self.config.ping_timeout.as_millis() as u64,
+            self.config.max_payload as u64,
+            &mut open,
+        );
+        // The digit is part of `open`; Frame::text adds its own, so pass the rest.
+        let frame = Frame::text(PacketType::Open, open.len(), |b| b.extend_from_slice(&open[1..]));
+        let _ = conn.send(frame);
+        EngineStats::add(&self.stats.connections_opened, 1);
+        let client = self.handler.on_open(conn.clone(), req);
+        (conn, client)
+    }
+
+    /// The single place a connection ends: tells the handler, exactly once per connection.
+    pub(crate) fn finish(&self, conn: &Arc<Connection>, client: &Arc<H::Client>, reason: CloseReason) {
+        conn.close_with(reason, None);
+        let reason = conn.closed_reason().unwrap_or(reason);
+        if conn.transport() == TransportKind::Polling {
+            self.sessions.write().remove(&conn.sid());
+        }
+        EngineStats::add(&self.stats.connections_closed, 1);
+        self.handler.on_close(client, reason);
+    }
+
+    /// Handles one decoded Engine.IO packet from the client, whatever the transport.
+    /// Returns `false` when the connection must close.
+    pub(crate) fn on_packet(&self, conn: &Arc<Connection>, client: &Arc<H::Client>, packet: eio::Packet) -> bool {
+        match packet.kind {
+            PacketType::Message => {
+                EngineStats::add(&self.stats.messages_received, 1);
+                let message = match packet.data {
+                    eio::PacketData::Binary(b) => crate::Incoming::Binary(b),
+                    eio::PacketData::Text(t) => crate::Incoming::Text(t),
+                    eio::PacketData::Empty => crate::Incoming::Text(Bytes::new()),
+                };
+                self.handler.on_message(client, message);
+                true
+            }
+            PacketType::Pong => {
+                conn.on_pong();
+                true
+            }
+            PacketType::Ping => {
+                tracing::debug!(sid = %conn.sid(), "invalid heartbeat direction: client ping in Engine.IO v4");
+                conn.close_with(CloseReason::TransportError, Some(Frame::close()));
+                false
+            }
+            PacketType::Close => {
+                // The client asked to close: a pending poll ends with a noop, as in Node.
+                conn.close_with(CloseReason::TransportClose, Some(Frame::noop()));
+                false
+            }
+            PacketType::Noop | PacketType::Upgrade => true,
+            PacketType::Open => {
+                EngineStats::add(&self.stats.protocol_errors, 1);
+                conn.close_with(CloseReason::ParseError, Some(Frame::close()));
+                false
+            }
+        }
+    }
+
+    async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let req_origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let cors = self.cors_origin(req_origin.as_deref());
+        let cors = cors.as_deref();
+        if req.method() == Method::OPTIONS {
+            return self.preflight(cors);
+        }
+        let query = EngineQuery::parse(req.uri().query());
+        let transport = match query.transport {
+            Some("polling") if self.config.allow_polling => TransportKind::Polling,
+            Some("websocket") if self.config.allow_websocket => TransportKind::WebSocket,
+            _ => return http_util::error_response(EngineError::UnknownTransport, cors),
+        };
+        if let Some(sid) = query.sid {
+            let session = Sid::parse(sid).and_then(|sid| self.sessions.read().get(&sid).cloned());
+            let Some(session) = session else {
+                return http_util::error_response(EngineError::UnknownSid, cors);
+            };
+            return match (transport, req.method()) {
+                (TransportKind::Polling, &Method::GET) => self.poll(session, cors).await,
+                (TransportKind::Polling, &Method::POST) => self.post(session, req, cors).await,
+                (TransportKind::WebSocket, &Method::GET) if self.config.allow_upgrades => {
+                    crate::websocket::upgrade(self.clone(), req, Some(session), cors)
+                }
+                _ => http_util::error_response(EngineError::BadRequest, cors),
+            };
+        }
+        if req.method() != Method::GET {
+            return http_util::error_response(EngineError::BadHandshakeMethod, cors);
+        }
+        if query.eio != Some("4") {
+            return http_util::error_response(EngineError::UnsupportedProtocolVersion, cors);
+        }
+        match transport {
+            TransportKind::Polling => self.polling_handshake(req, cors).await,
+            TransportKind::WebSocket => crate::websocket::upgrade(self.clone(), req, None, cors),
+        }
+    }
+
+    fn preflight(&self, cors: Option<&str>) -> Response<Body> {
+        let mut res = http_util::status_response(StatusCode::NO_CONTENT, cors);
+        if cors.is_some() {
+            let h = res.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, header::HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, header::HeaderValue::from_static("content-type"));
+        }
+        res
+    }
+
+    pub(crate) fn open_request<B>(req: &Request<B>, transport: TransportKind) -> OpenRequest {
+        OpenRequest {
+            headers: req.headers().clone(),
+            uri: req.uri().clone(),
+            remote_addr: req.extensions().get::<RemoteAddr>().map(|a| a.0),
+            transport,
+        }
+    }
+}
+
+/// The engine as a tower `Service`. Mount it at the Engine.IO path (e.g. `/socket.io/`).
+pub struct EngineService<H: Handler> {
+    engine: Arc<Engine<H>>,
+}
+
+impl<H: Handler> Clone for EngineService<H> {
+    fn clone(&self) -> Self {
+        EngineService { engine: self.engine.clone() }
+    }
+}
+
+impl<H, B> tower_service::Service<Request<B>> for EngineService<H>
+where
+    H: Handler,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let engine = self.engine.clone();
+        Box::pin(async move { Ok(engine.handle(req).await) })
+    }
+}
+
+impl<H: Handler> Engine<H> {
+    pub(crate) fn count_polling(&self, delta: i64) {
+        if delta > 0 {
+            self.stats.polling_connections.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.stats.polling_connections.fetch_sub((-delta) as u64, Ordering::Relaxed);
+        }
+    }
+}

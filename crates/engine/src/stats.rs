@@ -1,0 +1,28 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Engine-wide counters, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub connections_opened: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub polling_connections: AtomicU64,
+    pub upgrades: AtomicU64,
+    /// Connections closed because their outgoing queue overflowed.
+    pub slow_client_disconnects: AtomicU64,
+    pub frames_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub protocol_errors: AtomicU64,
+}
+
+impl EngineStats {
+    pub fn open_connections(&self) -> u64 {
+        self.connections_opened
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.connections_closed.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

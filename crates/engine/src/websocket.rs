@@ -1,0 +1,397 @@
+//! The WebSocket transport: the HTTP upgrade, the probe/upgrade dance for a polling session, and the
+//! one task per connection that reads frames, flushes the outgoing queue and drives heartbeats.
+//!
+//! No buffer is held while a connection is idle: reads go through a stack buffer and only a partial
+//! frame is kept; the outgoing queue is taken whole and written with vectored writes.
+
+use crate::connection::{CloseReason, Connection, HeartbeatAction, TransportKind};
+use crate::frame::Frame;
+use crate::http_util::{self, Body, EngineError};
+use crate::service::{Engine, Session};
+use crate::stats::EngineStats;
+use crate::Handler;
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use switchyard_protocol::engine::{self as eio, PacketData, PacketType};
+use switchyard_protocol::websocket::{self as ws, FrameDecoder, Message, OpCode};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Frames written with one vectored write at most.
+const MAX_IOVECS: usize = 64;
+/// Stack buffer for one read.
+const READ_CHUNK: usize = 8 * 1024;
+
+fn header_has_token(req_headers: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    req_headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn bad_upgrade(cors: Option<&str>) -> Response<Body> {
+    http_util::error_response(EngineError::BadRequest, cors)
+}
+
+/// Answers a WebSocket upgrade request (a new connection, or the upgrade of polling session `session`).
+pub(crate) fn upgrade<H: Handler, B>(
+    engine: Arc<Engine<H>>,
+    mut req: Request<B>,
+    session: Option<Arc<Session<H::Client>>>,
+    cors: Option<&str>,
+) -> Response<Body> {
+    let headers = req.headers();
+    let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if header_has_token(headers, header::UPGRADE, "websocket")
+            && header_has_token(headers, header::CONNECTION, "upgrade")
+            && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13") =>
+        {
+            key.clone()
+        }
+        _ => return bad_upgrade(cors),
+    };
+    if let Some(session) = &session {
+        // One upgrade attempt at a time, and only from polling.
+        let allowed = session.conn.with_state(|s| {
+            if s.transport != TransportKind::Polling || s.upgrade_attempt || s.closed.is_some() {
+                false
+            } else {
+                s.upgrade_attempt = true;
+                true
+            }
+        });
+        if !allowed {
+            return bad_upgrade(cors);
+        }
+    }
+    let open_req = session.is_none().then(|| Engine::<H>::open_request(&req, TransportKind::WebSocket));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                if let Some(session) = session {
+                    session.conn.with_state(|s| s.upgrade_attempt = false);
+                }
+                return;
+            }
+        };
+        let (conn, client, upgrading) = match (session, open_req) {
+            (Some(session), _) => (session.conn.clone(), session.client.clone(), true),
+            (None, Some(open_req)) => {
+                let (conn, client) = engine.open(TransportKind::WebSocket, open_req);
+                (conn, client, false)
+            }
+            (None, None) => return,
+        };
+        let task = WsTask { engine, conn, client, upgrading, decoder: FrameDecoder::new(0) };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let mut tcp = parts.io.into_inner();
+                let _ = tcp.set_nodelay(true);
+                let (rd, wr) = tcp.split();
+                task.run(rd, wr, BytesMut::from(&parts.read_buf[..])).await;
+            }
+            Err(upgraded) => {
+                let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
+                task.run(rd, wr, BytesMut::new()).await;
+            }
+        }
+    });
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&ws::accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    res
+}
+
+struct WsTask<H: Handler> {
+    engine: Arc<Engine<H>>,
+    conn: Arc<Connection>,
+    client: Arc<H::Client>,
+    /// True while this WebSocket is only a probe for a polling session.
+    upgrading: bool,
+    decoder: FrameDecoder,
+}
+
+/// Why the read loop stopped.
+enum Stop {
+    Closed(CloseReason),
+    /// Send a WebSocket close frame with this code, then close for `reason`.
+    Fail(u16, CloseReason),
+}
+
+impl<H: Handler> WsTask<H> {
+    async fn run<R, W>(mut self, mut rd: R, mut wr: W, mut rbuf: BytesMut)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        // The '4' prefix and a little slack on top of the Engine.IO payload limit.
+        self.decoder = FrameDecoder::new(self.engine.config.max_payload + 16);
+        let upgrade_deadline = Instant::now() + self.engine.config.upgrade_timeout;
+        let timer = tokio::time::sleep_until(self.timer_deadline(upgrade_deadline));
+        tokio::pin!(timer);
+        let mut control: Vec<Bytes> = Vec::new();
+        let stop = loop {
+            let deadline = self.timer_deadline(upgrade_deadline);
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let upgrading = self.upgrading;
+            let mut stop = None;
+            tokio::select! {
+                biased;
+                read = read_some(&mut rd, &mut rbuf) => match read {
+                    Ok(0) => stop = Some(Stop::Closed(CloseReason::TransportClose)),
+                    Ok(_) => stop = self.process_input(&mut rbuf, &mut control),
+                    Err(_) => stop = Some(Stop::Closed(CloseReason::TransportError)),
+                },
+                _ = self.conn.writer_wake.notified(), if !upgrading => {}
+                _ = &mut timer => stop = self.on_timer(upgrade_deadline),
+            }
+            if rbuf.is_empty() && rbuf.capacity() > 0 {
+                // Idle connections keep no read buffer.
+                rbuf = BytesMut::new();
+            }
+            if !control.is_empty() {
+                let frames: Vec<Bytes> = std::mem::take(&mut control);
+                if write_all(&mut wr, &frames).await.is_err() {
+                    break Stop::Closed(CloseReason::TransportError);
+                }
+            }
+            if let Some(stop) = stop {
+                break stop;
+            }
+            if self.upgrading {
+                if self.conn.is_closed() {
+                    break Stop::Closed(CloseReason::ForcedClose);
+                }
+                continue;
+            }
+            let frames = self.conn.take_queue();
+            if !frames.is_empty() {
+                let (a, b) = frames.as_slices();
+                let written = write_frames(&mut wr, a).await.and(write_frames(&mut wr, b).await);
+                if written.is_err() {
+                    break Stop::Closed(CloseReason::TransportError);
+                }
+                let bytes: usize = frames.iter().map(Frame::queued_len).sum();
+                EngineStats::add(&self.engine.stats.frames_sent, frames.len() as u64);
+                EngineStats::add(&self.engine.stats.bytes_sent, bytes as u64);
+            }
+            if let Some(reason) = self.conn.closed_reason() {
+                break Stop::Fail(1000, reason);
+            }
+        };
+        if self.upgrading {
+            // The probe failed or timed out: the session goes on polling.
+            self.conn.with_state(|s| {
+                s.upgrading = false;
+                s.upgrade_attempt = false;
+            });
+            self.conn.writer_wake.notify_one();
+            let mut close = BytesMut::new();
+            ws::encode_close(1000, &mut close);
+            let _ = write_all(&mut wr, &[close.freeze()]).await;
+            let _ = wr.shutdown().await;
+            return;
+        }
+        let reason = match stop {
+            Stop::Closed(reason) => reason,
+            Stop::Fail(code, reason) => {
+                let mut close = BytesMut::new();
+                ws::encode_close(code, &mut close);
+                let _ = write_all(&mut wr, &[close.freeze()]).await;
+                reason
+            }
+        };
+        let _ = wr.shutdown().await;
+        self.engine.finish(&self.conn, &self.client, reason);
+    }
+
+    fn timer_deadline(&self, upgrade_deadline: Instant) -> Instant {
+        if self.upgrading {
+            upgrade_deadline
+        } else {
+            self.conn.heartbeat_deadline()
+        }
+    }
+
+    fn on_timer(&mut self, upgrade_deadline: Instant) -> Option<Stop> {
+        let now = Instant::now();
+        if self.upgrading {
+            return (now >= upgrade_deadline).then_some(Stop::Closed(CloseReason::TransportError));
+        }
+        match self.conn.heartbeat(now) {
+            HeartbeatAction::SendPing => {
+                let _ = self.conn.send(Frame::ping());
+                None
+            }
+            HeartbeatAction::TimedOut => {
+                self.conn.close_with(CloseReason::PingTimeout, None);
+                None
+            }
+            HeartbeatAction::WaitUntil(_) => None,
+        }
+    }
+
+    /// Decodes every complete WebSocket message in `rbuf`.
+    fn process_input(&mut self, rbuf: &mut BytesMut, control: &mut Vec<Bytes>) -> Option<Stop> {
+        loop {
+            let message = match self.decoder.decode(rbuf) {
+                Ok(Some(message)) => message,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::debug!(sid = %self.conn.sid(), error = %e, "invalid WebSocket frame");
+                    EngineStats::add(&self.engine.stats.protocol_errors, 1);
+                    let reason = if e == ws::FrameError::TooBig { CloseReason::TransportError } else { CloseReason::ParseError };
+                    return Some(Stop::Fail(e.close_code(), reason));
+                }
+            };
+            let packet = match message {
+                Message::Text(text) => match eio::decode_text(text) {
+                    Ok(packet) => packet,
+                    Err(e) => {
+                        tracing::debug!(sid = %self.conn.sid(), error = %e, "invalid Engine.IO packet");
+                        EngineStats::add(&self.engine.stats.protocol_errors, 1);
+                        return Some(Stop::Fail(1000, CloseReason::ParseError));
+                    }
+                },
+                Message::Binary(data) => eio::decode_binary(data),
+                Message::Ping(data) => {
+                    let mut pong = BytesMut::new();
+                    ws::encode_frame(OpCode::Pong, &data, &mut pong);
+                    control.push(pong.freeze());
+                    continue;
+                }
+                Message::Pong(_) => continue,
+                Message::Close(_) => return Some(Stop::Closed(CloseReason::TransportClose)),
+            };
+            if self.upgrading {
+                if let Some(stop) = self.on_probe_packet(packet, control) {
+                    return Some(stop);
+                }
+                continue;
+            }
+            if !self.engine.on_packet(&self.conn, &self.client, packet) {
+                // on_packet closed the connection; the queue is flushed before the socket closes.
+                return None;
+            }
+        }
+    }
+
+    /// Packets on a WebSocket that is still a probe for a polling session.
+    fn on_probe_packet(&mut self, packet: eio::Packet, control: &mut Vec<Bytes>) -> Option<Stop> {
+        match (packet.kind, &packet.data) {
+            (PacketType::Ping, PacketData::Text(t)) if &t[..] == b"probe" => {
+                control.push(Frame::probe_pong().ws_bytes().clone());
+                self.conn.with_state(|s| s.upgrading = true);
+                // A pending poll answers with a noop so the client can send the upgrade packet.
+                self.conn.writer_wake.notify_one();
+                None
+            }
+            (PacketType::Upgrade, _) => {
+                let probed = self.conn.with_state(|s| {
+                    if !s.upgrading || s.closed.is_some() {
+                        return false;
+                    }
+                    s.upgrading = false;
+                    s.transport = TransportKind::WebSocket;
+                    true
+                });
+                if !probed {
+                    return Some(Stop::Fail(1002, CloseReason::ParseError));
+                }
+                self.upgrading = false;
+                self.engine.sessions.write().remove(&self.conn.sid());
+                EngineStats::add(&self.engine.stats.upgrades, 1);
+                // The pending poll (if any) ends with a noop; the session task hands over to us.
+                self.conn.writer_wake.notify_one();
+                self.conn.owner_wake.notify_one();
+                None
+            }
+            _ => {
+                tracing::debug!(sid = %self.conn.sid(), "unexpected packet before upgrade");
+                None
+            }
+        }
+    }
+}
+
+/// Reads once into a stack buffer and appends what arrived to `buf`: nothing is allocated until
+/// bytes arrive, and nothing is kept once they are consumed.
+fn read_some<'a, R: AsyncRead + Unpin>(rd: &'a mut R, buf: &'a mut BytesMut) -> ReadSome<'a, R> {
+    ReadSome { rd, buf }
+}
+
+struct ReadSome<'a, R> {
+    rd: &'a mut R,
+    buf: &'a mut BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> Future for ReadSome<'_, R> {
+    type Output = io::Result<usize>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read_buf = ReadBuf::uninit(&mut stack);
+        ready!(Pin::new(&mut *this.rd).poll_read(cx, &mut read_buf))?;
+        let filled = read_buf.filled();
+        this.buf.extend_from_slice(filled);
+        Poll::Ready(Ok(filled.len()))
+    }
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Frame]) -> io::Result<()> {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < frames.len() {
+        let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (i, frame) in frames[index..].iter().take(MAX_IOVECS).enumerate() {
+            let bytes = frame.ws_bytes();
+            slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { &bytes[..] });
+            count += 1;
+        }
+        let mut written = wr.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let remaining = frames[index].ws_bytes().len() - offset;
+            if written >= remaining {
+                written -= remaining;
+                index += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, chunks: &[Bytes]) -> io::Result<()> {
+    for chunk in chunks {
+        wr.write_all(chunk).await?;
+    }
+    Ok(())
+}
