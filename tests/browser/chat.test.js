@@ -32,6 +32,7 @@ let profileDir;
 let server;
 let serverLog = '';
 let baseUrl;
+let serverPort;
 let context;
 
 /** Asks the kernel for a free loopback port. */
@@ -123,6 +124,19 @@ async function openChatPage(label, viewport) {
   await page.waitForFunction(() => document.querySelector('#status')?.dataset.state === 'connected', null, {
     timeout: UI_TIMEOUT_MS,
   });
+  // Note when each chat message appears, for delivery timings.
+  await page.evaluate(() => {
+    window.messageArrivals = new Map();
+    new MutationObserver((records) => {
+      const now = Date.now();
+      for (const record of records) {
+        for (const node of record.addedNodes) {
+          const text = node.querySelector?.('.text')?.textContent;
+          if (text !== undefined && !window.messageArrivals.has(text)) window.messageArrivals.set(text, now);
+        }
+      }
+    }).observe(document.querySelector('#messages'), { childList: true });
+  });
   return page;
 }
 
@@ -144,9 +158,27 @@ function chatMessage(page, author, text) {
   });
 }
 
+/** Types and sends a message; returns the page's clock when the form was submitted. */
 async function send(page, text) {
   await page.fill('#message', text);
+  await page.evaluate(() => {
+    document.querySelector('#compose-form').addEventListener('submit', () => (window.lastSubmitAt = Date.now()), {
+      capture: true,
+      once: true,
+    });
+  });
   await page.click('#send', { timeout: UI_TIMEOUT_MS });
+  return page.evaluate(() => window.lastSubmitAt);
+}
+
+/** Waits until `text` is shown on the page; returns the page's clock when it was added (same machine clock
+ * as `send`'s, so the difference is the delivery time through the server). */
+async function arrivalTime(page, text) {
+  const handle = await page.waitForFunction((wanted) => window.messageArrivals.get(wanted) ?? false, text, {
+    polling: 10,
+    timeout: UI_TIMEOUT_MS,
+  });
+  return handle.jsonValue();
 }
 
 /** The member list as shown, the page's own user marked with a trailing " (you)". */
@@ -165,11 +197,11 @@ before(async () => {
   await mkdir(artifactDir, { recursive: true });
   profileDir = await mkdtemp(path.join(os.tmpdir(), 'switchyard-chromium-profile-'));
 
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}/`;
-  console.log(`# server under test: ${serverCommand} (PORT=${port})`);
+  serverPort = await freePort();
+  baseUrl = `http://127.0.0.1:${serverPort}/`;
+  console.log(`server under test: ${serverCommand} (PORT=${serverPort})`);
   let started = Date.now();
-  server = startServer(port);
+  server = startServer(serverPort);
   await waitForPage(baseUrl, server);
   timings.serverReadyMs = Date.now() - started;
 
@@ -193,12 +225,12 @@ before(async () => {
 });
 
 after(async () => {
-  if (context) await context.close().catch((err) => console.log(`# closing the browser failed: ${err.message}`));
+  if (context) await context.close().catch((err) => console.log(`closing the browser failed: ${err.message}`));
   await stopServer(server);
   if (artifactDir) await writeFile(path.join(artifactDir, 'server.log'), serverLog).catch(() => {});
   if (profileDir) await rm(profileDir, { recursive: true, force: true });
-  console.log(`# timings: ${JSON.stringify(timings)}`);
-  if (artifactDir) console.log(`# artifacts (screenshots, server.log): ${artifactDir}`);
+  console.log(`timings: ${JSON.stringify(timings)}`);
+  if (artifactDir) console.log(`artifacts (screenshots, server.log): ${artifactDir}`);
 });
 
 test('two pages in one room exchange messages', async () => {
@@ -220,20 +252,18 @@ test('two pages in one room exchange messages', async () => {
 
   const tag = Math.random().toString(36).slice(2, 8);
   const hello = `hello from alice ${tag}`;
-  let sentAt = Date.now();
-  await send(alicePage, hello);
+  let sentAt = await send(alicePage, hello);
+  timings.messageAtoBMs = (await arrivalTime(bobPage, hello)) - sentAt;
   await chatMessage(bobPage, 'alice', hello).waitFor({ timeout: UI_TIMEOUT_MS });
-  timings.messageAtoBMs = Date.now() - sentAt;
   // The sender gets its own message back from the server, shown as its own.
   await chatMessage(alicePage, 'alice', hello).waitFor({ timeout: UI_TIMEOUT_MS });
   assert.equal(await chatMessage(alicePage, 'alice', hello).getAttribute('class'), 'message own');
   assert.equal(await alicePage.inputValue('#message'), '', 'the input is cleared after sending');
 
   const reply = `hi alice, bob here ${tag} <b>not bold</b>`;
-  sentAt = Date.now();
-  await send(bobPage, reply);
+  sentAt = await send(bobPage, reply);
+  timings.messageBtoAMs = (await arrivalTime(alicePage, reply)) - sentAt;
   await chatMessage(alicePage, 'bob', reply).waitFor({ timeout: UI_TIMEOUT_MS });
-  timings.messageBtoAMs = Date.now() - sentAt;
   await chatMessage(bobPage, 'bob', reply).waitFor({ timeout: UI_TIMEOUT_MS });
   // Text is shown as text, never parsed as markup.
   assert.equal(await alicePage.locator('#messages b').count(), 0);
@@ -253,7 +283,7 @@ test('two pages in one room exchange messages', async () => {
   const bobShot = path.join(artifactDir, 'chat-page-b.png');
   await alicePage.screenshot({ path: aliceShot, timeout: UI_TIMEOUT_MS });
   await bobPage.screenshot({ path: bobShot, timeout: UI_TIMEOUT_MS });
-  console.log(`# screenshots: ${aliceShot} ${bobShot}`);
+  console.log(`screenshots: ${aliceShot} ${bobShot}`);
 
   // Leaving: when bob's page goes away the server tells the room.
   const bobProblems = bobPage.problems;
@@ -264,4 +294,132 @@ test('two pages in one room exchange messages', async () => {
   const problems = [...alicePage.problems, ...bobProblems];
   assert.deepEqual(problems, [], 'no errors or warnings inside the pages');
   await alicePage.close();
+});
+
+test('the server enforces the chat contract (raw Socket.IO frames from a page)', async () => {
+  const page = await openChatPage('raw', { width: 800, height: 600 });
+  // Runs inside the page: a bare WebSocket speaking Engine.IO v4 / Socket.IO v5, independent of chat.js.
+  const outcome = await page.evaluate(async (timeoutMs) => {
+    const url = `ws://${location.host}/socket.io/?EIO=4&transport=websocket`;
+    const ws = new WebSocket(url);
+    const inbox = [];
+    let wake = () => {};
+    ws.onmessage = (event) => {
+      if (event.data === '2') ws.send('3');
+      else inbox.push(event.data);
+      wake();
+    };
+    ws.onclose = () => wake();
+    const next = async (predicate, what) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const index = inbox.findIndex(predicate);
+        if (index !== -1) return inbox.splice(index, 1)[0];
+        if (ws.readyState === WebSocket.CLOSED) throw new Error(`socket closed while waiting for ${what}`);
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(inbox)}`);
+        await new Promise((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, left);
+        });
+      }
+    };
+    let ackId = 0;
+    const call = async (...args) => {
+      const id = ackId++;
+      ws.send(`42${id}${JSON.stringify(args)}`);
+      const frame = await next((f) => f.startsWith(`43${id}[`), `ack ${id} for ${args[0]}`);
+      return JSON.parse(frame.slice(`43${id}`.length));
+    };
+    const event = async (name) => JSON.parse((await next((f) => f.startsWith(`42["${name}"`), name)).slice(2));
+
+    await next((f) => f.startsWith('0{'), 'open packet');
+    ws.send('40');
+    await next((f) => f.startsWith('40{'), 'CONNECT');
+
+    const results = {};
+    results.beforeJoin = await call('chat:message', 'raw-room', 'too early');
+    results.join = await call('chat:join', 'raw-room', 'raw');
+    results.joinedLine = await event('chat:system');
+    results.empty = await call('chat:message', 'raw-room', '');
+    results.tooLong = await call('chat:message', 'raw-room', 'x'.repeat(2001));
+    results.otherRoom = await call('chat:message', 'elsewhere', 'wrong room');
+    results.longest = await call('chat:message', 'raw-room', 'y'.repeat(2000));
+    results.longestEvent = await event('chat:message');
+    results.switchRoom = await call('chat:join', 'raw-room-2', 'raw');
+    await event('chat:system');
+    results.oldRoom = await call('chat:message', 'raw-room', 'left already');
+    results.unexpected = inbox.slice();
+    ws.close();
+    return results;
+  }, UI_TIMEOUT_MS);
+
+  const rejected = (reply, label) => {
+    assert.equal(reply.length, 1, `${label}: one ack argument`);
+    assert.equal(reply[0].ok, false, `${label}: ${JSON.stringify(reply)}`);
+    assert.equal(typeof reply[0].error, 'string', `${label}: error text`);
+  };
+  rejected(outcome.beforeJoin, 'message before joining');
+  assert.deepEqual(outcome.join, [{ room: 'raw-room', members: ['raw'] }]);
+  assert.deepEqual(outcome.joinedLine, ['chat:system', { room: 'raw-room', text: 'raw joined' }]);
+  rejected(outcome.empty, 'empty message');
+  rejected(outcome.tooLong, '2001 characters');
+  rejected(outcome.otherRoom, 'room not joined');
+  assert.deepEqual(outcome.longest, [{ ok: true }]);
+  const [name, message] = outcome.longestEvent;
+  assert.equal(name, 'chat:message');
+  assert.equal(message.room, 'raw-room');
+  assert.equal(message.name, 'raw');
+  assert.equal(message.text, 'y'.repeat(2000));
+  assert.equal(typeof message.at, 'number');
+  assert.ok(Math.abs(message.at - Date.now()) < 60000, `at is a ms timestamp: ${message.at}`);
+  assert.equal(typeof message.id, 'string');
+  assert.ok(message.id.length > 0);
+  assert.deepEqual(outcome.switchRoom, [{ room: 'raw-room-2', members: ['raw'] }]);
+  rejected(outcome.oldRoom, 'message to the room left by joining another');
+  assert.deepEqual(outcome.unexpected, [], 'no unexpected frames');
+  assert.deepEqual(page.problems, []);
+  await page.close();
+});
+
+test('the page shows a lost connection, reconnects with backoff and rejoins its room', async () => {
+  const page = await openChatPage('C', { width: 800, height: 600 });
+  await join(page, 'carol');
+  await systemLine(page, 'carol joined').waitFor({ timeout: UI_TIMEOUT_MS });
+
+  await stopServer(server);
+  await page.waitForFunction(() => document.querySelector('#status').dataset.state === 'reconnecting', null, {
+    timeout: UI_TIMEOUT_MS,
+  });
+  assert.equal(await page.isDisabled('#send'), true, 'sending is off while offline');
+  assert.match(await page.textContent('#status'), /retrying in \d+s/);
+  await systemLine(page, 'Connection lost').waitFor({ timeout: UI_TIMEOUT_MS });
+  const offlineShot = path.join(artifactDir, 'chat-page-offline.png');
+  await page.screenshot({ path: offlineShot, timeout: UI_TIMEOUT_MS });
+  console.log(`screenshot: ${offlineShot}`);
+
+  const restartedAt = Date.now();
+  server = startServer(serverPort);
+  await waitForPage(baseUrl, server);
+  await page.waitForFunction(() => document.querySelector('#status').dataset.state === 'connected', null, {
+    timeout: 20000,
+  });
+  timings.reconnectAfterRestartMs = Date.now() - restartedAt;
+  // The page joins its room again by itself, which the server announces once more.
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('#messages li[data-kind="system"]')].filter((li) => li.textContent === 'carol joined').length === 2,
+    null,
+    { timeout: UI_TIMEOUT_MS },
+  );
+  await systemLine(page, 'Reconnected').waitFor({ timeout: UI_TIMEOUT_MS });
+  await page.locator('#send:enabled').waitFor({ timeout: UI_TIMEOUT_MS });
+  await send(page, 'back online');
+  await chatMessage(page, 'carol', 'back online').waitFor({ timeout: UI_TIMEOUT_MS });
+
+  const shot = path.join(artifactDir, 'chat-page-reconnected.png');
+  await page.screenshot({ path: shot, timeout: UI_TIMEOUT_MS });
+  console.log(`screenshot: ${shot}`);
+  // The dropped connection's failed frames are the only expected noise.
+  assert.deepEqual(page.problems.filter((problem) => !/WebSocket connection .* failed/.test(problem)), []);
+  await page.close();
 });

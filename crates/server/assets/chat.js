@@ -72,8 +72,8 @@
 
   /**
    * One Socket.IO connection to the default namespace over a single WebSocket, reconnecting with
-   * exponential backoff. Status changes are reported through `onStatus(state, detail)` where state is one
-   * of "connecting", "connected", "reconnecting", "offline".
+   * exponential backoff. Status changes are reported through `onStatus(state, detail, reason)` where state is
+   * one of "connecting", "connected", "reconnecting", and reason says why the last connection ended.
    */
   class TinySocket {
     constructor(url, onStatus) {
@@ -307,7 +307,7 @@
       // Jitter spreads the reconnects of many pages after a server restart.
       const delay = Math.round(backoff * (0.75 + Math.random() * 0.5));
       this.attempt++;
-      this.onStatus('reconnecting', `Offline (${reason}), retrying in ${Math.max(1, Math.round(delay / 1000))}s`);
+      this.onStatus('reconnecting', `Offline, retrying in ${Math.max(1, Math.round(delay / 1000))}s`, reason);
       this.reconnectTimer = setTimeout(() => this.open(), delay);
     }
   }
@@ -344,9 +344,14 @@
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const socket = new TinySocket(`${scheme}//${location.host}/socket.io/?EIO=4&transport=websocket`, setStatus);
 
-  function setStatus(connState, detail) {
+  function setStatus(connState, detail, reason) {
+    if (ui.status.dataset.state === 'connected' && connState !== 'connected' && state.joinedRoom !== null) {
+      addSystemLine('Connection lost, reconnecting…');
+    }
     ui.status.dataset.state = connState;
     ui.statusText.textContent = detail;
+    ui.status.title = reason ? `Last disconnect: ${reason}` : '';
+    if (reason) console.info(`chat: disconnected (${reason})`);
     updateControls();
   }
 
@@ -355,7 +360,11 @@
     ui.join.disabled = !socket.connected;
     ui.message.disabled = !canSend;
     ui.send.disabled = !canSend;
-    ui.message.placeholder = canSend ? `Message #${state.joinedRoom}` : 'Join a room to start chatting';
+    if (canSend) ui.message.placeholder = `Message #${state.joinedRoom}`;
+    else if (!socket.connected) {
+      ui.message.placeholder = ui.status.dataset.state === 'reconnecting' ? 'Offline, waiting for the connection…' : 'Connecting…';
+    }
+    else ui.message.placeholder = 'Join a room to start chatting';
   }
 
   function isScrolledToBottom() {
@@ -526,7 +535,10 @@
   socket.onConnected(() => {
     // After a reconnect the server has forgotten us: join the same room again.
     if (state.joinedRoom !== null && state.joinedName !== null) {
-      joinRoom(state.joinedRoom, state.joinedName).catch((err) => showComposeError(`Could not rejoin: ${err.message}`));
+      joinRoom(state.joinedRoom, state.joinedName).then(
+        () => addSystemLine('Reconnected'),
+        (err) => showComposeError(`Could not rejoin: ${err.message}`),
+      );
     }
   });
 
