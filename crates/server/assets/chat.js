@@ -199,7 +199,7 @@
           this.drop('disconnected by the server');
           break;
         case SIO_EVENT:
-          this.dispatchEvent(packet);
+          this.deliverEvent(packet);
           break;
         case SIO_ACK: {
           const pending = this.pendingAcks.get(packet.id);
@@ -225,7 +225,7 @@
       }
     }
 
-    dispatchEvent(packet) {
+    deliverEvent(packet) {
       if (!Array.isArray(packet.data) || typeof packet.data[0] !== 'string') {
         throw new Error('EVENT payload is not ["name", ...]');
       }
