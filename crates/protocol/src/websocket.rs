@@ -70,6 +70,9 @@ impl FrameDecoder {
 
     /// Consumes complete frames from the front of `buf` and returns the next complete message, or
     /// `Ok(None)` when `buf` holds only part of a frame (which stays in `buf`). Client frames must be masked.
+    ///
+    /// Unfragmented payloads are unmasked in place and returned without a copy, so they share `buf`'s
+    /// allocation; fragmented messages are reassembled in a buffer of their own.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
         let result = self.decode_inner(buf);
         if result.is_err() {
@@ -107,7 +110,11 @@ impl FrameDecoder {
                 OpCode::Text | OpCode::Binary if header.fin => {
                     return data_message(header.opcode, payload).map(Some);
                 }
-                OpCode::Text | OpCode::Binary => self.fragments = Some((header.opcode, payload)),
+                OpCode::Text | OpCode::Binary => {
+                    // A copy of its own: the continuations will grow it, and it must not keep the
+                    // caller's read buffer alive while the rest of the message trickles in.
+                    self.fragments = Some((header.opcode, BytesMut::from(&payload[..])));
+                }
                 OpCode::Continuation => {
                     let Some((opcode, mut message)) = self.fragments.take() else {
                         return Err(FrameError::Protocol("continuation frame without a message"));

@@ -404,3 +404,14 @@ fn computes_the_accept_key() {
         "HSmrc0sMlYUkAGmm5OPpG2HaGWk="
     );
 }
+
+#[test]
+fn unfragmented_payloads_are_not_copied() {
+    let mut buf = BytesMut::from(&client_frame(fin(OpCode::Binary), b"payload", None)[..]);
+    let payload_start = buf[6..].as_ptr();
+    let Ok(Some(Message::Binary(payload))) = FrameDecoder::new(64).decode(&mut buf) else {
+        panic!("no binary message")
+    };
+    assert_eq!(&payload[..], b"payload");
+    assert_eq!(payload.as_ptr(), payload_start);
+}
