@@ -1,6 +1,26 @@
 // Reference implementation of the interop test contract, written with the official `socket.io` server.
 // The interop tests must pass against it; Switchyard's `interop` example implements the same contract.
-// Usage: PORT=3000 node reference-server.js
+// Usage: PORT=3000 node reference-server.js   (listens on 127.0.0.1:$PORT)
+//
+// The contract (namespace "/" unless said otherwise):
+// - server options: pingInterval 2000, pingTimeout 2000, CORS origin "*".
+// - "/" middleware: handshake auth.token === "bad" -> refused, message "unauthorized", data {reason:"bad token"}.
+// - on connection: emit("hello", {id, nsp, auth: handshake auth, query: handshake query minus EIO/transport/t}).
+// - "echo"(...args)           -> emit("echo", ...args), binary preserved.
+// - "echo-ack"(...args, ack)  -> ack(...args).
+// - "server-ack"(payload)     -> emitWithAck("ask", payload) with a 2000 ms timeout, then
+//                                emit("server-ack-result", answer) or emit("server-ack-result", {error:"timeout"}).
+// - "join"(room, ack) / "leave"(room, ack) -> join/leave, then ack(sorted list of the socket's rooms).
+// - "to-room"(room, ...args)  -> io.to(room).emit("room-msg", ...args) (the sender too, if in the room).
+// - "broadcast"(...args)      -> socket.broadcast.emit("broadcast", ...args).
+// - "broadcast-ack"(payload, ack) -> io.timeout(1000).emit("ping-all", payload, (err, responses) =>
+//                                ack({timedOut: !!err, responses})).
+// - "disconnect-me"           -> socket.disconnect();  "close-conn" -> socket.conn.close().
+// - "binary"                  -> emit("binary", <Buffer 01 02 03>, {nested: <Buffer 04 05>, list: [<Buffer 06>]}).
+// - "/second": on connection emit("hello", {id, nsp: "/second", auth}); "echo" as above.
+// - /^\/dyn-\d+$/ (dynamic): on connection emit("hello", {id, nsp: <actual name>, auth}).
+// - "/private": middleware always refuses, message "forbidden", data {code: 403}.
+// - any other namespace is unknown ("Invalid namespace").
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 

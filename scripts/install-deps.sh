@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine (run as root): Debian packages (Redis,
+# Chromium + ChromeDriver, nginx, Node.js if absent) and the npm dependencies of the JavaScript test and
+# bench directories. Idempotent and non-interactive; a repeat run that finds everything present makes no
+# network request and takes about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+
+# Debian package -> a command it provides (how we tell it is already there).
+declare -A PACKAGE_COMMAND=(
+  [redis-server]=redis-server
+  [chromium]=chromium
+  [chromium-driver]=chromedriver
+  [nginx]=nginx
+  [ca-certificates]=update-ca-certificates
+  [procps]=ps
+)
+
+is_installed() {
+  local package="$1" command="$2"
+  command -v "$command" >/dev/null 2>&1 && return 0
+  # Some packages put their binaries in sbin, which may not be on PATH.
+  [[ -x "/usr/sbin/$command" ]] && return 0
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"
+}
+
+missing=()
+for package in "${!PACKAGE_COMMAND[@]}"; do
+  is_installed "$package" "${PACKAGE_COMMAND[$package]}" || missing+=("$package")
+done
+# Node.js >= 20 runs the JavaScript tests; the machine image normally has it (with npm).
+if ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing Debian packages (${missing[*]}) and not root; install them and rerun" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  # Installing a server package would start its daemon (nginx on :80, redis on :6379); the tests start
+  # their own instances on their own ports, so keep apt from starting services while we install.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  timeout 600 apt-get -o DPkg::Lock::Timeout=300 update -qq
+  timeout 1200 apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: Debian packages present"
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [[ "$node_major" -lt 20 ]]; then
+  echo "install-deps: Node.js $(node --version) is too old; the tests need Node.js 20 or newer" >&2
+  exit 1
+fi
+
+# The Rust tools the test command uses; the machine image normally has them.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "install-deps: installing cargo-nextest"
+  timeout 1200 cargo install cargo-nextest --locked
+fi
+for tool in fmt clippy; do
+  if ! cargo "$tool" --version >/dev/null 2>&1; then
+    echo "install-deps: cargo $tool is missing (rustup component add $([[ $tool == fmt ]] && echo rustfmt || echo clippy))" >&2
+    exit 1
+  fi
+done
+
+# npm dependencies, from the committed lockfiles. A stamp (a copy of the lockfile the install used) lets
+# a repeat run skip `npm ci`, which would otherwise delete and reinstall node_modules every time.
+for dir in tests/node tests/browser bench/node; do
+  [[ -f "$dir/package-lock.json" ]] || continue
+  stamp="$dir/node_modules/.install-deps-lock"
+  if [[ -f "$stamp" ]] && cmp -s "$dir/package-lock.json" "$stamp"; then
+    echo "install-deps: $dir/node_modules up to date"
+    continue
+  fi
+  echo "install-deps: npm ci in $dir"
+  (cd "$dir" && timeout 600 npm ci --no-audit --no-fund --loglevel=error)
+  cp "$dir/package-lock.json" "$stamp"
+done
+
+echo "install-deps: done"

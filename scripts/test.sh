@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, builds everything once in release mode, and
+# runs every suite. Each step is bounded by a timeout. Without the dependencies or a build nothing else
+# can run, so a failure there stops at once; the other steps all run, and the last line reads
+# "N passed, N failed" (", N skipped" when an optional suite is absent). Exit status 0 only if all passed.
+#   TEST_FAIL_FAST=1   stop at the first failing step
+#   TEST_SKIP=clippy,fuzz   skip the named steps (names as printed)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+skipped=0
+report=()
+failed_steps=()
+
+summary() {
+  echo
+  echo "==================== summary ===================="
+  printf '%s\n' "${report[@]}"
+  if [[ ${#failed_steps[@]} -gt 0 ]]; then
+    echo "failed: ${failed_steps[*]}"
+  fi
+  if [[ $skipped -gt 0 ]]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+  else
+    echo "$passed passed, $failed failed"
+  fi
+}
+
+skip() {
+  local name="$1" why="$2"
+  skipped=$((skipped + 1))
+  report+=("$(printf '  %-8s %-8s %s' skip "$name" "$why")")
+  echo "==> $name: skipped ($why)"
+}
+
+# step NAME SECONDS REQUIRED COMMAND... ; REQUIRED=1 ends the run when the step fails.
+step() {
+  local name="$1" seconds="$2" required="$3"
+  shift 3
+  if [[ ",${TEST_SKIP:-}," == *",$name,"* ]]; then
+    skip "$name" "TEST_SKIP"
+    return 0
+  fi
+  echo
+  echo "==> $name: $* (timeout ${seconds}s)"
+  local started status
+  started=$(date +%s)
+  timeout --kill-after=30 "$seconds" "$@"
+  status=$?
+  local elapsed=$(($(date +%s) - started))
+  if [[ $status -eq 0 ]]; then
+    passed=$((passed + 1))
+    report+=("$(printf '  %-8s %-8s %4ss' ok "$name" "$elapsed")")
+    echo "==> $name: ok (${elapsed}s)"
+    return 0
+  fi
+  local why="exit status $status"
+  [[ $status -eq 124 || $status -eq 137 ]] && why="timed out after ${seconds}s"
+  failed=$((failed + 1))
+  failed_steps+=("$name")
+  report+=("$(printf '  %-8s %-8s %4ss  %s' FAILED "$name" "$elapsed" "$why")")
+  echo "==> $name: FAILED ($why)"
+  if [[ "$required" == 1 || "${TEST_FAIL_FAST:-0}" == 1 ]]; then
+    echo "==> stopping: the remaining steps need '$name'"
+    summary
+    exit 1
+  fi
+  return 0
+}
+
+total_started=$(date +%s)
+
+step deps 1800 1 bash scripts/install-deps.sh
+step fmt 120 0 cargo fmt --all -- --check
+# One release build of every target (libraries, binaries, examples, tests, benches); the steps after it
+# reuse it: nextest runs these test binaries, the Node and browser suites run these examples/binaries.
+step build 2700 1 cargo build --release --workspace --all-targets
+# Clippy in the release profile: it still type-checks every crate (clippy cannot reuse compiled code),
+# but build scripts and proc-macros built above are shared; the dev profile would rebuild those too.
+step clippy 1500 0 cargo clippy --release --workspace --all-targets -- -D warnings
+step nextest 1500 0 cargo nextest run --release --workspace
+if [[ -f scripts/fuzz-smoke.sh ]]; then
+  step fuzz 1800 0 bash scripts/fuzz-smoke.sh
+else
+  skip fuzz "scripts/fuzz-smoke.sh not present"
+fi
+step node 900 0 bash tests/node/run.sh
+if [[ -f tests/browser/run.sh ]]; then
+  step browser 600 0 bash tests/browser/run.sh
+else
+  skip browser "tests/browser/run.sh not present"
+fi
+
+echo
+echo "total time: $(($(date +%s) - total_started))s"
+summary
+[[ $failed -eq 0 ]]
