@@ -18,6 +18,13 @@ if [[ ! -d node_modules/socket.io-client || ! -d node_modules/socket.io ]]; then
   timeout 300 npm ci --no-audit --no-fund
 fi
 
+if [[ -z "${INTEROP_SERVER_CMD:-}" && ! -x ../../target/release/examples/interop ]]; then
+  echo "tests/node: target/release/examples/interop not found; build it with" >&2
+  echo "  cargo build --release --example interop -p switchyard" >&2
+  echo "or run against another server: INTEROP_SERVER_CMD=... or --reference" >&2
+  exit 1
+fi
+
 suite_timeout="${INTEROP_SUITE_TIMEOUT:-600}"
 run_files() {
   timeout --kill-after=10 "$suite_timeout" \
