@@ -1,1 +1,295 @@
-fn main() {}
+//! `switchyard-bench`: a Socket.IO load generator (idle, fanout, echo, connect scenarios, one JSON line
+//! each) and the runner that benchmarks Switchyard against the Node socket.io and socketioxide peers.
+
+mod chart;
+mod client;
+mod error;
+mod net;
+mod polling;
+mod procfs;
+mod report;
+mod runner;
+mod scenarios;
+mod stats;
+mod wsframe;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::net::{raise_nofile_limit, sources_for, Target};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard-bench",
+    version,
+    about = "Socket.IO load generator and benchmark runner"
+)]
+struct Cli {
+    /// Worker threads of the load generator (1 = a single-threaded runtime, leaving the rest to the server).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The server under test: always on 127.0.0.1.
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// Port of the server on 127.0.0.1.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    port: u16,
+    /// Process id of the server, to read its memory and CPU time from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Source addresses 127.0.0.1..127.0.0.N to spread client sockets over (default: from the load).
+    #[arg(long)]
+    sources: Option<usize>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+}
+
+impl ServerArgs {
+    fn target(&self, connections: usize) -> Target {
+        Target::new(
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port),
+            self.sources.unwrap_or_else(|| sources_for(connections)),
+        )
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N idle WebSocket connections: server memory per connection and connect rate.
+    Idle {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Pause before reading the server's memory, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        settle_ms: u64,
+    },
+    /// R receivers in one room, one sender emitting M messages of B bytes: deliveries/s, CPU, loss.
+    Fanout {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        #[arg(long, default_value_t = 500)]
+        messages: usize,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        /// Stop waiting once no delivery arrived for this many milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        straggler_ms: u64,
+    },
+    /// C clients sending acked `echo` at H per second for S seconds: RTT percentiles.
+    Echo {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Echoes per second per client.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+    },
+    /// Handshake rate over WebSocket and over polling with upgrade.
+    Connect {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+    },
+    /// Build and start every server, run the scenarios against each, write BENCHMARKS.md and the chart.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Repository root (default: the current directory).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Servers to benchmark, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "switchyard,node,socketioxide"
+    )]
+    servers: Vec<String>,
+    /// Scenarios to run, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "idle,fanout,echo,connect"
+    )]
+    scenarios: Vec<String>,
+    /// Repeats of every scenario on every server (at least 2 for a report).
+    #[arg(long, default_value_t = 2)]
+    repeats: usize,
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    #[arg(long, default_value_t = 1000)]
+    fanout_receivers: usize,
+    #[arg(long, default_value_t = 500)]
+    fanout_messages: usize,
+    #[arg(long, default_value_t = 100)]
+    payload_bytes: usize,
+    #[arg(long, default_value_t = 100)]
+    echo_clients: usize,
+    #[arg(long, default_value_t = 50.0)]
+    echo_rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    echo_seconds: f64,
+    #[arg(long, default_value_t = 2000)]
+    connect_count: usize,
+    /// Handshakes in flight at once in the connect scenario.
+    #[arg(long, default_value_t = 32)]
+    connect_concurrency: usize,
+    /// Connections being opened at once in the other scenarios.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Use the already built servers (no cargo build, no npm ci).
+    #[arg(long)]
+    skip_build: bool,
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    report: PathBuf,
+    #[arg(long, default_value = "bench/chart.svg")]
+    chart: PathBuf,
+    #[arg(long, default_value = "bench/results")]
+    results_dir: PathBuf,
+    /// The command to print in the report as "how to run" (default: this process's arguments).
+    #[arg(long)]
+    command_line: Option<String>,
+}
+
+fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    raise_nofile_limit();
+    let runtime = match build_runtime(cli.threads) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let value = match cli.command {
+        Command::Idle {
+            server,
+            connections,
+            settle_ms,
+        } => {
+            let target = server.target(connections);
+            let options = scenarios::IdleOptions {
+                connections,
+                concurrency: server.concurrency,
+                settle: Duration::from_millis(settle_ms),
+                server_pid: server.server_pid,
+            };
+            runtime.block_on(scenarios::idle(&target, &options))
+        }
+        Command::Fanout {
+            server,
+            receivers,
+            messages,
+            payload_bytes,
+            straggler_ms,
+        } => {
+            let target = server.target(receivers);
+            let options = scenarios::FanoutOptions {
+                receivers,
+                messages,
+                payload_bytes,
+                concurrency: server.concurrency,
+                straggler_wait: Duration::from_millis(straggler_ms),
+                max_wait: Duration::from_secs(120),
+                server_pid: server.server_pid,
+            };
+            runtime.block_on(scenarios::fanout(&target, &options))
+        }
+        Command::Echo {
+            server,
+            clients,
+            rate,
+            seconds,
+            payload_bytes,
+        } => {
+            let target = server.target(clients);
+            let options = scenarios::EchoOptions {
+                clients,
+                rate_per_client: rate,
+                seconds,
+                payload_bytes,
+                concurrency: server.concurrency,
+                server_pid: server.server_pid,
+            };
+            runtime.block_on(scenarios::echo(&target, &options))
+        }
+        Command::Connect { server, count } => {
+            let target = server.target(count * 3);
+            let options = scenarios::ConnectOptions {
+                count,
+                concurrency: server.concurrency.min(count.max(1)),
+                server_pid: server.server_pid,
+            };
+            runtime.block_on(scenarios::connect(&target, &options))
+        }
+        Command::Run(args) => {
+            let command_line = args
+                .command_line
+                .clone()
+                .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
+            let options = runner::RunOptions {
+                repo: args.repo,
+                servers: args.servers,
+                scenarios: args.scenarios,
+                repeats: args.repeats.max(1),
+                idle_connections: args.idle_connections,
+                fanout_receivers: args.fanout_receivers,
+                fanout_messages: args.fanout_messages,
+                payload_bytes: args.payload_bytes,
+                echo_clients: args.echo_clients,
+                echo_rate: args.echo_rate,
+                echo_seconds: args.echo_seconds,
+                connect_count: args.connect_count,
+                connect_concurrency: args.connect_concurrency,
+                concurrency: args.concurrency,
+                skip_build: args.skip_build,
+                report: args.report,
+                chart: args.chart,
+                results_dir: args.results_dir,
+                command_line,
+            };
+            return match runner::run(&options, &runtime) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("switchyard-bench run: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    println!("{value}");
+    ExitCode::SUCCESS
+}

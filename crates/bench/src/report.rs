@@ -1,0 +1,554 @@
+//! Turns the JSON results of one run into BENCHMARKS.md and the SVG chart.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::chart::{self, format_value, Bar, Panel};
+use crate::stats::{median, ratio};
+
+/// One scenario result from one server in one repeat.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub server: String,
+    pub scenario: String,
+    pub repeat: usize,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+/// A figure reported in the table and the chart.
+pub struct Metric {
+    pub scenario: &'static str,
+    pub key: &'static str,
+    pub label: &'static str,
+    pub unit: &'static str,
+    /// Multiplies the raw JSON value (e.g. bytes to KB).
+    pub scale: f64,
+    pub better: Better,
+}
+
+pub const METRICS: &[Metric] = &[
+    Metric {
+        scenario: "idle",
+        key: "bytes_per_connection",
+        label: "Idle memory per connection",
+        unit: "KB",
+        scale: 1.0 / 1024.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "idle",
+        key: "connect_rate",
+        label: "Idle connects per second",
+        unit: "/s",
+        scale: 1.0,
+        better: Better::Higher,
+    },
+    Metric {
+        scenario: "fanout",
+        key: "server_cpu_ns_per_delivery",
+        label: "Fanout server CPU per delivery",
+        unit: "ns",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "fanout",
+        key: "deliveries_per_sec",
+        label: "Fanout deliveries per second",
+        unit: "/s",
+        scale: 1.0,
+        better: Better::Higher,
+    },
+    Metric {
+        scenario: "fanout",
+        key: "loss_pct",
+        label: "Fanout deliveries lost",
+        unit: "%",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo",
+        key: "rtt_p50_ms",
+        label: "Echo RTT p50",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo",
+        key: "rtt_p90_ms",
+        label: "Echo RTT p90",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo",
+        key: "rtt_p99_ms",
+        label: "Echo RTT p99",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo",
+        key: "rtt_max_ms",
+        label: "Echo RTT max",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo",
+        key: "server_cpu_ns_per_echo",
+        label: "Echo server CPU per ack",
+        unit: "ns",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "connect",
+        key: "ws_handshakes_per_sec",
+        label: "Handshakes/s, WebSocket",
+        unit: "/s",
+        scale: 1.0,
+        better: Better::Higher,
+    },
+    Metric {
+        scenario: "connect",
+        key: "polling_handshakes_per_sec",
+        label: "Handshakes/s, polling + upgrade",
+        unit: "/s",
+        scale: 1.0,
+        better: Better::Higher,
+    },
+];
+
+/// Display names and chart colours of the servers, in table order.
+pub const SERVERS: &[(&str, &str, &str)] = &[
+    ("switchyard", "Switchyard", "#2b6cb0"),
+    ("node", "Node socket.io", "#68a063"),
+    ("socketioxide", "socketioxide", "#c05621"),
+];
+
+pub fn display_name(server: &str) -> &str {
+    SERVERS
+        .iter()
+        .find(|(key, _, _)| *key == server)
+        .map_or(server, |(_, name, _)| name)
+}
+
+/// Every repeat's value of `metric` for `server` (scaled), skipping runs that did not report it.
+pub fn values(records: &[Record], server: &str, metric: &Metric) -> Vec<f64> {
+    records
+        .iter()
+        .filter(|r| r.server == server && r.scenario == metric.scenario)
+        .filter_map(|r| r.value.get(metric.key).and_then(Value::as_f64))
+        .map(|v| v * metric.scale)
+        .collect()
+}
+
+pub fn median_of(records: &[Record], server: &str, metric: &Metric) -> Option<f64> {
+    median(&values(records, server, metric))
+}
+
+fn cell(value: Option<f64>) -> String {
+    value.map_or("–".to_owned(), format_value)
+}
+
+fn ratio_cell(value: Option<f64>) -> String {
+    value.map_or("–".to_owned(), |r| format!("{r:.2}×"))
+}
+
+/// The markdown table of medians, with Switchyard's ratio to each peer.
+pub fn results_table(records: &[Record], servers: &[String]) -> String {
+    let mut out = String::new();
+    out.push_str("| Scenario | Metric | Better |");
+    for server in servers {
+        let _ = write!(out, " {} |", display_name(server));
+    }
+    let peers: Vec<&String> = servers.iter().filter(|s| *s != "switchyard").collect();
+    let with_ratios = servers.iter().any(|s| s == "switchyard");
+    if with_ratios {
+        for peer in &peers {
+            let _ = write!(out, " Switchyard ÷ {} |", display_name(peer));
+        }
+    }
+    out.push('\n');
+    out.push_str("|---|---|---|");
+    for _ in servers {
+        out.push_str("---:|");
+    }
+    if with_ratios {
+        for _ in &peers {
+            out.push_str("---:|");
+        }
+    }
+    out.push('\n');
+    for metric in METRICS {
+        if !records.iter().any(|r| r.scenario == metric.scenario) {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "| {} | {} ({}) | {} |",
+            metric.scenario,
+            metric.label,
+            metric.unit,
+            match metric.better {
+                Better::Lower => "lower",
+                Better::Higher => "higher",
+            }
+        );
+        for server in servers {
+            let _ = write!(out, " {} |", cell(median_of(records, server, metric)));
+        }
+        if with_ratios {
+            let ours = median_of(records, "switchyard", metric);
+            for peer in &peers {
+                let _ = write!(
+                    out,
+                    " {} |",
+                    ratio_cell(ratio(ours, median_of(records, peer, metric)))
+                );
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Every repeat, one line each, for the record.
+pub fn raw_table(records: &[Record]) -> String {
+    let mut out =
+        String::from("| Server | Scenario | Repeat | Key figures |\n|---|---|---:|---|\n");
+    for record in records {
+        let figures: Vec<String> = METRICS
+            .iter()
+            .filter(|m| m.scenario == record.scenario)
+            .filter_map(|m| {
+                let value = record.value.get(m.key)?.as_f64()? * m.scale;
+                Some(format!("{} {} {}", m.key, format_value(value), m.unit))
+            })
+            .chain(extra_figures(&record.value))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            display_name(&record.server),
+            record.scenario,
+            record.repeat + 1,
+            if figures.is_empty() {
+                record
+                    .value
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no figures")
+                    .replace('|', "/")
+            } else {
+                figures.join(", ")
+            }
+        );
+    }
+    out
+}
+
+/// Counts that show whether anything failed or got lost.
+fn extra_figures(value: &Value) -> Vec<String> {
+    let keys = [
+        "connected",
+        "failed",
+        "dropped_while_idle",
+        "delivered",
+        "expected",
+        "receivers_dropped",
+        "sent",
+        "acked",
+        "missing",
+        "ws_failed",
+        "polling_failed",
+    ];
+    keys.iter()
+        .filter_map(|key| {
+            let v = value.get(*key)?;
+            v.as_u64().map(|n| format!("{key} {n}"))
+        })
+        .collect()
+}
+
+/// The chart: one panel per metric that any server reported.
+pub fn chart_svg(records: &[Record], servers: &[String], subtitle: &str) -> String {
+    let panels: Vec<Panel> = METRICS
+        .iter()
+        .filter(|m| servers.iter().any(|s| median_of(records, s, m).is_some()))
+        .map(|metric| Panel {
+            title: format!(
+                "{} ({} is better)",
+                metric.label,
+                match metric.better {
+                    Better::Lower => "lower",
+                    Better::Higher => "higher",
+                }
+            ),
+            unit: metric.unit.to_owned(),
+            bars: servers
+                .iter()
+                .map(|server| Bar {
+                    label: display_name(server).to_owned(),
+                    value: median_of(records, server, metric),
+                    color: SERVERS
+                        .iter()
+                        .find(|(key, _, _)| key == server)
+                        .map_or("#888888", |(_, _, color)| color),
+                })
+                .collect(),
+        })
+        .collect();
+    chart::render("Switchyard benchmark (medians)", subtitle, &panels, 2)
+}
+
+/// A goal, checked against this run's Switchyard figures.
+pub struct GoalCheck {
+    pub goal: String,
+    pub measured: String,
+    pub status: &'static str,
+}
+
+pub fn check_goals(records: &[Record], idle_connections: usize) -> Vec<GoalCheck> {
+    let metric = |key: &str| METRICS.iter().find(|m| m.key == key).expect("known metric");
+    let ours = |key: &str| median_of(records, "switchyard", metric(key));
+    let has_switchyard = records.iter().any(|r| r.server == "switchyard");
+    let mut goals = Vec::new();
+
+    let idle = ours("bytes_per_connection");
+    goals.push(GoalCheck {
+        goal: "At most 2 KB per idle WebSocket connection at 50,000 connections".into(),
+        measured: idle.map_or("not measured".into(), |kb| {
+            format!(
+                "{} KB per connection at {idle_connections} connections",
+                format_value(kb)
+            )
+        }),
+        status: match idle {
+            None => "not measured",
+            Some(kb) if kb > 2.0 => "not met",
+            Some(_) if idle_connections < 50_000 => "met at this size (50,000 not run)",
+            Some(_) => "met",
+        },
+    });
+
+    let cpu = ours("server_cpu_ns_per_delivery");
+    let lost: Option<u64> = has_switchyard.then(|| {
+        records
+            .iter()
+            .filter(|r| r.server == "switchyard" && r.scenario == "fanout")
+            .filter_map(|r| r.value.get("lost").and_then(Value::as_u64))
+            .sum()
+    });
+    goals.push(GoalCheck {
+        goal: "At most 150 ns of server CPU per fanout delivery, with zero loss".into(),
+        measured: match (cpu, lost) {
+            (Some(ns), Some(lost)) => format!("{} ns per delivery, {lost} lost", format_value(ns)),
+            _ => "not measured".into(),
+        },
+        status: match (cpu, lost) {
+            (Some(ns), Some(0)) if ns <= 150.0 => "met",
+            (Some(_), Some(_)) => "not met",
+            _ => "not measured",
+        },
+    });
+
+    let p99 = ours("rtt_p99_ms");
+    let theirs = median_of(records, "socketioxide", metric("rtt_p99_ms"));
+    goals.push(GoalCheck {
+        goal: "Echo p99 at most half of socketioxide's".into(),
+        measured: match (p99, theirs) {
+            (Some(a), Some(b)) => format!(
+                "{} ms vs {} ms ({:.2}×)",
+                format_value(a),
+                format_value(b),
+                a / b
+            ),
+            _ => "not measured".into(),
+        },
+        status: match (p99, theirs) {
+            (Some(a), Some(b)) if a <= b / 2.0 => "met",
+            (Some(_), Some(_)) => "not met",
+            _ => "not measured",
+        },
+    });
+
+    let dropped: Option<u64> = has_switchyard.then(|| {
+        records
+            .iter()
+            .filter(|r| r.server == "switchyard")
+            .map(|r| {
+                [
+                    "lost",
+                    "missing",
+                    "dropped_while_idle",
+                    "receivers_dropped",
+                    "clients_dropped",
+                ]
+                .iter()
+                .filter_map(|k| r.value.get(*k).and_then(Value::as_u64))
+                .sum::<u64>()
+            })
+            .sum()
+    });
+    goals.push(GoalCheck {
+        goal: "No event dropped after connect".into(),
+        measured: dropped.map_or("not measured".into(), |n| {
+            format!("{n} events lost or connections dropped over all Switchyard runs")
+        }),
+        status: match dropped {
+            Some(0) => "met",
+            Some(_) => "not met",
+            None => "not measured",
+        },
+    });
+    goals
+}
+
+pub fn goals_table(goals: &[GoalCheck]) -> String {
+    let mut out = String::from("| Goal | This run | Status |\n|---|---|---|\n");
+    for goal in goals {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            goal.goal, goal.measured, goal.status
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(server: &str, scenario: &str, repeat: usize, value: Value) -> Record {
+        Record {
+            server: server.into(),
+            scenario: scenario.into(),
+            repeat,
+            value,
+        }
+    }
+
+    fn sample() -> Vec<Record> {
+        vec![
+            record(
+                "switchyard",
+                "fanout",
+                0,
+                json!({"server_cpu_ns_per_delivery": 100.0, "lost": 0, "loss_pct": 0.0}),
+            ),
+            record(
+                "switchyard",
+                "fanout",
+                1,
+                json!({"server_cpu_ns_per_delivery": 140.0, "lost": 0, "loss_pct": 0.0}),
+            ),
+            record(
+                "node",
+                "fanout",
+                0,
+                json!({"server_cpu_ns_per_delivery": 4800.0, "lost": 0, "loss_pct": 0.0}),
+            ),
+            record(
+                "node",
+                "fanout",
+                1,
+                json!({"server_cpu_ns_per_delivery": 5200.0, "lost": 0, "loss_pct": 0.0}),
+            ),
+            record(
+                "switchyard",
+                "echo",
+                0,
+                json!({"rtt_p99_ms": 0.6, "missing": 0}),
+            ),
+            record(
+                "socketioxide",
+                "echo",
+                0,
+                json!({"rtt_p99_ms": 1.4, "missing": 0}),
+            ),
+            record(
+                "switchyard",
+                "idle",
+                0,
+                json!({"bytes_per_connection": 1536.0, "dropped_while_idle": 0}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn table_shows_medians_and_ratios() {
+        let servers = vec![
+            "switchyard".to_string(),
+            "node".to_string(),
+            "socketioxide".to_string(),
+        ];
+        let table = results_table(&sample(), &servers);
+        let fanout_line = table
+            .lines()
+            .find(|l| l.contains("Fanout server CPU per delivery"))
+            .unwrap();
+        // Medians 120 and 5000; ratio 0.024.
+        assert!(fanout_line.contains("| 120 |"), "{fanout_line}");
+        assert!(fanout_line.contains("| 5000 |"), "{fanout_line}");
+        assert!(fanout_line.contains("0.02×"), "{fanout_line}");
+        let idle_line = table.lines().find(|l| l.contains("Idle memory")).unwrap();
+        assert!(idle_line.contains("| 1.50 |"), "{idle_line}");
+        assert!(
+            !table.contains("connect |"),
+            "scenarios not run are left out"
+        );
+    }
+
+    #[test]
+    fn goals_are_checked_against_switchyard_figures() {
+        let goals = check_goals(&sample(), 10_000);
+        assert_eq!(goals[0].status, "met at this size (50,000 not run)");
+        assert_eq!(goals[1].status, "met");
+        assert_eq!(goals[2].status, "met", "{}", goals[2].measured);
+        assert_eq!(goals[3].status, "met");
+
+        let mut lossy = sample();
+        lossy.push(record(
+            "switchyard",
+            "fanout",
+            2,
+            json!({"server_cpu_ns_per_delivery": 90.0, "lost": 3}),
+        ));
+        let goals = check_goals(&lossy, 50_000);
+        assert_eq!(goals[0].status, "met");
+        assert_eq!(goals[1].status, "not met");
+        assert_eq!(goals[3].status, "not met");
+    }
+
+    #[test]
+    fn chart_has_a_panel_per_reported_metric() {
+        let servers = vec!["switchyard".to_string(), "node".to_string()];
+        let svg = chart_svg(&sample(), &servers, "test");
+        assert!(svg.contains("Fanout server CPU per delivery"));
+        assert!(svg.contains("Idle memory per connection"));
+        assert!(!svg.contains("Handshakes/s"));
+    }
+
+    #[test]
+    fn raw_table_lists_every_record() {
+        let raw = raw_table(&sample());
+        assert_eq!(raw.lines().count(), 2 + sample().len());
+        assert!(raw.contains("lost") || raw.contains("server_cpu_ns_per_delivery"));
+    }
+}

@@ -1,0 +1,800 @@
+//! The four scenarios. Each returns one JSON object (printed as one line by the caller).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::client::{decode_ack, EioEvent, SioClient};
+use crate::error::{BenchError, Result};
+use crate::net::Target;
+use crate::polling;
+use crate::procfs::{clock_ticks_per_second, rss_bytes, CpuSample};
+use crate::stats::{latency_histogram, latency_summary, per_second, record_micros, round3};
+
+/// Bound for one connection's handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Counters shared by the tasks of one scenario, plus the first error seen (errors are never hidden:
+/// they are counted and the first one is reported).
+#[derive(Default)]
+struct Shared {
+    connected: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn record_error(&self, context: &str, err: &BenchError) {
+        let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(format!("{context}: {err}"));
+        }
+    }
+
+    fn first_error(&self) -> Value {
+        let first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        first.clone().map_or(Value::Null, Value::String)
+    }
+}
+
+fn progress_bar(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(
+        "{msg:>18} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(label.to_owned());
+    bar
+}
+
+async fn connect_with_timeout(target: &Target) -> Result<SioClient> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, SioClient::connect(target)).await?
+}
+
+/// Waits until `done()` or `deadline`, updating `bar` from `position()`.
+async fn wait_until(
+    deadline: Instant,
+    bar: &ProgressBar,
+    position: impl Fn() -> u64,
+    done: impl Fn() -> bool,
+) -> bool {
+    loop {
+        bar.set_position(position());
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops every task of `tasks` through `stop` and waits (bounded) for them to finish.
+async fn shut_down<T: 'static>(stop: &watch::Sender<bool>, tasks: &mut JoinSet<T>) -> Vec<T> {
+    let _ = stop.send(true);
+    let mut results = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
+        if let Ok(value) = joined {
+            results.push(value);
+        }
+    }
+    tasks.abort_all();
+    results
+}
+
+// ---------------------------------------------------------------------------------------------------
+// idle
+
+#[derive(Debug, Clone)]
+pub struct IdleOptions {
+    pub connections: usize,
+    pub concurrency: usize,
+    /// Time to let the server settle before reading its memory.
+    pub settle: Duration,
+    pub server_pid: Option<u32>,
+}
+
+/// N WebSocket connections that only answer pings; server memory before and after, and connect rate.
+pub async fn idle(target: &Target, options: &IdleOptions) -> Value {
+    let rss_before = options.server_pid.and_then(rss_bytes);
+    let shared = Arc::new(Shared::default());
+    let (stop, stopped) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let bar = progress_bar(options.connections as u64, "idle connect");
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..options.connections {
+        let (target, shared, gate, mut stopped) = (
+            target.clone(),
+            shared.clone(),
+            gate.clone(),
+            stopped.clone(),
+        );
+        tasks.spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let mut client = match connect_with_timeout(&target).await {
+                Ok(client) => client,
+                Err(err) => {
+                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                    shared.record_error("connect", &err);
+                    return;
+                }
+            };
+            drop(permit);
+            client.ws.shrink_if_empty();
+            shared.connected.fetch_add(1, Ordering::Relaxed);
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    event = client.next_eio() => if let Err(err) = event {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        shared.record_error("idle connection", &err);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    let total = options.connections as u64;
+    let deadline = started + Duration::from_secs(60 + total / 100);
+    let all_done = wait_until(
+        deadline,
+        &bar,
+        || shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
+        || {
+            shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed)
+                >= total
+        },
+    )
+    .await;
+    let connect_secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    tokio::time::sleep(options.settle).await;
+    let rss_after = options.server_pid.and_then(rss_bytes);
+    let connected = shared.connected.load(Ordering::Relaxed);
+    let dropped = shared.dropped.load(Ordering::Relaxed);
+    shut_down(&stop, &mut tasks).await;
+    let bytes_per_connection = match (rss_before, rss_after) {
+        (Some(before), Some(after)) if connected > 0 => {
+            Value::from(round3((after as f64 - before as f64) / connected as f64))
+        }
+        _ => Value::Null,
+    };
+    json!({
+        "scenario": "idle",
+        "connections": options.connections,
+        "connected": connected,
+        "failed": shared.failed.load(Ordering::Relaxed),
+        "timed_out": !all_done,
+        "dropped_while_idle": dropped,
+        "connect_secs": round3(connect_secs),
+        "connect_rate": per_second(connected, connect_secs),
+        "rss_before": rss_before,
+        "rss_after": rss_after,
+        "bytes_per_connection": bytes_per_connection,
+        "first_error": shared.first_error(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// fanout
+
+#[derive(Debug, Clone)]
+pub struct FanoutOptions {
+    pub receivers: usize,
+    pub messages: usize,
+    pub payload_bytes: usize,
+    pub concurrency: usize,
+    /// Give up waiting once no delivery arrived for this long.
+    pub straggler_wait: Duration,
+    /// Absolute bound on the delivery phase.
+    pub max_wait: Duration,
+    pub server_pid: Option<u32>,
+}
+
+pub const FANOUT_ROOM: &str = "fanout";
+
+/// The fanout payload for message `seq`: its sequence number, padded to `bytes` with `x`.
+pub fn fanout_payload(seq: usize, bytes: usize) -> String {
+    let mut payload = format!("{seq:08}|");
+    while payload.len() < bytes {
+        payload.push('x');
+    }
+    payload
+}
+
+/// The sequence number of a fanout delivery: `text` is the Socket.IO packet after the Engine.IO `4`,
+/// `2["msg","00000042|xxx"]`. `None` when it is not a `msg` event.
+pub fn fanout_seq(text: &[u8]) -> Option<u64> {
+    let rest = text.strip_prefix(b"2[\"msg\",\"")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b'|') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[derive(Default)]
+struct ReceiverTally {
+    received: u64,
+    out_of_order: u64,
+    other_events: u64,
+}
+
+/// R receivers in one room; one sender emits M messages of B bytes as fast as it can.
+pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
+    let shared = Arc::new(Shared::default());
+    let ready = Arc::new(AtomicU64::new(0));
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let (stop, stopped) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let bar = progress_bar(options.receivers as u64, "fanout join");
+    let mut tasks = JoinSet::new();
+    for _ in 0..options.receivers {
+        let (target, shared, gate, ready, deliveries, mut stopped) = (
+            target.clone(),
+            shared.clone(),
+            gate.clone(),
+            ready.clone(),
+            deliveries.clone(),
+            stopped.clone(),
+        );
+        tasks.spawn(async move {
+            let mut tally = ReceiverTally::default();
+            let permit = gate.acquire_owned().await;
+            let joined = async {
+                let mut client = connect_with_timeout(&target).await?;
+                client.emit(&json!(["join", FANOUT_ROOM]), None).await?;
+                // Handlers of one socket run in order, so this ack means the join is done.
+                client.emit(&json!(["echo", "joined"]), Some(1)).await?;
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, client.wait_ack(1)).await??;
+                Ok::<_, BenchError>(client)
+            }
+            .await;
+            drop(permit);
+            let mut client = match joined {
+                Ok(client) => client,
+                Err(err) => {
+                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                    shared.record_error("receiver join", &err);
+                    return tally;
+                }
+            };
+            client.ws.set_read_chunk(16 << 10);
+            ready.fetch_add(1, Ordering::Relaxed);
+            let mut expected_seq = 0u64;
+            loop {
+                let mut batch = 0u64;
+                let step: Result<()> = async {
+                    while let Some(event) = client.try_next_eio().await? {
+                        if let EioEvent::Message(text) = event {
+                            match fanout_seq(&text) {
+                                Some(seq) => {
+                                    batch += 1;
+                                    if seq != expected_seq {
+                                        tally.out_of_order += 1;
+                                    }
+                                    expected_seq = seq + 1;
+                                }
+                                None => tally.other_events += 1,
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                tally.received += batch;
+                deliveries.fetch_add(batch, Ordering::Relaxed);
+                if let Err(err) = step {
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    shared.record_error("receiver", &err);
+                    return tally;
+                }
+                tokio::select! {
+                    biased;
+                    _ = stopped.changed() => return tally,
+                    read = client.ws.fill() => if let Err(err) = read {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        shared.record_error("receiver", &err);
+                        return tally;
+                    }
+                }
+            }
+        });
+    }
+    let join_deadline = Instant::now() + Duration::from_secs(60 + options.receivers as u64 / 50);
+    let receivers = options.receivers as u64;
+    let all_joined = wait_until(
+        join_deadline,
+        &bar,
+        || ready.load(Ordering::Relaxed),
+        || ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= receivers,
+    )
+    .await;
+    bar.finish_and_clear();
+
+    let mut result = Map::new();
+    result.insert("scenario".into(), json!("fanout"));
+    result.insert("receivers".into(), json!(options.receivers));
+    result.insert("messages".into(), json!(options.messages));
+    result.insert("payload_bytes".into(), json!(options.payload_bytes));
+    let joined = ready.load(Ordering::Relaxed);
+    result.insert("receivers_joined".into(), json!(joined));
+
+    let mut sender = match connect_with_timeout(target).await {
+        Ok(sender) => sender,
+        Err(err) => {
+            shared.record_error("sender connect", &err);
+            shut_down(&stop, &mut tasks).await;
+            result.insert(
+                "error".into(),
+                json!(format!("sender could not connect: {err}")),
+            );
+            return Value::Object(result);
+        }
+    };
+    // Every message is framed before the clock starts, then written back to back.
+    let mut frames = BytesMut::with_capacity(options.messages * (options.payload_bytes + 40));
+    let mut text = BytesMut::with_capacity(options.payload_bytes + 40);
+    for seq in 0..options.messages {
+        text.clear();
+        crate::client::encode_event(
+            &json!([
+                "msg",
+                FANOUT_ROOM,
+                fanout_payload(seq, options.payload_bytes)
+            ]),
+            None,
+            &mut text,
+        );
+        sender.ws.frame_text_into(&text, &mut frames);
+    }
+    let expected = joined * options.messages as u64;
+    let bar = progress_bar(expected, "fanout deliveries");
+    let cpu_before = options.server_pid.map(CpuSample::take);
+    let started = Instant::now();
+    let send_result = sender.ws.write_raw(&frames).await;
+    let send_secs = started.elapsed().as_secs_f64();
+    if let Err(err) = &send_result {
+        shared.record_error("sender", err);
+    }
+    let mut last_count = 0u64;
+    let mut last_progress = started;
+    let mut completed = false;
+    loop {
+        let count = deliveries.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if count != last_count {
+            last_count = count;
+            last_progress = now;
+        }
+        bar.set_position(count);
+        if count >= expected {
+            completed = true;
+            break;
+        }
+        if now.duration_since(last_progress) >= options.straggler_wait
+            || now.duration_since(started) >= options.max_wait
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cpu_after = options.server_pid.map(CpuSample::take);
+    bar.finish_and_clear();
+    let delivery_secs = last_progress.duration_since(started).as_secs_f64();
+    let tallies = shut_down(&stop, &mut tasks).await;
+    drop(sender);
+
+    let delivered: u64 = tallies.iter().map(|t| t.received).sum();
+    let out_of_order: u64 = tallies.iter().map(|t| t.out_of_order).sum();
+    let other_events: u64 = tallies.iter().map(|t| t.other_events).sum();
+    let lost = expected.saturating_sub(delivered);
+    result.insert("all_joined".into(), json!(all_joined));
+    result.insert("expected".into(), json!(expected));
+    result.insert("delivered".into(), json!(delivered));
+    result.insert("lost".into(), json!(lost));
+    result.insert(
+        "loss_pct".into(),
+        json!(if expected > 0 {
+            round3(lost as f64 * 100.0 / expected as f64)
+        } else {
+            0.0
+        }),
+    );
+    result.insert("completed".into(), json!(completed));
+    result.insert("out_of_order".into(), json!(out_of_order));
+    result.insert("unexpected_events".into(), json!(other_events));
+    result.insert(
+        "receivers_dropped".into(),
+        json!(shared.dropped.load(Ordering::Relaxed)),
+    );
+    result.insert("send_secs".into(), json!(round3(send_secs)));
+    result.insert("delivery_secs".into(), json!(round3(delivery_secs)));
+    result.insert(
+        "deliveries_per_sec".into(),
+        json!(per_second(delivered, delivery_secs)),
+    );
+    insert_cpu(&mut result, cpu_before, cpu_after, delivered, "delivery");
+    // With loss, the cost per attempted delivery tells more about the send path than per delivered one.
+    let per_expected = result
+        .get("server_cpu_ms")
+        .and_then(Value::as_f64)
+        .filter(|_| expected > 0)
+        .map(|ms| round3(ms * 1e6 / expected as f64));
+    result.insert(
+        "server_cpu_ns_per_expected_delivery".into(),
+        json!(per_expected),
+    );
+    result.insert("first_error".into(), shared.first_error());
+    Value::Object(result)
+}
+
+/// Adds `server_cpu_ms`, `server_cpu_stat_ms` and `server_cpu_ns_per_<unit>`.
+fn insert_cpu(
+    result: &mut Map<String, Value>,
+    before: Option<CpuSample>,
+    after: Option<CpuSample>,
+    units: u64,
+    unit: &str,
+) {
+    let (Some(before), Some(after)) = (before, after) else {
+        result.insert(format!("server_cpu_ns_per_{unit}"), Value::Null);
+        return;
+    };
+    let delta = after.since(&before);
+    let best = delta.best_ns(clock_ticks_per_second());
+    result.insert(
+        "server_cpu_ms".into(),
+        json!(best.map(|ns| round3(ns as f64 / 1e6))),
+    );
+    result.insert(
+        "server_cpu_stat_ms".into(),
+        json!(delta.stat.map(|ns| round3(ns as f64 / 1e6))),
+    );
+    let per_unit = match best {
+        Some(ns) if units > 0 => json!(round3(ns as f64 / units as f64)),
+        _ => Value::Null,
+    };
+    result.insert(format!("server_cpu_ns_per_{unit}"), per_unit);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// echo
+
+#[derive(Debug, Clone)]
+pub struct EchoOptions {
+    pub clients: usize,
+    pub rate_per_client: f64,
+    pub seconds: f64,
+    pub payload_bytes: usize,
+    pub concurrency: usize,
+    pub server_pid: Option<u32>,
+}
+
+struct EchoTally {
+    histogram: Histogram<u64>,
+    sent: u64,
+    acked: u64,
+    mismatched: u64,
+}
+
+/// C clients each sending an acked `echo` at H per second for S seconds; round-trip times.
+pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
+    let shared = Arc::new(Shared::default());
+    let bar = progress_bar(options.clients as u64, "echo connect");
+    let gate = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let mut connecting = JoinSet::new();
+    for _ in 0..options.clients {
+        let (target, gate) = (target.clone(), gate.clone());
+        connecting.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            connect_with_timeout(&target).await
+        });
+    }
+    let mut clients = Vec::with_capacity(options.clients);
+    while let Some(joined) = connecting.join_next().await {
+        match joined {
+            Ok(Ok(client)) => clients.push(client),
+            Ok(Err(err)) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                shared.record_error("connect", &err);
+            }
+            Err(err) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                shared.record_error("connect task", &BenchError::new(err.to_string()));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let payload = "e".repeat(options.payload_bytes);
+    let period = Duration::from_secs_f64(1.0 / options.rate_per_client.max(0.001));
+    let run_for = Duration::from_secs_f64(options.seconds.max(0.0));
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let end = start + run_for;
+    let client_count = clients.len().max(1);
+    let cpu_before = options.server_pid.map(CpuSample::take);
+    let mut tasks = JoinSet::new();
+    for (index, mut client) in clients.into_iter().enumerate() {
+        let shared = shared.clone();
+        let payload = payload.clone();
+        // Spread the clients' send instants evenly over one period.
+        let first = start + period.mul_f64(index as f64 / client_count as f64);
+        tasks.spawn(async move {
+            let mut tally = EchoTally {
+                histogram: latency_histogram(),
+                sent: 0,
+                acked: 0,
+                mismatched: 0,
+            };
+            let expected = json!([payload.clone()]);
+            let args = json!(["echo", payload]);
+            let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+            let mut next_id = 0u64;
+            let mut ticks = tokio::time::interval_at(first, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let drain_until = end + Duration::from_secs(5);
+            let outcome: Result<()> = async {
+                loop {
+                    let sending = tokio::time::Instant::now() < end;
+                    if !sending && pending.is_empty() {
+                        return Ok(());
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = ticks.tick(), if sending => {
+                            if tokio::time::Instant::now() < end {
+                                next_id += 1;
+                                pending.push_back((next_id, Instant::now()));
+                                client.emit(&args, Some(next_id)).await?;
+                                tally.sent += 1;
+                            }
+                        }
+                        read = client.ws.fill() => {
+                            read?;
+                            while let Some(event) = client.try_next_eio().await? {
+                                let EioEvent::Message(text) = event else { continue };
+                                let Some((id, data)) = decode_ack(&text)? else { continue };
+                                if let Some(at) = pending.iter().position(|(pid, _)| *pid == id) {
+                                    let (_, sent_at) = pending.remove(at).unwrap_or((id, Instant::now()));
+                                    record_micros(&mut tally.histogram, sent_at.elapsed().as_micros() as u64);
+                                    tally.acked += 1;
+                                    if data != expected {
+                                        tally.mismatched += 1;
+                                    }
+                                }
+                            }
+                        }
+                        _ = tokio::time::sleep_until(drain_until) => return Ok(()),
+                    }
+                }
+            }
+            .await;
+            if let Err(err) = outcome {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                shared.record_error("echo client", &err);
+            }
+            tally
+        });
+    }
+    let bar = progress_bar(run_for.as_secs().max(1), "echo seconds");
+    let ticker = bar.clone();
+    let progress = tokio::spawn(async move {
+        let begun = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            ticker.set_position(begun.elapsed().as_secs());
+        }
+    });
+    let mut histogram = latency_histogram();
+    let (mut sent, mut acked, mut mismatched) = (0u64, 0u64, 0u64);
+    let deadline = end + Duration::from_secs(30);
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
+        if let Ok(tally) = joined {
+            let _ = histogram.add(&tally.histogram);
+            sent += tally.sent;
+            acked += tally.acked;
+            mismatched += tally.mismatched;
+        }
+    }
+    tasks.abort_all();
+    progress.abort();
+    bar.finish_and_clear();
+    let cpu_after = options.server_pid.map(CpuSample::take);
+
+    let mut result = Map::new();
+    result.insert("scenario".into(), json!("echo"));
+    result.insert("clients".into(), json!(options.clients));
+    result.insert(
+        "connected".into(),
+        json!(client_count_connected(&shared, options.clients)),
+    );
+    result.insert("rate_per_client".into(), json!(options.rate_per_client));
+    result.insert("seconds".into(), json!(options.seconds));
+    result.insert("payload_bytes".into(), json!(options.payload_bytes));
+    result.insert("sent".into(), json!(sent));
+    result.insert("acked".into(), json!(acked));
+    result.insert("missing".into(), json!(sent.saturating_sub(acked)));
+    result.insert("mismatched".into(), json!(mismatched));
+    result.insert(
+        "clients_dropped".into(),
+        json!(shared.dropped.load(Ordering::Relaxed)),
+    );
+    result.extend(latency_summary(&histogram, "rtt_"));
+    insert_cpu(&mut result, cpu_before, cpu_after, acked, "echo");
+    result.insert("first_error".into(), shared.first_error());
+    Value::Object(result)
+}
+
+fn client_count_connected(shared: &Shared, clients: usize) -> u64 {
+    (clients as u64).saturating_sub(shared.failed.load(Ordering::Relaxed))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// connect
+
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub count: usize,
+    pub concurrency: usize,
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    PollingUpgrade,
+}
+
+impl Transport {
+    fn prefix(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "ws_",
+            Transport::PollingUpgrade => "polling_",
+        }
+    }
+}
+
+/// Full Engine.IO + Socket.IO handshakes, `count` of them, `concurrency` at a time, over WebSocket and
+/// over polling with upgrade.
+pub async fn connect(target: &Target, options: &ConnectOptions) -> Value {
+    let mut result = Map::new();
+    result.insert("scenario".into(), json!("connect"));
+    result.insert("count".into(), json!(options.count));
+    result.insert("concurrency".into(), json!(options.concurrency));
+    for transport in [Transport::WebSocket, Transport::PollingUpgrade] {
+        let part = connect_burst(target, options, transport).await;
+        result.extend(part);
+        // Let the server finish closing the previous burst's sessions.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Value::Object(result)
+}
+
+async fn connect_burst(
+    target: &Target,
+    options: &ConnectOptions,
+    transport: Transport,
+) -> Map<String, Value> {
+    let shared = Arc::new(Shared::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let total = options.count as u64;
+    let bar = progress_bar(
+        total,
+        match transport {
+            Transport::WebSocket => "connect websocket",
+            Transport::PollingUpgrade => "connect polling",
+        },
+    );
+    let cpu_before = options.server_pid.map(CpuSample::take);
+    let started = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..options.concurrency.max(1) {
+        let (target, shared, next, bar) =
+            (target.clone(), shared.clone(), next.clone(), bar.clone());
+        workers.spawn(async move {
+            let mut histogram = latency_histogram();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let begun = Instant::now();
+                let attempt = async {
+                    match transport {
+                        Transport::WebSocket => SioClient::connect(&target).await,
+                        Transport::PollingUpgrade => polling::connect_with_upgrade(&target).await,
+                    }
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
+                    Ok(Ok(client)) => {
+                        record_micros(&mut histogram, begun.elapsed().as_micros() as u64);
+                        shared.connected.fetch_add(1, Ordering::Relaxed);
+                        drop(client);
+                    }
+                    Ok(Err(err)) => {
+                        shared.failed.fetch_add(1, Ordering::Relaxed);
+                        shared.record_error("handshake", &err);
+                    }
+                    Err(elapsed) => {
+                        shared.failed.fetch_add(1, Ordering::Relaxed);
+                        shared.record_error("handshake", &elapsed.into());
+                    }
+                }
+                bar.inc(1);
+            }
+            histogram
+        });
+    }
+    let mut histogram = latency_histogram();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60 + total / 20);
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, workers.join_next()).await {
+        if let Ok(part) = joined {
+            let _ = histogram.add(&part);
+        }
+    }
+    workers.abort_all();
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_after = options.server_pid.map(CpuSample::take);
+    bar.finish_and_clear();
+    let connected = shared.connected.load(Ordering::Relaxed);
+    let prefix = transport.prefix();
+    let mut part = Map::new();
+    part.insert(format!("{prefix}ok"), json!(connected));
+    part.insert(
+        format!("{prefix}failed"),
+        json!(shared.failed.load(Ordering::Relaxed)),
+    );
+    part.insert(format!("{prefix}secs"), json!(round3(secs)));
+    part.insert(
+        format!("{prefix}handshakes_per_sec"),
+        json!(per_second(connected, secs)),
+    );
+    for (key, value) in latency_summary(&histogram, prefix) {
+        part.insert(key, value);
+    }
+    let mut cpu = Map::new();
+    insert_cpu(&mut cpu, cpu_before, cpu_after, connected, "handshake");
+    if let Some(value) = cpu.remove("server_cpu_ns_per_handshake") {
+        part.insert(
+            format!("{prefix}server_cpu_us_per_handshake"),
+            json!(value.as_f64().map(|ns| round3(ns / 1000.0))),
+        );
+    }
+    part.insert(format!("{prefix}first_error"), shared.first_error());
+    part
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_payload_has_the_requested_size_and_sequence() {
+        let payload = fanout_payload(42, 100);
+        assert_eq!(payload.len(), 100);
+        assert!(payload.starts_with("00000042|x"));
+        // A payload smaller than the sequence prefix keeps the prefix.
+        assert_eq!(fanout_payload(7, 3), "00000007|");
+    }
+
+    #[test]
+    fn reads_the_sequence_of_a_delivery() {
+        let text = format!("2[\"msg\",\"{}\"]", fanout_payload(123, 50));
+        assert_eq!(fanout_seq(text.as_bytes()), Some(123));
+        assert_eq!(fanout_seq(b"2[\"other\",\"00000001|x\"]"), None);
+        assert_eq!(fanout_seq(b"2[\"msg\",\"|x\"]"), None);
+        assert_eq!(fanout_seq(b"2[\"msg\",\"12x\"]"), None);
+        assert_eq!(fanout_seq(b"3[\"msg\"]"), None);
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The benchmark (not a test, not part of CI): builds switchyard-bench, whose `run` subcommand builds and
+# starts Switchyard's bench-server example, the Node socket.io peer (bench/node) and the socketioxide peer
+# (bench/peers/socketioxide) one at a time, runs the idle, fanout, echo and connect scenarios against each
+# (twice by default), and writes BENCHMARKS.md and bench/chart.svg. Raw results go to bench/results/.
+#
+# Arguments are passed to `switchyard-bench run`, e.g.
+#   scripts/bench.sh --scenarios fanout --repeats 3
+#   scripts/bench.sh --scenarios idle --idle-connections 50000
+#   scripts/bench.sh --help
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  exec cargo run --quiet --release -p switchyard-bench -- run --help
+fi
+
+cargo build --release -p switchyard-bench
+# Bounded: the standard run takes well under 15 minutes; the servers die with the runner.
+exec timeout 3600 cargo run --quiet --release -p switchyard-bench -- run --command-line "scripts/bench.sh${*:+ $*}" "$@"
