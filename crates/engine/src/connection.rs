@@ -148,6 +148,12 @@ impl Connection {
         self.state.lock().transport
     }
 
+    /// True when frames are still waiting to be written (volatile emits skip such clients).
+    pub fn has_backlog(&self) -> bool {
+        let state = self.state.lock();
+        state.closed.is_some() || !state.queue.is_empty()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed.is_some()
     }

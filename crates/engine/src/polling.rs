@@ -114,7 +114,12 @@ impl<H: Handler> Engine<H> {
     }
 
     /// A POST on an existing session: a payload of client packets.
-    pub(crate) async fn post<B>(&self, session: Arc<Session<H::Client>>, req: Request<B>, cors: Option<&str>) -> Response<Body>
+    pub(crate) async fn post<B>(
+        &self,
+        session: Arc<Session<H::Client>>,
+        req: Request<B>,
+        cors: Option<&str>,
+    ) -> Response<Body>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,

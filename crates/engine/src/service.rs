@@ -69,11 +69,12 @@ impl<H: Handler> Engine<H> {
     pub(crate) fn open(&self, transport: TransportKind, req: OpenRequest) -> (Arc<Connection>, Arc<H::Client>) {
         let sid = Sid::random();
         let conn = Connection::new(sid, transport, &self.config, self.stats.clone());
-        let upgrades: &[&str] = if transport == TransportKind::Polling && self.config.allow_websocket && self.config.allow_upgrades {
-            &["websocket"]
-        } else {
-            &[]
-        };
+        let upgrades: &[&str] =
+            if transport == TransportKind::Polling && self.config.allow_websocket && self.config.allow_upgrades {
+                &["websocket"]
+            } else {
+                &[]
+            };
         let mut open = BytesMut::with_capacity(128);
         eio::encode_open(
             sid.as_str(),
@@ -95,7 +96,9 @@ impl<H: Handler> Engine<H> {
     pub(crate) fn finish(&self, conn: &Arc<Connection>, client: &Arc<H::Client>, reason: CloseReason) {
         conn.close_with(reason, None);
         let reason = conn.closed_reason().unwrap_or(reason);
-        if conn.transport() == TransportKind::Polling {
+        // Sessions that started on polling stay findable after an upgrade, so that late polls and
+        // second WebSockets for the same sid get Node's answers.
+        if self.sessions.read().contains_key(&conn.sid()) {
             self.sessions.write().remove(&conn.sid());
         }
         EngineStats::add(&self.stats.connections_closed, 1);
@@ -187,7 +190,10 @@ impl<H: Handler> Engine<H> {
         let mut res = http_util::status_response(StatusCode::NO_CONTENT, cors);
         if cors.is_some() {
             let h = res.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, header::HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                header::HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+            );
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, header::HeaderValue::from_static("content-type"));
         }
         res

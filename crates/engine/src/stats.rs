@@ -17,9 +17,7 @@ pub struct EngineStats {
 
 impl EngineStats {
     pub fn open_connections(&self) -> u64 {
-        self.connections_opened
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.connections_closed.load(Ordering::Relaxed))
+        self.connections_opened.load(Ordering::Relaxed).saturating_sub(self.connections_closed.load(Ordering::Relaxed))
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

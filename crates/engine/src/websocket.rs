@@ -52,9 +52,10 @@ pub(crate) fn upgrade<H: Handler, B>(
 ) -> Response<Body> {
     let headers = req.headers();
     let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) if header_has_token(headers, header::UPGRADE, "websocket")
-            && header_has_token(headers, header::CONNECTION, "upgrade")
-            && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13") =>
+        Some(key)
+            if header_has_token(headers, header::UPGRADE, "websocket")
+                && header_has_token(headers, header::CONNECTION, "upgrade")
+                && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13") =>
         {
             key.clone()
         }
@@ -71,7 +72,18 @@ pub(crate) fn upgrade<H: Handler, B>(
             }
         });
         if !allowed {
-            return bad_upgrade(cors);
+            // As Node does: accept the WebSocket, then close it at once.
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let mut close = BytesMut::new();
+                    ws::encode_close(1000, &mut close);
+                    let _ = io.write_all(&close).await;
+                    let _ = io.shutdown().await;
+                }
+            });
+            return switching_protocols(&key);
         }
     }
     let open_req = session.is_none().then(|| Engine::<H>::open_request(&req, TransportKind::WebSocket));
@@ -109,6 +121,10 @@ pub(crate) fn upgrade<H: Handler, B>(
             }
         }
     });
+    switching_protocols(&key)
+}
+
+fn switching_protocols(key: &HeaderValue) -> Response<Body> {
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
@@ -260,7 +276,8 @@ impl<H: Handler> WsTask<H> {
                 Err(e) => {
                     tracing::debug!(sid = %self.conn.sid(), error = %e, "invalid WebSocket frame");
                     EngineStats::add(&self.engine.stats.protocol_errors, 1);
-                    let reason = if e == ws::FrameError::TooBig { CloseReason::TransportError } else { CloseReason::ParseError };
+                    let reason =
+                        if e == ws::FrameError::TooBig { CloseReason::TransportError } else { CloseReason::ParseError };
                     return Some(Stop::Fail(e.close_code(), reason));
                 }
             };
@@ -319,7 +336,6 @@ impl<H: Handler> WsTask<H> {
                     return Some(Stop::Fail(1002, CloseReason::ParseError));
                 }
                 self.upgrading = false;
-                self.engine.sessions.write().remove(&self.conn.sid());
                 EngineStats::add(&self.engine.stats.upgrades, 1);
                 // The pending poll (if any) ends with a noop; the session task hands over to us.
                 self.conn.writer_wake.notify_one();

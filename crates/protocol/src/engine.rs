@@ -81,33 +81,21 @@ pub enum DecodeError {
 pub fn decode_text(input: Bytes) -> Result<Packet, DecodeError> {
     let first = *input.first().ok_or(DecodeError::Empty)?;
     if first == b'b' {
-        let raw = BASE64
-            .decode(&input[1..])
-            .map_err(|_| DecodeError::InvalidBase64)?;
-        return Ok(Packet {
-            kind: PacketType::Message,
-            data: PacketData::Binary(Bytes::from(raw)),
-        });
+        let raw = BASE64.decode(&input[1..]).map_err(|_| DecodeError::InvalidBase64)?;
+        return Ok(Packet { kind: PacketType::Message, data: PacketData::Binary(Bytes::from(raw)) });
     }
     let kind = PacketType::from_digit(first).ok_or(DecodeError::UnknownType)?;
     let rest = input.slice(1..);
     if std::str::from_utf8(&rest).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
-    let data = if rest.is_empty() && kind != PacketType::Message {
-        PacketData::Empty
-    } else {
-        PacketData::Text(rest)
-    };
+    let data = if rest.is_empty() && kind != PacketType::Message { PacketData::Empty } else { PacketData::Text(rest) };
     Ok(Packet { kind, data })
 }
 
 /// A WebSocket binary frame is always a binary `message` packet.
 pub fn decode_binary(input: Bytes) -> Packet {
-    Packet {
-        kind: PacketType::Message,
-        data: PacketData::Binary(input),
-    }
+    Packet { kind: PacketType::Message, data: PacketData::Binary(input) }
 }
 
 /// Splits a polling POST body on `\x1e` and decodes every packet.
@@ -115,10 +103,7 @@ pub fn decode_payload(body: Bytes) -> Result<Vec<Packet>, DecodeError> {
     let mut packets = Vec::new();
     let mut start = 0;
     loop {
-        let end = body[start..]
-            .iter()
-            .position(|&b| b == SEPARATOR)
-            .map(|p| start + p);
+        let end = body[start..].iter().position(|&b| b == SEPARATOR).map(|p| start + p);
         let item = body.slice(start..end.unwrap_or(body.len()));
         packets.push(decode_text(item)?);
         match end {
@@ -135,10 +120,7 @@ pub fn encode_text(packet: &Packet, out: &mut BytesMut) {
         PacketData::Empty => {}
         PacketData::Text(text) => out.extend_from_slice(text),
         PacketData::Binary(_) => {
-            debug_assert!(
-                false,
-                "binary packets are sent as WebSocket binary frames, not text"
-            )
+            debug_assert!(false, "binary packets are sent as WebSocket binary frames, not text")
         }
     }
 }

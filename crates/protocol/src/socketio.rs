@@ -47,14 +47,8 @@ impl PacketType {
 pub const DEFAULT_MAX_ATTACHMENTS: usize = 10;
 
 /// Event names a client may not emit (the official parser's reserved list).
-pub const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
+pub const RESERVED_EVENTS: &[&str] =
+    &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
 
 /// A decoded (or to-be-encoded) Socket.IO packet. For binary packets `data` holds placeholders and
 /// `attachments` the buffers they point at, in order.
@@ -105,10 +99,7 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new(max_attachments: usize) -> Self {
-        Self {
-            max_attachments,
-            pending: None,
-        }
+        Self { max_attachments, pending: None }
     }
 
     /// Decodes one text message. Returns `Ok(None)` when the packet is binary and now waits for attachments.
@@ -160,28 +151,19 @@ pub const MAX_ACK_ID: u64 = (1 << 53) - 1;
 /// number of attachments announced in its header (`packet.attachments` is left empty).
 pub fn decode_packet(text: &str, max_attachments: usize) -> Result<(Packet, usize), DecodeError> {
     let bytes = text.as_bytes();
-    let kind = bytes
-        .first()
-        .and_then(|&b| PacketType::from_digit(b))
-        .ok_or(DecodeError::UnknownType)?;
+    let kind = bytes.first().and_then(|&b| PacketType::from_digit(b)).ok_or(DecodeError::UnknownType)?;
     let mut pos = 1;
 
     let mut attachments = 0;
     if kind.is_binary() {
-        let dash = bytes[pos..]
-            .iter()
-            .position(|&b| b == b'-')
-            .ok_or(DecodeError::InvalidAttachments)?
-            + pos;
+        let dash = bytes[pos..].iter().position(|&b| b == b'-').ok_or(DecodeError::InvalidAttachments)? + pos;
         let digits = &bytes[pos..dash];
         if !digits.iter().all(u8::is_ascii_digit) {
             return Err(DecodeError::InvalidAttachments);
         }
         // An empty count reads as 0, as in the official parser (`Number("") === 0`); a count too large
         // for u64 is still a number, just over the limit.
-        let count = digits.iter().try_fold(0u64, |acc, &d| {
-            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        });
+        let count = digits.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')));
         match count {
             Some(n) if n <= max_attachments as u64 => attachments = n as usize,
             _ => return Err(DecodeError::TooManyAttachments),
@@ -190,10 +172,7 @@ pub fn decode_packet(text: &str, max_attachments: usize) -> Result<(Packet, usiz
     }
 
     let nsp = if bytes.get(pos) == Some(&b'/') {
-        let end = bytes[pos..]
-            .iter()
-            .position(|&b| b == b',')
-            .map_or(bytes.len(), |p| pos + p);
+        let end = bytes[pos..].iter().position(|&b| b == b',').map_or(bytes.len(), |p| pos + p);
         let nsp = &text[pos..end];
         pos = (end + 1).min(bytes.len());
         nsp.to_owned()
@@ -201,16 +180,11 @@ pub fn decode_packet(text: &str, max_attachments: usize) -> Result<(Packet, usiz
         "/".to_owned()
     };
 
-    let id_len = bytes[pos..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
+    let id_len = bytes[pos..].iter().take_while(|b| b.is_ascii_digit()).count();
     let id = if id_len > 0 {
         let id = bytes[pos..pos + id_len]
             .iter()
-            .try_fold(0u64, |acc, &d| {
-                acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            })
+            .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
             .filter(|&id| id <= MAX_ACK_ID)
             .ok_or(DecodeError::InvalidAckId)?;
         pos += id_len;
@@ -227,16 +201,7 @@ pub fn decode_packet(text: &str, max_attachments: usize) -> Result<(Packet, usiz
     if !is_payload_valid(kind, data.as_ref()) {
         return Err(DecodeError::InvalidPayload);
     }
-    Ok((
-        Packet {
-            kind,
-            nsp,
-            id,
-            data,
-            attachments: Vec::new(),
-        },
-        attachments,
-    ))
+    Ok((Packet { kind, nsp, id, data, attachments: Vec::new() }, attachments))
 }
 
 fn is_payload_valid(kind: PacketType, data: Option<&Value>) -> bool {
@@ -269,21 +234,13 @@ fn check_placeholders(packet: &Packet) -> Result<(), DecodeError> {
         }
     }
     match &packet.data {
-        Some(data) if !check(data, packet.attachments.len()) => {
-            Err(DecodeError::IllegalAttachments)
-        }
+        Some(data) if !check(data, packet.attachments.len()) => Err(DecodeError::IllegalAttachments),
         _ => Ok(()),
     }
 }
 
 /// Writes `<type>[<n>-][<nsp>,][<id>]` (the namespace is omitted for `/`).
-pub fn encode_header(
-    kind: PacketType,
-    attachments: usize,
-    nsp: &str,
-    id: Option<u64>,
-    out: &mut BytesMut,
-) {
+pub fn encode_header(kind: PacketType, attachments: usize, nsp: &str, id: Option<u64>, out: &mut BytesMut) {
     let mut number = itoa::Buffer::new();
     out.put_u8(kind.digit());
     if kind.is_binary() {
@@ -301,13 +258,7 @@ pub fn encode_header(
 
 /// Writes the text part of `packet` (header and JSON data). Attachments are sent by the caller afterwards.
 pub fn encode(packet: &Packet, out: &mut BytesMut) {
-    encode_header(
-        packet.kind,
-        packet.attachments.len(),
-        &packet.nsp,
-        packet.id,
-        out,
-    );
+    encode_header(packet.kind, packet.attachments.len(), &packet.nsp, packet.id, out);
     if let Some(data) = &packet.data {
         // Serializing a `Value` into a growable buffer cannot fail.
         let _ = serde_json::to_writer(out.writer(), data);
@@ -339,10 +290,7 @@ pub fn placeholder_num(value: &Value) -> Option<usize> {
     // JSON has one number type: `1.0` is the same index as `1` to a JavaScript peer.
     match num.as_u64() {
         Some(n) => usize::try_from(n).ok(),
-        None => num
-            .as_f64()
-            .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < usize::MAX as f64)
-            .map(|f| f as usize),
+        None => num.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < usize::MAX as f64).map(|f| f as usize),
     }
 }
 

@@ -62,10 +62,7 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max_message_size: usize) -> Self {
-        Self {
-            max_message_size,
-            fragments: None,
-        }
+        Self { max_message_size, fragments: None }
     }
 
     /// Consumes complete frames from the front of `buf` and returns the next complete message, or
@@ -104,9 +101,7 @@ impl FrameDecoder {
             match header.opcode {
                 OpCode::Ping => return Ok(Some(Message::Ping(payload.freeze()))),
                 OpCode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
-                OpCode::Close => {
-                    return parse_close(&payload).map(|code| Some(Message::Close(code)))
-                }
+                OpCode::Close => return parse_close(&payload).map(|code| Some(Message::Close(code))),
                 OpCode::Text | OpCode::Binary if header.fin => {
                     return data_message(header.opcode, payload).map(Some);
                 }
@@ -137,9 +132,7 @@ impl FrameDecoder {
         };
         let fin = first & 0x80 != 0;
         if first & 0x70 != 0 {
-            return Err(FrameError::Protocol(
-                "reserved bits set without a negotiated extension",
-            ));
+            return Err(FrameError::Protocol("reserved bits set without a negotiated extension"));
         }
         let opcode = OpCode::from_u8(first & 0x0f).ok_or(FrameError::Protocol("unknown opcode"))?;
         if second & 0x80 == 0 {
@@ -158,9 +151,7 @@ impl FrameDecoder {
                 return Err(FrameError::Protocol("continuation frame without a message"));
             }
         } else if self.fragments.is_some() {
-            return Err(FrameError::Protocol(
-                "new message before the fragmented one ended",
-            ));
+            return Err(FrameError::Protocol("new message before the fragmented one ended"));
         }
 
         let (length_bytes, payload_len) = match short_len {
@@ -184,10 +175,7 @@ impl FrameDecoder {
             }
             len => (0, u64::from(len)),
         };
-        let buffered = self
-            .fragments
-            .as_ref()
-            .map_or(0, |(_, message)| message.len() as u64);
+        let buffered = self.fragments.as_ref().map_or(0, |(_, message)| message.len() as u64);
         if payload_len.saturating_add(buffered) > self.max_message_size as u64 {
             return Err(FrameError::TooBig);
         }
@@ -269,9 +257,7 @@ pub fn is_valid_close_code(code: u16) -> bool {
 
 /// XORs `payload` with the 4-byte client mask, eight bytes at a time.
 pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    let wide = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
     let mut chunks = payload.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];

@@ -2,8 +2,8 @@
 
 use bytes::{Bytes, BytesMut};
 use switchyard_protocol::engine::{
-    decode_binary, decode_payload, decode_text, encode_open, encode_payload, encode_polling_packet,
-    encode_text, DecodeError, Packet, PacketData, PacketType,
+    decode_binary, decode_payload, decode_text, encode_open, encode_payload, encode_polling_packet, encode_text,
+    DecodeError, Packet, PacketData, PacketType,
 };
 
 const ALL_TYPES: [PacketType; 7] = [
@@ -17,24 +17,15 @@ const ALL_TYPES: [PacketType; 7] = [
 ];
 
 fn text(kind: PacketType, data: &'static str) -> Packet {
-    Packet {
-        kind,
-        data: PacketData::Text(Bytes::from_static(data.as_bytes())),
-    }
+    Packet { kind, data: PacketData::Text(Bytes::from_static(data.as_bytes())) }
 }
 
 fn empty(kind: PacketType) -> Packet {
-    Packet {
-        kind,
-        data: PacketData::Empty,
-    }
+    Packet { kind, data: PacketData::Empty }
 }
 
 fn binary(data: &'static [u8]) -> Packet {
-    Packet {
-        kind: PacketType::Message,
-        data: PacketData::Binary(Bytes::from_static(data)),
-    }
+    Packet { kind: PacketType::Message, data: PacketData::Binary(Bytes::from_static(data)) }
 }
 
 fn decode(input: &'static [u8]) -> Result<Packet, DecodeError> {
@@ -59,11 +50,7 @@ fn every_type_round_trips_with_and_without_data() {
         assert_eq!(decode_text(wire.freeze()), Ok(with_data));
 
         // A message always carries text (possibly empty); the other types carry nothing.
-        let bare = if kind == PacketType::Message {
-            text(kind, "")
-        } else {
-            empty(kind)
-        };
+        let bare = if kind == PacketType::Message { text(kind, "") } else { empty(kind) };
         let wire = encoded_text(&bare);
         assert_eq!(&wire[..], [digit]);
         assert_eq!(decode_text(wire.freeze()), Ok(bare));
@@ -79,20 +66,13 @@ fn decodes_the_spec_examples() {
     assert_eq!(decode(b"4"), Ok(text(PacketType::Message, "")));
     assert_eq!(decode(b"6"), Ok(empty(PacketType::Noop)));
     assert_eq!(decode(b"bAQIDBA=="), Ok(binary(&[1, 2, 3, 4])));
-    assert_eq!(
-        decode("4é€😀".as_bytes()),
-        Ok(text(PacketType::Message, "é€😀"))
-    );
+    assert_eq!(decode("4é€😀".as_bytes()), Ok(text(PacketType::Message, "é€😀")));
 }
 
 #[test]
 fn decoded_text_shares_the_input_buffer() {
     let input = Bytes::from_static(b"4hello");
-    let Ok(Packet {
-        data: PacketData::Text(data),
-        ..
-    }) = decode_text(input.clone())
-    else {
+    let Ok(Packet { data: PacketData::Text(data), .. }) = decode_text(input.clone()) else {
         panic!("not a text message")
     };
     assert_eq!(data.as_ptr(), input[1..].as_ptr());
@@ -120,10 +100,7 @@ fn rejects_bad_text_packets() {
 
 #[test]
 fn a_websocket_binary_frame_is_a_binary_message() {
-    assert_eq!(
-        decode_binary(Bytes::from_static(&[0, 255])),
-        binary(&[0, 255])
-    );
+    assert_eq!(decode_binary(Bytes::from_static(&[0, 255])), binary(&[0, 255]));
 }
 
 #[test]
@@ -131,54 +108,26 @@ fn decodes_the_spec_payload() {
     let packets = decode_payload(Bytes::from_static(b"4hello\x1e2\x1e4world")).unwrap();
     assert_eq!(
         packets,
-        vec![
-            text(PacketType::Message, "hello"),
-            empty(PacketType::Ping),
-            text(PacketType::Message, "world")
-        ]
+        vec![text(PacketType::Message, "hello"), empty(PacketType::Ping), text(PacketType::Message, "world")]
     );
 }
 
 #[test]
 fn decodes_a_payload_mixing_text_and_binary() {
     let packets = decode_payload(Bytes::from_static(b"4hello\x1ebAQIDBA==")).unwrap();
-    assert_eq!(
-        packets,
-        vec![text(PacketType::Message, "hello"), binary(&[1, 2, 3, 4])]
-    );
-    assert_eq!(
-        decode_payload(Bytes::from_static(b"1")),
-        Ok(vec![empty(PacketType::Close)])
-    );
+    assert_eq!(packets, vec![text(PacketType::Message, "hello"), binary(&[1, 2, 3, 4])]);
+    assert_eq!(decode_payload(Bytes::from_static(b"1")), Ok(vec![empty(PacketType::Close)]));
 }
 
 #[test]
 fn rejects_bad_payloads() {
     assert_eq!(decode_payload(Bytes::new()), Err(DecodeError::Empty));
-    assert_eq!(
-        decode_payload(Bytes::from_static(b"4a\x1e")),
-        Err(DecodeError::Empty)
-    );
-    assert_eq!(
-        decode_payload(Bytes::from_static(b"\x1e4a")),
-        Err(DecodeError::Empty)
-    );
-    assert_eq!(
-        decode_payload(Bytes::from_static(b"4a\x1e\x1e4b")),
-        Err(DecodeError::Empty)
-    );
-    assert_eq!(
-        decode_payload(Bytes::from_static(b"4a\x1e9")),
-        Err(DecodeError::UnknownType)
-    );
-    assert_eq!(
-        decode_payload(Bytes::from_static(b"4a\x1eb%%")),
-        Err(DecodeError::InvalidBase64)
-    );
-    assert_eq!(
-        decode_payload(Bytes::from_static(b"4\xff\x1e2")),
-        Err(DecodeError::InvalidUtf8)
-    );
+    assert_eq!(decode_payload(Bytes::from_static(b"4a\x1e")), Err(DecodeError::Empty));
+    assert_eq!(decode_payload(Bytes::from_static(b"\x1e4a")), Err(DecodeError::Empty));
+    assert_eq!(decode_payload(Bytes::from_static(b"4a\x1e\x1e4b")), Err(DecodeError::Empty));
+    assert_eq!(decode_payload(Bytes::from_static(b"4a\x1e9")), Err(DecodeError::UnknownType));
+    assert_eq!(decode_payload(Bytes::from_static(b"4a\x1eb%%")), Err(DecodeError::InvalidBase64));
+    assert_eq!(decode_payload(Bytes::from_static(b"4\xff\x1e2")), Err(DecodeError::InvalidUtf8));
 }
 
 #[test]
@@ -192,12 +141,7 @@ fn encodes_polling_packets_and_payloads() {
     assert_eq!(&out[..], b"4hi");
 
     out.clear();
-    let packets = [
-        text(PacketType::Message, "hello"),
-        empty(PacketType::Ping),
-        binary(&[1, 2, 3, 4]),
-        binary(&[]),
-    ];
+    let packets = [text(PacketType::Message, "hello"), empty(PacketType::Ping), binary(&[1, 2, 3, 4]), binary(&[])];
     encode_payload(&packets, &mut out);
     assert_eq!(&out[..], b"4hello\x1e2\x1ebAQIDBA==\x1eb");
     assert_eq!(decode_payload(out.freeze()), Ok(packets.to_vec()));
@@ -217,14 +161,7 @@ fn encode_payload_appends_to_existing_content() {
 #[test]
 fn encodes_the_handshake() {
     let mut out = BytesMut::new();
-    encode_open(
-        "lv_VI97HAXpY6yYWAAAC",
-        &["websocket"],
-        25000,
-        20000,
-        1_000_000,
-        &mut out,
-    );
+    encode_open("lv_VI97HAXpY6yYWAAAC", &["websocket"], 25000, 20000, 1_000_000, &mut out);
     assert_eq!(
         &out[..],
         &br#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#[..]
@@ -232,10 +169,7 @@ fn encodes_the_handshake() {
 
     out.clear();
     encode_open("a\"b", &[], 300, 200, 0, &mut out);
-    assert_eq!(
-        &out[..],
-        &br#"0{"sid":"a\"b","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":0}"#[..]
-    );
+    assert_eq!(&out[..], &br#"0{"sid":"a\"b","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":0}"#[..]);
 
     out.clear();
     encode_open("s", &["websocket", "webtransport"], 1, 2, 3, &mut out);

@@ -3,19 +3,12 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 use switchyard_protocol::socketio::{
-    count_placeholders, decode_packet, encode, encode_header, is_placeholder, placeholder,
-    placeholder_num, DecodeError, Decoder, Packet, PacketType, DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID,
-    RESERVED_EVENTS,
+    count_placeholders, decode_packet, encode, encode_header, is_placeholder, placeholder, placeholder_num,
+    DecodeError, Decoder, Packet, PacketType, DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS,
 };
 
 fn packet(kind: PacketType, nsp: &str, id: Option<u64>, data: Option<Value>) -> Packet {
-    Packet {
-        kind,
-        nsp: nsp.to_owned(),
-        id,
-        data,
-        attachments: Vec::new(),
-    }
+    Packet { kind, nsp: nsp.to_owned(), id, data, attachments: Vec::new() }
 }
 
 fn decode_one(text: &str) -> Result<Option<Packet>, DecodeError> {
@@ -30,140 +23,52 @@ fn encoded(packet: &Packet) -> String {
 
 #[test]
 fn decodes_the_spec_examples() {
-    assert_eq!(
-        decode_one(r#"2["foo"]"#),
-        Ok(Some(packet(
-            PacketType::Event,
-            "/",
-            None,
-            Some(json!(["foo"]))
-        )))
-    );
+    assert_eq!(decode_one(r#"2["foo"]"#), Ok(Some(packet(PacketType::Event, "/", None, Some(json!(["foo"]))))));
     assert_eq!(
         decode_one(r#"2/admin,["bar"]"#),
-        Ok(Some(packet(
-            PacketType::Event,
-            "/admin",
-            None,
-            Some(json!(["bar"]))
-        )))
+        Ok(Some(packet(PacketType::Event, "/admin", None, Some(json!(["bar"])))))
     );
-    assert_eq!(
-        decode_one(r#"212["foo"]"#),
-        Ok(Some(packet(
-            PacketType::Event,
-            "/",
-            Some(12),
-            Some(json!(["foo"]))
-        )))
-    );
+    assert_eq!(decode_one(r#"212["foo"]"#), Ok(Some(packet(PacketType::Event, "/", Some(12), Some(json!(["foo"]))))));
     assert_eq!(
         decode_one(r#"3/admin,13["bar"]"#),
-        Ok(Some(packet(
-            PacketType::Ack,
-            "/admin",
-            Some(13),
-            Some(json!(["bar"]))
-        )))
+        Ok(Some(packet(PacketType::Ack, "/admin", Some(13), Some(json!(["bar"])))))
     );
-    assert_eq!(
-        decode_one("1/admin,"),
-        Ok(Some(packet(PacketType::Disconnect, "/admin", None, None)))
-    );
-    assert_eq!(
-        decode_one("1"),
-        Ok(Some(packet(PacketType::Disconnect, "/", None, None)))
-    );
+    assert_eq!(decode_one("1/admin,"), Ok(Some(packet(PacketType::Disconnect, "/admin", None, None))));
+    assert_eq!(decode_one("1"), Ok(Some(packet(PacketType::Disconnect, "/", None, None))));
     // The `40/custom` of the conformance suite, without its Engine.IO `4`: no trailing comma needed.
-    assert_eq!(
-        decode_one("0/custom"),
-        Ok(Some(packet(PacketType::Connect, "/custom", None, None)))
-    );
-    assert_eq!(
-        decode_one("0/custom,"),
-        Ok(Some(packet(PacketType::Connect, "/custom", None, None)))
-    );
-    assert_eq!(
-        decode_one("0"),
-        Ok(Some(packet(PacketType::Connect, "/", None, None)))
-    );
+    assert_eq!(decode_one("0/custom"), Ok(Some(packet(PacketType::Connect, "/custom", None, None))));
+    assert_eq!(decode_one("0/custom,"), Ok(Some(packet(PacketType::Connect, "/custom", None, None))));
+    assert_eq!(decode_one("0"), Ok(Some(packet(PacketType::Connect, "/", None, None))));
     assert_eq!(
         decode_one(r#"0/custom,{"token":"abc"}"#),
-        Ok(Some(packet(
-            PacketType::Connect,
-            "/custom",
-            None,
-            Some(json!({"token": "abc"}))
-        )))
+        Ok(Some(packet(PacketType::Connect, "/custom", None, Some(json!({"token": "abc"})))))
     );
     assert_eq!(
         decode_one(r#"4/random,{"message":"Invalid namespace"}"#),
-        Ok(Some(packet(
-            PacketType::ConnectError,
-            "/random",
-            None,
-            Some(json!({"message": "Invalid namespace"}))
-        )))
+        Ok(Some(packet(PacketType::ConnectError, "/random", None, Some(json!({"message": "Invalid namespace"})))))
     );
     assert_eq!(
         decode_one(r#"4"not authorized""#),
-        Ok(Some(packet(
-            PacketType::ConnectError,
-            "/",
-            None,
-            Some(json!("not authorized"))
-        )))
+        Ok(Some(packet(PacketType::ConnectError, "/", None, Some(json!("not authorized")))))
     );
     assert_eq!(
         decode_one(r#"2456["message-with-ack",1,"2",{"3":[false]}]"#),
-        Ok(Some(packet(
-            PacketType::Event,
-            "/",
-            Some(456),
-            Some(json!(["message-with-ack", 1, "2", {"3": [false]}]))
-        )))
+        Ok(Some(packet(PacketType::Event, "/", Some(456), Some(json!(["message-with-ack", 1, "2", {"3": [false]}])))))
     );
-    assert_eq!(
-        decode_one("2[42]"),
-        Ok(Some(packet(
-            PacketType::Event,
-            "/",
-            None,
-            Some(json!([42]))
-        )))
-    );
-    assert_eq!(
-        decode_one("3/a,0[]"),
-        Ok(Some(packet(
-            PacketType::Ack,
-            "/a",
-            Some(0),
-            Some(json!([]))
-        )))
-    );
+    assert_eq!(decode_one("2[42]"), Ok(Some(packet(PacketType::Event, "/", None, Some(json!([42]))))));
+    assert_eq!(decode_one("3/a,0[]"), Ok(Some(packet(PacketType::Ack, "/a", Some(0), Some(json!([]))))));
 }
 
 #[test]
 fn a_namespace_without_comma_runs_to_the_end() {
     // As in the official parser: everything after `/` up to `,` or the end is the namespace.
-    assert_eq!(
-        decode_one(r#"1/a["x"]"#),
-        Ok(Some(packet(
-            PacketType::Disconnect,
-            r#"/a["x"]"#,
-            None,
-            None
-        )))
-    );
+    assert_eq!(decode_one(r#"1/a["x"]"#), Ok(Some(packet(PacketType::Disconnect, r#"/a["x"]"#, None, None))));
 }
 
 #[test]
 fn reassembles_a_binary_event() {
     let mut decoder = Decoder::default();
-    assert_eq!(
-        decoder.decode_text(r#"51-["baz",{"_placeholder":true,"num":0}]"#),
-        Ok(None)
-    );
+    assert_eq!(decoder.decode_text(r#"51-["baz",{"_placeholder":true,"num":0}]"#), Ok(None));
     assert!(decoder.is_reconstructing());
     let attachment = Bytes::from_static(&[1, 2, 3]);
     let done = decoder.decode_binary(attachment.clone()).unwrap().unwrap();
@@ -183,36 +88,21 @@ fn reassembles_a_binary_event() {
 #[test]
 fn reassembles_a_binary_ack_with_two_attachments() {
     let mut decoder = Decoder::default();
-    let header =
-        r#"62-/admin,456[{"_placeholder":true,"num":1},{"a":[{"_placeholder":true,"num":0}]}]"#;
+    let header = r#"62-/admin,456[{"_placeholder":true,"num":1},{"a":[{"_placeholder":true,"num":0}]}]"#;
     assert_eq!(decoder.decode_text(header), Ok(None));
-    assert_eq!(
-        decoder.decode_binary(Bytes::from_static(b"first")),
-        Ok(None)
-    );
+    assert_eq!(decoder.decode_binary(Bytes::from_static(b"first")), Ok(None));
     assert!(decoder.is_reconstructing());
-    let done = decoder
-        .decode_binary(Bytes::from_static(b"second"))
-        .unwrap()
-        .unwrap();
+    let done = decoder.decode_binary(Bytes::from_static(b"second")).unwrap().unwrap();
     assert_eq!(done.kind, PacketType::BinaryAck);
     assert_eq!(done.nsp, "/admin");
     assert_eq!(done.id, Some(456));
-    assert_eq!(
-        done.attachments,
-        vec![Bytes::from_static(b"first"), Bytes::from_static(b"second")]
-    );
+    assert_eq!(done.attachments, vec![Bytes::from_static(b"first"), Bytes::from_static(b"second")]);
     assert_eq!(count_placeholders(done.data.as_ref().unwrap()), 2);
 
     // The decoder is ready for the next packet.
     assert_eq!(
         decoder.decode_text(r#"2["next"]"#),
-        Ok(Some(packet(
-            PacketType::Event,
-            "/",
-            None,
-            Some(json!(["next"]))
-        )))
+        Ok(Some(packet(PacketType::Event, "/", None, Some(json!(["next"])))))
     );
 }
 
@@ -221,28 +111,12 @@ fn a_binary_packet_without_attachments_completes_at_once() {
     let mut decoder = Decoder::default();
     assert_eq!(
         decoder.decode_text(r#"50-["x"]"#),
-        Ok(Some(packet(
-            PacketType::BinaryEvent,
-            "/",
-            None,
-            Some(json!(["x"]))
-        )))
+        Ok(Some(packet(PacketType::BinaryEvent, "/", None, Some(json!(["x"])))))
     );
     assert!(!decoder.is_reconstructing());
     // An empty count reads as 0, as in the official parser.
-    assert_eq!(
-        decoder.decode_text(r#"6-[]"#),
-        Ok(Some(packet(
-            PacketType::BinaryAck,
-            "/",
-            None,
-            Some(json!([]))
-        )))
-    );
-    assert_eq!(
-        decoder.decode_text(r#"50-["x",{"_placeholder":true,"num":0}]"#),
-        Err(DecodeError::IllegalAttachments)
-    );
+    assert_eq!(decoder.decode_text(r#"6-[]"#), Ok(Some(packet(PacketType::BinaryAck, "/", None, Some(json!([]))))));
+    assert_eq!(decoder.decode_text(r#"50-["x",{"_placeholder":true,"num":0}]"#), Err(DecodeError::IllegalAttachments));
 }
 
 #[test]
@@ -250,66 +124,28 @@ fn rejects_bad_headers() {
     assert_eq!(decode_one(""), Err(DecodeError::UnknownType));
     assert_eq!(decode_one("7"), Err(DecodeError::UnknownType));
     assert_eq!(decode_one("x[]"), Err(DecodeError::UnknownType));
-    assert_eq!(
-        decode_one(r#"51["a"]"#),
-        Err(DecodeError::InvalidAttachments)
-    );
+    assert_eq!(decode_one(r#"51["a"]"#), Err(DecodeError::InvalidAttachments));
     assert_eq!(decode_one("5"), Err(DecodeError::InvalidAttachments));
-    assert_eq!(
-        decode_one(r#"5a-["a"]"#),
-        Err(DecodeError::InvalidAttachments)
-    );
-    assert_eq!(
-        decode_one(r#"5 1-["a"]"#),
-        Err(DecodeError::InvalidAttachments)
-    );
-    assert_eq!(
-        decode_one(r#"5+1-["a"]"#),
-        Err(DecodeError::InvalidAttachments)
-    );
-    assert_eq!(
-        decode_one(r#"611-[]"#),
-        Err(DecodeError::TooManyAttachments)
-    );
-    assert_eq!(
-        decode_one(r#"5184467440737095516150-["a"]"#),
-        Err(DecodeError::TooManyAttachments)
-    );
-    assert_eq!(
-        decode_one(r#"29007199254740992["a"]"#),
-        Err(DecodeError::InvalidAckId)
-    );
-    assert_eq!(
-        decode_one(r#"2123456789012345678901234567890["a"]"#),
-        Err(DecodeError::InvalidAckId)
-    );
+    assert_eq!(decode_one(r#"5a-["a"]"#), Err(DecodeError::InvalidAttachments));
+    assert_eq!(decode_one(r#"5 1-["a"]"#), Err(DecodeError::InvalidAttachments));
+    assert_eq!(decode_one(r#"5+1-["a"]"#), Err(DecodeError::InvalidAttachments));
+    assert_eq!(decode_one(r#"611-[]"#), Err(DecodeError::TooManyAttachments));
+    assert_eq!(decode_one(r#"5184467440737095516150-["a"]"#), Err(DecodeError::TooManyAttachments));
+    assert_eq!(decode_one(r#"29007199254740992["a"]"#), Err(DecodeError::InvalidAckId));
+    assert_eq!(decode_one(r#"2123456789012345678901234567890["a"]"#), Err(DecodeError::InvalidAckId));
     assert_eq!(
         decode_one(r#"29007199254740991["a"]"#),
-        Ok(Some(packet(
-            PacketType::Event,
-            "/",
-            Some(MAX_ACK_ID),
-            Some(json!(["a"]))
-        )))
+        Ok(Some(packet(PacketType::Event, "/", Some(MAX_ACK_ID), Some(json!(["a"])))))
     );
     // The conformance suite's "invalid ack id": not digits, so it reads as (invalid) JSON.
-    assert_eq!(
-        decode_one(r#"2abc["message-with-ack",1]"#),
-        Err(DecodeError::InvalidPayload)
-    );
+    assert_eq!(decode_one(r#"2abc["message-with-ack",1]"#), Err(DecodeError::InvalidPayload));
 }
 
 #[test]
 fn attachment_limit_is_configurable() {
-    assert_eq!(
-        Decoder::new(2).decode_text("53-[1]"),
-        Err(DecodeError::TooManyAttachments)
-    );
+    assert_eq!(Decoder::new(2).decode_text("53-[1]"), Err(DecodeError::TooManyAttachments));
     assert_eq!(Decoder::new(3).decode_text("53-[1]"), Ok(None));
-    assert_eq!(
-        decode_packet("5010-[1]", DEFAULT_MAX_ATTACHMENTS).map(|(_, n)| n),
-        Ok(10)
-    );
+    assert_eq!(decode_packet("5010-[1]", DEFAULT_MAX_ATTACHMENTS).map(|(_, n)| n), Ok(10));
 }
 
 #[test]
@@ -340,23 +176,11 @@ fn rejects_invalid_payloads() {
         "2\u{0}",
     ];
     for text in invalid {
-        assert_eq!(
-            decode_one(text),
-            Err(DecodeError::InvalidPayload),
-            "{text:?}"
-        );
+        assert_eq!(decode_one(text), Err(DecodeError::InvalidPayload), "{text:?}");
     }
     for name in RESERVED_EVENTS {
-        assert_eq!(
-            decode_one(&format!(r#"2["{name}"]"#)),
-            Err(DecodeError::InvalidPayload),
-            "{name}"
-        );
-        assert_eq!(
-            decode_one(&format!(r#"51-["{name}"]"#)),
-            Err(DecodeError::InvalidPayload),
-            "{name}"
-        );
+        assert_eq!(decode_one(&format!(r#"2["{name}"]"#)), Err(DecodeError::InvalidPayload), "{name}");
+        assert_eq!(decode_one(&format!(r#"51-["{name}"]"#)), Err(DecodeError::InvalidPayload), "{name}");
     }
     // The conformance suite's "invalid payload format".
     assert_eq!(decode_one("2{}"), Err(DecodeError::InvalidPayload));
@@ -365,37 +189,17 @@ fn rejects_invalid_payloads() {
 #[test]
 fn text_while_reconstructing_is_an_error_and_resets() {
     let mut decoder = Decoder::default();
-    assert_eq!(
-        decoder.decode_text(r#"51-["a",{"_placeholder":true,"num":0}]"#),
-        Ok(None)
-    );
-    assert_eq!(
-        decoder.decode_text(r#"2["b"]"#),
-        Err(DecodeError::UnexpectedText)
-    );
+    assert_eq!(decoder.decode_text(r#"51-["a",{"_placeholder":true,"num":0}]"#), Ok(None));
+    assert_eq!(decoder.decode_text(r#"2["b"]"#), Err(DecodeError::UnexpectedText));
     assert!(!decoder.is_reconstructing());
-    assert_eq!(
-        decoder.decode_binary(Bytes::from_static(b"x")),
-        Err(DecodeError::UnexpectedBinary)
-    );
+    assert_eq!(decoder.decode_binary(Bytes::from_static(b"x")), Err(DecodeError::UnexpectedBinary));
 }
 
 #[test]
 fn binary_outside_reconstruction_is_an_error() {
     let mut decoder = Decoder::default();
-    assert_eq!(
-        decoder.decode_binary(Bytes::from_static(b"x")),
-        Err(DecodeError::UnexpectedBinary)
-    );
-    assert_eq!(
-        decoder.decode_text(r#"2["a"]"#),
-        Ok(Some(packet(
-            PacketType::Event,
-            "/",
-            None,
-            Some(json!(["a"]))
-        )))
-    );
+    assert_eq!(decoder.decode_binary(Bytes::from_static(b"x")), Err(DecodeError::UnexpectedBinary));
+    assert_eq!(decoder.decode_text(r#"2["a"]"#), Ok(Some(packet(PacketType::Event, "/", None, Some(json!(["a"]))))));
 }
 
 #[test]
@@ -411,89 +215,33 @@ fn rejects_placeholders_pointing_nowhere() {
     for text in cases {
         let mut decoder = Decoder::default();
         assert_eq!(decoder.decode_text(text), Ok(None), "{text}");
-        assert_eq!(
-            decoder.decode_binary(Bytes::from_static(b"x")),
-            Err(DecodeError::IllegalAttachments),
-            "{text}"
-        );
+        assert_eq!(decoder.decode_binary(Bytes::from_static(b"x")), Err(DecodeError::IllegalAttachments), "{text}");
         assert!(!decoder.is_reconstructing());
     }
     // `1.0` is the same number as `1` to a JavaScript peer.
     let mut decoder = Decoder::default();
-    assert_eq!(
-        decoder.decode_text(r#"52-["a",{"_placeholder":true,"num":1.0}]"#),
-        Ok(None)
-    );
+    assert_eq!(decoder.decode_text(r#"52-["a",{"_placeholder":true,"num":1.0}]"#), Ok(None));
     assert_eq!(decoder.decode_binary(Bytes::from_static(b"x")), Ok(None));
-    assert!(decoder
-        .decode_binary(Bytes::from_static(b"y"))
-        .unwrap()
-        .is_some());
+    assert!(decoder.decode_binary(Bytes::from_static(b"y")).unwrap().is_some());
 }
 
 #[test]
 fn the_decoder_recovers_after_an_error() {
     let mut decoder = Decoder::default();
     assert_eq!(decoder.decode_text("9"), Err(DecodeError::UnknownType));
-    assert_eq!(
-        decoder.decode_text("0"),
-        Ok(Some(packet(PacketType::Connect, "/", None, None)))
-    );
+    assert_eq!(decoder.decode_text("0"), Ok(Some(packet(PacketType::Connect, "/", None, None))));
 }
 
 #[test]
 fn encodes_the_spec_examples() {
+    assert_eq!(encoded(&packet(PacketType::Event, "/", None, Some(json!(["foo"])))), r#"2["foo"]"#);
+    assert_eq!(encoded(&packet(PacketType::Event, "/admin", None, Some(json!(["bar"])))), r#"2/admin,["bar"]"#);
+    assert_eq!(encoded(&packet(PacketType::Event, "/", Some(12), Some(json!(["foo"])))), r#"212["foo"]"#);
+    assert_eq!(encoded(&packet(PacketType::Ack, "/admin", Some(13), Some(json!(["bar"])))), r#"3/admin,13["bar"]"#);
+    assert_eq!(encoded(&packet(PacketType::Disconnect, "/admin", None, None)), "1/admin,");
+    assert_eq!(encoded(&packet(PacketType::Connect, "/", None, Some(json!({"sid": "x"})))), r#"0{"sid":"x"}"#);
     assert_eq!(
-        encoded(&packet(PacketType::Event, "/", None, Some(json!(["foo"])))),
-        r#"2["foo"]"#
-    );
-    assert_eq!(
-        encoded(&packet(
-            PacketType::Event,
-            "/admin",
-            None,
-            Some(json!(["bar"]))
-        )),
-        r#"2/admin,["bar"]"#
-    );
-    assert_eq!(
-        encoded(&packet(
-            PacketType::Event,
-            "/",
-            Some(12),
-            Some(json!(["foo"]))
-        )),
-        r#"212["foo"]"#
-    );
-    assert_eq!(
-        encoded(&packet(
-            PacketType::Ack,
-            "/admin",
-            Some(13),
-            Some(json!(["bar"]))
-        )),
-        r#"3/admin,13["bar"]"#
-    );
-    assert_eq!(
-        encoded(&packet(PacketType::Disconnect, "/admin", None, None)),
-        "1/admin,"
-    );
-    assert_eq!(
-        encoded(&packet(
-            PacketType::Connect,
-            "/",
-            None,
-            Some(json!({"sid": "x"}))
-        )),
-        r#"0{"sid":"x"}"#
-    );
-    assert_eq!(
-        encoded(&packet(
-            PacketType::ConnectError,
-            "/random",
-            None,
-            Some(json!({"message": "Invalid namespace"}))
-        )),
+        encoded(&packet(PacketType::ConnectError, "/random", None, Some(json!({"message": "Invalid namespace"})))),
         r#"4/random,{"message":"Invalid namespace"}"#
     );
     let binary = Packet {
@@ -503,10 +251,7 @@ fn encodes_the_spec_examples() {
         data: Some(json!(["baz", placeholder(0)])),
         attachments: vec![Bytes::from_static(&[1, 2])],
     };
-    assert_eq!(
-        encoded(&binary),
-        r#"51-["baz",{"_placeholder":true,"num":0}]"#
-    );
+    assert_eq!(encoded(&binary), r#"51-["baz",{"_placeholder":true,"num":0}]"#);
 }
 
 #[test]
@@ -519,10 +264,7 @@ fn encodes_headers() {
     assert_eq!(header(PacketType::Event, 0, "/", None), "2");
     assert_eq!(header(PacketType::Event, 3, "/", None), "2");
     assert_eq!(header(PacketType::Event, 0, "", Some(7)), "27");
-    assert_eq!(
-        header(PacketType::BinaryAck, 2, "/chat", Some(u64::MAX)),
-        "62-/chat,18446744073709551615"
-    );
+    assert_eq!(header(PacketType::BinaryAck, 2, "/chat", Some(u64::MAX)), "62-/chat,18446744073709551615");
     assert_eq!(header(PacketType::BinaryEvent, 0, "/", None), "50-");
 }
 
@@ -530,35 +272,15 @@ fn encodes_headers() {
 fn every_type_round_trips() {
     let packets = [
         packet(PacketType::Connect, "/", None, None),
-        packet(
-            PacketType::Connect,
-            "/nsp",
-            None,
-            Some(json!({"token": "t", "n": 1.5})),
-        ),
+        packet(PacketType::Connect, "/nsp", None, Some(json!({"token": "t", "n": 1.5}))),
         packet(PacketType::Disconnect, "/", None, None),
         packet(PacketType::Disconnect, "/nsp", None, None),
-        packet(
-            PacketType::Event,
-            "/",
-            Some(1),
-            Some(json!(["ev", null, {"k": [1, "two"]}])),
-        ),
+        packet(PacketType::Event, "/", Some(1), Some(json!(["ev", null, {"k": [1, "two"]}]))),
         packet(PacketType::Event, "/nsp", None, Some(json!([3]))),
         packet(PacketType::Ack, "/", Some(9), Some(json!([]))),
-        packet(
-            PacketType::Ack,
-            "/nsp",
-            Some(0),
-            Some(json!(["ok", "é€😀\n\"\\"])),
-        ),
+        packet(PacketType::Ack, "/nsp", Some(0), Some(json!(["ok", "é€😀\n\"\\"]))),
         packet(PacketType::ConnectError, "/", None, Some(json!("nope"))),
-        packet(
-            PacketType::ConnectError,
-            "/nsp",
-            None,
-            Some(json!({"message": "m", "data": {"x": 1}})),
-        ),
+        packet(PacketType::ConnectError, "/nsp", None, Some(json!({"message": "m", "data": {"x": 1}}))),
     ];
     for original in packets {
         let wire = encoded(&original);
@@ -576,14 +298,8 @@ fn every_type_round_trips() {
         let wire = encoded(&original);
         let mut decoder = Decoder::default();
         assert_eq!(decoder.decode_text(&wire), Ok(None));
-        assert_eq!(
-            decoder.decode_binary(original.attachments[0].clone()),
-            Ok(None)
-        );
-        assert_eq!(
-            decoder.decode_binary(original.attachments[1].clone()),
-            Ok(Some(original.clone()))
-        );
+        assert_eq!(decoder.decode_binary(original.attachments[0].clone()), Ok(None));
+        assert_eq!(decoder.decode_binary(original.attachments[1].clone()), Ok(Some(original.clone())));
     }
 }
 
@@ -591,22 +307,10 @@ fn every_type_round_trips() {
 fn placeholder_helpers() {
     assert_eq!(placeholder(3), json!({"_placeholder": true, "num": 3}));
     assert_eq!(placeholder_num(&placeholder(3)), Some(3));
-    assert_eq!(
-        placeholder_num(&json!({"_placeholder": true, "num": 2.0})),
-        Some(2)
-    );
-    assert_eq!(
-        placeholder_num(&json!({"_placeholder": false, "num": 2})),
-        None
-    );
-    assert_eq!(
-        placeholder_num(&json!({"_placeholder": "true", "num": 2})),
-        None
-    );
-    assert_eq!(
-        placeholder_num(&json!({"_placeholder": true, "num": -1})),
-        None
-    );
+    assert_eq!(placeholder_num(&json!({"_placeholder": true, "num": 2.0})), Some(2));
+    assert_eq!(placeholder_num(&json!({"_placeholder": false, "num": 2})), None);
+    assert_eq!(placeholder_num(&json!({"_placeholder": "true", "num": 2})), None);
+    assert_eq!(placeholder_num(&json!({"_placeholder": true, "num": -1})), None);
     assert_eq!(placeholder_num(&json!({"_placeholder": true})), None);
     assert_eq!(placeholder_num(&json!([placeholder(0)])), None);
     assert_eq!(placeholder_num(&json!(0)), None);

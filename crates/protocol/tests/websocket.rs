@@ -2,8 +2,8 @@
 
 use bytes::{Bytes, BytesMut};
 use switchyard_protocol::websocket::{
-    accept_key, encode_close, encode_frame, encode_header, is_valid_close_code, unmask,
-    FrameDecoder, FrameError, Message, OpCode, MAX_HEADER_LEN,
+    accept_key, encode_close, encode_frame, encode_header, is_valid_close_code, unmask, FrameDecoder, FrameError,
+    Message, OpCode, MAX_HEADER_LEN,
 };
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -35,10 +35,7 @@ fn fin(opcode: OpCode) -> u8 {
     0x80 | opcode as u8
 }
 
-fn decode_all(
-    decoder: &mut FrameDecoder,
-    bytes: &[u8],
-) -> Vec<Result<Option<Message>, FrameError>> {
+fn decode_all(decoder: &mut FrameDecoder, bytes: &[u8]) -> Vec<Result<Option<Message>, FrameError>> {
     let mut buf = BytesMut::from(bytes);
     let mut results = Vec::new();
     loop {
@@ -58,58 +55,32 @@ fn decode_one(bytes: &[u8]) -> Result<Option<Message>, FrameError> {
 
 #[test]
 fn decodes_the_rfc_masked_hello() {
-    let mut buf = BytesMut::from(
-        &[
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ][..],
-    );
+    let mut buf = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58][..]);
     let mut decoder = FrameDecoder::new(1024);
-    assert_eq!(
-        decoder.decode(&mut buf),
-        Ok(Some(Message::Text(Bytes::from_static(b"Hello"))))
-    );
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Message::Text(Bytes::from_static(b"Hello")))));
     assert!(buf.is_empty());
     assert_eq!(decoder.decode(&mut buf), Ok(None));
 }
 
 #[test]
 fn decodes_every_message_kind() {
-    assert_eq!(
-        decode_one(&client_frame(fin(OpCode::Text), b"4hi", None)),
-        Ok(Some(Message::Text("4hi".into())))
-    );
+    assert_eq!(decode_one(&client_frame(fin(OpCode::Text), b"4hi", None)), Ok(Some(Message::Text("4hi".into()))));
     assert_eq!(
         decode_one(&client_frame(fin(OpCode::Binary), &[0, 1, 255], None)),
         Ok(Some(Message::Binary(Bytes::from_static(&[0, 1, 255]))))
     );
+    assert_eq!(decode_one(&client_frame(fin(OpCode::Ping), b"p", None)), Ok(Some(Message::Ping("p".into()))));
+    assert_eq!(decode_one(&client_frame(fin(OpCode::Pong), b"", None)), Ok(Some(Message::Pong(Bytes::new()))));
+    assert_eq!(decode_one(&client_frame(fin(OpCode::Close), b"", None)), Ok(Some(Message::Close(None))));
     assert_eq!(
-        decode_one(&client_frame(fin(OpCode::Ping), b"p", None)),
-        Ok(Some(Message::Ping("p".into())))
-    );
-    assert_eq!(
-        decode_one(&client_frame(fin(OpCode::Pong), b"", None)),
-        Ok(Some(Message::Pong(Bytes::new())))
-    );
-    assert_eq!(
-        decode_one(&client_frame(fin(OpCode::Close), b"", None)),
-        Ok(Some(Message::Close(None)))
-    );
-    assert_eq!(
-        decode_one(&client_frame(
-            fin(OpCode::Close),
-            &[0x03, 0xe8, b'b', b'y', b'e'],
-            None
-        )),
+        decode_one(&client_frame(fin(OpCode::Close), &[0x03, 0xe8, b'b', b'y', b'e'], None)),
         Ok(Some(Message::Close(Some(1000))))
     );
     assert_eq!(
         decode_one(&client_frame(fin(OpCode::Close), &[0x0f, 0xa0], None)),
         Ok(Some(Message::Close(Some(4000))))
     );
-    assert_eq!(
-        decode_one(&client_frame(fin(OpCode::Text), b"", None)),
-        Ok(Some(Message::Text(Bytes::new())))
-    );
+    assert_eq!(decode_one(&client_frame(fin(OpCode::Text), b"", None)), Ok(Some(Message::Text(Bytes::new()))));
 }
 
 #[test]
@@ -117,17 +88,11 @@ fn decodes_16_and_64_bit_lengths() {
     let medium: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
     let frame = client_frame(fin(OpCode::Binary), &medium, None);
     assert_eq!(&frame[1..4], &[0x80 | 126, 0x01, 0x2c]);
-    assert_eq!(
-        decode_one(&frame),
-        Ok(Some(Message::Binary(medium.clone().into())))
-    );
+    assert_eq!(decode_one(&frame), Ok(Some(Message::Binary(medium.clone().into()))));
 
     let large: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
     let frame = client_frame(fin(OpCode::Binary), &large, None);
-    assert_eq!(
-        &frame[1..10],
-        &[0x80 | 127, 0, 0, 0, 0, 0, 0x01, 0x11, 0x70]
-    );
+    assert_eq!(&frame[1..10], &[0x80 | 127, 0, 0, 0, 0, 0, 0x01, 0x11, 0x70]);
     assert_eq!(decode_one(&frame), Ok(Some(Message::Binary(large.into()))));
 
     // Longer length forms than needed are accepted.
@@ -148,10 +113,7 @@ fn waits_for_every_byte_of_a_frame() {
         assert_eq!(buf.len(), i, "a partial frame stays in the buffer");
         buf.extend_from_slice(&[*byte]);
     }
-    assert_eq!(
-        decoder.decode(&mut buf),
-        Ok(Some(Message::Binary(payload.into())))
-    );
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Message::Binary(payload.into()))));
     assert!(buf.is_empty());
 }
 
@@ -163,11 +125,7 @@ fn decodes_back_to_back_frames_one_at_a_time() {
     let mut decoder = FrameDecoder::new(1024);
     assert_eq!(
         decode_all(&mut decoder, &bytes),
-        vec![
-            Ok(Some(Message::Text("one".into()))),
-            Ok(Some(Message::Binary("two".into()))),
-            Ok(None)
-        ]
+        vec![Ok(Some(Message::Text("one".into()))), Ok(Some(Message::Binary("two".into()))), Ok(None)]
     );
 }
 
@@ -175,37 +133,20 @@ fn decodes_back_to_back_frames_one_at_a_time() {
 fn reassembles_fragmented_messages_with_interleaved_control_frames() {
     let mut bytes = client_frame(OpCode::Text as u8, "hé".as_bytes(), None);
     // A multi-byte character split across fragments is fine: UTF-8 is checked on the whole message.
-    bytes.extend(client_frame(
-        OpCode::Continuation as u8,
-        &"llo €".as_bytes()[..5],
-        None,
-    ));
+    bytes.extend(client_frame(OpCode::Continuation as u8, &"llo €".as_bytes()[..5], None));
     bytes.extend(client_frame(fin(OpCode::Ping), b"mid", None));
-    bytes.extend(client_frame(
-        fin(OpCode::Continuation),
-        &"llo €".as_bytes()[5..],
-        None,
-    ));
+    bytes.extend(client_frame(fin(OpCode::Continuation), &"llo €".as_bytes()[5..], None));
     bytes.extend(client_frame(OpCode::Binary as u8, &[1], None));
     bytes.extend(client_frame(OpCode::Continuation as u8, &[], None));
     bytes.extend(client_frame(fin(OpCode::Continuation), &[2, 3], None));
 
     let mut decoder = FrameDecoder::new(1024);
     let mut buf = BytesMut::from(&bytes[..]);
-    assert_eq!(
-        decoder.decode(&mut buf),
-        Ok(Some(Message::Ping("mid".into())))
-    );
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Message::Ping("mid".into()))));
     assert!(decoder.is_reassembling());
-    assert_eq!(
-        decoder.decode(&mut buf),
-        Ok(Some(Message::Text("héllo €".into())))
-    );
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Message::Text("héllo €".into()))));
     assert!(!decoder.is_reassembling());
-    assert_eq!(
-        decoder.decode(&mut buf),
-        Ok(Some(Message::Binary(Bytes::from_static(&[1, 2, 3]))))
-    );
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Message::Binary(Bytes::from_static(&[1, 2, 3])))));
     assert_eq!(decoder.decode(&mut buf), Ok(None));
     assert!(buf.is_empty());
 }
@@ -253,10 +194,7 @@ fn rejects_protocol_violations() {
 #[test]
 fn header_checks_happen_before_the_payload_arrives() {
     // Only two bytes of an unmasked frame: rejected at once, not after waiting for the rest.
-    assert_eq!(
-        decode_one(&[0x81, 0x05]),
-        Err(FrameError::Protocol("client frame is not masked"))
-    );
+    assert_eq!(decode_one(&[0x81, 0x05]), Err(FrameError::Protocol("client frame is not masked")));
     // Announced 16-bit and 64-bit sizes over the limit, with no payload buffered yet.
     let mut decoder = FrameDecoder::new(1000);
     let mut buf = BytesMut::from(&[0x82, 0x80 | 126, 0x03, 0xe9][..]);
@@ -265,11 +203,7 @@ fn header_checks_happen_before_the_payload_arrives() {
     let mut buf = BytesMut::from(&[0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..]);
     let result = decoder.decode(&mut buf);
     if usize::BITS >= 64 {
-        assert_eq!(
-            result,
-            Ok(None),
-            "a legal length within the limit waits for the mask and payload"
-        );
+        assert_eq!(result, Ok(None), "a legal length within the limit waits for the mask and payload");
     } else {
         assert_eq!(result, Err(FrameError::TooBig));
     }
@@ -279,20 +213,11 @@ fn header_checks_happen_before_the_payload_arrives() {
 fn enforces_the_message_size_limit() {
     let mut decoder = FrameDecoder::new(10);
     assert_eq!(
-        decode_all(
-            &mut decoder,
-            &client_frame(fin(OpCode::Binary), &[7; 10], None)
-        ),
-        vec![
-            Ok(Some(Message::Binary(Bytes::from_static(&[7; 10])))),
-            Ok(None)
-        ]
+        decode_all(&mut decoder, &client_frame(fin(OpCode::Binary), &[7; 10], None)),
+        vec![Ok(Some(Message::Binary(Bytes::from_static(&[7; 10])))), Ok(None)]
     );
     assert_eq!(
-        decode_all(
-            &mut decoder,
-            &client_frame(fin(OpCode::Binary), &[7; 11], None)
-        ),
+        decode_all(&mut decoder, &client_frame(fin(OpCode::Binary), &[7; 11], None)),
         vec![Err(FrameError::TooBig)]
     );
 
@@ -300,29 +225,17 @@ fn enforces_the_message_size_limit() {
     let mut decoder = FrameDecoder::new(10);
     let mut bytes = client_frame(OpCode::Text as u8, b"123456", None);
     bytes.extend(client_frame(fin(OpCode::Continuation), b"12345", None));
-    assert_eq!(
-        decode_all(&mut decoder, &bytes),
-        vec![Err(FrameError::TooBig)]
-    );
-    assert!(
-        !decoder.is_reassembling(),
-        "an error drops the partial message"
-    );
+    assert_eq!(decode_all(&mut decoder, &bytes), vec![Err(FrameError::TooBig)]);
+    assert!(!decoder.is_reassembling(), "an error drops the partial message");
 }
 
 #[test]
 fn rejects_invalid_utf8() {
-    assert_eq!(
-        decode_one(&client_frame(fin(OpCode::Text), &[0xff], None)),
-        Err(FrameError::InvalidUtf8)
-    );
+    assert_eq!(decode_one(&client_frame(fin(OpCode::Text), &[0xff], None)), Err(FrameError::InvalidUtf8));
     let mut bytes = client_frame(OpCode::Text as u8, &[0xe2, 0x82], None);
     bytes.extend(client_frame(fin(OpCode::Continuation), &[0x28], None));
     assert_eq!(decode_one(&bytes), Err(FrameError::InvalidUtf8));
-    assert_eq!(
-        decode_one(&client_frame(fin(OpCode::Close), &[0x03, 0xe8, 0xc3], None)),
-        Err(FrameError::InvalidUtf8)
-    );
+    assert_eq!(decode_one(&client_frame(fin(OpCode::Close), &[0x03, 0xe8, 0xc3], None)), Err(FrameError::InvalidUtf8));
     // Binary messages may hold anything.
     assert_eq!(
         decode_one(&client_frame(fin(OpCode::Binary), &[0xff], None)),
@@ -346,11 +259,7 @@ fn unmasks_every_length_and_alignment() {
     for start in 0..4 {
         for len in 0..40 {
             let slice = &original[start..start + len];
-            let mut data: Vec<u8> = slice
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b ^ mask[i % 4])
-                .collect();
+            let mut data: Vec<u8> = slice.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
             unmask(&mut data, mask);
             assert_eq!(data, slice, "start {start} len {len}");
         }
@@ -395,14 +304,8 @@ fn encodes_server_frames() {
 #[test]
 fn computes_the_accept_key() {
     // RFC 6455 section 1.3.
-    assert_eq!(
-        accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-    );
-    assert_eq!(
-        accept_key(b"x3JJHMbDL1EzLkh9GBhXDw=="),
-        "HSmrc0sMlYUkAGmm5OPpG2HaGWk="
-    );
+    assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    assert_eq!(accept_key(b"x3JJHMbDL1EzLkh9GBhXDw=="), "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
 }
 
 #[test]

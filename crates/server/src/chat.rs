@@ -1,0 +1,1 @@
+//! The web chat served at `/`.

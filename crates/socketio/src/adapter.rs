@@ -1,0 +1,189 @@
+//! The adapter: how a namespace reaches sockets. The in-memory adapter serves one server; a cluster
+//! adapter (Redis) delivers locally through the namespace index and forwards to other nodes.
+//!
+//! Every method has the single-server behaviour as its default, so [`MemoryAdapter`] is empty and a
+//! cluster adapter overrides what crosses nodes.
+
+use crate::namespace::Namespace;
+use crate::payload::{encode_packet, Payload};
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use smallvec::SmallVec;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A room name. Cheap to clone.
+pub type Room = Arc<str>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastFlags {
+    /// May be dropped for clients that are not ready to receive.
+    pub volatile: bool,
+    /// Only this server's sockets, never other nodes.
+    pub local: bool,
+}
+
+/// Who a broadcast reaches: sockets in any of `rooms` (everyone when empty), minus sockets in any of
+/// `except`. A socket id is also a room holding just that socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastOptions {
+    pub rooms: SmallVec<[Room; 1]>,
+    pub except: SmallVec<[Room; 1]>,
+    pub flags: BroadcastFlags,
+}
+
+/// A socket as fetch-sockets reports it, local or on another node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketInfo {
+    pub id: String,
+    pub nsp: String,
+    /// Node's handshake object.
+    pub handshake: Value,
+    pub rooms: Vec<String>,
+    pub data: Value,
+    /// False for sockets on another node.
+    pub local: bool,
+}
+
+/// Answers to a broadcast with acks: how many clients got it, then each client's answer.
+pub struct AckStream {
+    /// Number of clients the packet reached (across the cluster).
+    pub expected: BoxFuture<'static, usize>,
+    pub answers: mpsc::UnboundedReceiver<Payload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdapterError {
+    #[error("timeout reached while waiting for the cluster's answers")]
+    Timeout,
+    #[error("adapter error: {0}")]
+    Other(String),
+}
+
+pub trait Adapter: Send + Sync + 'static {
+    /// Called once when the namespace is created.
+    fn init(&self, _ns: &Arc<Namespace>) {}
+
+    /// Delivers an event to every socket `opts` selects.
+    fn broadcast(&self, ns: &Arc<Namespace>, event: &str, payload: &Payload, opts: &BroadcastOptions) {
+        let frames = encode_packet(ns.name(), Some(event), payload, None);
+        ns.local_broadcast(&frames, opts);
+    }
+
+    /// Delivers an event that every client acknowledges.
+    fn broadcast_with_ack(
+        &self,
+        ns: &Arc<Namespace>,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+    ) -> AckStream {
+        let (tx, answers) = mpsc::unbounded_channel();
+        let count = local_broadcast_with_ack(ns, event, payload, opts, tx);
+        AckStream { expected: Box::pin(async move { count }), answers }
+    }
+
+    /// Sockets `opts` selects, across the cluster.
+    fn fetch_sockets(
+        &self,
+        ns: &Arc<Namespace>,
+        opts: &BroadcastOptions,
+    ) -> BoxFuture<'static, Result<Vec<SocketInfo>, AdapterError>> {
+        let sockets = ns.local_targets(opts).iter().map(|s| s.info()).collect();
+        Box::pin(async move { Ok(sockets) })
+    }
+
+    /// Makes the sockets `opts` selects join `rooms`, across the cluster.
+    fn add_sockets(&self, ns: &Arc<Namespace>, opts: &BroadcastOptions, rooms: &[Room]) {
+        for socket in ns.local_targets(opts) {
+            for room in rooms {
+                socket.join(room.clone());
+            }
+        }
+    }
+
+    fn del_sockets(&self, ns: &Arc<Namespace>, opts: &BroadcastOptions, rooms: &[Room]) {
+        for socket in ns.local_targets(opts) {
+            for room in rooms {
+                socket.leave(room);
+            }
+        }
+    }
+
+    fn disconnect_sockets(&self, ns: &Arc<Namespace>, opts: &BroadcastOptions, close: bool) {
+        for socket in ns.local_targets(opts) {
+            socket.disconnect(close);
+        }
+    }
+
+    /// Every room across the cluster.
+    fn all_rooms(&self, ns: &Arc<Namespace>) -> BoxFuture<'static, Result<HashSet<Room>, AdapterError>> {
+        let rooms = ns.local_rooms();
+        Box::pin(async move { Ok(rooms) })
+    }
+
+    /// Emits to the other servers of the cluster; returns their acks (none on one server).
+    fn server_side_emit(
+        &self,
+        _ns: &Arc<Namespace>,
+        _event: &str,
+        _payload: &Payload,
+        _ack_timeout: Option<Duration>,
+    ) -> BoxFuture<'static, Result<Vec<Payload>, AdapterError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Number of servers in the cluster.
+    fn server_count(&self) -> BoxFuture<'static, usize> {
+        Box::pin(async { 1 })
+    }
+}
+
+/// The single-server adapter.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryAdapter;
+
+impl Adapter for MemoryAdapter {}
+
+/// Sends an acked event to each local target (each with its own ack id) and forwards the answers to
+/// `answers`. Returns the number of targets.
+pub fn local_broadcast_with_ack(
+    ns: &Arc<Namespace>,
+    event: &str,
+    payload: &Payload,
+    opts: &BroadcastOptions,
+    answers: mpsc::UnboundedSender<Payload>,
+) -> usize {
+    let mut count = 0;
+    for socket in ns.local_targets(opts) {
+        let (id, rx) = socket.register_ack();
+        let frames = encode_packet(ns.name(), Some(event), payload, Some(id));
+        if socket.send_frames(&frames).is_err() {
+            continue;
+        }
+        count += 1;
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            if let Ok(answer) = rx.await {
+                let _ = answers.send(answer);
+            }
+        });
+    }
+    count
+}
+
+impl crate::socket::Socket {
+    /// This socket as fetch-sockets reports it.
+    pub fn info(&self) -> SocketInfo {
+        SocketInfo {
+            id: self.id().to_string(),
+            nsp: self.ns().name().to_string(),
+            handshake: self.handshake().to_json(self.auth()),
+            rooms: self.rooms().iter().map(|r| r.to_string()).collect(),
+            data: self.data(),
+            local: true,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! One engine connection seen by Socket.IO: decodes packets, connects namespaces (through their
+//! middleware), and routes events and acks to the sockets multiplexed on the connection.
+
+use crate::namespace::Namespace;
+use crate::payload::encode_control;
+use crate::server::ServerInner;
+use crate::socket::{DisconnectReason, Socket};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use smallvec::SmallVec;
+use std::sync::Arc;
+use switchyard_engine::protocol::socketio::{Decoder, Packet, PacketType};
+use switchyard_engine::{CloseReason, Connection, Handler, Incoming, OpenRequest, TransportKind};
+
+/// The request that opened the connection, shared by its sockets.
+#[derive(Debug)]
+pub struct Handshake {
+    pub headers: http::HeaderMap,
+    pub uri: http::Uri,
+    /// The client's address (`ip`, or `ip:port` unknown when the server did not record it).
+    pub address: String,
+    /// Milliseconds since the Unix epoch.
+    pub issued: u64,
+    pub secure: bool,
+}
+
+impl Handshake {
+    /// The query parameters, decoded.
+    pub fn query(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.uri.query().unwrap_or_default().as_bytes()).into_owned().collect()
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `time` field of Node's handshake, as an HTTP date.
+    pub fn time(&self) -> String {
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.issued))
+    }
+
+    /// Node's handshake object (without `auth`), as sent in fetch-sockets replies.
+    pub fn to_json(&self, auth: &Value) -> Value {
+        let headers: serde_json::Map<String, Value> = self
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), Value::String(v.to_str().ok()?.to_string()))))
+            .collect();
+        let query: serde_json::Map<String, Value> =
+            self.query().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        json!({
+            "headers": headers,
+            "time": self.time(),
+            "address": self.address,
+            "xdomain": self.headers.contains_key(http::header::ORIGIN),
+            "secure": self.secure,
+            "issued": self.issued,
+            "url": self.uri.to_string(),
+            "query": query,
+            "auth": auth,
+        })
+    }
+}
+
+/// Socket.IO state of one engine connection.
+pub struct Client {
+    conn: Arc<Connection>,
+    server: Arc<ServerInner>,
+    pub(crate) handshake: Arc<Handshake>,
+    decoder: Mutex<Decoder>,
+    sockets: Mutex<SmallVec<[Arc<Socket>; 1]>>,
+}
+
+impl Client {
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.conn.transport()
+    }
+
+    /// Closes the whole connection; every socket on it disconnects with `reason`.
+    pub fn close_connection(&self, reason: DisconnectReason) {
+        let close = match reason {
+            DisconnectReason::ServerShutdown => CloseReason::ServerShutdown,
+            _ => CloseReason::ForcedClose,
+        };
+        for socket in self.sockets() {
+            socket.send_disconnect_packet();
+            socket.on_close(reason);
+        }
+        self.conn.close(close);
+    }
+
+    fn sockets(&self) -> SmallVec<[Arc<Socket>; 1]> {
+        self.sockets.lock().clone()
+    }
+
+    fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
+        self.sockets.lock().iter().find(|s| s.ns().name() == nsp).cloned()
+    }
+
+    pub(crate) fn remove_socket(&self, socket: &Socket) {
+        self.sockets.lock().retain(|s| s.id() != socket.id());
+    }
+
+    fn on_packet(self: &Arc<Self>, packet: Packet) {
+        match packet.kind {
+            PacketType::Connect => self.connect(packet.nsp, packet.data.unwrap_or(Value::Null)),
+            PacketType::ConnectError => {
+                tracing::debug!(sid = %self.conn.sid(), "client sent CONNECT_ERROR: closing");
+                self.conn.close(CloseReason::ParseError);
+            }
+            _ => {
+                let Some(socket) = self.socket(&packet.nsp) else {
+                    tracing::debug!(sid = %self.conn.sid(), nsp = %packet.nsp, "packet for a namespace not joined: closing");
+                    self.conn.close(CloseReason::ParseError);
+                    return;
+                };
+                socket.on_packet(packet);
+            }
+        }
+    }
+
+    fn connect(self: &Arc<Self>, nsp: String, auth: Value) {
+        if self.socket(&nsp).is_some() {
+            tracing::debug!(sid = %self.conn.sid(), nsp = %nsp, "namespace already joined");
+            return;
+        }
+        let Some(ns) = self.server.namespace(&nsp) else {
+            let error = json!({"message": "Invalid namespace"});
+            let _ = self.conn.send(encode_control(PacketType::ConnectError, &nsp, Some(&error)));
+            return;
+        };
+        let socket = Socket::new(ns.clone(), self.clone(), auth);
+        if !ns.has_middleware() {
+            self.finish_connect(&ns, socket);
+            return;
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            match ns.run_middleware(&socket).await {
+                Ok(()) if !client.conn.is_closed() => client.finish_connect(&ns, socket),
+                Ok(()) => {}
+                Err(error) => {
+                    let data = error.to_json();
+                    let _ = client.conn.send(encode_control(PacketType::ConnectError, ns.name(), Some(&data)));
+                }
+            }
+        });
+    }
+
+    fn finish_connect(self: &Arc<Self>, ns: &Arc<Namespace>, socket: Arc<Socket>) {
+        if self.conn.is_closed() {
+            return;
+        }
+        self.sockets.lock().push(socket.clone());
+        ns.add_socket(&socket);
+        let reply = json!({"sid": socket.id().as_str()});
+        let _ = self.conn.send(encode_control(PacketType::Connect, ns.name(), Some(&reply)));
+        ns.on_socket_connected(&socket);
+    }
+
+    fn decode(self: &Arc<Self>, message: Incoming) {
+        let decoded = {
+            let mut decoder = self.decoder.lock();
+            match &message {
+                Incoming::Text(text) => match std::str::from_utf8(text) {
+                    Ok(text) => decoder.decode_text(text),
+                    Err(_) => Err(switchyard_engine::protocol::socketio::DecodeError::InvalidPayload),
+                },
+                Incoming::Binary(data) => decoder.decode_binary(data.clone()),
+            }
+        };
+        match decoded {
+            Ok(Some(packet)) => self.on_packet(packet),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(sid = %self.conn.sid(), error = %e, "invalid Socket.IO packet: closing");
+                self.conn.close(CloseReason::ParseError);
+            }
+        }
+    }
+}
+
+/// Plugs Socket.IO into the engine.
+pub struct SioHandler {
+    server: Arc<ServerInner>,
+}
+
+impl SioHandler {
+    pub(crate) fn new(server: Arc<ServerInner>) -> Self {
+        SioHandler { server }
+    }
+}
+
+impl Handler for SioHandler {
+    type Client = Client;
+
+    fn on_open(&self, conn: Arc<Connection>, req: OpenRequest) -> Arc<Client> {
+        let address =
+            forwarded_for(&req.headers).or_else(|| req.remote_addr.map(|a| a.ip().to_string())).unwrap_or_default();
+        let issued = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let secure = req.uri.scheme_str() == Some("https");
+        let handshake = Arc::new(Handshake { headers: req.headers, uri: req.uri, address, issued, secure });
+        let client = Arc::new(Client {
+            conn,
+            server: self.server.clone(),
+            handshake,
+            decoder: Mutex::new(Decoder::new(self.server.config.max_attachments)),
+            sockets: Mutex::new(SmallVec::new()),
+        });
+        // Close connections that never join a namespace.
+        let weak = Arc::downgrade(&client);
+        let timeout = self.server.config.connect_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(client) = weak.upgrade() {
+                if client.sockets.lock().is_empty() && !client.conn.is_closed() {
+                    tracing::debug!(sid = %client.conn.sid(), "no namespace joined in time: closing");
+                    client.conn.close(CloseReason::ForcedClose);
+                }
+            }
+        });
+        client
+    }
+
+    fn on_message(&self, client: &Arc<Client>, message: Incoming) {
+        client.decode(message);
+    }
+
+    fn on_close(&self, client: &Arc<Client>, reason: CloseReason) {
+        let reason = DisconnectReason::from(reason);
+        for socket in client.sockets() {
+            socket.on_close(reason);
+        }
+    }
+}
+
+fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get("x-forwarded-for")?.to_str().ok()?;
+    value.split(',').next().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}

@@ -1,0 +1,269 @@
+//! A namespace: its middleware and connection handler, its local sockets and the room index that
+//! broadcasts walk.
+
+use crate::adapter::{Adapter, BroadcastOptions, Room};
+use crate::operators::BroadcastOperator;
+use crate::payload::{Frames, Payload};
+use crate::socket::Socket;
+use futures_util::future::BoxFuture;
+use parking_lot::RwLock;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use switchyard_engine::Sid;
+
+/// A middleware's refusal, sent to the client as CONNECT_ERROR `{message, data}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ConnectError { message: message.into(), data: None }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        match &self.data {
+            Some(data) => json!({"message": self.message, "data": data}),
+            None => json!({"message": self.message}),
+        }
+    }
+}
+
+type Middleware = Arc<dyn Fn(Arc<Socket>) -> BoxFuture<'static, Result<(), ConnectError>> + Send + Sync>;
+type ConnectionHandler = Arc<dyn Fn(Arc<Socket>) + Send + Sync>;
+
+/// Members of one room.
+type Members = HashMap<Sid, Arc<Socket>>;
+
+pub struct Namespace {
+    name: Box<str>,
+    middleware: RwLock<Vec<Middleware>>,
+    on_connection: RwLock<Option<ConnectionHandler>>,
+    /// For dynamic children: the parent whose middleware and handler apply.
+    parent: Option<Arc<Namespace>>,
+    sockets: RwLock<HashMap<Sid, Arc<Socket>>>,
+    rooms: RwLock<HashMap<Room, Members>>,
+    adapter: Arc<dyn Adapter>,
+    /// Ack ids are per namespace, as in Node.
+    ack_ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").field("name", &self.name).finish()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(name: &str, adapter: Arc<dyn Adapter>) -> Arc<Self> {
+        Self::build(name, None, adapter)
+    }
+
+    pub(crate) fn new_child(name: &str, parent: &Arc<Namespace>, adapter: Arc<dyn Adapter>) -> Arc<Self> {
+        Self::build(name, Some(parent.clone()), adapter)
+    }
+
+    fn build(name: &str, parent: Option<Arc<Namespace>>, adapter: Arc<dyn Adapter>) -> Arc<Self> {
+        let ns = Arc::new(Namespace {
+            name: name.into(),
+            middleware: RwLock::default(),
+            on_connection: RwLock::default(),
+            parent,
+            sockets: RwLock::default(),
+            rooms: RwLock::default(),
+            adapter,
+            ack_ids: AtomicU64::new(0),
+        });
+        ns.adapter.init(&ns);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn adapter(&self) -> &Arc<dyn Adapter> {
+        &self.adapter
+    }
+
+    /// Runs `handler` for every socket that connects (after the middleware accepted it).
+    pub fn on_connection(&self, handler: impl Fn(Arc<Socket>) + Send + Sync + 'static) {
+        *self.on_connection.write() = Some(Arc::new(handler));
+    }
+
+    /// Adds connect middleware; an `Err` refuses the connection with CONNECT_ERROR.
+    pub fn use_middleware<F, Fut>(&self, middleware: F)
+    where
+        F: Fn(Arc<Socket>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.middleware.write().push(Arc::new(move |socket| Box::pin(middleware(socket))));
+    }
+
+    pub(crate) fn has_middleware(&self) -> bool {
+        !self.middleware.read().is_empty() || self.parent.as_ref().is_some_and(|p| p.has_middleware())
+    }
+
+    pub(crate) async fn run_middleware(&self, socket: &Arc<Socket>) -> Result<(), ConnectError> {
+        let chain: Vec<Middleware> = match &self.parent {
+            Some(parent) => parent.middleware.read().iter().chain(self.middleware.read().iter()).cloned().collect(),
+            None => self.middleware.read().clone(),
+        };
+        for middleware in chain {
+            middleware(socket.clone()).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_socket_connected(&self, socket: &Arc<Socket>) {
+        let handler = self
+            .on_connection
+            .read()
+            .clone()
+            .or_else(|| self.parent.as_ref().and_then(|p| p.on_connection.read().clone()));
+        if let Some(handler) = handler {
+            handler(socket.clone());
+        }
+    }
+
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.ack_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ---- operators -------------------------------------------------------------------------
+
+    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    pub fn except(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().except(room)
+    }
+
+    /// Every socket of the namespace.
+    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone(), BroadcastOptions::default())
+    }
+
+    pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<Payload>) {
+        self.broadcast().emit(event, payload)
+    }
+
+    // ---- the local index -------------------------------------------------------------------
+
+    pub(crate) fn add_socket(&self, socket: &Arc<Socket>) {
+        self.sockets.write().insert(socket.id(), socket.clone());
+    }
+
+    pub(crate) fn remove_socket(&self, socket: &Socket) {
+        self.sockets.write().remove(&socket.id());
+    }
+
+    pub fn get_socket(&self, id: &Sid) -> Option<Arc<Socket>> {
+        self.sockets.read().get(id).cloned()
+    }
+
+    /// Every socket connected to this namespace on this server.
+    pub fn local_sockets(&self) -> Vec<Arc<Socket>> {
+        self.sockets.read().values().cloned().collect()
+    }
+
+    pub fn local_socket_count(&self) -> usize {
+        self.sockets.read().len()
+    }
+
+    pub(crate) fn index_join(&self, socket: &Arc<Socket>, room: &Room) {
+        self.rooms.write().entry(room.clone()).or_default().insert(socket.id(), socket.clone());
+    }
+
+    pub(crate) fn index_leave(&self, socket: &Socket, room: &Room) {
+        let mut rooms = self.rooms.write();
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(&socket.id());
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Rooms that exist on this server (not counting each socket's own room).
+    pub fn local_rooms(&self) -> HashSet<Room> {
+        self.rooms.read().keys().cloned().collect()
+    }
+
+    /// Calls `f` for every local socket `opts` selects, each once. Holds the index read lock: `f`
+    /// must not join, leave or disconnect.
+    pub(crate) fn for_each_target(&self, opts: &BroadcastOptions, mut f: impl FnMut(&Arc<Socket>)) {
+        let sockets = self.sockets.read();
+        let rooms = self.rooms.read();
+        let mut except: HashSet<Sid> = HashSet::new();
+        for room in &opts.except {
+            if let Some(members) = rooms.get(room) {
+                except.extend(members.keys().copied());
+            }
+            if let Some(sid) = Sid::parse(room) {
+                except.insert(sid);
+            }
+        }
+        let keep = |s: &Arc<Socket>| except.is_empty() || !except.contains(&s.id());
+        if opts.rooms.is_empty() {
+            sockets.values().filter(|s| keep(s)).for_each(&mut f);
+            return;
+        }
+        let single = opts.rooms.len() == 1;
+        let mut seen: HashSet<Sid> = HashSet::new();
+        for room in &opts.rooms {
+            if let Some(members) = rooms.get(room) {
+                for socket in members.values() {
+                    if keep(socket) && (single || seen.insert(socket.id())) {
+                        f(socket);
+                    }
+                }
+            }
+            // A socket's id is a room holding just that socket.
+            if let Some(socket) = Sid::parse(room).and_then(|sid| sockets.get(&sid)) {
+                if keep(socket)
+                    && seen.insert(socket.id())
+                    && !rooms.get(room).is_some_and(|m| m.contains_key(&socket.id()))
+                {
+                    f(socket);
+                }
+            }
+        }
+    }
+
+    /// Sends pre-encoded frames to every local socket `opts` selects. Returns how many got them.
+    pub fn local_broadcast(&self, frames: &Frames, opts: &BroadcastOptions) -> usize {
+        let mut count = 0;
+        let mut targets: Vec<Arc<Socket>> = Vec::new();
+        self.for_each_target(opts, |socket| {
+            if opts.flags.volatile && !socket.is_writable() {
+                return;
+            }
+            match socket.send_frames(frames) {
+                Ok(()) => count += 1,
+                // A full queue closes the connection; its disconnect runs outside the index lock.
+                Err(_) => targets.push(socket.clone()),
+            }
+        });
+        drop(targets);
+        count
+    }
+
+    /// Sockets selected by `opts` on this server.
+    pub fn local_targets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>> {
+        let mut out = Vec::new();
+        self.for_each_target(opts, |s| out.push(s.clone()));
+        out
+    }
+}

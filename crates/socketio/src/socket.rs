@@ -1,0 +1,414 @@
+//! A socket: one client in one namespace. Holds its handlers, rooms, data and pending acks.
+
+use crate::adapter::{BroadcastOptions, Room};
+use crate::client::{Client, Handshake};
+use crate::namespace::Namespace;
+use crate::operators::BroadcastOperator;
+use crate::payload::{encode_control, encode_packet, Frames, Payload};
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_engine::protocol::socketio::{Packet, PacketType};
+use switchyard_engine::{CloseReason, SendError, Sid};
+use tokio::sync::oneshot;
+
+/// Why a socket disconnected: the reasons of the Node implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    TransportClose,
+    TransportError,
+    PingTimeout,
+    ParseError,
+    ForcedClose,
+    ServerShutdown,
+    ClientNamespaceDisconnect,
+    ServerNamespaceDisconnect,
+    ForcedServerClose,
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::TransportClose => "transport close",
+            DisconnectReason::TransportError => "transport error",
+            DisconnectReason::PingTimeout => "ping timeout",
+            DisconnectReason::ParseError => "parse error",
+            DisconnectReason::ForcedClose => "forced close",
+            DisconnectReason::ServerShutdown => "server shutting down",
+            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
+            DisconnectReason::ForcedServerClose => "forced server close",
+        }
+    }
+}
+
+impl From<CloseReason> for DisconnectReason {
+    fn from(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::TransportClose => DisconnectReason::TransportClose,
+            CloseReason::TransportError | CloseReason::SlowClient => DisconnectReason::TransportError,
+            CloseReason::PingTimeout => DisconnectReason::PingTimeout,
+            CloseReason::ParseError => DisconnectReason::ParseError,
+            CloseReason::ForcedClose => DisconnectReason::ForcedClose,
+            CloseReason::ServerShutdown => DisconnectReason::ServerShutdown,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EmitError {
+    #[error("socket disconnected")]
+    Disconnected,
+    #[error("client too slow: disconnected")]
+    SlowClient,
+    #[error("reserved event name")]
+    ReservedEvent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("operation has timed out")]
+    Timeout,
+    #[error("socket disconnected")]
+    Disconnected,
+    #[error("client too slow: disconnected")]
+    SlowClient,
+}
+
+type EventHandler = Arc<dyn Fn(&Arc<Socket>, Payload, Option<AckSender>) + Send + Sync>;
+type AnyHandler = Arc<dyn Fn(&Arc<Socket>, &str, &Payload) + Send + Sync>;
+type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, DisconnectReason) + Send + Sync>;
+
+#[derive(Default)]
+struct Handlers {
+    events: Vec<(Box<str>, EventHandler)>,
+    any: Option<AnyHandler>,
+    disconnecting: Vec<DisconnectHandler>,
+    disconnect: Vec<DisconnectHandler>,
+}
+
+/// Answers one client ack request. Dropping it without sending sends nothing, as in Node.
+pub struct AckSender {
+    socket: Arc<Socket>,
+    id: u64,
+}
+
+impl AckSender {
+    pub fn send(self, payload: impl Into<Payload>) {
+        let frames = encode_packet(self.socket.ns.name(), None, &payload.into(), Some(self.id));
+        let _ = self.socket.send_frames(&frames);
+    }
+}
+
+pub struct Socket {
+    id: Sid,
+    ns: Arc<Namespace>,
+    client: Arc<Client>,
+    auth: Value,
+    data: Mutex<Value>,
+    rooms: Mutex<SmallVec<[Room; 2]>>,
+    handlers: RwLock<Handlers>,
+    acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
+    connected: AtomicBool,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("id", &self.id).field("nsp", &self.ns.name()).finish()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(ns: Arc<Namespace>, client: Arc<Client>, auth: Value) -> Arc<Self> {
+        Arc::new(Socket {
+            id: Sid::random(),
+            ns,
+            client,
+            auth: if auth.is_object() { auth } else { Value::Object(Default::default()) },
+            data: Mutex::new(Value::Null),
+            rooms: Mutex::default(),
+            handlers: RwLock::default(),
+            acks: Mutex::default(),
+            connected: AtomicBool::new(true),
+        })
+    }
+
+    /// The socket id (not the Engine.IO session id).
+    pub fn id(&self) -> Sid {
+        self.id
+    }
+
+    pub fn ns(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    pub fn handshake(&self) -> &Handshake {
+        &self.client.handshake
+    }
+
+    /// The `auth` object the client sent with CONNECT (`{}` when none).
+    pub fn auth(&self) -> &Value {
+        &self.auth
+    }
+
+    /// Per-socket data, shared with the cluster by fetch-sockets.
+    pub fn data(&self) -> Value {
+        self.data.lock().clone()
+    }
+
+    pub fn set_data(&self, data: Value) {
+        *self.data.lock() = data;
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_writable(&self) -> bool {
+        self.connected() && !self.client.connection().has_backlog()
+    }
+
+    // ---- handlers ---------------------------------------------------------------------------
+
+    /// Handles event `event`. `ack` is set when the client asked for an acknowledgement.
+    pub fn on(&self, event: &str, handler: impl Fn(&Arc<Socket>, Payload, Option<AckSender>) + Send + Sync + 'static) {
+        let mut handlers = self.handlers.write();
+        handlers.events.retain(|(name, _)| &**name != event);
+        handlers.events.push((event.into(), Arc::new(handler)));
+    }
+
+    /// Sees every incoming event, before its own handler.
+    pub fn on_any(&self, handler: impl Fn(&Arc<Socket>, &str, &Payload) + Send + Sync + 'static) {
+        self.handlers.write().any = Some(Arc::new(handler));
+    }
+
+    /// Runs before the socket leaves its rooms.
+    pub fn on_disconnecting(&self, handler: impl Fn(&Arc<Socket>, DisconnectReason) + Send + Sync + 'static) {
+        self.handlers.write().disconnecting.push(Arc::new(handler));
+    }
+
+    pub fn on_disconnect(&self, handler: impl Fn(&Arc<Socket>, DisconnectReason) + Send + Sync + 'static) {
+        self.handlers.write().disconnect.push(Arc::new(handler));
+    }
+
+    // ---- emitting ---------------------------------------------------------------------------
+
+    pub(crate) fn send_frames(&self, frames: &Frames) -> Result<(), SendError> {
+        let conn = self.client.connection();
+        if frames.len() == 1 {
+            conn.send(frames[0].clone())
+        } else {
+            conn.send_all(frames)
+        }
+    }
+
+    fn check_event(&self, event: &str) -> Result<(), EmitError> {
+        if switchyard_engine::protocol::socketio::RESERVED_EVENTS.contains(&event) {
+            return Err(EmitError::ReservedEvent);
+        }
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
+        Ok(())
+    }
+
+    /// Sends `event` to this client.
+    pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<(), EmitError> {
+        self.check_event(event)?;
+        let frames = encode_packet(self.ns.name(), Some(event), &payload.into(), None);
+        self.send_frames(&frames).map_err(|e| match e {
+            SendError::Closed => EmitError::Disconnected,
+            SendError::QueueFull => EmitError::SlowClient,
+        })
+    }
+
+    /// Sends `event` and waits up to `timeout` for the client's acknowledgement.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<Payload, AckError> {
+        self.check_event(event).map_err(|_| AckError::Disconnected)?;
+        let (id, rx) = self.register_ack();
+        let frames = encode_packet(self.ns.name(), Some(event), &payload.into(), Some(id));
+        if let Err(e) = self.send_frames(&frames) {
+            self.acks.lock().remove(&id);
+            return Err(match e {
+                SendError::Closed => AckError::Disconnected,
+                SendError::QueueFull => AckError::SlowClient,
+            });
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.acks.lock().remove(&id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    pub(crate) fn register_ack(&self) -> (u64, oneshot::Receiver<Payload>) {
+        let id = self.ns.next_ack_id();
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Everyone in `room` but this socket.
+    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// Everyone in the namespace but this socket.
+    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
+        let mut opts = BroadcastOptions::default();
+        opts.except.push(Room::from(self.id.as_str()));
+        BroadcastOperator::new(self.ns.clone(), opts)
+    }
+
+    // ---- rooms ------------------------------------------------------------------------------
+
+    pub fn join(self: &Arc<Self>, room: impl Into<Room>) {
+        let room = room.into();
+        if !self.connected() {
+            return;
+        }
+        {
+            let mut rooms = self.rooms.lock();
+            if rooms.contains(&room) {
+                return;
+            }
+            rooms.push(room.clone());
+        }
+        self.ns.index_join(self, &room);
+    }
+
+    pub fn leave(&self, room: &str) {
+        let removed = {
+            let mut rooms = self.rooms.lock();
+            let before = rooms.len();
+            rooms.retain(|r| &**r != room);
+            before != rooms.len()
+        };
+        if removed {
+            self.ns.index_leave(self, &Room::from(room));
+        }
+    }
+
+    /// The rooms this socket is in, its own id first (as in Node).
+    pub fn rooms(&self) -> Vec<Room> {
+        let mut out = vec![Room::from(self.id.as_str())];
+        out.extend(self.rooms.lock().iter().cloned());
+        out
+    }
+
+    fn leave_all(&self) {
+        let rooms = std::mem::take(&mut *self.rooms.lock());
+        for room in rooms {
+            self.ns.index_leave(self, &room);
+        }
+    }
+
+    // ---- disconnecting ----------------------------------------------------------------------
+
+    /// Disconnects this socket from its namespace; with `close`, closes the whole connection.
+    pub fn disconnect(self: &Arc<Self>, close: bool) {
+        if close {
+            self.client.close_connection(DisconnectReason::ServerNamespaceDisconnect);
+            return;
+        }
+        if !self.connected() {
+            return;
+        }
+        self.send_disconnect_packet();
+        self.on_close(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    pub(crate) fn send_disconnect_packet(&self) {
+        if self.connected() {
+            let _ = self.client.connection().send(encode_control(PacketType::Disconnect, self.ns.name(), None));
+        }
+    }
+
+    /// Runs the disconnect sequence once: `disconnecting` handlers, leave rooms, `disconnect` handlers.
+    pub(crate) fn on_close(self: &Arc<Self>, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let (disconnecting, disconnect) = {
+            let handlers = self.handlers.read();
+            (handlers.disconnecting.clone(), handlers.disconnect.clone())
+        };
+        for handler in &disconnecting {
+            handler(self, reason);
+        }
+        self.leave_all();
+        self.ns.remove_socket(self);
+        self.client.remove_socket(self);
+        // Pending acks fail with Disconnected when their senders drop.
+        self.acks.lock().clear();
+        for handler in &disconnect {
+            handler(self, reason);
+        }
+        // Handlers may hold the socket; drop them so the socket can be freed.
+        *self.handlers.write() = Handlers::default();
+    }
+
+    // ---- incoming ---------------------------------------------------------------------------
+
+    pub(crate) fn on_packet(self: &Arc<Self>, packet: Packet) {
+        match packet.kind {
+            PacketType::Event | PacketType::BinaryEvent => self.on_event(packet),
+            PacketType::Ack | PacketType::BinaryAck => self.on_ack(packet),
+            PacketType::Disconnect => self.on_close(DisconnectReason::ClientNamespaceDisconnect),
+            PacketType::Connect | PacketType::ConnectError => {}
+        }
+    }
+
+    fn on_event(self: &Arc<Self>, packet: Packet) {
+        let Some(Value::Array(mut args)) = packet.data else { return };
+        if args.is_empty() {
+            return;
+        }
+        let name = match args.remove(0) {
+            Value::String(name) => name,
+            other => other.to_string(),
+        };
+        let payload = Payload { args, binary: packet.attachments };
+        let (handler, any) = {
+            let handlers = self.handlers.read();
+            let handler = handlers.events.iter().find(|(n, _)| **n == *name).map(|(_, h)| h.clone());
+            (handler, handlers.any.clone())
+        };
+        if let Some(any) = any {
+            any(self, &name, &payload);
+        }
+        let ack = packet.id.map(|id| AckSender { socket: self.clone(), id });
+        if let Some(handler) = handler {
+            handler(self, payload, ack);
+        }
+    }
+
+    fn on_ack(&self, packet: Packet) {
+        let Some(id) = packet.id else { return };
+        let Some(tx) = self.acks.lock().remove(&id) else {
+            tracing::debug!(socket = %self.id, id, "ack for an unknown id");
+            return;
+        };
+        let args = match packet.data {
+            Some(Value::Array(args)) => args,
+            _ => Vec::new(),
+        };
+        let _ = tx.send(Payload { args, binary: packet.attachments });
+    }
+}
