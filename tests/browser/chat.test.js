@@ -51,7 +51,8 @@ function startServer(port) {
   // exec: the shell becomes the server, so signalling the process group reaches it directly.
   const child = spawn('/bin/sh', ['-c', `exec ${serverCommand}`], {
     cwd: repoRoot,
-    env: { ...process.env, PORT: String(port) },
+    // HOST keeps the switchyard binary on loopback (it binds 0.0.0.0 by default).
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -182,6 +183,17 @@ async function arrivalTime(page, text) {
 }
 
 /** The member list as shown, the page's own user marked with a trailing " (you)". */
+/** Waits until exactly `count` elements match (a bounded wait). */
+async function waitForCount(locator, count) {
+  const deadline = Date.now() + UI_TIMEOUT_MS;
+  let seen = await locator.count();
+  while (seen !== count) {
+    if (Date.now() > deadline) assert.fail(`expected ${count} of ${locator}, found ${seen}`);
+    await delay(25);
+    seen = await locator.count();
+  }
+}
+
 async function memberNames(page) {
   const entries = await page
     .locator('#members li')
@@ -285,10 +297,22 @@ test('two pages in one room exchange messages', async () => {
   await bobPage.screenshot({ path: bobShot, timeout: UI_TIMEOUT_MS });
   console.log(`screenshots: ${aliceShot} ${bobShot}`);
 
-  // Leaving: when bob's page goes away the server tells the room.
+  // Switching rooms: the old room hears that bob left, bob sees only the new room's members.
+  await bobPage.fill('#room', 'other-room');
+  await bobPage.click('#join', { timeout: UI_TIMEOUT_MS });
+  await bobPage.locator('#room-title', { hasText: '#other-room' }).waitFor({ timeout: UI_TIMEOUT_MS });
+  await waitForCount(systemLine(alicePage, 'bob left'), 1);
+  assert.deepEqual(await memberNames(alicePage), ['alice (you)']);
+  assert.deepEqual(await memberNames(bobPage), ['bob (you)']);
+  await send(alicePage, 'anyone there?');
+  await chatMessage(alicePage, 'alice', 'anyone there?').waitFor({ timeout: UI_TIMEOUT_MS });
+
+  // Back again, then leaving: when bob's page goes away the server tells the room.
+  await join(bobPage, 'bob');
+  await waitForCount(systemLine(alicePage, 'bob joined'), 2);
   const bobProblems = bobPage.problems;
   await bobPage.close();
-  await systemLine(alicePage, 'bob left').waitFor({ timeout: UI_TIMEOUT_MS });
+  await waitForCount(systemLine(alicePage, 'bob left'), 2);
   assert.deepEqual(await memberNames(alicePage), ['alice (you)']);
 
   const problems = [...alicePage.problems, ...bobProblems];

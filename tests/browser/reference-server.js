@@ -53,7 +53,10 @@ io.on('connection', (socket) => {
       ack({ ok: false, error: 'room and name must be non-empty strings' });
       return;
     }
-    if (socket.data.room) socket.leave(socket.data.room);
+    if (socket.data.room) {
+      socket.leave(socket.data.room);
+      io.to(socket.data.room).emit('chat:system', { room: socket.data.room, text: `${socket.data.name} left` });
+    }
     socket.data.room = room;
     socket.data.name = name;
     socket.join(room);

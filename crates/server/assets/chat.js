@@ -3,8 +3,8 @@
  *
  * Chat event contract (namespace "/"):
  *   client -> server  "chat:join"    (room: string, name: string, ack)
- *       The server leaves the previous chat room, joins `room`, acks {room, members: [name, ...]}
- *       and emits "chat:system" {room, text: "<name> joined"} to the room.
+ *       The server leaves the previous chat room (telling it "<name> left"), joins `room`, acks
+ *       {room, members: [name, ...]} and emits "chat:system" {room, text: "<name> joined"} to the room.
  *   client -> server  "chat:message" (room: string, text: string, ack)
  *       The server emits "chat:message" {room, name, text, at: <ms since epoch>, id: <string>} to everyone in
  *       the room, the sender included, and acks {ok: true}; it acks {ok: false, error} when the sender is not
