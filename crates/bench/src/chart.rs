@@ -41,7 +41,9 @@ pub fn escape(text: &str) -> String {
 /// Formats a value with about three significant digits.
 pub fn format_value(value: f64) -> String {
     let magnitude = value.abs();
-    if magnitude >= 100.0 {
+    if value == 0.0 {
+        "0".to_owned()
+    } else if magnitude >= 100.0 {
         format!("{value:.0}")
     } else if magnitude >= 10.0 {
         format!("{value:.1}")
@@ -67,16 +69,8 @@ pub fn render(title: &str, subtitle: &str, panels: &[Panel], columns: usize) -> 
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{PANEL_GAP}" y="24" font-size="17" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
-    let _ = writeln!(
-        svg,
-        r##"<text x="{PANEL_GAP}" y="44" fill="#555">{}</text>"##,
-        escape(subtitle)
-    );
+    let _ = writeln!(svg, r#"<text x="{PANEL_GAP}" y="24" font-size="17" font-weight="bold">{}</text>"#, escape(title));
+    let _ = writeln!(svg, r##"<text x="{PANEL_GAP}" y="44" fill="#555">{}</text>"##, escape(subtitle));
     for (index, panel) in panels.iter().enumerate() {
         let x0 = PANEL_GAP + (index % columns) as f64 * (PANEL_WIDTH + PANEL_GAP);
         let y0 = header + (index / columns) as f64 * (panel_height + PANEL_GAP);
@@ -91,30 +85,16 @@ pub fn render(title: &str, subtitle: &str, panels: &[Panel], columns: usize) -> 
             y0 + 17.0,
             escape(&panel.title)
         );
-        let max = panel
-            .bars
-            .iter()
-            .filter_map(|b| b.value)
-            .filter(|v| v.is_finite())
-            .fold(0.0f64, f64::max);
+        let max = panel.bars.iter().filter_map(|b| b.value).filter(|v| v.is_finite()).fold(0.0f64, f64::max);
         let span = PANEL_WIDTH - LABEL_WIDTH - VALUE_WIDTH - 16.0;
         for (row, bar) in panel.bars.iter().enumerate() {
             let y = y0 + TITLE_HEIGHT + row as f64 * (BAR_HEIGHT + BAR_GAP);
-            let _ = writeln!(
-                svg,
-                r#"<text x="{}" y="{}">{}</text>"#,
-                x0 + 8.0,
-                y + BAR_HEIGHT - 5.0,
-                escape(&bar.label)
-            );
+            let _ =
+                writeln!(svg, r#"<text x="{}" y="{}">{}</text>"#, x0 + 8.0, y + BAR_HEIGHT - 5.0, escape(&bar.label));
             let bar_x = x0 + LABEL_WIDTH;
             match bar.value.filter(|v| v.is_finite()) {
                 Some(value) => {
-                    let length = if max > 0.0 {
-                        (value.max(0.0) / max * span).max(1.0)
-                    } else {
-                        1.0
-                    };
+                    let length = if max > 0.0 { (value.max(0.0) / max * span).max(1.0) } else { 1.0 };
                     let _ = writeln!(
                         svg,
                         r#"<rect x="{bar_x}" y="{y}" width="{length:.1}" height="{BAR_HEIGHT}" fill="{}"/>"#,
@@ -152,21 +132,9 @@ mod tests {
             title: "CPU per delivery <lower is better>".into(),
             unit: "ns".into(),
             bars: vec![
-                Bar {
-                    label: "a".into(),
-                    value: Some(100.0),
-                    color: "#123456",
-                },
-                Bar {
-                    label: "b".into(),
-                    value: Some(50.0),
-                    color: "#654321",
-                },
-                Bar {
-                    label: "c".into(),
-                    value: None,
-                    color: "#000000",
-                },
+                Bar { label: "a".into(), value: Some(100.0), color: "#123456" },
+                Bar { label: "b".into(), value: Some(50.0), color: "#654321" },
+                Bar { label: "c".into(), value: None, color: "#000000" },
             ],
         }]
     }
@@ -199,5 +167,6 @@ mod tests {
         assert_eq!(format_value(16.14), "16.1");
         assert_eq!(format_value(2.6), "2.60");
         assert_eq!(format_value(0.1234), "0.123");
+        assert_eq!(format_value(0.0), "0");
     }
 }

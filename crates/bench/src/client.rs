@@ -147,19 +147,13 @@ impl WsConn {
             wsframe::OP_PING => {
                 self.scratch.clear();
                 let mask = self.masks.next_mask();
-                wsframe::encode_client_frame(
-                    wsframe::OP_PONG,
-                    &frame.payload,
-                    mask,
-                    &mut self.scratch,
-                );
+                wsframe::encode_client_frame(wsframe::OP_PONG, &frame.payload, mask, &mut self.scratch);
                 self.stream.write_all(&self.scratch).await?;
                 Ok(None)
             }
             wsframe::OP_PONG => Ok(None),
             wsframe::OP_CLOSE => {
-                let code = (frame.payload.len() >= 2)
-                    .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                let code = (frame.payload.len() >= 2).then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
                 Err(BenchError::closed(format!(
                     "server sent a close frame (code {})",
                     code.map_or("none".to_string(), |c| c.to_string())
@@ -182,9 +176,7 @@ impl WsConn {
             }
             opcode => {
                 if self.fragments.is_some() {
-                    return Err(BenchError::new(
-                        "new data frame inside a fragmented message",
-                    ));
+                    return Err(BenchError::new("new data frame inside a fragmented message"));
                 }
                 if frame.fin {
                     Ok(Some(make_message(opcode, frame.payload)))
@@ -207,10 +199,8 @@ fn make_message(opcode: u8, payload: Bytes) -> WsMessage {
 
 fn seed_from(stream: &TcpStream) -> u32 {
     let port = stream.local_addr().map(|a| a.port()).unwrap_or(1);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(7);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(7);
     nanos ^ (u32::from(port) << 16) ^ u32::from(port)
 }
 
@@ -229,16 +219,10 @@ pub fn check_upgrade_response(head: &[u8], key: &str) -> Result<()> {
     }
     let code = response.code.unwrap_or(0);
     if code != 101 {
-        return Err(BenchError::new(format!(
-            "websocket upgrade refused with HTTP {code}"
-        )));
+        return Err(BenchError::new(format!("websocket upgrade refused with HTTP {code}")));
     }
     let expected = switchyard_protocol::websocket::accept_key(key.as_bytes());
-    let accept = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-        .map(|h| h.value);
+    let accept = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept")).map(|h| h.value);
     if accept != Some(expected.as_bytes()) {
         return Err(BenchError::new("wrong Sec-WebSocket-Accept"));
     }
@@ -271,11 +255,7 @@ impl SioClient {
                 };
                 parse_open_sid(text)?;
             }
-            other => {
-                return Err(BenchError::new(format!(
-                    "expected an Engine.IO open packet, got {other:?}"
-                )))
-            }
+            other => return Err(BenchError::new(format!("expected an Engine.IO open packet, got {other:?}"))),
         }
         client.ws.send_text(b"40").await?;
         client.wait_connect_reply().await?;
@@ -286,8 +266,7 @@ impl SioClient {
     pub async fn wait_connect_reply(&mut self) -> Result<()> {
         loop {
             if let EioEvent::Message(text) = self.next_eio().await? {
-                let text = std::str::from_utf8(&text)
-                    .map_err(|_| BenchError::new("non UTF-8 Socket.IO packet"))?;
+                let text = std::str::from_utf8(&text).map_err(|_| BenchError::new("non UTF-8 Socket.IO packet"))?;
                 let mut decoder = socketio::Decoder::default();
                 match decoder.decode_text(text) {
                     Ok(Some(packet)) if packet.nsp == "/" => match packet.kind {
@@ -301,9 +280,7 @@ impl SioClient {
                         _ => {}
                     },
                     Ok(_) => {}
-                    Err(err) => {
-                        return Err(BenchError::new(format!("bad Socket.IO packet: {err}")))
-                    }
+                    Err(err) => return Err(BenchError::new(format!("bad Socket.IO packet: {err}"))),
                 }
             }
         }
@@ -336,8 +313,8 @@ impl SioClient {
                 if text.first() == Some(&b'4') {
                     return Ok(Some(EioEvent::Message(text.slice(1..))));
                 }
-                let packet = engine::decode_text(text)
-                    .map_err(|err| BenchError::new(format!("bad Engine.IO packet: {err}")))?;
+                let packet =
+                    engine::decode_text(text).map_err(|err| BenchError::new(format!("bad Engine.IO packet: {err}")))?;
                 match packet.kind {
                     PacketType::Ping => {
                         self.ws.send_text(b"3").await?;
@@ -375,12 +352,8 @@ impl SioClient {
 
 /// The sid of an Engine.IO open packet body.
 pub fn parse_open_sid(body: &[u8]) -> Result<String> {
-    let open: Value = serde_json::from_slice(body)
-        .map_err(|err| BenchError::new(format!("bad open packet: {err}")))?;
-    open.get("sid")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| BenchError::new("open packet without sid"))
+    let open: Value = serde_json::from_slice(body).map_err(|err| BenchError::new(format!("bad open packet: {err}")))?;
+    open.get("sid").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| BenchError::new("open packet without sid"))
 }
 
 /// Writes the Engine.IO message for a Socket.IO EVENT on `/`: `42[..]` or `42<id>[..]`.
@@ -405,9 +378,7 @@ pub fn decode_ack(text: &[u8]) -> Result<Option<(u64, Value)>> {
     let mut decoder = socketio::Decoder::default();
     match decoder.decode_text(text) {
         Ok(Some(packet)) if packet.kind == socketio::PacketType::Ack && packet.nsp == "/" => {
-            let id = packet
-                .id
-                .ok_or_else(|| BenchError::new("ack without an id"))?;
+            let id = packet.id.ok_or_else(|| BenchError::new("ack without an id"))?;
             Ok(Some((id, packet.data.unwrap_or(Value::Null))))
         }
         Ok(_) => Ok(None),
@@ -441,10 +412,7 @@ mod tests {
 
     #[test]
     fn reads_the_open_packet_sid() {
-        assert_eq!(
-            parse_open_sid(br#"{"sid":"abc","upgrades":[],"pingInterval":25000}"#).unwrap(),
-            "abc"
-        );
+        assert_eq!(parse_open_sid(br#"{"sid":"abc","upgrades":[],"pingInterval":25000}"#).unwrap(), "abc");
         assert!(parse_open_sid(br#"{"upgrades":[]}"#).is_err());
         assert!(parse_open_sid(b"nope").is_err());
     }
@@ -453,8 +421,7 @@ mod tests {
     fn checks_the_upgrade_answer() {
         // The RFC 6455 example key and accept value.
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let good =
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        let good = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                      Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
         assert!(check_upgrade_response(good, key).is_ok());
         let wrong = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: nope\r\n\r\n";

@@ -11,9 +11,7 @@ pub type Result<T> = std::result::Result<T, BenchError>;
 
 impl BenchError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
+        Self { message: message.into() }
     }
 
     /// The server closed the connection (EOF, close frame, Engine.IO close).

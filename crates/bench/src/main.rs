@@ -23,11 +23,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::net::{raise_nofile_limit, sources_for, Target};
 
 #[derive(Parser)]
-#[command(
-    name = "switchyard-bench",
-    version,
-    about = "Socket.IO load generator and benchmark runner"
-)]
+#[command(name = "switchyard-bench", version, about = "Socket.IO load generator and benchmark runner")]
 struct Cli {
     /// Worker threads of the load generator (1 = a single-threaded runtime, leaving the rest to the server).
     #[arg(long, global = true, default_value_t = 1)]
@@ -119,18 +115,10 @@ struct RunArgs {
     #[arg(long, default_value = ".")]
     repo: PathBuf,
     /// Servers to benchmark, comma separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "switchyard,node,socketioxide"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "switchyard,node,socketioxide")]
     servers: Vec<String>,
     /// Scenarios to run, comma separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "idle,fanout,echo,connect"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,echo,connect")]
     scenarios: Vec<String>,
     /// Repeats of every scenario on every server (at least 2 for a report).
     #[arg(long, default_value_t = 2)]
@@ -173,14 +161,9 @@ struct RunArgs {
 
 fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
 }
 
@@ -195,11 +178,7 @@ fn main() -> ExitCode {
         }
     };
     let value = match cli.command {
-        Command::Idle {
-            server,
-            connections,
-            settle_ms,
-        } => {
+        Command::Idle { server, connections, settle_ms } => {
             let target = server.target(connections);
             let options = scenarios::IdleOptions {
                 connections,
@@ -209,13 +188,7 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::idle(&target, &options))
         }
-        Command::Fanout {
-            server,
-            receivers,
-            messages,
-            payload_bytes,
-            straggler_ms,
-        } => {
+        Command::Fanout { server, receivers, messages, payload_bytes, straggler_ms } => {
             let target = server.target(receivers);
             let options = scenarios::FanoutOptions {
                 receivers,
@@ -228,13 +201,7 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::fanout(&target, &options))
         }
-        Command::Echo {
-            server,
-            clients,
-            rate,
-            seconds,
-            payload_bytes,
-        } => {
+        Command::Echo { server, clients, rate, seconds, payload_bytes } => {
             let target = server.target(clients);
             let options = scenarios::EchoOptions {
                 clients,
@@ -256,12 +223,18 @@ fn main() -> ExitCode {
             runtime.block_on(scenarios::connect(&target, &options))
         }
         Command::Run(args) => {
-            let command_line = args
-                .command_line
-                .clone()
-                .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
+            let command_line =
+                args.command_line.clone().unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
+            // Absolute, because servers and builds run in their own directories.
+            let repo = match args.repo.canonicalize() {
+                Ok(repo) => repo,
+                Err(err) => {
+                    eprintln!("switchyard-bench run: {}: {err}", args.repo.display());
+                    return ExitCode::FAILURE;
+                }
+            };
             let options = runner::RunOptions {
-                repo: args.repo,
+                repo,
                 servers: args.servers,
                 scenarios: args.scenarios,
                 repeats: args.repeats.max(1),

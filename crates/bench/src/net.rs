@@ -25,13 +25,7 @@ struct SourcePool {
 impl Target {
     /// `source_count` source addresses, 127.0.0.1 upwards (at most 254, all inside 127.0.0.0/8).
     pub fn new(server: SocketAddrV4, source_count: usize) -> Self {
-        Self {
-            server,
-            sources: Arc::new(SourcePool {
-                count: source_count.clamp(1, 254),
-                next: AtomicUsize::new(0),
-            }),
-        }
+        Self { server, sources: Arc::new(SourcePool { count: source_count.clamp(1, 254), next: AtomicUsize::new(0) }) }
     }
 
     /// `host:port` for the HTTP `Host` header.

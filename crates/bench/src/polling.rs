@@ -21,26 +21,14 @@ pub struct HttpConn {
 
 impl HttpConn {
     pub async fn connect(target: &Target) -> Result<HttpConn> {
-        Ok(HttpConn {
-            stream: target.connect().await?,
-            buf: BytesMut::with_capacity(1024),
-            host: target.host_header(),
-        })
+        Ok(HttpConn { stream: target.connect().await?, buf: BytesMut::with_capacity(1024), host: target.host_header() })
     }
 
     /// Sends a request and returns the status and the body.
-    pub async fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&[u8]>,
-    ) -> Result<(u16, Bytes)> {
+    pub async fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Bytes)> {
         let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
         if let Some(body) = body {
-            request.push_str(&format!(
-                "Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
+            request.push_str(&format!("Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n", body.len()));
         }
         request.push_str("\r\n");
         let mut bytes = request.into_bytes();
@@ -129,8 +117,7 @@ pub fn parse_response_head(head: &[u8]) -> Result<ResponseHead> {
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| BenchError::new("bad Content-Length"))?;
             body = BodyFraming::Length(len);
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding")
-            && header.value.eq_ignore_ascii_case(b"chunked")
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") && header.value.eq_ignore_ascii_case(b"chunked")
         {
             body = BodyFraming::Chunked;
             break;
@@ -151,11 +138,9 @@ pub fn decode_chunk(buf: &mut BytesMut, body: &mut BytesMut) -> Result<ChunkStep
     let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(ChunkStep::NeedMore);
     };
-    let size_text =
-        std::str::from_utf8(&buf[..line_end]).map_err(|_| BenchError::new("bad chunk size"))?;
+    let size_text = std::str::from_utf8(&buf[..line_end]).map_err(|_| BenchError::new("bad chunk size"))?;
     let size_text = size_text.split(';').next().unwrap_or("").trim();
-    let size =
-        usize::from_str_radix(size_text, 16).map_err(|_| BenchError::new("bad chunk size"))?;
+    let size = usize::from_str_radix(size_text, 16).map_err(|_| BenchError::new("bad chunk size"))?;
     if size > MAX_BODY {
         return Err(BenchError::new("chunk too large"));
     }
@@ -166,33 +151,19 @@ pub fn decode_chunk(buf: &mut BytesMut, body: &mut BytesMut) -> Result<ChunkStep
     buf.advance(line_end + 2);
     body.extend_from_slice(&buf[..size]);
     buf.advance(size + 2);
-    Ok(if size == 0 {
-        ChunkStep::Done
-    } else {
-        ChunkStep::Progress
-    })
+    Ok(if size == 0 { ChunkStep::Done } else { ChunkStep::Progress })
 }
 
 /// The full handshake a browser client does by default: Engine.IO open over polling, Socket.IO CONNECT
 /// over polling, then the upgrade to WebSocket. Returns the upgraded Socket.IO client.
 pub async fn connect_with_upgrade(target: &Target) -> Result<SioClient> {
     let mut http = HttpConn::connect(target).await?;
-    let (status, body) = http
-        .request("GET", "/socket.io/?EIO=4&transport=polling", None)
-        .await?;
+    let (status, body) = http.request("GET", "/socket.io/?EIO=4&transport=polling", None).await?;
     expect_ok(status, &body)?;
-    let open = engine::decode_payload(body)
-        .map_err(|err| BenchError::new(format!("bad polling payload: {err}")))?;
+    let open = engine::decode_payload(body).map_err(|err| BenchError::new(format!("bad polling payload: {err}")))?;
     let sid = match open.first() {
-        Some(engine::Packet {
-            kind: PacketType::Open,
-            data: PacketData::Text(text),
-        }) => parse_open_sid(text)?,
-        other => {
-            return Err(BenchError::new(format!(
-                "expected an open packet, got {other:?}"
-            )))
-        }
+        Some(engine::Packet { kind: PacketType::Open, data: PacketData::Text(text) }) => parse_open_sid(text)?,
+        other => return Err(BenchError::new(format!("expected an open packet, got {other:?}"))),
     };
     let session_path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
     let (status, body) = http.request("POST", &session_path, Some(b"40")).await?;
@@ -201,8 +172,8 @@ pub async fn connect_with_upgrade(target: &Target) -> Result<SioClient> {
     loop {
         let (status, body) = http.request("GET", &session_path, None).await?;
         expect_ok(status, &body)?;
-        let packets = engine::decode_payload(body)
-            .map_err(|err| BenchError::new(format!("bad polling payload: {err}")))?;
+        let packets =
+            engine::decode_payload(body).map_err(|err| BenchError::new(format!("bad polling payload: {err}")))?;
         let mut connected = false;
         for packet in packets {
             match (packet.kind, &packet.data) {
@@ -212,11 +183,7 @@ pub async fn connect_with_upgrade(target: &Target) -> Result<SioClient> {
                 (PacketType::Message, PacketData::Text(text)) if text.starts_with(b"4") => {
                     return Err(BenchError::new("connect refused over polling"));
                 }
-                (PacketType::Close, _) => {
-                    return Err(BenchError::closed(
-                        "session closed during polling handshake",
-                    ))
-                }
+                (PacketType::Close, _) => return Err(BenchError::closed("session closed during polling handshake")),
                 _ => {}
             }
         }
@@ -224,28 +191,18 @@ pub async fn connect_with_upgrade(target: &Target) -> Result<SioClient> {
             break;
         }
     }
-    let ws = WsConn::connect(
-        target,
-        &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}"),
-    )
-    .await?;
+    let ws = WsConn::connect(target, &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}")).await?;
     let mut client = SioClient { ws };
     client.ws.send_text(b"2probe").await?;
     loop {
         match client.next_eio().await? {
-            crate::client::EioEvent::Other(engine::Packet {
-                kind: PacketType::Pong,
-                data: PacketData::Text(text),
-            }) if &text[..] == b"probe" => break,
-            crate::client::EioEvent::Other(engine::Packet {
-                kind: PacketType::Noop,
-                ..
-            }) => {}
-            other => {
-                return Err(BenchError::new(format!(
-                    "expected 3probe during upgrade, got {other:?}"
-                )))
+            crate::client::EioEvent::Other(engine::Packet { kind: PacketType::Pong, data: PacketData::Text(text) })
+                if &text[..] == b"probe" =>
+            {
+                break
             }
+            crate::client::EioEvent::Other(engine::Packet { kind: PacketType::Noop, .. }) => {}
+            other => return Err(BenchError::new(format!("expected 3probe during upgrade, got {other:?}"))),
         }
     }
     client.ws.send_text(b"5").await?;
@@ -257,10 +214,7 @@ fn expect_ok(status: u16, body: &[u8]) -> Result<()> {
     if status == 200 {
         Ok(())
     } else {
-        Err(BenchError::new(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        )))
+        Err(BenchError::new(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))))
     }
 }
 
@@ -271,18 +225,9 @@ mod tests {
     #[test]
     fn reads_content_length_and_chunked_framing() {
         let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 42\r\n\r\n";
-        assert_eq!(
-            parse_response_head(head).unwrap(),
-            ResponseHead {
-                status: 200,
-                body: BodyFraming::Length(42)
-            }
-        );
+        assert_eq!(parse_response_head(head).unwrap(), ResponseHead { status: 200, body: BodyFraming::Length(42) });
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(
-            parse_response_head(head).unwrap().body,
-            BodyFraming::Chunked
-        );
+        assert_eq!(parse_response_head(head).unwrap().body, BodyFraming::Chunked);
         let head = b"HTTP/1.1 400 Bad Request\r\n\r\n";
         assert_eq!(parse_response_head(head).unwrap().status, 400);
         assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
@@ -293,28 +238,15 @@ mod tests {
     fn decodes_chunked_bodies_incrementally() {
         let mut buf = BytesMut::from(&b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\n\r\n"[..]);
         let mut body = BytesMut::new();
-        assert_eq!(
-            decode_chunk(&mut buf, &mut body).unwrap(),
-            ChunkStep::Progress
-        );
-        assert_eq!(
-            decode_chunk(&mut buf, &mut body).unwrap(),
-            ChunkStep::Progress
-        );
+        assert_eq!(decode_chunk(&mut buf, &mut body).unwrap(), ChunkStep::Progress);
+        assert_eq!(decode_chunk(&mut buf, &mut body).unwrap(), ChunkStep::Progress);
         assert_eq!(decode_chunk(&mut buf, &mut body).unwrap(), ChunkStep::Done);
         assert_eq!(&body[..], b"hello!");
         assert!(buf.is_empty());
 
         let mut partial = BytesMut::from(&b"a\r\n01234"[..]);
-        assert_eq!(
-            decode_chunk(&mut partial, &mut body).unwrap(),
-            ChunkStep::NeedMore
-        );
-        assert_eq!(
-            partial.len(),
-            8,
-            "nothing consumed until the chunk is whole"
-        );
+        assert_eq!(decode_chunk(&mut partial, &mut body).unwrap(), ChunkStep::NeedMore);
+        assert_eq!(partial.len(), 8, "nothing consumed until the chunk is whole");
         let mut bad = BytesMut::from(&b"zz\r\n"[..]);
         assert!(decode_chunk(&mut bad, &mut body).is_err());
     }

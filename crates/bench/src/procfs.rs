@@ -63,10 +63,7 @@ pub fn schedstat_cpu_ns(pid: u32) -> Option<u64> {
     let mut any = false;
     for task in tasks.flatten() {
         let path = task.path().join("schedstat");
-        if let Some(ns) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| parse_schedstat_ns(&text))
-        {
+        if let Some(ns) = std::fs::read_to_string(path).ok().and_then(|text| parse_schedstat_ns(&text)) {
             total = total.saturating_add(ns);
             any = true;
         }
@@ -83,10 +80,7 @@ pub struct CpuSample {
 
 impl CpuSample {
     pub fn take(pid: u32) -> Self {
-        Self {
-            stat_ns: stat_cpu_ns(pid),
-            sched_ns: schedstat_cpu_ns(pid),
-        }
+        Self { stat_ns: stat_cpu_ns(pid), sched_ns: schedstat_cpu_ns(pid) }
     }
 
     /// CPU used since `earlier`: the nanosecond schedstat figure when present and consistent with the
@@ -145,8 +139,7 @@ mod tests {
     #[test]
     fn reads_utime_plus_stime_even_with_odd_command_names() {
         // Fields: pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
-        let stat =
-            "1234 (bench server) (x) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 9 0 100";
+        let stat = "1234 (bench server) (x) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 9 0 100";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(325));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
         assert_eq!(parse_stat_cpu_ticks("1 (x) S 1 2"), None);
@@ -160,21 +153,12 @@ mod tests {
 
     #[test]
     fn prefers_schedstat_when_consistent_with_stat() {
-        let delta = CpuDelta {
-            stat: Some(80_000_000),
-            sched: Some(75_123_456),
-        };
+        let delta = CpuDelta { stat: Some(80_000_000), sched: Some(75_123_456) };
         assert_eq!(delta.best_ns(100), Some(75_123_456));
         // A thread that exited took its schedstat with it: trust stat.
-        let delta = CpuDelta {
-            stat: Some(900_000_000),
-            sched: Some(300_000_000),
-        };
+        let delta = CpuDelta { stat: Some(900_000_000), sched: Some(300_000_000) };
         assert_eq!(delta.best_ns(100), Some(900_000_000));
-        let delta = CpuDelta {
-            stat: None,
-            sched: None,
-        };
+        let delta = CpuDelta { stat: None, sched: None };
         assert_eq!(delta.best_ns(100), None);
     }
 

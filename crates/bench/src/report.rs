@@ -140,10 +140,7 @@ pub const SERVERS: &[(&str, &str, &str)] = &[
 ];
 
 pub fn display_name(server: &str) -> &str {
-    SERVERS
-        .iter()
-        .find(|(key, _, _)| *key == server)
-        .map_or(server, |(_, name, _)| name)
+    SERVERS.iter().find(|(key, _, _)| *key == server).map_or(server, |(_, name, _)| name)
 }
 
 /// Every repeat's value of `metric` for `server` (scaled), skipping runs that did not report it.
@@ -214,11 +211,7 @@ pub fn results_table(records: &[Record], servers: &[String]) -> String {
         if with_ratios {
             let ours = median_of(records, "switchyard", metric);
             for peer in &peers {
-                let _ = write!(
-                    out,
-                    " {} |",
-                    ratio_cell(ratio(ours, median_of(records, peer, metric)))
-                );
+                let _ = write!(out, " {} |", ratio_cell(ratio(ours, median_of(records, peer, metric))));
             }
         }
         out.push('\n');
@@ -228,8 +221,7 @@ pub fn results_table(records: &[Record], servers: &[String]) -> String {
 
 /// Every repeat, one line each, for the record.
 pub fn raw_table(records: &[Record]) -> String {
-    let mut out =
-        String::from("| Server | Scenario | Repeat | Key figures |\n|---|---|---:|---|\n");
+    let mut out = String::from("| Server | Scenario | Repeat | Key figures |\n|---|---|---:|---|\n");
     for record in records {
         let figures: Vec<String> = METRICS
             .iter()
@@ -247,12 +239,7 @@ pub fn raw_table(records: &[Record]) -> String {
             record.scenario,
             record.repeat + 1,
             if figures.is_empty() {
-                record
-                    .value
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no figures")
-                    .replace('|', "/")
+                record.value.get("error").and_then(Value::as_str).unwrap_or("no figures").replace('|', "/")
             } else {
                 figures.join(", ")
             }
@@ -304,10 +291,7 @@ pub fn chart_svg(records: &[Record], servers: &[String], subtitle: &str) -> Stri
                 .map(|server| Bar {
                     label: display_name(server).to_owned(),
                     value: median_of(records, server, metric),
-                    color: SERVERS
-                        .iter()
-                        .find(|(key, _, _)| key == server)
-                        .map_or("#888888", |(_, _, color)| color),
+                    color: SERVERS.iter().find(|(key, _, _)| key == server).map_or("#888888", |(_, _, color)| color),
                 })
                 .collect(),
         })
@@ -332,10 +316,7 @@ pub fn check_goals(records: &[Record], idle_connections: usize) -> Vec<GoalCheck
     goals.push(GoalCheck {
         goal: "At most 2 KB per idle WebSocket connection at 50,000 connections".into(),
         measured: idle.map_or("not measured".into(), |kb| {
-            format!(
-                "{} KB per connection at {idle_connections} connections",
-                format_value(kb)
-            )
+            format!("{} KB per connection at {idle_connections} connections", format_value(kb))
         }),
         status: match idle {
             None => "not measured",
@@ -371,12 +352,7 @@ pub fn check_goals(records: &[Record], idle_connections: usize) -> Vec<GoalCheck
     goals.push(GoalCheck {
         goal: "Echo p99 at most half of socketioxide's".into(),
         measured: match (p99, theirs) {
-            (Some(a), Some(b)) => format!(
-                "{} ms vs {} ms ({:.2}×)",
-                format_value(a),
-                format_value(b),
-                a / b
-            ),
+            (Some(a), Some(b)) => format!("{} ms vs {} ms ({:.2}×)", format_value(a), format_value(b), a / b),
             _ => "not measured".into(),
         },
         status: match (p99, theirs) {
@@ -391,16 +367,10 @@ pub fn check_goals(records: &[Record], idle_connections: usize) -> Vec<GoalCheck
             .iter()
             .filter(|r| r.server == "switchyard")
             .map(|r| {
-                [
-                    "lost",
-                    "missing",
-                    "dropped_while_idle",
-                    "receivers_dropped",
-                    "clients_dropped",
-                ]
-                .iter()
-                .filter_map(|k| r.value.get(*k).and_then(Value::as_u64))
-                .sum::<u64>()
+                ["lost", "missing", "dropped_while_idle", "receivers_dropped", "clients_dropped"]
+                    .iter()
+                    .filter_map(|k| r.value.get(*k).and_then(Value::as_u64))
+                    .sum::<u64>()
             })
             .sum()
     });
@@ -421,11 +391,7 @@ pub fn check_goals(records: &[Record], idle_connections: usize) -> Vec<GoalCheck
 pub fn goals_table(goals: &[GoalCheck]) -> String {
     let mut out = String::from("| Goal | This run | Status |\n|---|---|---|\n");
     for goal in goals {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            goal.goal, goal.measured, goal.status
-        );
+        let _ = writeln!(out, "| {} | {} | {} |", goal.goal, goal.measured, goal.status);
     }
     out
 }
@@ -436,83 +402,33 @@ mod tests {
     use serde_json::json;
 
     fn record(server: &str, scenario: &str, repeat: usize, value: Value) -> Record {
-        Record {
-            server: server.into(),
-            scenario: scenario.into(),
-            repeat,
-            value,
-        }
+        Record { server: server.into(), scenario: scenario.into(), repeat, value }
     }
 
     fn sample() -> Vec<Record> {
         vec![
-            record(
-                "switchyard",
-                "fanout",
-                0,
-                json!({"server_cpu_ns_per_delivery": 100.0, "lost": 0, "loss_pct": 0.0}),
-            ),
-            record(
-                "switchyard",
-                "fanout",
-                1,
-                json!({"server_cpu_ns_per_delivery": 140.0, "lost": 0, "loss_pct": 0.0}),
-            ),
-            record(
-                "node",
-                "fanout",
-                0,
-                json!({"server_cpu_ns_per_delivery": 4800.0, "lost": 0, "loss_pct": 0.0}),
-            ),
-            record(
-                "node",
-                "fanout",
-                1,
-                json!({"server_cpu_ns_per_delivery": 5200.0, "lost": 0, "loss_pct": 0.0}),
-            ),
-            record(
-                "switchyard",
-                "echo",
-                0,
-                json!({"rtt_p99_ms": 0.6, "missing": 0}),
-            ),
-            record(
-                "socketioxide",
-                "echo",
-                0,
-                json!({"rtt_p99_ms": 1.4, "missing": 0}),
-            ),
-            record(
-                "switchyard",
-                "idle",
-                0,
-                json!({"bytes_per_connection": 1536.0, "dropped_while_idle": 0}),
-            ),
+            record("switchyard", "fanout", 0, json!({"server_cpu_ns_per_delivery": 100.0, "lost": 0, "loss_pct": 0.0})),
+            record("switchyard", "fanout", 1, json!({"server_cpu_ns_per_delivery": 140.0, "lost": 0, "loss_pct": 0.0})),
+            record("node", "fanout", 0, json!({"server_cpu_ns_per_delivery": 4800.0, "lost": 0, "loss_pct": 0.0})),
+            record("node", "fanout", 1, json!({"server_cpu_ns_per_delivery": 5200.0, "lost": 0, "loss_pct": 0.0})),
+            record("switchyard", "echo", 0, json!({"rtt_p99_ms": 0.6, "missing": 0})),
+            record("socketioxide", "echo", 0, json!({"rtt_p99_ms": 1.4, "missing": 0})),
+            record("switchyard", "idle", 0, json!({"bytes_per_connection": 1536.0, "dropped_while_idle": 0})),
         ]
     }
 
     #[test]
     fn table_shows_medians_and_ratios() {
-        let servers = vec![
-            "switchyard".to_string(),
-            "node".to_string(),
-            "socketioxide".to_string(),
-        ];
+        let servers = vec!["switchyard".to_string(), "node".to_string(), "socketioxide".to_string()];
         let table = results_table(&sample(), &servers);
-        let fanout_line = table
-            .lines()
-            .find(|l| l.contains("Fanout server CPU per delivery"))
-            .unwrap();
+        let fanout_line = table.lines().find(|l| l.contains("Fanout server CPU per delivery")).unwrap();
         // Medians 120 and 5000; ratio 0.024.
         assert!(fanout_line.contains("| 120 |"), "{fanout_line}");
         assert!(fanout_line.contains("| 5000 |"), "{fanout_line}");
         assert!(fanout_line.contains("0.02×"), "{fanout_line}");
         let idle_line = table.lines().find(|l| l.contains("Idle memory")).unwrap();
         assert!(idle_line.contains("| 1.50 |"), "{idle_line}");
-        assert!(
-            !table.contains("connect |"),
-            "scenarios not run are left out"
-        );
+        assert!(!table.contains("connect |"), "scenarios not run are left out");
     }
 
     #[test]
@@ -524,12 +440,7 @@ mod tests {
         assert_eq!(goals[3].status, "met");
 
         let mut lossy = sample();
-        lossy.push(record(
-            "switchyard",
-            "fanout",
-            2,
-            json!({"server_cpu_ns_per_delivery": 90.0, "lost": 3}),
-        ));
+        lossy.push(record("switchyard", "fanout", 2, json!({"server_cpu_ns_per_delivery": 90.0, "lost": 3})));
         let goals = check_goals(&lossy, 50_000);
         assert_eq!(goals[0].status, "met");
         assert_eq!(goals[1].status, "not met");

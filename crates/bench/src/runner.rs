@@ -55,8 +55,7 @@ fn log(message: impl AsRef<str>) {
 
 /// Runs `command` to completion within `limit`, its output going to `log_path`.
 fn run_bounded(mut command: Command, limit: Duration, log_path: &Path) -> Result<(), String> {
-    let log_file =
-        fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log_file = fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let err_file = log_file.try_clone().map_err(|e| e.to_string())?;
     let mut child = command
         .stdout(Stdio::from(log_file))
@@ -68,12 +67,7 @@ fn run_bounded(mut command: Command, limit: Duration, log_path: &Path) -> Result
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => {
-                return Err(format!(
-                    "{command:?} failed with {status}; see {}",
-                    log_path.display()
-                ))
-            }
+            Ok(Some(status)) => return Err(format!("{command:?} failed with {status}; see {}", log_path.display())),
             Ok(None) if started.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -86,35 +80,17 @@ fn run_bounded(mut command: Command, limit: Duration, log_path: &Path) -> Result
 }
 
 fn command_output(program: &str, args: &[&str], cwd: &Path) -> Option<String> {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    let output =
+        Command::new(program).args(args).current_dir(cwd).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// The cargo target directory for `manifest` (honours CARGO_TARGET_DIR and workspace settings).
 fn cargo_target_dir(manifest: &Path, cwd: &Path) -> Result<PathBuf, String> {
     let manifest = manifest.to_string_lossy().into_owned();
-    let text = command_output(
-        "cargo",
-        &[
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--manifest-path",
-            &manifest,
-        ],
-        cwd,
-    )
-    .ok_or_else(|| format!("cargo metadata failed for {manifest}"))?;
+    let text =
+        command_output("cargo", &["metadata", "--no-deps", "--format-version", "1", "--manifest-path", &manifest], cwd)
+            .ok_or_else(|| format!("cargo metadata failed for {manifest}"))?;
     let metadata: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     metadata
         .get("target_directory")
@@ -130,10 +106,7 @@ pub fn locked_version(lock: &str, package: &str) -> Option<String> {
     while let Some(line) = lines.next() {
         if line.trim() == needle {
             let version = lines.next()?.trim();
-            return version
-                .strip_prefix("version = \"")?
-                .strip_suffix('"')
-                .map(str::to_owned);
+            return version.strip_prefix("version = \"")?.strip_suffix('"').map(str::to_owned);
         }
     }
     None
@@ -149,25 +122,12 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
             if !options.skip_build {
                 log("building Switchyard's bench-server (release)");
                 let mut build = Command::new("cargo");
-                build
-                    .args([
-                        "build",
-                        "--release",
-                        "-p",
-                        "switchyard",
-                        "--example",
-                        "bench-server",
-                    ])
-                    .current_dir(repo);
-                run_bounded(
-                    build,
-                    Duration::from_secs(1800),
-                    &logs.join("build-switchyard.log"),
-                )?;
+                build.args(["build", "--release", "-p", "switchyard", "--example", "bench-server"]).current_dir(repo);
+                run_bounded(build, Duration::from_secs(1800), &logs.join("build-switchyard.log"))?;
             }
             let target = cargo_target_dir(&repo.join("Cargo.toml"), repo)?;
-            let rev = command_output("git", &["rev-parse", "--short", "HEAD"], repo)
-                .unwrap_or_else(|| "unknown".into());
+            let rev =
+                command_output("git", &["rev-parse", "--short", "HEAD"], repo).unwrap_or_else(|| "unknown".into());
             Ok(ServerSpec {
                 name: name.into(),
                 program: target.join("release/examples/bench-server"),
@@ -181,22 +141,14 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
             if !options.skip_build && !dir.join("node_modules/socket.io/package.json").exists() {
                 log("installing the Node peer (npm ci)");
                 let mut install = Command::new("npm");
-                install
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .current_dir(&dir);
-                run_bounded(
-                    install,
-                    Duration::from_secs(600),
-                    &logs.join("build-node.log"),
-                )?;
+                install.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
+                run_bounded(install, Duration::from_secs(600), &logs.join("build-node.log"))?;
             }
-            let package: Value =
-                fs::read_to_string(dir.join("node_modules/socket.io/package.json"))
-                    .ok()
-                    .and_then(|text| serde_json::from_str(&text).ok())
-                    .unwrap_or(Value::Null);
-            let node =
-                command_output("node", &["--version"], &dir).unwrap_or_else(|| "node ?".into());
+            let package: Value = fs::read_to_string(dir.join("node_modules/socket.io/package.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or(Value::Null);
+            let node = command_output("node", &["--version"], &dir).unwrap_or_else(|| "node ?".into());
             Ok(ServerSpec {
                 name: name.into(),
                 program: PathBuf::from("node"),
@@ -204,10 +156,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 cwd: dir,
                 version: format!(
                     "socket.io {} on Node.js {node}",
-                    package
-                        .get("version")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
+                    package.get("version").and_then(Value::as_str).unwrap_or("?")
                 ),
             })
         }
@@ -217,15 +166,8 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
             if !options.skip_build {
                 log("building the socketioxide peer (release)");
                 let mut build = Command::new("cargo");
-                build
-                    .args(["build", "--release", "--locked", "--manifest-path"])
-                    .arg(&manifest)
-                    .current_dir(&dir);
-                run_bounded(
-                    build,
-                    Duration::from_secs(1800),
-                    &logs.join("build-socketioxide.log"),
-                )?;
+                build.args(["build", "--release", "--locked", "--manifest-path"]).arg(&manifest).current_dir(&dir);
+                run_bounded(build, Duration::from_secs(1800), &logs.join("build-socketioxide.log"))?;
             }
             let target = cargo_target_dir(&manifest, &dir)?;
             let lock = fs::read_to_string(dir.join("Cargo.lock")).unwrap_or_default();
@@ -279,11 +221,7 @@ impl RunningServer {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "{} exited with {status} before listening; see {}",
-                    spec.name,
-                    log_path.display()
-                ));
+                return Err(format!("{} exited with {status} before listening; see {}", spec.name, log_path.display()));
             }
             let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
             if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
@@ -292,10 +230,7 @@ impl RunningServer {
                 return Ok(server);
             }
             if started.elapsed() > Duration::from_secs(60) {
-                return Err(format!(
-                    "{} did not listen on port {port} within 60 s",
-                    spec.name
-                ));
+                return Err(format!("{} did not listen on port {port} within 60 s", spec.name));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -328,10 +263,7 @@ impl Drop for RunningServer {
 
 fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
+    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 /// The shell command that reruns one scenario by hand against a server on `port` with pid `pid`.
@@ -382,12 +314,9 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions)
                 max_wait: Duration::from_secs(120),
                 server_pid: pid,
             };
-            tokio::time::timeout(
-                Duration::from_secs(600),
-                scenarios::fanout(&target, &fanout),
-            )
-            .await
-            .unwrap_or_else(|_| json!({"scenario": "fanout", "error": "timed out"}))
+            tokio::time::timeout(Duration::from_secs(600), scenarios::fanout(&target, &fanout))
+                .await
+                .unwrap_or_else(|_| json!({"scenario": "fanout", "error": "timed out"}))
         }
         "echo" => {
             let target = Target::new(server, sources_for(options.echo_clients));
@@ -411,12 +340,9 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions)
                 concurrency: options.connect_concurrency,
                 server_pid: pid,
             };
-            tokio::time::timeout(
-                Duration::from_secs(900),
-                scenarios::connect(&target, &connect),
-            )
-            .await
-            .unwrap_or_else(|_| json!({"scenario": "connect", "error": "timed out"}))
+            tokio::time::timeout(Duration::from_secs(900), scenarios::connect(&target, &connect))
+                .await
+                .unwrap_or_else(|_| json!({"scenario": "connect", "error": "timed out"}))
         }
         other => json!({"scenario": other, "error": "unknown scenario"}),
     }
@@ -443,9 +369,7 @@ fn machine_description() -> Vec<(String, String)> {
             Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
         })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get().to_string())
-        .unwrap_or_else(|_| "unknown".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get().to_string()).unwrap_or_else(|_| "unknown".into());
     let nofile = rlimit::Resource::NOFILE
         .get()
         .map(|(soft, hard)| format!("{soft} (hard {hard})"))
@@ -470,10 +394,7 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
             options.idle_connections
         ));
     }
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let results_dir = options.repo.join(&options.results_dir);
     let logs = results_dir.join(format!("logs-{stamp}"));
     fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
@@ -503,21 +424,11 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
             let count = specs.len();
             for offset in 0..count {
                 let spec = &specs[(offset + repeat) % count];
-                log(format!(
-                    "{scenario} on {} (repeat {}/{})",
-                    spec.name,
-                    repeat + 1,
-                    options.repeats
-                ));
+                log(format!("{scenario} on {} (repeat {}/{})", spec.name, repeat + 1, options.repeats));
                 let log_path = logs.join(format!("{}-{scenario}-{}.log", spec.name, repeat + 1));
                 let mut value = match RunningServer::start(spec, &log_path) {
                     Ok(server) => {
-                        let value = runtime.block_on(run_scenario(
-                            scenario,
-                            server.port,
-                            server.pid(),
-                            options,
-                        ));
+                        let value = runtime.block_on(run_scenario(scenario, server.port, server.pid(), options));
                         drop(server);
                         value
                     }
@@ -530,23 +441,14 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
                 let line = value.to_string();
                 println!("{line}");
                 let _ = writeln!(jsonl, "{line}");
-                records.push(Record {
-                    server: spec.name.clone(),
-                    scenario: scenario.clone(),
-                    repeat,
-                    value,
-                });
+                records.push(Record { server: spec.name.clone(), scenario: scenario.clone(), repeat, value });
                 // Let sockets of the stopped server drain before the next start.
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
     let elapsed = started.elapsed();
-    log(format!(
-        "all runs done in {:.0} s; results in {}",
-        elapsed.as_secs_f64(),
-        jsonl_path.display()
-    ));
+    log(format!("all runs done in {:.0} s; results in {}", elapsed.as_secs_f64(), jsonl_path.display()));
 
     let servers: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let subtitle = format!(
@@ -571,11 +473,7 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
     let markdown = render_markdown(options, &specs, &skipped, &records, &servers, elapsed);
     let report_path = options.repo.join(&options.report);
     fs::write(&report_path, markdown).map_err(|e| format!("{}: {e}", report_path.display()))?;
-    log(format!(
-        "wrote {} and {}",
-        report_path.display(),
-        chart_path.display()
-    ));
+    log(format!("wrote {} and {}", report_path.display(), chart_path.display()));
     Ok(())
 }
 
@@ -612,7 +510,9 @@ fn render_markdown(
          the Node peer (`npm ci` in `bench/node`), then starts each with `PORT` set. Raw JSON lines and server \
          logs go to `bench/results/` (not committed).\n\n",
     );
-    md.push_str("One scenario by hand, against a server already listening on `$PORT` with process id `$PID`:\n\n```sh\n");
+    md.push_str(
+        "One scenario by hand, against a server already listening on `$PORT` with process id `$PID`:\n\n```sh\n",
+    );
     for scenario in &options.scenarios {
         let _ = writeln!(md, "{}", scenario_command(scenario, options));
     }
@@ -626,26 +526,12 @@ fn render_markdown(
         let _ = writeln!(md, "| Rust | {rustc} |");
     }
     for spec in specs {
-        let _ = writeln!(
-            md,
-            "| {} | {} |",
-            report::display_name(&spec.name),
-            spec.version
-        );
+        let _ = writeln!(md, "| {} | {} |", report::display_name(&spec.name), spec.version);
     }
-    let _ = writeln!(
-        md,
-        "| Run time | {:.0} s for {} repeats |",
-        elapsed.as_secs_f64(),
-        options.repeats
-    );
+    let _ = writeln!(md, "| Run time | {:.0} s for {} repeats |", elapsed.as_secs_f64(), options.repeats);
     md.push('\n');
     for (name, reason) in skipped {
-        let _ = writeln!(
-            md,
-            "> {} was not measured in this run: {reason}.\n",
-            report::display_name(name)
-        );
+        let _ = writeln!(md, "> {} was not measured in this run: {reason}.\n", report::display_name(name));
     }
 
     md.push_str("## Results (medians)\n\n");
@@ -656,10 +542,7 @@ fn render_markdown(
     );
 
     md.push_str("## Goals\n\n");
-    md.push_str(&report::goals_table(&report::check_goals(
-        records,
-        options.idle_connections,
-    )));
+    md.push_str(&report::goals_table(&report::check_goals(records, options.idle_connections)));
     md.push('\n');
     md.push_str(
         "The 50,000-connection idle run is `scripts/bench.sh --scenarios idle --idle-connections 50000`. It \
@@ -692,10 +575,7 @@ mod tests {
     #[test]
     fn reads_versions_from_a_cargo_lock() {
         let lock = "[[package]]\nname = \"axum\"\nversion = \"0.8.9\"\n\n[[package]]\nname = \"socketioxide\"\nversion = \"0.18.9\"\nsource = \"registry\"\n";
-        assert_eq!(
-            locked_version(lock, "socketioxide").as_deref(),
-            Some("0.18.9")
-        );
+        assert_eq!(locked_version(lock, "socketioxide").as_deref(), Some("0.18.9"));
         assert_eq!(locked_version(lock, "axum").as_deref(), Some("0.8.9"));
         assert_eq!(locked_version(lock, "tokio"), None);
     }
@@ -724,8 +604,7 @@ mod tests {
             command_line: String::new(),
         };
         assert!(scenario_command("idle", &options).contains("--connections 12345"));
-        assert!(scenario_command("fanout", &options)
-            .contains("--receivers 10 --messages 20 --payload-bytes 30"));
+        assert!(scenario_command("fanout", &options).contains("--receivers 10 --messages 20 --payload-bytes 30"));
         assert!(scenario_command("connect", &options).contains("--count 7 --concurrency 8"));
     }
 }

@@ -48,10 +48,9 @@ impl Shared {
 
 fn progress_bar(len: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(
-        "{msg:>18} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec})",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("{msg:>18} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(label.to_owned());
     bar
@@ -62,12 +61,7 @@ async fn connect_with_timeout(target: &Target) -> Result<SioClient> {
 }
 
 /// Waits until `done()` or `deadline`, updating `bar` from `position()`.
-async fn wait_until(
-    deadline: Instant,
-    bar: &ProgressBar,
-    position: impl Fn() -> u64,
-    done: impl Fn() -> bool,
-) -> bool {
+async fn wait_until(deadline: Instant, bar: &ProgressBar, position: impl Fn() -> u64, done: impl Fn() -> bool) -> bool {
     loop {
         bar.set_position(position());
         if done() {
@@ -97,6 +91,9 @@ async fn shut_down<T: 'static>(stop: &watch::Sender<bool>, tasks: &mut JoinSet<T
 // ---------------------------------------------------------------------------------------------------
 // idle
 
+/// Connections opened and closed before the idle baseline is read.
+const IDLE_WARMUP: usize = 100;
+
 #[derive(Debug, Clone)]
 pub struct IdleOptions {
     pub connections: usize,
@@ -108,6 +105,14 @@ pub struct IdleOptions {
 
 /// N WebSocket connections that only answer pings; server memory before and after, and connect rate.
 pub async fn idle(target: &Target, options: &IdleOptions) -> Value {
+    // Warm up first, so code loaded or compiled on the first connections is not billed to each one.
+    let mut warmup = JoinSet::new();
+    for _ in 0..IDLE_WARMUP.min(options.connections) {
+        let target = target.clone();
+        warmup.spawn(async move { connect_with_timeout(&target).await.is_ok() });
+    }
+    let warmed = warmup.join_all().await.into_iter().filter(|ok| *ok).count();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = options.server_pid.and_then(rss_bytes);
     let shared = Arc::new(Shared::default());
     let (stop, stopped) = watch::channel(false);
@@ -116,12 +121,7 @@ pub async fn idle(target: &Target, options: &IdleOptions) -> Value {
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..options.connections {
-        let (target, shared, gate, mut stopped) = (
-            target.clone(),
-            shared.clone(),
-            gate.clone(),
-            stopped.clone(),
-        );
+        let (target, shared, gate, mut stopped) = (target.clone(), shared.clone(), gate.clone(), stopped.clone());
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await;
             let mut client = match connect_with_timeout(&target).await {
@@ -153,10 +153,7 @@ pub async fn idle(target: &Target, options: &IdleOptions) -> Value {
         deadline,
         &bar,
         || shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
-        || {
-            shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed)
-                >= total
-        },
+        || shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= total,
     )
     .await;
     let connect_secs = started.elapsed().as_secs_f64();
@@ -175,6 +172,7 @@ pub async fn idle(target: &Target, options: &IdleOptions) -> Value {
     json!({
         "scenario": "idle",
         "connections": options.connections,
+        "warmup_connections": warmed,
         "connected": connected,
         "failed": shared.failed.load(Ordering::Relaxed),
         "timed_out": !all_done,
@@ -243,14 +241,8 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     let bar = progress_bar(options.receivers as u64, "fanout join");
     let mut tasks = JoinSet::new();
     for _ in 0..options.receivers {
-        let (target, shared, gate, ready, deliveries, mut stopped) = (
-            target.clone(),
-            shared.clone(),
-            gate.clone(),
-            ready.clone(),
-            deliveries.clone(),
-            stopped.clone(),
-        );
+        let (target, shared, gate, ready, deliveries, mut stopped) =
+            (target.clone(), shared.clone(), gate.clone(), ready.clone(), deliveries.clone(), stopped.clone());
         tasks.spawn(async move {
             let mut tally = ReceiverTally::default();
             let permit = gate.acquire_owned().await;
@@ -338,10 +330,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
         Err(err) => {
             shared.record_error("sender connect", &err);
             shut_down(&stop, &mut tasks).await;
-            result.insert(
-                "error".into(),
-                json!(format!("sender could not connect: {err}")),
-            );
+            result.insert("error".into(), json!(format!("sender could not connect: {err}")));
             return Value::Object(result);
         }
     };
@@ -351,11 +340,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     for seq in 0..options.messages {
         text.clear();
         crate::client::encode_event(
-            &json!([
-                "msg",
-                FANOUT_ROOM,
-                fanout_payload(seq, options.payload_bytes)
-            ]),
+            &json!(["msg", FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]),
             None,
             &mut text,
         );
@@ -408,25 +393,15 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     result.insert("lost".into(), json!(lost));
     result.insert(
         "loss_pct".into(),
-        json!(if expected > 0 {
-            round3(lost as f64 * 100.0 / expected as f64)
-        } else {
-            0.0
-        }),
+        json!(if expected > 0 { round3(lost as f64 * 100.0 / expected as f64) } else { 0.0 }),
     );
     result.insert("completed".into(), json!(completed));
     result.insert("out_of_order".into(), json!(out_of_order));
     result.insert("unexpected_events".into(), json!(other_events));
-    result.insert(
-        "receivers_dropped".into(),
-        json!(shared.dropped.load(Ordering::Relaxed)),
-    );
+    result.insert("receivers_dropped".into(), json!(shared.dropped.load(Ordering::Relaxed)));
     result.insert("send_secs".into(), json!(round3(send_secs)));
     result.insert("delivery_secs".into(), json!(round3(delivery_secs)));
-    result.insert(
-        "deliveries_per_sec".into(),
-        json!(per_second(delivered, delivery_secs)),
-    );
+    result.insert("deliveries_per_sec".into(), json!(per_second(delivered, delivery_secs)));
     insert_cpu(&mut result, cpu_before, cpu_after, delivered, "delivery");
     // With loss, the cost per attempted delivery tells more about the send path than per delivered one.
     let per_expected = result
@@ -434,10 +409,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
         .and_then(Value::as_f64)
         .filter(|_| expected > 0)
         .map(|ms| round3(ms * 1e6 / expected as f64));
-    result.insert(
-        "server_cpu_ns_per_expected_delivery".into(),
-        json!(per_expected),
-    );
+    result.insert("server_cpu_ns_per_expected_delivery".into(), json!(per_expected));
     result.insert("first_error".into(), shared.first_error());
     Value::Object(result)
 }
@@ -456,14 +428,8 @@ fn insert_cpu(
     };
     let delta = after.since(&before);
     let best = delta.best_ns(clock_ticks_per_second());
-    result.insert(
-        "server_cpu_ms".into(),
-        json!(best.map(|ns| round3(ns as f64 / 1e6))),
-    );
-    result.insert(
-        "server_cpu_stat_ms".into(),
-        json!(delta.stat.map(|ns| round3(ns as f64 / 1e6))),
-    );
+    result.insert("server_cpu_ms".into(), json!(best.map(|ns| round3(ns as f64 / 1e6))));
+    result.insert("server_cpu_stat_ms".into(), json!(delta.stat.map(|ns| round3(ns as f64 / 1e6))));
     let per_unit = match best {
         Some(ns) if units > 0 => json!(round3(ns as f64 / units as f64)),
         _ => Value::Null,
@@ -535,12 +501,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
         // Spread the clients' send instants evenly over one period.
         let first = start + period.mul_f64(index as f64 / client_count as f64);
         tasks.spawn(async move {
-            let mut tally = EchoTally {
-                histogram: latency_histogram(),
-                sent: 0,
-                acked: 0,
-                mismatched: 0,
-            };
+            let mut tally = EchoTally { histogram: latency_histogram(), sent: 0, acked: 0, mismatched: 0 };
             let expected = json!([payload.clone()]);
             let args = json!(["echo", payload]);
             let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
@@ -619,10 +580,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     let mut result = Map::new();
     result.insert("scenario".into(), json!("echo"));
     result.insert("clients".into(), json!(options.clients));
-    result.insert(
-        "connected".into(),
-        json!(client_count_connected(&shared, options.clients)),
-    );
+    result.insert("connected".into(), json!(client_count_connected(&shared, options.clients)));
     result.insert("rate_per_client".into(), json!(options.rate_per_client));
     result.insert("seconds".into(), json!(options.seconds));
     result.insert("payload_bytes".into(), json!(options.payload_bytes));
@@ -630,10 +588,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     result.insert("acked".into(), json!(acked));
     result.insert("missing".into(), json!(sent.saturating_sub(acked)));
     result.insert("mismatched".into(), json!(mismatched));
-    result.insert(
-        "clients_dropped".into(),
-        json!(shared.dropped.load(Ordering::Relaxed)),
-    );
+    result.insert("clients_dropped".into(), json!(shared.dropped.load(Ordering::Relaxed)));
     result.extend(latency_summary(&histogram, "rtt_"));
     insert_cpu(&mut result, cpu_before, cpu_after, acked, "echo");
     result.insert("first_error".into(), shared.first_error());
@@ -685,11 +640,7 @@ pub async fn connect(target: &Target, options: &ConnectOptions) -> Value {
     Value::Object(result)
 }
 
-async fn connect_burst(
-    target: &Target,
-    options: &ConnectOptions,
-    transport: Transport,
-) -> Map<String, Value> {
+async fn connect_burst(target: &Target, options: &ConnectOptions, transport: Transport) -> Map<String, Value> {
     let shared = Arc::new(Shared::default());
     let next = Arc::new(AtomicU64::new(0));
     let total = options.count as u64;
@@ -704,8 +655,7 @@ async fn connect_burst(
     let started = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..options.concurrency.max(1) {
-        let (target, shared, next, bar) =
-            (target.clone(), shared.clone(), next.clone(), bar.clone());
+        let (target, shared, next, bar) = (target.clone(), shared.clone(), next.clone(), bar.clone());
         workers.spawn(async move {
             let mut histogram = latency_histogram();
             while next.fetch_add(1, Ordering::Relaxed) < total {
@@ -751,15 +701,9 @@ async fn connect_burst(
     let prefix = transport.prefix();
     let mut part = Map::new();
     part.insert(format!("{prefix}ok"), json!(connected));
-    part.insert(
-        format!("{prefix}failed"),
-        json!(shared.failed.load(Ordering::Relaxed)),
-    );
+    part.insert(format!("{prefix}failed"), json!(shared.failed.load(Ordering::Relaxed)));
     part.insert(format!("{prefix}secs"), json!(round3(secs)));
-    part.insert(
-        format!("{prefix}handshakes_per_sec"),
-        json!(per_second(connected, secs)),
-    );
+    part.insert(format!("{prefix}handshakes_per_sec"), json!(per_second(connected, secs)));
     for (key, value) in latency_summary(&histogram, prefix) {
         part.insert(key, value);
     }

@@ -11,11 +11,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    })
+    Some(if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 })
 }
 
 /// `numerator / denominator`, `None` when either is missing or the denominator is zero.
@@ -47,18 +43,9 @@ pub fn latency_summary(histogram: &Histogram<u64>, prefix: &str) -> serde_json::
             json!(round3(micros as f64 / 1000.0))
         }
     };
-    map.insert(
-        format!("{prefix}p50_ms"),
-        ms(histogram.value_at_quantile(0.50)),
-    );
-    map.insert(
-        format!("{prefix}p90_ms"),
-        ms(histogram.value_at_quantile(0.90)),
-    );
-    map.insert(
-        format!("{prefix}p99_ms"),
-        ms(histogram.value_at_quantile(0.99)),
-    );
+    map.insert(format!("{prefix}p50_ms"), ms(histogram.value_at_quantile(0.50)));
+    map.insert(format!("{prefix}p90_ms"), ms(histogram.value_at_quantile(0.90)));
+    map.insert(format!("{prefix}p99_ms"), ms(histogram.value_at_quantile(0.99)));
     map.insert(format!("{prefix}max_ms"), ms(histogram.max()));
     map
 }

@@ -55,10 +55,7 @@ pub fn parse_server_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<F
         return Err(FrameError::MaskedServerFrame);
     }
     let opcode = b0 & 0x0F;
-    if !matches!(
-        opcode,
-        OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
-    ) {
+    if !matches!(opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
     let (header_len, len) = match b1 & 0x7F {
@@ -87,11 +84,7 @@ pub fn parse_server_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<F
     }
     buf.advance(header_len);
     let payload = buf.split_to(len).freeze();
-    Ok(Some(Frame {
-        fin: b0 & 0x80 != 0,
-        opcode,
-        payload,
-    }))
+    Ok(Some(Frame { fin: b0 & 0x80 != 0, opcode, payload }))
 }
 
 /// Appends one final, masked client frame.
@@ -171,14 +164,7 @@ mod tests {
         buf.extend_from_slice(&[0x81, 2, b'4', b'x', 0x89, 0]);
         buf.extend_from_slice(&[0x82, 126, 0x01]); // partial 16-bit length
         let first = parse_server_frame(&mut buf, 1 << 20).unwrap().unwrap();
-        assert_eq!(
-            first,
-            Frame {
-                fin: true,
-                opcode: OP_TEXT,
-                payload: Bytes::from_static(b"4x")
-            }
-        );
+        assert_eq!(first, Frame { fin: true, opcode: OP_TEXT, payload: Bytes::from_static(b"4x") });
         let ping = parse_server_frame(&mut buf, 1 << 20).unwrap().unwrap();
         assert_eq!(ping.opcode, OP_PING);
         assert!(ping.payload.is_empty());
@@ -196,25 +182,13 @@ mod tests {
     #[test]
     fn rejects_bad_server_frames() {
         let mut masked = BytesMut::from(&[0x81u8, 0x81, 0, 0, 0, 0, b'x'][..]);
-        assert_eq!(
-            parse_server_frame(&mut masked, 100),
-            Err(FrameError::MaskedServerFrame)
-        );
+        assert_eq!(parse_server_frame(&mut masked, 100), Err(FrameError::MaskedServerFrame));
         let mut reserved = BytesMut::from(&[0xC1u8, 0][..]);
-        assert_eq!(
-            parse_server_frame(&mut reserved, 100),
-            Err(FrameError::ReservedBits)
-        );
+        assert_eq!(parse_server_frame(&mut reserved, 100), Err(FrameError::ReservedBits));
         let mut opcode = BytesMut::from(&[0x83u8, 0][..]);
-        assert_eq!(
-            parse_server_frame(&mut opcode, 100),
-            Err(FrameError::UnknownOpcode(3))
-        );
+        assert_eq!(parse_server_frame(&mut opcode, 100), Err(FrameError::UnknownOpcode(3)));
         let mut big = BytesMut::from(&[0x82u8, 126, 0x10, 0x00][..]);
-        assert_eq!(
-            parse_server_frame(&mut big, 100),
-            Err(FrameError::TooBig(4096))
-        );
+        assert_eq!(parse_server_frame(&mut big, 100), Err(FrameError::TooBig(4096)));
     }
 
     #[test]
