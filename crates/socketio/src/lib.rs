@@ -23,12 +23,15 @@ mod payload;
 mod server;
 mod socket;
 
-pub use adapter::{Adapter, BroadcastFlags, BroadcastOptions, MemoryAdapter, Room, SocketInfo};
+pub use adapter::{
+    local_broadcast_with_ack, AckStream, Adapter, AdapterError, BroadcastFlags, BroadcastOptions, MemoryAdapter, Room,
+    SocketInfo,
+};
 pub use client::{Handshake, SioHandler};
 pub use config::SocketIoConfig;
-pub use namespace::{ConnectError, Namespace};
+pub use namespace::{ConnectError, Namespace, ServerSideHandler};
 pub use operators::{BroadcastAckError, BroadcastOperator};
-pub use payload::{Frames, Payload};
+pub use payload::{encode_packet, Frames, Payload};
 pub use server::SocketIo;
 pub use socket::{AckError, AckSender, DisconnectReason, EmitError, Socket};
 pub use switchyard_engine as engine;

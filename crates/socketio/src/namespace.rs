@@ -41,6 +41,9 @@ impl ConnectError {
 
 type Middleware = Arc<dyn Fn(Arc<Socket>) -> BoxFuture<'static, Result<(), ConnectError>> + Send + Sync>;
 type ConnectionHandler = Arc<dyn Fn(Arc<Socket>) + Send + Sync>;
+/// Handles an event another server of the cluster emitted with `server_side_emit`; the callback, when
+/// present, answers that server.
+pub type ServerSideHandler = Arc<dyn Fn(Payload, Option<Box<dyn FnOnce(Payload) + Send>>) + Send + Sync>;
 
 /// Members of one room.
 type Members = HashMap<Sid, Arc<Socket>>;
@@ -51,6 +54,7 @@ pub struct Namespace {
     on_connection: RwLock<Option<ConnectionHandler>>,
     /// For dynamic children: the parent whose middleware and handler apply.
     parent: Option<Arc<Namespace>>,
+    server_side: RwLock<Vec<(Box<str>, ServerSideHandler)>>,
     sockets: RwLock<HashMap<Sid, Arc<Socket>>>,
     rooms: RwLock<HashMap<Room, Members>>,
     adapter: Arc<dyn Adapter>,
@@ -79,6 +83,7 @@ impl Namespace {
             middleware: RwLock::default(),
             on_connection: RwLock::default(),
             parent,
+            server_side: RwLock::default(),
             sockets: RwLock::default(),
             rooms: RwLock::default(),
             adapter,
@@ -108,6 +113,44 @@ impl Namespace {
         Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
     {
         self.middleware.write().push(Arc::new(move |socket| Box::pin(middleware(socket))));
+    }
+
+    /// Handles `event` emitted by another server with `server_side_emit` (Node's
+    /// `io.on("event", ...)` for server-side events).
+    pub fn on_server_side(
+        &self,
+        event: &str,
+        handler: impl Fn(Payload, Option<Box<dyn FnOnce(Payload) + Send>>) + Send + Sync + 'static,
+    ) {
+        self.server_side.write().push((event.into(), Arc::new(handler)));
+    }
+
+    /// Delivers a server-side event from another server to the local handler (used by cluster adapters).
+    /// Returns false when no handler is registered.
+    pub fn dispatch_server_side(
+        &self,
+        event: &str,
+        payload: Payload,
+        ack: Option<Box<dyn FnOnce(Payload) + Send>>,
+    ) -> bool {
+        let handler = self.server_side.read().iter().find(|(name, _)| &**name == event).map(|(_, h)| h.clone());
+        match handler {
+            Some(handler) => {
+                handler(payload, ack);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends `event` to the other servers of the cluster and gathers their answers (none on one server).
+    pub async fn server_side_emit(
+        self: &Arc<Self>,
+        event: &str,
+        payload: impl Into<Payload>,
+        ack_timeout: Option<std::time::Duration>,
+    ) -> Result<Vec<Payload>, crate::adapter::AdapterError> {
+        self.adapter.server_side_emit(self, event, &payload.into(), ack_timeout).await
     }
 
     pub(crate) fn has_middleware(&self) -> bool {

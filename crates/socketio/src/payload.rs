@@ -86,7 +86,7 @@ pub type Frames = SmallVec<[Frame; 1]>;
 
 /// Encodes an EVENT (with `event`) or an ACK (without) for namespace `nsp`, once, into frames that
 /// can be sent to any number of connections.
-pub(crate) fn encode_packet(nsp: &str, event: Option<&str>, payload: &Payload, id: Option<u64>) -> Frames {
+pub fn encode_packet(nsp: &str, event: Option<&str>, payload: &Payload, id: Option<u64>) -> Frames {
     let binary = !payload.binary.is_empty();
     let kind = match (event.is_some(), binary) {
         (true, false) => PacketType::Event,
