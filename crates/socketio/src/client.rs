@@ -73,6 +73,8 @@ pub struct Client {
     pub(crate) handshake: Arc<Handshake>,
     decoder: Mutex<Decoder>,
     sockets: Mutex<SmallVec<[Arc<Socket>; 1]>>,
+    /// The connect-timeout timer, cancelled by the first namespace join.
+    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Client {
@@ -160,6 +162,9 @@ impl Client {
             return;
         }
         self.sockets.lock().push(socket.clone());
+        if let Some(timer) = self.connect_timer.lock().take() {
+            timer.abort();
+        }
         ns.add_socket(&socket);
         let reply = json!({"sid": socket.id().as_str()});
         let _ = self.conn.send(encode_control(PacketType::Connect, ns.name(), Some(&reply)));
@@ -217,11 +222,12 @@ impl Handler for SioHandler {
             handshake,
             decoder: Mutex::new(Decoder::new(self.server.config.max_attachments)),
             sockets: Mutex::new(SmallVec::new()),
+            connect_timer: Mutex::new(None),
         });
         // Close connections that never join a namespace.
         let weak = Arc::downgrade(&client);
         let timeout = self.server.config.connect_timeout;
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             if let Some(client) = weak.upgrade() {
                 if client.sockets.lock().is_empty() && !client.conn.is_closed() {
@@ -230,6 +236,7 @@ impl Handler for SioHandler {
                 }
             }
         });
+        *client.connect_timer.lock() = Some(timer.abort_handle());
         client
     }
 
@@ -238,6 +245,9 @@ impl Handler for SioHandler {
     }
 
     fn on_close(&self, client: &Arc<Client>, reason: CloseReason) {
+        if let Some(timer) = client.connect_timer.lock().take() {
+            timer.abort();
+        }
         let reason = DisconnectReason::from(reason);
         for socket in client.sockets() {
             socket.on_close(reason);
