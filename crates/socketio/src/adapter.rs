@@ -6,6 +6,7 @@
 
 use crate::namespace::Namespace;
 use crate::payload::{encode_packet, Payload};
+use crate::recovery::{RestoredSession, SessionToPersist};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use smallvec::SmallVec;
@@ -66,10 +67,34 @@ pub trait Adapter: Send + Sync + 'static {
     /// Called once when the namespace is created.
     fn init(&self, _ns: &Arc<Namespace>) {}
 
+    /// A room got its first member on this server (never called for a socket's own id room). Runs
+    /// under the namespace's room-index lock, so calls arrive in order; it must not touch the
+    /// namespace and must not block (a cluster adapter queues a subscription, say).
+    fn on_room_created(&self, _ns: &Namespace, _room: &Room) {}
+
+    /// The last member of a room on this server left it. Same rules as [`Adapter::on_room_created`].
+    fn on_room_deleted(&self, _ns: &Namespace, _room: &Room) {}
+
     /// Delivers an event to every socket `opts` selects.
     fn broadcast(&self, ns: &Arc<Namespace>, event: &str, payload: &Payload, opts: &BroadcastOptions) {
-        let frames = encode_packet(ns.name(), Some(event), payload, None);
+        let frames = match ns.recovery().filter(|_| !opts.flags.volatile) {
+            Some(store) => encode_packet(ns.name(), Some(event), &store.record(event, payload, opts), None),
+            None => encode_packet(ns.name(), Some(event), payload, None),
+        };
         ns.local_broadcast(&frames, opts);
+    }
+
+    /// Keeps the session of a socket that dropped for a network reason (connection state recovery).
+    fn persist_session(&self, ns: &Arc<Namespace>, session: SessionToPersist) {
+        if let Some(store) = ns.recovery() {
+            store.persist(session);
+        }
+    }
+
+    /// The session `pid` with the packets it missed after `offset`, if it can be recovered.
+    fn restore_session(&self, ns: &Arc<Namespace>, pid: &str, offset: &str) -> BoxFuture<'static, Option<RestoredSession>> {
+        let restored = ns.recovery().and_then(|store| store.restore(pid, offset));
+        Box::pin(async move { restored })
     }
 
     /// Delivers an event that every client acknowledges.

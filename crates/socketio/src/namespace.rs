@@ -4,6 +4,7 @@
 use crate::adapter::{Adapter, BroadcastOptions, Room};
 use crate::operators::BroadcastOperator;
 use crate::payload::{Frames, Payload};
+use crate::recovery::{RecoveryConfig, RecoveryStore};
 use crate::socket::Socket;
 use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
@@ -58,6 +59,7 @@ pub struct Namespace {
     sockets: RwLock<HashMap<Sid, Arc<Socket>>>,
     rooms: RwLock<HashMap<Room, Members>>,
     adapter: Arc<dyn Adapter>,
+    recovery: Option<RecoveryStore>,
     /// Ack ids are per namespace, as in Node.
     ack_ids: AtomicU64,
 }
@@ -69,15 +71,25 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(name: &str, adapter: Arc<dyn Adapter>) -> Arc<Self> {
-        Self::build(name, None, adapter)
+    pub(crate) fn new(name: &str, adapter: Arc<dyn Adapter>, recovery: Option<RecoveryConfig>) -> Arc<Self> {
+        Self::build(name, None, adapter, recovery)
     }
 
-    pub(crate) fn new_child(name: &str, parent: &Arc<Namespace>, adapter: Arc<dyn Adapter>) -> Arc<Self> {
-        Self::build(name, Some(parent.clone()), adapter)
+    pub(crate) fn new_child(
+        name: &str,
+        parent: &Arc<Namespace>,
+        adapter: Arc<dyn Adapter>,
+        recovery: Option<RecoveryConfig>,
+    ) -> Arc<Self> {
+        Self::build(name, Some(parent.clone()), adapter, recovery)
     }
 
-    fn build(name: &str, parent: Option<Arc<Namespace>>, adapter: Arc<dyn Adapter>) -> Arc<Self> {
+    fn build(
+        name: &str,
+        parent: Option<Arc<Namespace>>,
+        adapter: Arc<dyn Adapter>,
+        recovery: Option<RecoveryConfig>,
+    ) -> Arc<Self> {
         let ns = Arc::new(Namespace {
             name: name.into(),
             middleware: RwLock::default(),
@@ -87,6 +99,7 @@ impl Namespace {
             sockets: RwLock::default(),
             rooms: RwLock::default(),
             adapter,
+            recovery: recovery.map(RecoveryStore::new),
             ack_ids: AtomicU64::new(0),
         });
         ns.adapter.init(&ns);
@@ -99,6 +112,11 @@ impl Namespace {
 
     pub fn adapter(&self) -> &Arc<dyn Adapter> {
         &self.adapter
+    }
+
+    /// The local recovery store, when connection state recovery is on.
+    pub fn recovery(&self) -> Option<&RecoveryStore> {
+        self.recovery.as_ref()
     }
 
     /// Runs `handler` for every socket that connects (after the middleware accepted it).
@@ -226,7 +244,13 @@ impl Namespace {
     }
 
     pub(crate) fn index_join(&self, socket: &Arc<Socket>, room: &Room) {
-        self.rooms.write().entry(room.clone()).or_default().insert(socket.id(), socket.clone());
+        let mut rooms = self.rooms.write();
+        let members = rooms.entry(room.clone()).or_default();
+        let created = members.is_empty();
+        members.insert(socket.id(), socket.clone());
+        if created {
+            self.adapter.on_room_created(self, room);
+        }
     }
 
     pub(crate) fn index_leave(&self, socket: &Socket, room: &Room) {
@@ -235,8 +259,17 @@ impl Namespace {
             members.remove(&socket.id());
             if members.is_empty() {
                 rooms.remove(room);
+                self.adapter.on_room_deleted(self, room);
             }
         }
+    }
+
+    /// Whether `room` has members on this server, counting each local socket's own id as a room.
+    pub fn has_room(&self, room: &str) -> bool {
+        if self.rooms.read().contains_key(room) {
+            return true;
+        }
+        Sid::parse(room).is_some_and(|sid| self.sockets.read().contains_key(&sid))
     }
 
     /// Rooms that exist on this server (not counting each socket's own room).
