@@ -31,6 +31,8 @@ const io = new Server(httpServer, {
   pingInterval: 2000,
   pingTimeout: 2000,
   cors: { origin: "*" },
+  // INTEROP_RECOVERY=1: connection state recovery (test/recovery.test.js).
+  ...(process.env.INTEROP_RECOVERY === "1" ? { connectionStateRecovery: {} } : {}),
 });
 
 // Engine.IO bookkeeping parameters are not part of what the client asked for.
@@ -65,6 +67,9 @@ io.on("connection", (socket) => {
     auth: socket.handshake.auth,
     query: clientQuery(socket.handshake),
   });
+  if (socket.recovered) {
+    socket.emit("recovered", { id: socket.id, rooms: [...socket.rooms].sort() });
+  }
 
   socket.on("echo", (...args) => socket.emit("echo", ...args));
 

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::{CloseReason, CorsConfig, EngineConfig};
-use switchyard_socketio::{ConnectError, Payload, Socket, SocketIo, SocketIoConfig};
+use switchyard_socketio::{ConnectError, Payload, RecoveryConfig, Socket, SocketIo, SocketIoConfig};
 
 fn hello(socket: &Arc<Socket>, with_query: bool) {
     let mut hello = json!({
@@ -50,6 +50,9 @@ fn main_namespace(io: &SocketIo) {
     let io = io.clone();
     ns.on_connection(move |socket| {
         hello(&socket, true);
+        if socket.recovered() {
+            let _ = socket.emit("recovered", json!({"id": socket.id().as_str(), "rooms": sorted_rooms(&socket)}));
+        }
         on_echo(&socket);
         socket.on("echo-ack", |_, payload, ack| {
             if let Some(ack) = ack {
@@ -99,11 +102,13 @@ fn main_namespace(io: &SocketIo) {
         socket.on("broadcast-ack", move |_, payload, ack| {
             let io = ack_io.clone();
             tokio::spawn(async move {
-                let (timed_out, responses) = match io.timeout(Duration::from_millis(1000)).emit_with_ack("ping-all", payload).await {
-                    Ok(responses) => (false, responses),
-                    Err(e) => (true, e.responses),
-                };
-                let responses: Vec<Value> = responses.into_iter().map(|p| p.args.into_iter().next().unwrap_or(Value::Null)).collect();
+                let (timed_out, responses) =
+                    match io.timeout(Duration::from_millis(1000)).emit_with_ack("ping-all", payload).await {
+                        Ok(responses) => (false, responses),
+                        Err(e) => (true, e.responses),
+                    };
+                let responses: Vec<Value> =
+                    responses.into_iter().map(|p| p.args.into_iter().next().unwrap_or(Value::Null)).collect();
                 if let Some(ack) = ack {
                     ack.send(json!({"timedOut": timed_out, "responses": responses}));
                 }
@@ -130,7 +135,9 @@ async fn main() -> std::io::Result<()> {
         cors: Some(CorsConfig::any()),
         ..EngineConfig::default()
     };
-    let io = SocketIo::new(SocketIoConfig { engine, ..Default::default() });
+    // INTEROP_RECOVERY=1 turns on connection state recovery (tests/node/test/recovery.test.js).
+    let recovery = std::env::var("INTEROP_RECOVERY").is_ok_and(|v| v == "1").then(RecoveryConfig::default);
+    let io = SocketIo::new(SocketIoConfig { engine, recovery, ..Default::default() });
     main_namespace(&io);
     io.of("/second").on_connection(|socket| {
         hello(&socket, false);

@@ -92,7 +92,12 @@ pub trait Adapter: Send + Sync + 'static {
     }
 
     /// The session `pid` with the packets it missed after `offset`, if it can be recovered.
-    fn restore_session(&self, ns: &Arc<Namespace>, pid: &str, offset: &str) -> BoxFuture<'static, Option<RestoredSession>> {
+    fn restore_session(
+        &self,
+        ns: &Arc<Namespace>,
+        pid: &str,
+        offset: &str,
+    ) -> BoxFuture<'static, Option<RestoredSession>> {
         let restored = ns.recovery().and_then(|store| store.restore(pid, offset));
         Box::pin(async move { restored })
     }

@@ -139,25 +139,40 @@ impl Client {
             let _ = self.conn.send(encode_control(PacketType::ConnectError, &nsp, Some(&error)));
             return;
         };
-        let socket = Socket::new(ns.clone(), self.clone(), auth);
-        if !ns.has_middleware() {
-            self.finish_connect(&ns, socket);
+        let recovery = match (ns.recovery(), auth.get("pid"), auth.get("offset")) {
+            (Some(_), Some(Value::String(pid)), Some(Value::String(offset))) => Some((pid.clone(), offset.clone())),
+            _ => None,
+        };
+        if recovery.is_none() && !ns.has_middleware() {
+            let socket = Socket::new(ns.clone(), self.clone(), auth, None);
+            self.finish_connect(&ns, socket, None);
             return;
         }
         let client = self.clone();
         tokio::spawn(async move {
-            match ns.run_middleware(&socket).await {
-                Ok(()) if !client.conn.is_closed() => client.finish_connect(&ns, socket),
-                Ok(()) => {}
-                Err(error) => {
+            let restored = match &recovery {
+                Some((pid, offset)) => ns.adapter().restore_session(&ns, pid, offset).await,
+                None => None,
+            };
+            let socket = Socket::new(ns.clone(), client.clone(), auth, restored.as_ref().map(|r| &r.session));
+            let skip = restored.is_some() && ns.recovery().is_some_and(|r| r.config().skip_middlewares);
+            if !skip {
+                if let Err(error) = ns.run_middleware(&socket).await {
                     let data = error.to_json();
                     let _ = client.conn.send(encode_control(PacketType::ConnectError, ns.name(), Some(&data)));
+                    return;
                 }
             }
+            client.finish_connect(&ns, socket, restored);
         });
     }
 
-    fn finish_connect(self: &Arc<Self>, ns: &Arc<Namespace>, socket: Arc<Socket>) {
+    fn finish_connect(
+        self: &Arc<Self>,
+        ns: &Arc<Namespace>,
+        socket: Arc<Socket>,
+        restored: Option<crate::recovery::RestoredSession>,
+    ) {
         if self.conn.is_closed() {
             return;
         }
@@ -166,8 +181,20 @@ impl Client {
             timer.abort();
         }
         ns.add_socket(&socket);
-        let reply = json!({"sid": socket.id().as_str()});
+        let reply = match socket.pid() {
+            Some(pid) => json!({"sid": socket.id().as_str(), "pid": pid}),
+            None => json!({"sid": socket.id().as_str()}),
+        };
         let _ = self.conn.send(encode_control(PacketType::Connect, ns.name(), Some(&reply)));
+        if let Some(restored) = restored {
+            for room in &restored.session.rooms {
+                socket.join(room.clone());
+            }
+            socket.set_data(restored.session.data);
+            for (event, payload) in &restored.missed {
+                let _ = socket.send_frames(&crate::payload::encode_packet(ns.name(), Some(event), payload, None));
+            }
+        }
         ns.on_socket_connected(&socket);
     }
 

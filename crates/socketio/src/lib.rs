@@ -20,6 +20,7 @@ mod config;
 mod namespace;
 mod operators;
 mod payload;
+mod recovery;
 mod server;
 mod socket;
 
@@ -32,6 +33,7 @@ pub use config::SocketIoConfig;
 pub use namespace::{ConnectError, Namespace, ServerSideHandler};
 pub use operators::{BroadcastAckError, BroadcastOperator};
 pub use payload::{encode_packet, Frames, Payload};
+pub use recovery::{RecoveryConfig, RecoveryStore, RestoredSession, SessionToPersist};
 pub use server::SocketIo;
 pub use socket::{AckError, AckSender, DisconnectReason, EmitError, Socket};
 pub use switchyard_engine as engine;

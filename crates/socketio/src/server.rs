@@ -39,7 +39,9 @@ impl ServerInner {
         let mut namespaces = self.namespaces.write();
         let ns = namespaces
             .entry(name.to_string())
-            .or_insert_with(|| Namespace::new_child(name, &parent, self.make_adapter(name)))
+            .or_insert_with(|| {
+                Namespace::new_child(name, &parent, self.make_adapter(name), self.config.recovery.clone())
+            })
             .clone();
         Some(ns)
     }
@@ -54,7 +56,10 @@ impl ServerInner {
             return ns.clone();
         }
         let mut namespaces = self.namespaces.write();
-        namespaces.entry(name.to_string()).or_insert_with(|| Namespace::new(&name, self.make_adapter(&name))).clone()
+        namespaces
+            .entry(name.to_string())
+            .or_insert_with(|| Namespace::new(&name, self.make_adapter(&name), self.config.recovery.clone()))
+            .clone()
     }
 }
 
@@ -98,7 +103,7 @@ impl SocketIo {
     /// Namespaces created on demand for every name `matcher` accepts (Node's `io.of(regex)` or
     /// `io.of(fn)`). Configure the returned parent: its middleware and handler serve every child.
     pub fn dynamic_namespace(&self, matcher: impl Fn(&str) -> bool + Send + Sync + 'static) -> Arc<Namespace> {
-        let parent = Namespace::new("/_dynamic", Arc::new(MemoryAdapter));
+        let parent = Namespace::new("/_dynamic", Arc::new(MemoryAdapter), None);
         self.inner.dynamic.write().push(DynamicNamespace { matcher: Box::new(matcher), parent: parent.clone() });
         parent
     }

@@ -46,6 +46,21 @@ impl DisconnectReason {
     }
 }
 
+impl DisconnectReason {
+    /// Reasons after which connection state recovery keeps the session (a network drop, not a choice).
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::TransportClose
+                | DisconnectReason::TransportError
+                | DisconnectReason::PingTimeout
+                | DisconnectReason::ForcedClose
+                | DisconnectReason::ServerShutdown
+                | DisconnectReason::ForcedServerClose
+        )
+    }
+}
+
 impl From<CloseReason> for DisconnectReason {
     fn from(reason: CloseReason) -> Self {
         match reason {
@@ -114,6 +129,9 @@ pub struct Socket {
     handlers: RwLock<Handlers>,
     acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
     connected: AtomicBool,
+    /// Private session id, when connection state recovery is on.
+    pid: Option<Box<str>>,
+    recovered: bool,
 }
 
 impl std::fmt::Debug for Socket {
@@ -123,9 +141,21 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(ns: Arc<Namespace>, client: Arc<Client>, auth: Value) -> Arc<Self> {
+    pub(crate) fn new(
+        ns: Arc<Namespace>,
+        client: Arc<Client>,
+        auth: Value,
+        restored: Option<&crate::recovery::SessionToPersist>,
+    ) -> Arc<Self> {
+        let id = restored.and_then(|s| Sid::parse(&s.sid)).unwrap_or_else(Sid::random);
+        let pid = match restored {
+            Some(session) => Some(session.pid.as_str().into()),
+            None => ns.recovery().map(|_| Sid::random().as_str().into()),
+        };
         Arc::new(Socket {
-            id: Sid::random(),
+            id,
+            pid,
+            recovered: restored.is_some(),
             ns,
             client,
             auth: if auth.is_object() { auth } else { Value::Object(Default::default()) },
@@ -166,6 +196,15 @@ impl Socket {
 
     pub fn set_data(&self, data: Value) {
         *self.data.lock() = data;
+    }
+
+    /// True when this socket resumed a dropped session (connection state recovery).
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
+    pub(crate) fn pid(&self) -> Option<&str> {
+        self.pid.as_deref()
     }
 
     pub fn connected(&self) -> bool {
@@ -223,6 +262,13 @@ impl Socket {
     /// Sends `event` to this client.
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<(), EmitError> {
         self.check_event(event)?;
+        if self.ns.recovery().is_some() {
+            // Stored with an offset, so a recovering client gets it again (as Node does).
+            let mut opts = BroadcastOptions::default();
+            opts.rooms.push(Room::from(self.id.as_str()));
+            self.ns.adapter().broadcast(&self.ns, event, &payload.into(), &opts);
+            return if self.connected() { Ok(()) } else { Err(EmitError::Disconnected) };
+        }
         let frames = encode_packet(self.ns.name(), Some(event), &payload.into(), None);
         self.send_frames(&frames).map_err(|e| match e {
             SendError::Closed => EmitError::Disconnected,
@@ -351,6 +397,15 @@ impl Socket {
         };
         for handler in &disconnecting {
             handler(self, reason);
+        }
+        if let (Some(pid), true) = (self.pid(), reason.is_recoverable()) {
+            let session = crate::recovery::SessionToPersist {
+                sid: self.id.to_string(),
+                pid: pid.to_string(),
+                rooms: self.rooms.lock().to_vec(),
+                data: self.data(),
+            };
+            self.ns.adapter().persist_session(&self.ns, session);
         }
         self.leave_all();
         self.ns.remove_socket(self);
