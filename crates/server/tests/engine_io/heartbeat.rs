@@ -1,0 +1,96 @@
+//! Heartbeats (Engine.IO v4): the server pings every pingInterval and expects a pong within
+//! pingTimeout; a client ping is a protocol violation. Timings: pingInterval 300 ms, pingTimeout 200 ms.
+
+use crate::common::*;
+use std::time::Duration;
+use switchyard_engine::CloseReason;
+use tokio::time::Instant;
+
+/// Lower bound for the gap before a ping: pingInterval less scheduling slack.
+const MIN_PING_GAP: Duration = Duration::from_millis(250);
+
+#[tokio::test]
+async fn polling_pong_keeps_the_session_alive() {
+    let mut server = EchoServer::start(quick_heartbeat_config()).await;
+    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let mut since = Instant::now();
+    // Three full cycles outlast pingInterval + pingTimeout several times over.
+    for _ in 0..3 {
+        assert_eq!(session.poll().await, "2");
+        assert!(since.elapsed() >= MIN_PING_GAP, "ping after {:?}, before pingInterval", since.elapsed());
+        session.send("3").await;
+        since = Instant::now();
+    }
+    assert!(server.no_close_yet(), "the session stays open while the client answers pings");
+    session.send("4alive").await;
+    assert_eq!(session.poll().await, "4alive");
+}
+
+#[tokio::test]
+async fn polling_missing_pong_closes_with_ping_timeout() {
+    let mut server = EchoServer::start(quick_heartbeat_config()).await;
+    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    assert_eq!(session.poll().await, "2");
+    let pinged = Instant::now();
+    // No pong: the next poll ends with a close packet once pingTimeout has passed.
+    assert_eq!(session.poll().await, "1");
+    assert!(pinged.elapsed() >= Duration::from_millis(150), "closed {:?} after the ping", pinged.elapsed());
+    assert_eq!(server.closed(&session.sid).await, CloseReason::PingTimeout);
+    session.get().await.assert_engine_error(1, "Session ID unknown");
+}
+
+#[tokio::test]
+async fn polling_client_ping_closes_the_session() {
+    let mut server = EchoServer::start(engine_config()).await;
+    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let mut pending = session.spawn_get();
+    assert!(still_pending(&mut pending, Duration::from_millis(100)).await);
+    let _ = session.post(b"2").await;
+    assert_eq!(join(pending).await.text(), "1");
+    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportError);
+    session.get().await.assert_engine_error(1, "Session ID unknown");
+}
+
+#[tokio::test]
+async fn websocket_pong_keeps_the_connection_alive() {
+    let mut server = EchoServer::start(quick_heartbeat_config()).await;
+    let (mut ws, _) = WsClient::open_session(server.addr, EIO_PATH).await;
+    let mut since = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(ws.recv().await, WsFrame::Text("2".into()));
+        assert!(since.elapsed() >= MIN_PING_GAP, "ping after {:?}, before pingInterval", since.elapsed());
+        ws.send_text("3").await;
+        since = Instant::now();
+    }
+    assert!(server.no_close_yet());
+    ws.send_text("4alive").await;
+    assert_eq!(ws.recv_text().await, "4alive");
+}
+
+#[tokio::test]
+async fn websocket_missing_pong_closes_with_ping_timeout() {
+    let mut server = EchoServer::start(quick_heartbeat_config()).await;
+    let (mut ws, open) = WsClient::open_session(server.addr, EIO_PATH).await;
+    assert_eq!(ws.recv().await, WsFrame::Text("2".into()));
+    ws.expect_closed().await;
+    let sid = open["sid"].as_str().expect("sid");
+    assert_eq!(server.closed(sid).await, CloseReason::PingTimeout);
+}
+
+#[tokio::test]
+async fn websocket_client_ping_closes_the_connection() {
+    let mut server = EchoServer::start(engine_config()).await;
+    let (mut ws, open) = WsClient::open_session(server.addr, EIO_PATH).await;
+    ws.send_text("2").await;
+    ws.expect_closed().await;
+    assert_eq!(server.closed(open["sid"].as_str().expect("sid")).await, CloseReason::TransportError);
+}
+
+#[tokio::test]
+async fn unsolicited_pong_is_harmless() {
+    let server = EchoServer::start(engine_config()).await;
+    let (mut ws, _) = WsClient::open_session(server.addr, EIO_PATH).await;
+    ws.send_text("3").await;
+    ws.send_text("4still here").await;
+    assert_eq!(ws.recv_text().await, "4still here");
+}
