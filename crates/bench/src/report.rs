@@ -257,6 +257,7 @@ fn extra_figures(value: &Value) -> Vec<String> {
         "delivered",
         "expected",
         "receivers_dropped",
+        "planned_sends",
         "sent",
         "acked",
         "missing",

@@ -563,6 +563,20 @@ fn render_markdown(
          recipient, which is the loss the fanout scenario counts.\n\n",
     );
 
+    md.push_str(
+        "## Reading the figures\n\n\
+         - *Fanout CPU per delivery* is the server's CPU time from just before the sender's first message until \
+         the last delivery (or until no delivery arrived for 3 s), divided by the deliveries counted by the \
+         receivers. The JSON lines also give it per *expected* delivery (`server_cpu_ns_per_expected_delivery`), \
+         which is the fairer figure for a server that drops messages.\n\
+         - *Echo server CPU per ack* is dominated by waking up for each small message at this low rate; it is a \
+         relative figure, not the cost of the echo handler.\n\
+         - Echo round trips are measured by the load generator, which shares the two cores with the server (and \
+         with whatever else runs on this machine), so the tail (p99, max) is noisy; compare servers within one \
+         run. `planned_sends` versus `sent` in the JSON lines shows whether the generator fell behind.\n\
+         - Every scenario counts failures (`failed`, `dropped_*`, `missing`, `lost`) rather than hiding them; the \
+         table below lists them per run.\n\n",
+    );
     md.push_str("## Every run\n\n");
     md.push_str(&report::raw_table(records));
     md

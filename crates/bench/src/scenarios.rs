@@ -584,6 +584,10 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     result.insert("rate_per_client".into(), json!(options.rate_per_client));
     result.insert("seconds".into(), json!(options.seconds));
     result.insert("payload_bytes".into(), json!(options.payload_bytes));
+    // Fewer sends than planned means the load generator itself fell behind (shared cores).
+    let planned =
+        (client_count_connected(&shared, options.clients) as f64 * options.rate_per_client * options.seconds).round();
+    result.insert("planned_sends".into(), json!(planned as u64));
     result.insert("sent".into(), json!(sent));
     result.insert("acked".into(), json!(acked));
     result.insert("missing".into(), json!(sent.saturating_sub(acked)));
