@@ -49,7 +49,7 @@ impl Shared {
 fn progress_bar(len: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     let style =
-        ProgressStyle::with_template("{msg:>18} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec})")
+        ProgressStyle::with_template("{msg:>18} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(label.to_owned());
