@@ -1,0 +1,442 @@
+//! The two Redis links of a node, each supervised: a publisher fed by a bounded queue (which also
+//! answers queries such as `PUBSUB NUMSUB`), and a subscriber that reconnects and resubscribes to
+//! every channel by itself. While Redis is away, messages to publish are dropped and counted rather
+//! than queued without bound.
+
+use crate::stats::Stats;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use parking_lot::{Mutex, RwLock};
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often an idle subscriber checks that its connection still answers.
+const HEALTH_CHECK: Duration = Duration::from_secs(2);
+
+/// Where Redis is: one server, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Checks the URLs without connecting.
+    pub fn validate(&self) -> RedisResult<()> {
+        match self {
+            RedisTarget::Single(url) => url.as_str().into_connection_info().map(|_| ()),
+            RedisTarget::Cluster(nodes) => {
+                if nodes.is_empty() {
+                    return Err((redis::ErrorKind::InvalidClientConfig, "no cluster node given").into());
+                }
+                nodes.iter().try_for_each(|n| n.as_str().into_connection_info().map(|_| ()))
+            }
+        }
+    }
+
+    pub(crate) async fn connect(&self, push: Option<PushHandler>) -> RedisResult<Conn> {
+        match self {
+            RedisTarget::Single(url) => {
+                let info = url.as_str().into_connection_info()?;
+                let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                let client = Client::open(info.set_redis_settings(settings))?;
+                let mut config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                if let Some(push) = push {
+                    config = config.set_push_sender(move |info: PushInfo| {
+                        push(info);
+                        Ok::<(), std::convert::Infallible>(())
+                    });
+                }
+                let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+                Ok(Conn::Single(conn))
+            }
+            RedisTarget::Cluster(nodes) => {
+                let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(2);
+                if let Some(push) = push {
+                    builder = builder.push_sender(move |info: PushInfo| {
+                        push(info);
+                        Ok::<(), std::convert::Infallible>(())
+                    });
+                }
+                let conn = builder.build()?.get_async_connection().await?;
+                Ok(Conn::Cluster(conn))
+            }
+        }
+    }
+}
+
+pub(crate) type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
+
+/// A live connection; cheap to clone (both kinds multiplex).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    pub(crate) async fn query(&mut self, cmd: &Cmd) -> RedisResult<redis::Value> {
+        match self {
+            Conn::Single(conn) => cmd.query_async(conn).await,
+            Conn::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+/// Errors after which the connection is not worth keeping.
+fn is_connection_error(err: &redis::RedisError) -> bool {
+    err.is_io_error() || err.is_connection_dropped() || err.is_timeout() || err.is_unrecoverable_error()
+}
+
+/// One message to publish.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// SPUBLISH (sharded) rather than PUBLISH.
+    pub sharded: bool,
+    pub channel: String,
+    pub payload: Vec<u8>,
+}
+
+/// The publishing side: a bounded queue drained by a supervised task, and the live connection for
+/// queries.
+pub(crate) struct Publisher {
+    queue: mpsc::Sender<Outgoing>,
+    current: RwLock<Option<Conn>>,
+    broken: Notify,
+    stats: Arc<Stats>,
+}
+
+impl Publisher {
+    pub(crate) fn start(target: RedisTarget, capacity: usize, max_in_flight: usize, stats: Arc<Stats>) -> Arc<Self> {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let publisher =
+            Arc::new(Publisher { queue, current: RwLock::new(None), broken: Notify::new(), stats: stats.clone() });
+        tokio::spawn(run_publisher(Arc::downgrade(&publisher), target, rx, max_in_flight.max(1), stats));
+        publisher
+    }
+
+    /// Queues a message; counts and logs it as dropped when the queue is full.
+    pub(crate) fn publish(&self, message: Outgoing) {
+        if let Err(err) = self.queue.try_send(message) {
+            let reason = match err {
+                mpsc::error::TrySendError::Full(_) => "publish queue full",
+                mpsc::error::TrySendError::Closed(_) => "publisher stopped",
+            };
+            self.stats.dropped(reason, 1);
+        }
+    }
+
+    /// Runs a command on the live connection, failing at once when Redis is unreachable.
+    pub(crate) async fn query(&self, cmd: &Cmd, timeout: Duration) -> Result<redis::Value, String> {
+        let Some(mut conn) = self.current.read().clone() else {
+            return Err("Redis is unreachable".into());
+        };
+        match tokio::time::timeout(timeout, conn.query(cmd)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                if is_connection_error(&err) {
+                    self.broken.notify_one();
+                }
+                Err(format!("Redis error: {err}"))
+            }
+            Err(_) => Err("Redis did not answer in time".into()),
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.current.read().is_some()
+    }
+}
+
+async fn run_publisher(
+    publisher: std::sync::Weak<Publisher>,
+    target: RedisTarget,
+    mut rx: mpsc::Receiver<Outgoing>,
+    max_in_flight: usize,
+    stats: Arc<Stats>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        // Connect, dropping (and counting) whatever is queued meanwhile.
+        let conn = {
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT * 2, target.connect(None));
+            tokio::pin!(connect);
+            loop {
+                tokio::select! {
+                    result = &mut connect => break result.map_err(|_| "connect timeout".to_string()).and_then(|r| r.map_err(|e| e.to_string())),
+                    message = rx.recv() => match message {
+                        Some(_) => stats.dropped("Redis unreachable", 1),
+                        None => return,
+                    },
+                }
+            }
+        };
+        let mut conn = match conn {
+            Ok(conn) => conn,
+            Err(err) => {
+                if first || backoff == BACKOFF_MAX {
+                    tracing::warn!(error = %err, "redis adapter: cannot connect the publisher; retrying");
+                }
+                first = false;
+                if !drain_for(&mut rx, backoff, &stats).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Some(publisher) = publisher.upgrade() else { return };
+        *publisher.current.write() = Some(conn.clone());
+        stats.publisher_connected.store(true, Ordering::Relaxed);
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("redis adapter: publisher connected");
+        backoff = BACKOFF_MIN;
+        first = true;
+
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                message = rx.recv(), if in_flight.len() < max_in_flight => {
+                    let Some(message) = message else { return };
+                    let mut conn = conn.clone();
+                    in_flight.push(async move {
+                        let mut cmd = redis::cmd(if message.sharded { "SPUBLISH" } else { "PUBLISH" });
+                        cmd.arg(&message.channel).arg(message.payload);
+                        conn.query(&cmd).await
+                    });
+                }
+                Some(result) = in_flight.next() => match result {
+                    Ok(_) => { stats.published.fetch_add(1, Ordering::Relaxed); }
+                    Err(err) => {
+                        stats.dropped("publish failed", 1);
+                        if is_connection_error(&err) {
+                            tracing::warn!(error = %err, "redis adapter: publisher connection lost");
+                            break;
+                        }
+                    }
+                },
+                _ = publisher.broken.notified() => {
+                    // A query failed: check with a PING before throwing the connection away.
+                    let ping = tokio::time::timeout(RESPONSE_TIMEOUT, conn.query(&redis::cmd("PING"))).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        tracing::warn!("redis adapter: publisher connection does not answer");
+                        break;
+                    }
+                }
+            }
+        }
+        *publisher.current.write() = None;
+        stats.publisher_connected.store(false, Ordering::Relaxed);
+        // Whatever was in flight on the dead connection is lost.
+        let lost = in_flight.len();
+        drop(in_flight);
+        if lost > 0 {
+            stats.dropped("connection lost with messages in flight", lost as u64);
+        }
+        drop(publisher);
+    }
+}
+
+/// Waits `delay`, dropping queued messages meanwhile. False when the queue closed.
+async fn drain_for(rx: &mut mpsc::Receiver<Outgoing>, delay: Duration, stats: &Stats) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            message = rx.recv() => match message {
+                Some(_) => stats.dropped("Redis unreachable", 1),
+                None => return false,
+            },
+        }
+    }
+}
+
+/// What a subscription is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Subscription {
+    Channel(String),
+    Pattern(String),
+    Shard(String),
+}
+
+impl Subscription {
+    fn command(&self, subscribe: bool) -> Cmd {
+        let (verb, name) = match (self, subscribe) {
+            (Subscription::Channel(c), true) => ("SUBSCRIBE", c),
+            (Subscription::Channel(c), false) => ("UNSUBSCRIBE", c),
+            (Subscription::Pattern(p), true) => ("PSUBSCRIBE", p),
+            (Subscription::Pattern(p), false) => ("PUNSUBSCRIBE", p),
+            (Subscription::Shard(c), true) => ("SSUBSCRIBE", c),
+            (Subscription::Shard(c), false) => ("SUNSUBSCRIBE", c),
+        };
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(name);
+        cmd
+    }
+}
+
+enum SubscriberCommand {
+    Add(Subscription),
+    Remove(Subscription),
+}
+
+/// The subscribing side: a supervised connection that keeps the wanted subscriptions.
+pub(crate) struct Subscriber {
+    commands: mpsc::UnboundedSender<SubscriberCommand>,
+    /// Every subscription wanted now (kept here too so a reconnect resubscribes to all of them).
+    wanted: Arc<Mutex<BTreeSet<Subscription>>>,
+}
+
+impl Subscriber {
+    pub(crate) fn start(target: RedisTarget, handler: PushHandler, stats: Arc<Stats>) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let wanted = Arc::new(Mutex::new(BTreeSet::new()));
+        tokio::spawn(run_subscriber(target, handler, rx, wanted.clone(), stats));
+        Subscriber { commands, wanted }
+    }
+
+    pub(crate) fn subscribe(&self, subscription: Subscription) {
+        if self.wanted.lock().insert(subscription.clone()) {
+            let _ = self.commands.send(SubscriberCommand::Add(subscription));
+        }
+    }
+
+    pub(crate) fn unsubscribe(&self, subscription: Subscription) {
+        if self.wanted.lock().remove(&subscription) {
+            let _ = self.commands.send(SubscriberCommand::Remove(subscription));
+        }
+    }
+}
+
+async fn run_subscriber(
+    target: RedisTarget,
+    handler: PushHandler,
+    mut commands: mpsc::UnboundedReceiver<SubscriberCommand>,
+    wanted: Arc<Mutex<BTreeSet<Subscription>>>,
+    stats: Arc<Stats>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        let lost = Arc::new(Notify::new());
+        let push: PushHandler = {
+            let lost = lost.clone();
+            let handler = handler.clone();
+            Arc::new(move |info: PushInfo| {
+                if info.kind == PushKind::Disconnection {
+                    lost.notify_one();
+                } else {
+                    handler(info);
+                }
+            })
+        };
+        // Commands that arrive while disconnected only change `wanted`, which is applied on connect.
+        let connected = {
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT * 2, target.connect(Some(push)));
+            tokio::pin!(connect);
+            loop {
+                tokio::select! {
+                    result = &mut connect => break result.map_err(|_| "connect timeout".to_string()).and_then(|r| r.map_err(|e| e.to_string())),
+                    command = commands.recv() => if command.is_none() { return },
+                }
+            }
+        };
+        let mut conn = match connected {
+            Ok(conn) => conn,
+            Err(err) => {
+                if first || backoff == BACKOFF_MAX {
+                    tracing::warn!(error = %err, "redis adapter: cannot connect the subscriber; retrying");
+                }
+                first = false;
+                if !wait_for(&mut commands, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        // One channel per command: RESP3 answers a multi-channel SUBSCRIBE with one push per channel.
+        let all: Vec<Subscription> = wanted.lock().iter().cloned().collect();
+        let mut ok = true;
+        for subscription in &all {
+            if let Err(err) = conn.query(&subscription.command(true)).await {
+                tracing::warn!(error = %err, ?subscription, "redis adapter: subscribe failed");
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            if !wait_for(&mut commands, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        }
+        stats.subscriber_connected.store(true, Ordering::Relaxed);
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(subscriptions = all.len(), "redis adapter: subscriber connected");
+        backoff = BACKOFF_MIN;
+        first = true;
+
+        let mut health = tokio::time::interval(HEALTH_CHECK);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await;
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    let result = match &command {
+                        SubscriberCommand::Add(s) => conn.query(&s.command(true)).await,
+                        SubscriberCommand::Remove(s) => conn.query(&s.command(false)).await,
+                    };
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, "redis adapter: (un)subscribe failed; reconnecting");
+                        break;
+                    }
+                }
+                _ = lost.notified() => {
+                    tracing::warn!("redis adapter: subscriber connection lost");
+                    break;
+                }
+                _ = health.tick() => {
+                    let ping = tokio::time::timeout(RESPONSE_TIMEOUT, conn.query(&redis::cmd("PING"))).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        tracing::warn!("redis adapter: subscriber connection does not answer");
+                        break;
+                    }
+                }
+            }
+        }
+        stats.subscriber_connected.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Waits `delay` while consuming subscription commands. False when the subscriber was dropped.
+async fn wait_for(commands: &mut mpsc::UnboundedReceiver<SubscriberCommand>, delay: Duration) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            command = commands.recv() => if command.is_none() { return false },
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Counters of a node's Redis traffic, for metrics and tests.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages published (broadcasts, requests, responses).
+    pub published: AtomicU64,
+    /// Messages that never reached Redis: queue full, Redis unreachable, connection lost.
+    pub dropped: AtomicU64,
+    /// Messages received from other nodes and handled.
+    pub received: AtomicU64,
+    /// Messages received that could not be decoded.
+    pub malformed: AtomicU64,
+    /// Cluster requests (fetch-sockets, rooms, server-side emit acks) that timed out or failed.
+    pub request_failures: AtomicU64,
+    /// Successful (re)connections of either link.
+    pub connects: AtomicU64,
+    pub publisher_connected: AtomicBool,
+    pub subscriber_connected: AtomicBool,
+    /// Seconds since the epoch of the last drop warning, to log at most once a second.
+    last_drop_log: AtomicU64,
+}
+
+/// A copy of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub published: u64,
+    pub dropped: u64,
+    pub received: u64,
+    pub malformed: u64,
+    pub request_failures: u64,
+    pub connects: u64,
+    pub publisher_connected: bool,
+    pub subscriber_connected: bool,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            published: self.published.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            request_failures: self.request_failures.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
+            publisher_connected: self.publisher_connected.load(Ordering::Relaxed),
+            subscriber_connected: self.subscriber_connected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts `n` cross-node messages lost, and logs it (at most once a second, with the total).
+    pub(crate) fn dropped(&self, reason: &str, n: u64) {
+        let total = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let last = self.last_drop_log.load(Ordering::Relaxed);
+        if now != last && self.last_drop_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tracing::warn!(reason, total_dropped = total, "redis adapter: cross-node message dropped");
+        }
+    }
+
+    pub(crate) fn malformed(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(what, %error, "redis adapter: ignoring a malformed message");
+    }
+
+    /// Prometheus text exposition of the counters, each name prefixed with `prefix`.
+    pub fn render_prometheus(&self, prefix: &str) -> String {
+        let s = self.snapshot();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            out.push_str(&format!(
+                "# HELP {prefix}{name} {help}\n# TYPE {prefix}{name} {kind}\n{prefix}{name} {value}\n"
+            ));
+        };
+        metric("redis_published_total", "counter", "Messages published to Redis.", s.published);
+        metric("redis_dropped_total", "counter", "Cross-node messages that never reached Redis.", s.dropped);
+        metric("redis_received_total", "counter", "Messages received from other nodes.", s.received);
+        metric("redis_malformed_total", "counter", "Messages from Redis that could not be decoded.", s.malformed);
+        metric(
+            "redis_request_failures_total",
+            "counter",
+            "Cluster requests that timed out or failed.",
+            s.request_failures,
+        );
+        metric("redis_connects_total", "counter", "Successful connections to Redis.", s.connects);
+        metric(
+            "redis_connected",
+            "gauge",
+            "1 when both Redis links are up.",
+            u64::from(s.publisher_connected && s.subscriber_connected),
+        );
+        out
+    }
+}
