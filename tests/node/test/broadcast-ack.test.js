@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { useServer } from "../lib/server.js";
-import { closeAll, connect, hello } from "../lib/client.js";
+import { closeAll, connect, hello, sleep } from "../lib/client.js";
 
 const server = useServer();
 
@@ -37,4 +37,15 @@ test("broadcast ack: every client (sender included, both transports) answers onc
   assert.equal(again.timedOut, false);
   assert.equal(again.responses.length, clients.length);
   assert.ok(again.responses.every((r) => r.payload === "round-2"));
+
+  // A client that has left is no longer waited for.
+  const leaving = clients.pop();
+  leaving.socket.disconnect();
+  await sleep(300);
+  const third = await clients[1].socket.timeout(5000).emitWithAck("broadcast-ack", "round-3");
+  assert.equal(third.timedOut, false, "the departed client must not be waited for");
+  assert.deepEqual(
+    third.responses.map((r) => r.name).sort(),
+    clients.map((c) => c.name),
+  );
 });

@@ -75,6 +75,55 @@ for (const transports of [["polling"], ["websocket"], ["polling", "websocket"]])
   });
 }
 
+for (const transports of [["polling"], ["websocket"]]) {
+  const name = transports[0];
+
+  test(`${name}: events queued before disconnect-me / close-conn arrive before the disconnect`, { timeout: 15000 }, async (t) => {
+    for (const [request, expectedReason] of [
+      ["disconnect-me", "io server disconnect"],
+      ["close-conn", "transport close"],
+    ]) {
+      const socket = connect(server.url, "/", { transports });
+      t.after(() => closeAll(socket));
+      await hello(socket);
+      const log = [];
+      socket.on("echo", (i) => log.push(i));
+      socket.on("binary", () => log.push("binary"));
+      const disconnected = new Promise((resolve) =>
+        socket.on("disconnect", (reason) => {
+          log.push(`disconnect: ${reason}`);
+          resolve();
+        }),
+      );
+      for (let i = 0; i < 20; i++) socket.emit("echo", i);
+      socket.emit("binary");
+      socket.emit(request);
+      await disconnected;
+      assert.deepEqual(
+        log,
+        [...Array.from({ length: 20 }, (_, i) => i), "binary", `disconnect: ${expectedReason}`],
+        `${request}: everything the server emitted before it, then the disconnect`,
+      );
+      closeAll(socket);
+    }
+  });
+
+  test(`${name}: unknown events are ignored; the connection stays usable`, { timeout: 10000 }, async (t) => {
+    const socket = connect(server.url, "/", { transports });
+    t.after(() => closeAll(socket));
+    await hello(socket);
+    const disconnects = record(socket, "disconnect");
+    let acked = false;
+    socket.emit("no-such-event", { x: 1 });
+    socket.emit("no-such-event-with-ack", "y", () => (acked = true));
+    socket.emit("echo", "after unknown events");
+    assert.equal(await next(socket, "echo"), "after unknown events");
+    await sleep(200);
+    assert.equal(acked, false, "nobody handled the event, so nobody acknowledged it");
+    assert.deepEqual(disconnects, []);
+  });
+}
+
 test("disconnect-me on \"/\" leaves \"/second\" connected on the same Engine.IO session", { timeout: 10000 }, async (t) => {
   const manager = new Manager(server.url, { transports: ["websocket"], forceNew: true, ...FAST_RECONNECT });
   const root = manager.socket("/");
