@@ -126,8 +126,9 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 run_bounded(build, Duration::from_secs(1800), &logs.join("build-switchyard.log"))?;
             }
             let target = cargo_target_dir(&repo.join("Cargo.toml"), repo)?;
-            let rev =
-                command_output("git", &["rev-parse", "--short", "HEAD"], repo).unwrap_or_else(|| "unknown".into());
+            // Marks a build from a work tree with uncommitted changes.
+            let rev = command_output("git", &["describe", "--always", "--dirty=+uncommitted"], repo)
+                .unwrap_or_else(|| "unknown".into());
             Ok(ServerSpec {
                 name: name.into(),
                 program: target.join("release/examples/bench-server"),
