@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::{CloseReason, Connection, Engine, EngineConfig, Frame, Handler, Incoming, OpenRequest};
-use switchyard_socketio::{SocketIo, SocketIoConfig};
+use switchyard_socketio::{AckError, ConnectError, Payload, Socket, SocketIo, SocketIoConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -211,6 +211,14 @@ impl SioServer {
 
     pub fn polling(&self, sid: &str) -> Polling {
         Polling { addr: self.addr, path: SIO_PATH, sid: sid.to_string() }
+    }
+
+    /// A client connected to `nsp` whose `auth` event (sent by the reference handlers) was read.
+    pub async fn client(&self, nsp: &str) -> (WsClient, String) {
+        let (mut ws, sid) = self.connect(nsp, None).await;
+        let auth = ws.sio_recv().await;
+        assert!(auth.ends_with(r#"["auth",{}]"#), "auth event expected: {auth:?}");
+        (ws, sid)
     }
 }
 
@@ -421,6 +429,16 @@ impl Polling {
         let res = self.get().await;
         assert_eq!(res.status, 200, "poll: {:?}", res.text());
         res.text().to_string()
+    }
+
+    /// Polls until `count` packets have arrived; returns them in order.
+    pub async fn poll_packets(&self, count: usize) -> Vec<String> {
+        let mut packets = Vec::new();
+        while packets.len() < count {
+            packets.extend(self.poll().await.split('\x1e').map(str::to_string));
+        }
+        assert_eq!(packets.len(), count, "more packets than expected: {packets:?}");
+        packets
     }
 
     /// A GET left running in the background (a long poll).
@@ -679,6 +697,14 @@ impl WsClient {
     }
 }
 
+/// The ack id and the rest of a server EVENT `2[/nsp,]<id>[...]` (or BINARY_EVENT `5N-[/nsp,]<id>[...]`).
+pub fn split_ack_id<'a>(packet: &'a str, header: &str) -> (u64, &'a str) {
+    let rest = packet.strip_prefix(header).unwrap_or_else(|| panic!("{header}... expected, got {packet:?}"));
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    assert!(digits > 0, "the server asked for an ack: {packet:?}");
+    (rest[..digits].parse().expect("ack id"), &rest[digits..])
+}
+
 /// Base64 with padding, as in the polling binary encoding.
 pub fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -687,4 +713,195 @@ pub fn b64(data: &[u8]) -> String {
 /// Lowercase hex, for reporting binary data as JSON from a handler.
 pub fn hex(data: &[u8]) -> String {
     data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---- Socket.IO reference behaviours -------------------------------------------------------------
+
+/// What the reference handlers saw, reported to the test.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    Connected {
+        nsp: String,
+        id: String,
+    },
+    Disconnected {
+        nsp: String,
+        id: String,
+        reason: &'static str,
+    },
+    /// The outcome of a server emit with ack (the `ask` event).
+    AckResult {
+        id: String,
+        result: Result<Payload, AckError>,
+    },
+}
+
+/// The stream of [`Seen`] reports.
+pub struct Observed(mpsc::UnboundedReceiver<Seen>);
+
+impl Observed {
+    pub async fn next(&mut self) -> Seen {
+        next(&mut self.0, "a report from the server-side handlers").await
+    }
+
+    /// Waits for socket `id` to disconnect and returns the reason.
+    pub async fn disconnect_reason(&mut self, id: &str) -> &'static str {
+        loop {
+            if let Seen::Disconnected { id: gone, reason, .. } = self.next().await {
+                if gone == id {
+                    return reason;
+                }
+            }
+        }
+    }
+
+    /// Waits for the outcome of the emit with ack made for socket `id`.
+    pub async fn ack_result(&mut self, id: &str) -> Result<Payload, AckError> {
+        loop {
+            if let Seen::AckResult { id: asked, result } = self.next().await {
+                if asked == id {
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// True when nothing was reported so far (without waiting).
+    pub fn nothing_yet(&mut self) -> bool {
+        self.0.try_recv().is_err()
+    }
+}
+
+/// How long the server waits for the client's ack to a `question`.
+pub const ASK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Replaces every binary placeholder in `value` with `{"bytes": "<hex>"}`.
+pub fn resolve_placeholders(value: &Value, payload: &Payload) -> Value {
+    if let Some(bytes) = payload.binary_of(value) {
+        return serde_json::json!({ "bytes": hex(bytes) });
+    }
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve_placeholders(v, payload)).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), resolve_placeholders(v, payload))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+fn rooms_json(socket: &Socket) -> Payload {
+    Payload::new(vec![Value::Array(socket.rooms().iter().map(|r| Value::String(r.to_string())).collect())])
+}
+
+fn string_args(payload: &Payload) -> Vec<String> {
+    payload.args.iter().filter_map(|a| a.as_str().map(str::to_string)).collect()
+}
+
+/// The behaviours the Socket.IO tests rely on, for one connected socket:
+/// - on connection: emits `auth` with the CONNECT auth object;
+/// - `message` -> emits `message-back` with the same arguments (binary included);
+/// - `message-with-ack` -> acks with the same arguments;
+/// - `binary-info` -> emits `binary-info-back` with the arguments, placeholders resolved to hex;
+/// - `join` / `leave` rooms -> ack with the socket's rooms;
+/// - `to-room` [room, text] -> `room-message` to that room (sender excluded), then an empty ack;
+/// - `broadcast` [text] -> `broadcast` to everyone else, then an empty ack;
+/// - `disconnect-me` [close] -> `socket.disconnect(close)`;
+/// - `ask` (args) -> emits `question` with the args and waits [`ASK_TIMEOUT`] for the client's ack.
+fn reference_socket(socket: Arc<Socket>, seen: mpsc::UnboundedSender<Seen>) {
+    let _ = seen.send(Seen::Connected { nsp: socket.ns().name().to_string(), id: socket.id().as_str().to_string() });
+    let _ = socket.emit("auth", socket.auth().clone());
+    socket.on("message", |socket, payload, _ack| {
+        let _ = socket.emit("message-back", payload);
+    });
+    socket.on("message-with-ack", |_socket, payload, ack| {
+        if let Some(ack) = ack {
+            ack.send(payload);
+        }
+    });
+    socket.on("binary-info", |socket, payload, _ack| {
+        let resolved = payload.args.iter().map(|a| resolve_placeholders(a, &payload)).collect::<Vec<_>>();
+        let _ = socket.emit("binary-info-back", resolved);
+    });
+    socket.on("join", |socket, payload, ack| {
+        for room in string_args(&payload) {
+            socket.join(room.as_str());
+        }
+        if let Some(ack) = ack {
+            ack.send(rooms_json(socket));
+        }
+    });
+    socket.on("leave", |socket, payload, ack| {
+        for room in string_args(&payload) {
+            socket.leave(&room);
+        }
+        if let Some(ack) = ack {
+            ack.send(rooms_json(socket));
+        }
+    });
+    socket.on("to-room", |socket, payload, ack| {
+        let args = string_args(&payload);
+        if let [room, text] = args.as_slice() {
+            socket.to(room.as_str()).emit("room-message", text.as_str());
+        }
+        if let Some(ack) = ack {
+            ack.send(());
+        }
+    });
+    socket.on("broadcast", |socket, payload, ack| {
+        socket.broadcast().emit("broadcast", payload);
+        if let Some(ack) = ack {
+            ack.send(());
+        }
+    });
+    socket.on("disconnect-me", |socket, payload, _ack| {
+        socket.disconnect(payload.args.first().and_then(Value::as_bool).unwrap_or(false));
+    });
+    let asked = seen.clone();
+    socket.on("ask", move |socket, payload, _ack| {
+        let socket = socket.clone();
+        let asked = asked.clone();
+        tokio::spawn(async move {
+            let result = socket.emit_with_ack("question", payload, ASK_TIMEOUT).await;
+            let _ = asked.send(Seen::AckResult { id: socket.id().as_str().to_string(), result });
+        });
+    });
+    socket.on_disconnect(move |socket, reason| {
+        let _ = seen.send(Seen::Disconnected {
+            nsp: socket.ns().name().to_string(),
+            id: socket.id().as_str().to_string(),
+            reason: reason.as_str(),
+        });
+    });
+}
+
+/// Registers the reference behaviours on `/` and `/custom`, `/private` (middleware: auth token
+/// `secret` required, refusal with data) and `/closed` (middleware refusing everyone). Any other
+/// namespace is unknown.
+pub fn reference_handlers(io: &SocketIo) -> Observed {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for name in ["/", "/custom", "/private", "/closed"] {
+        let seen = tx.clone();
+        io.of(name).on_connection(move |socket| reference_socket(socket, seen.clone()));
+    }
+    io.of("/private").use_middleware(|socket| {
+        let allowed = socket.auth().get("token").and_then(Value::as_str) == Some("secret");
+        async move {
+            if allowed {
+                Ok(())
+            } else {
+                Err(ConnectError::new("not authorized").with_data(serde_json::json!({"code": 4001})))
+            }
+        }
+    });
+    io.of("/closed").use_middleware(|_socket| async { Err(ConnectError::new("closed for maintenance")) });
+    Observed(rx)
+}
+
+impl SioServer {
+    /// A server with the [`reference_handlers`].
+    pub async fn reference(config: SocketIoConfig) -> (SioServer, Observed) {
+        let mut observed = None;
+        let server = SioServer::start(config, |io| observed = Some(reference_handlers(io))).await;
+        (server, observed.expect("handlers registered"))
+    }
 }

@@ -1,0 +1,14 @@
+//! Socket.IO v5 conformance, written from `docs/socket.io-protocol/v5-current.md`: every packet type
+//! (CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK) both ways, namespaces,
+//! middleware, malformed packets, disconnect reasons, rooms and broadcasts, checked at the wire level
+//! against an in-process server running the reference handlers of `common`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod broadcast;
+mod connect;
+mod disconnect;
+mod events;
+mod malformed;
+mod rooms;
