@@ -117,16 +117,21 @@ pub(crate) struct Outgoing {
 /// queries.
 pub(crate) struct Publisher {
     queue: mpsc::Sender<Outgoing>,
-    current: RwLock<Option<Conn>>,
-    broken: Notify,
+    /// The live connection and its generation (bumped on every reconnect).
+    current: RwLock<Option<(u64, Conn)>>,
+    broken: Arc<Notify>,
     stats: Arc<Stats>,
 }
 
 impl Publisher {
     pub(crate) fn start(target: RedisTarget, capacity: usize, max_in_flight: usize, stats: Arc<Stats>) -> Arc<Self> {
         let (queue, rx) = mpsc::channel(capacity.max(1));
-        let publisher =
-            Arc::new(Publisher { queue, current: RwLock::new(None), broken: Notify::new(), stats: stats.clone() });
+        let publisher = Arc::new(Publisher {
+            queue,
+            current: RwLock::new(None),
+            broken: Arc::new(Notify::new()),
+            stats: stats.clone(),
+        });
         tokio::spawn(run_publisher(Arc::downgrade(&publisher), target, rx, max_in_flight.max(1), stats));
         publisher
     }
@@ -142,20 +147,41 @@ impl Publisher {
         }
     }
 
-    /// Runs a command on the live connection, failing at once when Redis is unreachable.
+    /// Runs a command on the live connection, failing at once when Redis is unreachable. A command
+    /// that finds the connection dead is tried once more on the next one.
     pub(crate) async fn query(&self, cmd: &Cmd, timeout: Duration) -> Result<redis::Value, String> {
-        let Some(mut conn) = self.current.read().clone() else {
-            return Err("Redis is unreachable".into());
-        };
-        match tokio::time::timeout(timeout, conn.query(cmd)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                if is_connection_error(&err) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut retried = false;
+        loop {
+            let Some((generation, mut conn)) = self.current.read().clone() else {
+                return Err("Redis is unreachable".into());
+            };
+            match tokio::time::timeout_at(deadline, conn.query(cmd)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(err)) if is_connection_error(&err) && !retried => {
+                    retried = true;
                     self.broken.notify_one();
+                    // Wait (briefly) for the supervisor to put a new connection in place.
+                    let reconnected = tokio::time::timeout_at(deadline, async {
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            if matches!(&*self.current.read(), Some((g, _)) if *g != generation) {
+                                return;
+                            }
+                        }
+                    });
+                    if reconnected.await.is_err() {
+                        return Err(format!("Redis error: {err}"));
+                    }
                 }
-                Err(format!("Redis error: {err}"))
+                Ok(Err(err)) => {
+                    if is_connection_error(&err) {
+                        self.broken.notify_one();
+                    }
+                    return Err(format!("Redis error: {err}"));
+                }
+                Err(_) => return Err("Redis did not answer in time".into()),
             }
-            Err(_) => Err("Redis did not answer in time".into()),
         }
     }
 
@@ -173,10 +199,21 @@ async fn run_publisher(
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
+    let mut generation = 0u64;
+    let Some(broken) = publisher.upgrade().map(|p| p.broken.clone()) else { return };
     loop {
+        // The publisher only listens for the connection's end, to reconnect before the next publish.
+        let on_push: PushHandler = {
+            let broken = broken.clone();
+            Arc::new(move |info: PushInfo| {
+                if info.kind == PushKind::Disconnection {
+                    broken.notify_one();
+                }
+            })
+        };
         // Connect, dropping (and counting) whatever is queued meanwhile.
         let conn = {
-            let connect = tokio::time::timeout(CONNECT_TIMEOUT * 2, target.connect(None));
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT * 2, target.connect(Some(on_push)));
             tokio::pin!(connect);
             loop {
                 tokio::select! {
@@ -203,7 +240,8 @@ async fn run_publisher(
             }
         };
         let Some(publisher) = publisher.upgrade() else { return };
-        *publisher.current.write() = Some(conn.clone());
+        generation += 1;
+        *publisher.current.write() = Some((generation, conn.clone()));
         stats.publisher_connected.store(true, Ordering::Relaxed);
         stats.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!("redis adapter: publisher connected");
@@ -211,6 +249,9 @@ async fn run_publisher(
         first = true;
 
         let mut in_flight = FuturesUnordered::new();
+        let mut health = tokio::time::interval(HEALTH_CHECK);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await;
         loop {
             tokio::select! {
                 message = rx.recv(), if in_flight.len() < max_in_flight => {
@@ -233,7 +274,14 @@ async fn run_publisher(
                     }
                 },
                 _ = publisher.broken.notified() => {
-                    // A query failed: check with a PING before throwing the connection away.
+                    // The connection ended or a query failed: check with a PING before throwing it away.
+                    let ping = tokio::time::timeout(RESPONSE_TIMEOUT, conn.query(&redis::cmd("PING"))).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        tracing::warn!("redis adapter: publisher connection lost");
+                        break;
+                    }
+                }
+                _ = health.tick() => {
                     let ping = tokio::time::timeout(RESPONSE_TIMEOUT, conn.query(&redis::cmd("PING"))).await;
                     if !matches!(ping, Ok(Ok(_))) {
                         tracing::warn!("redis adapter: publisher connection does not answer");

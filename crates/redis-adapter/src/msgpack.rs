@@ -275,13 +275,13 @@ impl<'a> Reader<'a> {
             0xc0 => Value::Null,
             0xc2 => Value::Bool(false),
             0xc3 => Value::Bool(true),
-            0xc4 | 0xc5 | 0xc6 => {
+            0xc4..=0xc6 => {
                 let len = self.be(1 << (kind - 0xc4))? as usize;
                 let data = Bytes::copy_from_slice(self.take(len)?);
                 self.binary.push(data);
                 switchyard_socketio::engine::protocol::socketio::placeholder(self.binary.len() - 1)
             }
-            0xc7 | 0xc8 | 0xc9 => {
+            0xc7..=0xc9 => {
                 let len = self.be(1 << (kind - 0xc7))? as usize;
                 return self.ext(len);
             }

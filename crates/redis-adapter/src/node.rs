@@ -565,7 +565,9 @@ impl Shared {
                             }
                         }
                         ResponseKind::Ack(answer) => {
-                            if answers.send(answer).is_err() {
+                            // The emitter stopped listening (it timed out): stop forwarding.
+                            let forwarded = answers.send(answer);
+                            if forwarded.is_err() {
                                 return;
                             }
                         }
@@ -664,8 +666,8 @@ impl Shared {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match kind {
             classic::SOCKETS => {
-                let mut opts = BroadcastOptions::default();
-                opts.rooms = wire::rooms(request.get("rooms")).collect();
+                let opts =
+                    BroadcastOptions { rooms: wire::rooms(request.get("rooms")).collect(), ..Default::default() };
                 let ids: Vec<String> = ns.local_targets(&opts).iter().map(|s| s.id().to_string()).collect();
                 respond(json!({"requestId": request_id, "sockets": ids}));
             }

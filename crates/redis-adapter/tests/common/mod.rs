@@ -1,0 +1,361 @@
+//! Test setup for the cluster tests: redis-server processes started on free loopback ports (and killed
+//! at the end), Switchyard nodes in this process on their own ports, and a small WebSocket Socket.IO
+//! client. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use switchyard_redis::{RedisAdapterConfig, RedisNode, RedisTarget};
+use switchyard_socketio::{Namespace, Payload, Sid, SocketIo, SocketIoConfig};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The longest one step of a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// Polls `check` until it holds, for at most [`WAIT`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    within(what, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+fn redis_server_binary() -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"]) {
+        let path = PathBuf::from(dir).join("redis-server");
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!("redis-server not found: install it (scripts/install-deps.sh does)");
+}
+
+/// A redis-server on 127.0.0.1, killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        Self::start_with(free_port(), Vec::new()).await
+    }
+
+    pub async fn start_with(port: u16, extra: Vec<String>) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("switchyard-redis-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut server = RedisServer { port, child: None, dir, extra };
+        server.spawn().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(redis_server_binary())
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", self.dir.to_str().unwrap_or("/tmp")])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let port = self.port;
+        within("redis-server to answer PING", async move {
+            loop {
+                if ping(port).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients).
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A raw PING: true when the server answers PONG.
+pub async fn ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    if stream.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await, Ok(Ok(n)) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// Runs `redis-cli` with `args` against 127.0.0.1; panics on failure.
+pub async fn redis_cli(args: &[&str]) -> String {
+    let output = within("redis-cli", Command::new("redis-cli").args(args).stdin(Stdio::null()).output())
+        .await
+        .expect("run redis-cli");
+    assert!(output.status.success(), "redis-cli {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A Switchyard node: a server with the Redis adapter, on its own port, stopped when dropped.
+pub struct Node {
+    pub io: SocketIo,
+    pub redis: RedisNode,
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Node {
+    pub async fn start(target: RedisTarget, config: RedisAdapterConfig) -> Node {
+        let io = SocketIo::new(SocketIoConfig::default());
+        let redis = RedisNode::start(target, config).expect("valid Redis address");
+        redis.attach(&io);
+        // Clients ack "ask" with their own id and answer "whoami" likewise; every node answers the
+        // server-side "ping" with its uid.
+        let ns = io.of("/");
+        ns.on_connection(|socket| {
+            socket.on("echo", |_, payload, ack| {
+                if let Some(ack) = ack {
+                    ack.send(payload);
+                }
+            });
+        });
+        let uid = redis.uid().to_string();
+        ns.on_server_side("ping", move |payload, ack| {
+            if let Some(ack) = ack {
+                let mut answer = vec![Value::String(uid.clone())];
+                answer.extend(payload.args);
+                ack(Payload::new(vec![Value::Array(answer)]));
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let app = axum::Router::new().route_service("/socket.io/", io.service());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Node { io, redis, addr, _stop: stop }
+    }
+
+    pub fn ns(&self) -> std::sync::Arc<Namespace> {
+        self.io.of("/")
+    }
+
+    pub async fn connected(&self) {
+        let redis = self.redis.clone();
+        assert!(redis.wait_connected(WAIT).await, "node did not connect to Redis");
+    }
+
+    /// The local socket with this id.
+    pub fn socket(&self, id: &str) -> std::sync::Arc<switchyard_socketio::Socket> {
+        self.ns().get_socket(&Sid::parse(id).expect("socket id")).expect("socket on this node")
+    }
+}
+
+/// Starts `n` nodes on one Redis and waits until each counts all `n` servers.
+pub async fn cluster(n: usize, target: RedisTarget, config: RedisAdapterConfig) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(Node::start(target.clone(), config.clone()).await);
+    }
+    for node in &nodes {
+        node.connected().await;
+    }
+    for node in &nodes {
+        let redis = node.redis.clone();
+        within("every node to see the whole cluster", async move {
+            loop {
+                if redis.server_count("/").await.ok() == Some(n) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+    nodes
+}
+
+/// An event a client received: name and arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub args: Vec<Value>,
+    pub ack: Option<u64>,
+}
+
+/// A Socket.IO client over WebSocket (text packets only), answering pings by itself.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub id: String,
+    /// Acks for events named "ask": answered with this client's label.
+    pub label: String,
+    next_ack: u64,
+}
+
+impl Client {
+    pub async fn connect(node: &Node, label: &str) -> Client {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.addr);
+        let (ws, _) = within("websocket connect", tokio_tungstenite::connect_async(url)).await.expect("connect");
+        let mut client = Client { ws, id: String::new(), label: label.to_string(), next_ack: 1 };
+        let open = client.next_text().await;
+        assert!(open.starts_with('0'), "expected the Engine.IO open packet, got {open}");
+        client.send("40").await;
+        let reply = client.next_text().await;
+        let body = reply.strip_prefix("40").unwrap_or_else(|| panic!("expected CONNECT reply, got {reply}"));
+        let body: Value = serde_json::from_str(body).expect("CONNECT reply JSON");
+        client.id = body["sid"].as_str().expect("sid").to_string();
+        client
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        within("websocket send", self.ws.send(Message::text(text.to_string()))).await.expect("send");
+    }
+
+    /// The next text frame, answering pings on the way.
+    async fn next_text(&mut self) -> String {
+        loop {
+            let message = within("a frame from the server", self.ws.next()).await;
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let text = text.to_string();
+                    if text == "2" {
+                        self.send("3").await;
+                        continue;
+                    }
+                    return text;
+                }
+                Some(Ok(Message::Close(_))) | None => panic!("connection closed"),
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => panic!("websocket error: {err}"),
+            }
+        }
+    }
+
+    /// The next packet that is not a ping: `Some(event)` for events, `None` for a disconnect packet.
+    pub async fn next_packet(&mut self) -> Option<Event> {
+        loop {
+            let text = self.next_text().await;
+            if text == "41" {
+                return None;
+            }
+            let Some(rest) = text.strip_prefix("42") else { continue };
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            let ack = rest[..digits].parse().ok();
+            let mut args: Vec<Value> = serde_json::from_str(&rest[digits..]).expect("event JSON");
+            let name = args.remove(0).as_str().expect("event name").to_string();
+            let event = Event { name, args, ack };
+            if let (Some(id), "ask") = (event.ack, event.name.as_str()) {
+                let answer = serde_json::json!([self.label]).to_string();
+                self.send(&format!("43{id}{answer}")).await;
+            }
+            return Some(event);
+        }
+    }
+
+    pub async fn next_event(&mut self) -> Event {
+        self.next_packet().await.expect("an event, not a disconnect")
+    }
+
+    /// Events until one named `marker`; returns the ones before it.
+    pub async fn events_until(&mut self, marker: &str) -> Vec<Event> {
+        let mut seen = Vec::new();
+        loop {
+            let event = self.next_event().await;
+            if event.name == marker {
+                return seen;
+            }
+            seen.push(event);
+        }
+    }
+
+    /// The next binary event: its text packet and its attachments.
+    pub async fn next_binary_event(&mut self) -> (String, Vec<Vec<u8>>) {
+        let text = loop {
+            let text = self.next_text().await;
+            if text.starts_with("45") {
+                break text;
+            }
+        };
+        let count: usize = text[2..].split('-').next().and_then(|n| n.parse().ok()).expect("attachment count");
+        let mut attachments = Vec::new();
+        while attachments.len() < count {
+            match within("an attachment", self.ws.next()).await {
+                Some(Ok(Message::Binary(data))) => attachments.push(data.to_vec()),
+                Some(Ok(_)) => continue,
+                other => panic!("expected an attachment, got {other:?}"),
+            }
+        }
+        (text, attachments)
+    }
+
+    pub async fn emit_with_ack(&mut self, event: &str, args: Value) -> Value {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let mut all = vec![Value::String(event.to_string())];
+        if let Value::Array(items) = args {
+            all.extend(items);
+        }
+        self.send(&format!("42{id}{}", Value::Array(all))).await;
+        loop {
+            let text = self.next_text().await;
+            if let Some(rest) = text.strip_prefix(&format!("43{id}")) {
+                return serde_json::from_str(rest).expect("ack JSON");
+            }
+        }
+    }
+}
