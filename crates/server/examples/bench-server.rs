@@ -1,6 +1,9 @@
 //! The server that `switchyard-bench` measures. Namespace `/`:
 //! `join`(room), `leave`(room), `msg`(room, payload) -> `msg`(payload) to the room but the sender,
 //! `echo`(payload, ack) -> ack(payload). Port from `PORT` (default 3000).
+//!
+//! With `REDIS_URL` (or `REDIS_CLUSTER_NODES`) set it joins a cluster through Redis, in
+//! `REDIS_MODE=classic` (default) or `sharded` mode, so benchmarks and tests start cluster nodes alike.
 
 use axum::Router;
 use serde_json::Value;
@@ -14,6 +17,8 @@ fn room_arg(payload: &Payload) -> Option<&str> {
 async fn main() -> std::io::Result<()> {
     switchyard::init_tracing();
     let io = SocketIo::new(SocketIoConfig::default());
+    let cluster = switchyard::cluster::ClusterArgs::from_env().map_err(std::io::Error::other)?;
+    let _node = switchyard::cluster::configure(&io, &cluster).map_err(std::io::Error::other)?;
     io.of("/").on_connection(|socket| {
         socket.on("join", |socket, payload, _| {
             if let Some(room) = room_arg(&payload) {

@@ -2,6 +2,7 @@
 //! port) with graceful shutdown, the chat page, and the configuration of the `switchyard` binary.
 
 pub mod chat;
+pub mod cluster;
 pub mod metrics;
 
 use axum::extract::ConnectInfo;

@@ -1,0 +1,184 @@
+//! Running Switchyard as one node of a cluster over Redis, and the `switchyard emit` subcommand.
+//!
+//! Without a Redis address the server runs alone on the in-memory adapter. With `--redis-url` (or
+//! `REDIS_URL`), or `--redis-cluster-nodes` for a Redis Cluster, it joins the cluster in the wire
+//! format of Node's `@socket.io/redis-adapter`: `classic` (the default) or `sharded`.
+
+use clap::Args;
+use serde_json::Value;
+use std::time::Duration;
+use switchyard_redis::{ConfigError, Emitter, Mode, RedisAdapterConfig, RedisNode, RedisTarget, SubscriptionMode};
+use switchyard_socketio::{Payload, SocketIo};
+
+/// Where the cluster's Redis is and how to speak to it (flags or environment).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Redis to join a cluster through, e.g. redis://127.0.0.1:6379/ (none: run alone).
+    #[arg(long = "redis-url", env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster (comma-separated URLs), instead of --redis-url.
+    #[arg(long = "redis-cluster-nodes", env = "REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
+    /// Channel prefix shared by every server of the cluster (Node's `key` / `channelPrefix`).
+    #[arg(long = "redis-key-prefix", env = "REDIS_KEY_PREFIX", default_value = "socket.io")]
+    pub redis_key_prefix: String,
+    /// Wire format: `classic` (PUBLISH, Node's createAdapter) or `sharded` (SPUBLISH, createShardedAdapter).
+    #[arg(long = "redis-mode", env = "REDIS_MODE", default_value = "classic")]
+    pub redis_mode: Mode,
+    /// Sharded mode's subscription mode: `dynamic` (a channel per room) or `static`.
+    #[arg(long = "redis-subscription-mode", env = "REDIS_SUBSCRIPTION_MODE", default_value = "dynamic")]
+    pub redis_subscription_mode: SubscriptionMode,
+    /// How long cluster requests (fetch-sockets, rooms, server-side acks) wait for other servers.
+    #[arg(long = "redis-requests-timeout-ms", env = "REDIS_REQUESTS_TIMEOUT_MS", default_value_t = 5000)]
+    pub redis_requests_timeout_ms: u64,
+}
+
+/// Parses only the cluster settings (for examples, which take everything from the environment).
+#[derive(Debug, clap::Parser)]
+struct ClusterEnv {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+impl ClusterArgs {
+    /// The settings from the environment alone (`REDIS_URL`, `REDIS_MODE`, ...).
+    pub fn from_env() -> Result<Self, clap::Error> {
+        <ClusterEnv as clap::Parser>::try_parse_from(["switchyard"]).map(|env| env.cluster)
+    }
+
+    /// Where Redis is, if anywhere.
+    pub fn target(&self) -> Option<RedisTarget> {
+        if !self.redis_cluster_nodes.is_empty() {
+            return Some(RedisTarget::Cluster(self.redis_cluster_nodes.clone()));
+        }
+        self.redis_url.clone().filter(|url| !url.is_empty()).map(RedisTarget::Single)
+    }
+
+    pub fn adapter_config(&self) -> RedisAdapterConfig {
+        RedisAdapterConfig {
+            key_prefix: self.redis_key_prefix.clone(),
+            mode: self.redis_mode,
+            subscription_mode: self.redis_subscription_mode,
+            requests_timeout: Duration::from_millis(self.redis_requests_timeout_ms),
+            ..RedisAdapterConfig::default()
+        }
+    }
+}
+
+/// Joins the cluster `args` describes, if any: every namespace of `io` then uses the Redis adapter.
+/// Call before the first `io.of(..)`. Returns the node (its stats feed the metrics).
+pub fn configure(io: &SocketIo, args: &ClusterArgs) -> Result<Option<RedisNode>, ConfigError> {
+    let Some(target) = args.target() else { return Ok(None) };
+    let node = RedisNode::start(target.clone(), args.adapter_config())?;
+    node.attach(io);
+    tracing::info!(?target, mode = ?args.redis_mode, uid = node.uid(), "joining the cluster through Redis");
+    Ok(Some(node))
+}
+
+/// `switchyard emit`: publish one event to a cluster's clients without running a server.
+#[derive(Debug, Clone, Args)]
+pub struct EmitArgs {
+    /// Redis URL of the cluster.
+    #[arg(long = "redis", env = "REDIS_URL", required_unless_present = "redis_cluster_nodes")]
+    pub redis: Option<String>,
+    /// Seed nodes of a Redis Cluster (comma-separated URLs), instead of --redis.
+    #[arg(long = "redis-cluster-nodes", env = "REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
+    #[arg(long = "key-prefix", env = "REDIS_KEY_PREFIX", default_value = "socket.io")]
+    pub key_prefix: String,
+    #[arg(long = "mode", env = "REDIS_MODE", default_value = "classic")]
+    pub mode: Mode,
+    /// Namespace of the clients to reach.
+    #[arg(long = "nsp", default_value = "/")]
+    pub nsp: String,
+    /// Only clients in this room (repeat for several; none: every client).
+    #[arg(long = "room")]
+    pub rooms: Vec<String>,
+    /// Not clients in this room (repeatable).
+    #[arg(long = "except")]
+    pub except: Vec<String>,
+    /// May be dropped for clients not ready to receive.
+    #[arg(long)]
+    pub volatile: bool,
+    /// Event name.
+    pub event: String,
+    /// Arguments, each a JSON value (a word that is not JSON is sent as a string).
+    pub args: Vec<String>,
+}
+
+impl EmitArgs {
+    fn target(&self) -> RedisTarget {
+        if !self.redis_cluster_nodes.is_empty() {
+            RedisTarget::Cluster(self.redis_cluster_nodes.clone())
+        } else {
+            RedisTarget::Single(self.redis.clone().unwrap_or_default())
+        }
+    }
+
+    /// The event's arguments as JSON values.
+    pub fn payload(&self) -> Payload {
+        Payload::new(
+            self.args
+                .iter()
+                .map(|arg| serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.clone())))
+                .collect(),
+        )
+    }
+}
+
+/// Publishes the event `args` describes. Errors are meant for the terminal.
+pub async fn run_emit(args: &EmitArgs) -> Result<(), String> {
+    let target = args.target();
+    target.validate().map_err(|e| format!("invalid Redis address: {e}"))?;
+    let emitter = tokio::time::timeout(Duration::from_secs(10), Emitter::connect(target, &args.key_prefix, args.mode))
+        .await
+        .map_err(|_| "Redis did not answer within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut operator = emitter.of(&args.nsp);
+    for room in &args.rooms {
+        operator = operator.to(room.as_str());
+    }
+    for room in &args.except {
+        operator = operator.except(room.as_str());
+    }
+    if args.volatile {
+        operator = operator.volatile();
+    }
+    operator.emit(&args.event, args.payload()).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+
+    #[derive(Debug, Parser)]
+    struct EmitCli {
+        #[command(flatten)]
+        emit: EmitArgs,
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let cli = Cli::parse_from(["x", "--redis-url", "redis://127.0.0.1:7000/", "--redis-mode", "sharded"]);
+        assert_eq!(cli.cluster.target(), Some(RedisTarget::Single("redis://127.0.0.1:7000/".into())));
+        assert_eq!(cli.cluster.adapter_config().mode, Mode::Sharded);
+        let cli = Cli::parse_from(["x", "--redis-cluster-nodes", "redis://127.0.0.1:1,redis://127.0.0.1:2"]);
+        assert!(matches!(cli.cluster.target(), Some(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
+        assert!(Cli::try_parse_from(["x", "--redis-mode", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn emit_arguments_are_json_or_strings() {
+        let cli = EmitCli::parse_from(["x", "--redis", "redis://127.0.0.1/", "--room", "r", "news", "{\"a\":1}", "plain", "3"]);
+        assert_eq!(cli.emit.rooms, vec!["r"]);
+        assert_eq!(cli.emit.payload().args, vec![json!({"a": 1}), json!("plain"), json!(3)]);
+    }
+}
