@@ -110,12 +110,17 @@ pub(crate) fn upgrade<H: Handler, B>(
         let task = WsTask { engine, conn, client, upgrading, decoder: FrameDecoder::new(0) };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
+                // Copy what hyper had read ahead, then drop its read buffer: keeping a slice of it would
+                // pin hyper's whole buffer for the life of the connection.
+                let pending = BytesMut::from(&parts.read_buf[..]);
+                drop(parts.read_buf);
                 let mut tcp = parts.io.into_inner();
                 let _ = tcp.set_nodelay(true);
                 let (rd, wr) = tcp.split();
-                task.run(rd, wr, BytesMut::from(&parts.read_buf[..])).await;
+                task.run(rd, wr, pending).await;
             }
             Err(upgraded) => {
+                tracing::debug!("upgraded connection is not a TcpStream: using the generic (buffered) path");
                 let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
                 task.run(rd, wr, BytesMut::new()).await;
             }
@@ -375,34 +380,50 @@ impl<R: AsyncRead + Unpin> Future for ReadSome<'_, R> {
     }
 }
 
-async fn write_frames<W: AsyncWrite + Unpin>(wr: &mut W, frames: &[Frame]) -> io::Result<()> {
-    let mut index = 0;
-    let mut offset = 0;
-    while index < frames.len() {
-        let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut count = 0;
-        for (i, frame) in frames[index..].iter().take(MAX_IOVECS).enumerate() {
-            let bytes = frame.ws_bytes();
-            slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { &bytes[..] });
-            count += 1;
-        }
-        let mut written = wr.write_vectored(&slices[..count]).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let remaining = frames[index].ws_bytes().len() - offset;
-            if written >= remaining {
-                written -= remaining;
-                index += 1;
-                offset = 0;
-            } else {
-                offset += written;
-                written = 0;
+/// Writes every frame with vectored writes. The iovec array is built on the stack in each `poll`, so
+/// it never becomes part of the connection's (long-lived) future.
+fn write_frames<'a, W: AsyncWrite + Unpin>(wr: &'a mut W, frames: &'a [Frame]) -> WriteFrames<'a, W> {
+    WriteFrames { wr, frames, index: 0, offset: 0 }
+}
+
+struct WriteFrames<'a, W> {
+    wr: &'a mut W,
+    frames: &'a [Frame],
+    index: usize,
+    offset: usize,
+}
+
+impl<W: AsyncWrite + Unpin> Future for WriteFrames<'_, W> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        while this.index < this.frames.len() {
+            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, frame) in this.frames[this.index..].iter().take(MAX_IOVECS).enumerate() {
+                let bytes = frame.ws_bytes();
+                slices[i] = IoSlice::new(if i == 0 { &bytes[this.offset..] } else { &bytes[..] });
+                count += 1;
+            }
+            let mut written = ready!(Pin::new(&mut *this.wr).poll_write_vectored(cx, &slices[..count]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            while written > 0 {
+                let remaining = this.frames[this.index].ws_bytes().len() - this.offset;
+                if written >= remaining {
+                    written -= remaining;
+                    this.index += 1;
+                    this.offset = 0;
+                } else {
+                    this.offset += written;
+                    written = 0;
+                }
             }
         }
+        Poll::Ready(Ok(()))
     }
-    Ok(())
 }
 
 async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, chunks: &[Bytes]) -> io::Result<()> {
