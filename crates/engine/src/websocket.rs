@@ -114,15 +114,22 @@ pub(crate) fn upgrade<H: Handler, B>(
                 // pin hyper's whole buffer for the life of the connection.
                 let pending = BytesMut::from(&parts.read_buf[..]);
                 drop(parts.read_buf);
-                let mut tcp = parts.io.into_inner();
+                let tcp = parts.io.into_inner();
                 let _ = tcp.set_nodelay(true);
-                let (rd, wr) = tcp.split();
-                task.run(rd, wr, pending).await;
+                // A task of its own, so the long-lived future holds only the connection loop, not the
+                // state of the upgrade that preceded it.
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let (rd, wr) = tcp.split();
+                    task.run(rd, wr, pending).await;
+                });
             }
             Err(upgraded) => {
                 tracing::debug!("upgraded connection is not a TcpStream: using the generic (buffered) path");
-                let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-                task.run(rd, wr, BytesMut::new()).await;
+                tokio::spawn(async move {
+                    let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
+                    task.run(rd, wr, BytesMut::new()).await;
+                });
             }
         }
     });
