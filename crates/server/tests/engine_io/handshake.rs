@@ -117,6 +117,10 @@ async fn unexpected_requests_on_a_session_are_error_3() {
     // A plain GET (no upgrade headers) for the websocket transport.
     get(server.addr, "/engine.io/?EIO=4&transport=websocket").await.assert_engine_error(3, "Bad request");
     get(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid))).await.assert_engine_error(3, "Bad request");
+    // A POST naming the other transport than the session's.
+    post(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid)), b"4x")
+        .await
+        .assert_engine_error(3, "Bad request");
 }
 
 #[tokio::test]

@@ -171,6 +171,22 @@ async fn concurrent_posts_close_the_session() {
 }
 
 #[tokio::test]
+async fn aborted_post_closes_the_session() {
+    let mut server = EchoServer::start(engine_config()).await;
+    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: 10\r\n\r\n",
+        session.url(),
+        server.addr
+    );
+    let partial = send_request(server.addr, &head, b"4ab").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(partial);
+    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportError);
+    session.get().await.assert_engine_error(1, "Session ID unknown");
+}
+
+#[tokio::test]
 async fn aborted_get_closes_the_session() {
     let mut server = EchoServer::start(engine_config()).await;
     let (session, _) = Polling::open(server.addr, EIO_PATH).await;

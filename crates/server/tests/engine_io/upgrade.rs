@@ -179,6 +179,8 @@ async fn close_over_websocket_after_upgrade_ends_the_session() {
     ws.expect_closed().await;
     assert_eq!(server.closed(&session.sid).await, CloseReason::TransportClose);
     session.get().await.assert_engine_error(1, "Session ID unknown");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(server.no_close_yet(), "the handler hears of the close exactly once");
 }
 
 #[tokio::test]

@@ -82,6 +82,17 @@ async fn close_frame_closes_the_connection() {
 }
 
 #[tokio::test]
+#[ignore = "bug: a client Close frame is not answered with a Close frame (RFC 6455 5.5.1); the server only ends TCP"]
+async fn close_frame_is_answered_with_a_close_frame() {
+    // RFC 6455 5.5.1: an endpoint that receives a Close frame it did not initiate sends one back.
+    let server = EchoServer::start(engine_config()).await;
+    let (mut ws, _) = session(&server).await;
+    ws.send_frame(true, OP_CLOSE, &1000u16.to_be_bytes()).await;
+    assert!(matches!(ws.recv().await, WsFrame::Close(_)), "a close frame before the end of the connection");
+    ws.expect_eof().await;
+}
+
+#[tokio::test]
 async fn dropped_tcp_connection_closes_the_session() {
     let mut server = EchoServer::start(engine_config()).await;
     let (ws, sid) = session(&server).await;

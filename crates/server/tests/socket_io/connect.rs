@@ -50,6 +50,25 @@ async fn connect_over_polling() {
 }
 
 #[tokio::test]
+async fn sockets_survive_the_upgrade_to_websocket() {
+    let (server, mut seen) = SioServer::reference(sio_config()).await;
+    let (session, _) = Polling::open(server.addr, SIO_PATH).await;
+    session.send("40").await;
+    session.poll_packets(2).await;
+    let Seen::Connected { id, .. } = seen.next().await else { panic!("connected first") };
+    let mut ws = WsClient::connect(server.addr, &eio_url(SIO_PATH, "websocket", Some(&session.sid)))
+        .await
+        .unwrap_or_else(|res| panic!("upgrade refused: {}", res.status));
+    ws.send_text("2probe").await;
+    assert_eq!(ws.recv().await, WsFrame::Text("3probe".into()));
+    ws.send_text("5").await;
+    ws.sio_send(r#"2["message","upgraded"]"#).await;
+    assert_eq!(ws.sio_recv().await, r#"2["message-back","upgraded"]"#);
+    ws.sio_send("1").await;
+    assert_eq!(seen.disconnect_reason(&id).await, "client namespace disconnect");
+}
+
+#[tokio::test]
 async fn connect_to_custom_namespace() {
     let (server, mut seen) = SioServer::reference(sio_config()).await;
     let mut ws = server.ws().await;
