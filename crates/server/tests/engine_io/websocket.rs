@@ -244,3 +244,45 @@ async fn websocket_ping_gets_pong_with_same_payload() {
     ws.send_text("4ok").await;
     assert_eq!(ws.recv().await, WsFrame::Text("4ok".into()));
 }
+
+/// A raw upgrade request for a new WebSocket session with the given header lines.
+async fn raw_upgrade(server: &EchoServer, header_lines: &str) -> HttpResponse {
+    let head =
+        format!("GET {} HTTP/1.1\r\nHost: {}\r\n{header_lines}\r\n", eio_url(EIO_PATH, "websocket", None), server.addr);
+    let mut stream = send_request(server.addr, &head, b"").await;
+    within("the upgrade answer", read_response(&mut stream, &mut Vec::new())).await
+}
+
+#[tokio::test]
+async fn upgrade_headers_are_matched_as_token_lists() {
+    let server = EchoServer::start(engine_config()).await;
+    // As Firefox sends them.
+    let res = raw_upgrade(
+        &server,
+        "Upgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+    )
+    .await;
+    assert_eq!(res.status, 101);
+    assert_eq!(res.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+}
+
+#[tokio::test]
+async fn incomplete_upgrade_requests_are_refused() {
+    let server = EchoServer::start(engine_config()).await;
+    for (what, lines) in [
+        ("no key", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"),
+        (
+            "unsupported version",
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 99\r\n",
+        ),
+        (
+            "no Connection: Upgrade",
+            "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        ),
+    ] {
+        let res = raw_upgrade(&server, lines).await;
+        assert_eq!(res.status, 400, "{what}");
+    }
+}
