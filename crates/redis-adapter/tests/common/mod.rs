@@ -343,6 +343,18 @@ impl Client {
         (text, attachments)
     }
 
+    /// Reads events until each of `names` arrived (in any order); fails on any other event.
+    pub async fn expect_all(&mut self, names: &[&str]) {
+        let mut missing: Vec<&str> = names.to_vec();
+        while !missing.is_empty() {
+            let event = self.next_event().await;
+            let position = missing.iter().position(|n| *n == event.name);
+            let position = position
+                .unwrap_or_else(|| panic!("{}: unexpected event {event:?}, waiting for {missing:?}", self.label));
+            missing.remove(position);
+        }
+    }
+
     pub async fn emit_with_ack(&mut self, event: &str, args: Value) -> Value {
         let id = self.next_ack;
         self.next_ack += 1;

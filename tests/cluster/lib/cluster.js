@@ -1,0 +1,303 @@
+// Setup for the mixed-cluster tests: redis-server processes on free loopback ports, Switchyard nodes
+// (the cluster-node example), a Node socket.io server with @socket.io/redis-adapter in this process,
+// and socket.io-client connections. Everything started here is stopped by `stopAll()`.
+import { spawn, execFile } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Server } from "socket.io";
+import { io as ioClient } from "socket.io-client";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
+import { createClient } from "redis";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, "../../..");
+export const clusterNodeBin =
+  process.env.CLUSTER_NODE_BIN || path.join(repoRoot, "target/release/examples/cluster-node");
+export const switchyardBin = process.env.SWITCHYARD_BIN || path.join(repoRoot, "target/release/switchyard");
+
+const cleanups = [];
+
+/** Stops everything this module started, newest first. */
+export async function stopAll() {
+  while (cleanups.length) {
+    const cleanup = cleanups.pop();
+    try {
+      await cleanup();
+    } catch {
+      // Best effort: the next cleanup still runs.
+    }
+  }
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Rejects if `promise` takes longer than `ms`. */
+export function within(ms, promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `check` (sync or async) until it returns truthy, for at most `ms`. */
+export async function eventually(what, check, ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+function ping(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    let data = "";
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.on("error", () => done(false));
+    socket.on("connect", () => socket.write("PING\r\n"));
+    socket.on("data", (chunk) => {
+      data += chunk;
+      if (data.includes("\r\n")) done(data.startsWith("+PONG"));
+    });
+  });
+}
+
+/** Starts a redis-server on a free port; returns {port, url, stop}. */
+export async function startRedis(extraArgs = [], port) {
+  port = port || (await freePort());
+  const dir = mkdtempSync(path.join(os.tmpdir(), "switchyard-cluster-redis-"));
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, ...extraArgs],
+    { stdio: "ignore" },
+  );
+  const stop = async () => {
+    if (child.exitCode === null) {
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  cleanups.push(stop);
+  await eventually(`redis-server on ${port}`, () => ping(port), 10000);
+  return { port, url: `redis://127.0.0.1:${port}`, stop };
+}
+
+function run(cmd, args) {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: 30000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${cmd} ${args.join(" ")}: ${err.message} ${stderr}`)) : resolve(stdout),
+    );
+  });
+}
+
+/** A three-master Redis Cluster on free ports; returns {ports, urls}. */
+export async function startRedisCluster(size = 3) {
+  const servers = [];
+  for (let i = 0; i < size; i++) {
+    servers.push(await startRedis(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]));
+  }
+  const ports = servers.map((s) => s.port);
+  await run("redis-cli", ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "0", "--cluster-yes"]);
+  for (const port of ports) {
+    await eventually(
+      `cluster state ok on ${port}`,
+      async () => (await run("redis-cli", ["-p", String(port), "cluster", "info"])).includes("cluster_state:ok"),
+      15000,
+    );
+  }
+  return { ports, urls: ports.map((p) => `redis://127.0.0.1:${p}`) };
+}
+
+/**
+ * Starts a Switchyard cluster node (the cluster-node example). `redis` is {url} or {clusterNodes}.
+ * Resolves with {port, url, child} once it listens and is connected to Redis.
+ */
+export async function startSwitchyard({ url, clusterNodes, mode = "classic" }) {
+  const env = { ...process.env, PORT: "0", REDIS_MODE: mode, RUST_LOG: process.env.RUST_LOG || "warn" };
+  if (clusterNodes) env.REDIS_CLUSTER_NODES = clusterNodes.join(",");
+  else env.REDIS_URL = url;
+  const child = spawn(clusterNodeBin, [], { env, stdio: ["ignore", "pipe", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"] });
+  cleanups.push(async () => {
+    if (child.exitCode === null) {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
+  });
+  const port = await within(
+    15000,
+    new Promise((resolve, reject) => {
+      let out = "";
+      child.stdout.on("data", (chunk) => {
+        out += chunk;
+        const match = out.match(/listening on (\d+)/);
+        if (match) resolve(Number(match[1]));
+      });
+      child.once("exit", (code) => reject(new Error(`cluster-node exited with ${code}`)));
+      child.once("error", reject);
+    }),
+    "the Switchyard node to listen",
+  );
+  return { kind: "switchyard", port, url: `http://127.0.0.1:${port}`, child };
+}
+
+/** The same contract as the cluster-node example, on Node socket.io with the Redis adapter. */
+export async function startNodeServer({ url, clusterNodes, mode = "classic" }) {
+  let pub, sub;
+  if (clusterNodes) {
+    const { createCluster } = await import("redis");
+    pub = createCluster({ rootNodes: clusterNodes.map((u) => ({ url: u })) });
+  } else {
+    pub = createClient({ url });
+  }
+  sub = pub.duplicate();
+  pub.on("error", () => {});
+  sub.on("error", () => {});
+  await Promise.all([pub.connect(), sub.connect()]);
+  const httpServer = createServer();
+  const io = new Server(httpServer);
+  io.adapter(mode === "sharded" ? createShardedAdapter(pub, sub) : createAdapter(pub, sub, { requestsTimeout: 3000 }));
+  await new Promise((r) => httpServer.listen(0, "127.0.0.1", r));
+  const port = httpServer.address().port;
+  const notes = [];
+  io.on("note", (...args) => notes.push(args));
+  io.on("ping", (...args) => {
+    const ack = args.pop();
+    ack(["node", port, ...args]);
+  });
+  const op = (options = {}) => {
+    let target = io.to(options.to ?? []);
+    if (options.except) target = target.except(options.except);
+    return target;
+  };
+  const commands = {
+    broadcast: async (o) => (op(o).emit(o.event, ...(o.args ?? [])), true),
+    fetchSockets: async (o) =>
+      (await op(o).fetchSockets()).map((s) => ({ id: s.id, rooms: [...s.rooms], data: s.data, local: !!s.emit && io.of("/").sockets.has(s.id) })),
+    allRooms: async () => [...(await io.of("/").adapter.allRooms())],
+    serverSideEmit: async (o) => {
+      try {
+        return { responses: await io.serverSideEmitWithAck(o.event, ...(o.args ?? [])) };
+      } catch (err) {
+        return { error: err.message, responses: err.responses };
+      }
+    },
+    serverSideEmitNoAck: async (o) => (io.serverSideEmit(o.event, ...(o.args ?? [])), true),
+    emitWithAck: async (o) => {
+      try {
+        return { responses: await op(o).timeout(o.timeout ?? 3000).emitWithAck(o.event, ...(o.args ?? [])) };
+      } catch (err) {
+        return { error: err.message };
+      }
+    },
+    socketsJoin: async (o) => (op(o).socketsJoin(o.rooms), true),
+    socketsLeave: async (o) => (op(o).socketsLeave(o.rooms), true),
+    disconnectSockets: async (o) => (op(o).disconnectSockets(!!o.close), true),
+    serverCount: async () => io.of("/").adapter.serverCount(),
+    notes: async () => notes,
+  };
+  io.on("connection", (socket) => {
+    socket.on("join", (rooms, ack) => (socket.join(rooms), ack?.("ok")));
+    socket.on("leave", (rooms, ack) => ([].concat(rooms).forEach((r) => socket.leave(r)), ack?.("ok")));
+    socket.on("setData", (data, ack) => ((socket.data = data), ack?.("ok")));
+    socket.on("cmd", async (name, options, ack) => {
+      const command = commands[name];
+      try {
+        ack(command ? await command(options ?? {}) : { error: `unknown command ${name}` });
+      } catch (err) {
+        ack({ error: err.message });
+      }
+    });
+  });
+  const stop = async () => {
+    io.close();
+    // quit() lets pending commands finish; disconnect() would reject them.
+    await Promise.allSettled([pub.quit(), sub.quit()]);
+  };
+  cleanups.push(stop);
+  return { kind: "node", port, url: `http://127.0.0.1:${port}`, io, pub, stop };
+}
+
+/** A connected client; it answers every "ask" with `answer` (its label by default). */
+export async function connect(server, label, options = {}) {
+  const socket = ioClient(server.url, { forceNew: true, reconnection: false, transports: ["websocket"], timeout: 5000, ...options });
+  socket.label = label;
+  socket.on("ask", (...args) => {
+    const ack = args.pop();
+    if (typeof ack === "function") ack(label);
+  });
+  cleanups.push(async () => socket.disconnect());
+  await within(
+    5000,
+    new Promise((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("connect_error", reject);
+    }),
+    `client ${label} to connect to ${server.kind}`,
+  );
+  return socket;
+}
+
+/** Sends `cmd` to the client's server and resolves with the answer. */
+export function cmd(socket, name, options = {}, ms = 6000) {
+  return within(ms, socket.emitWithAck("cmd", name, options), `command ${name} on ${socket.label}`);
+}
+
+/** Resolves with the arguments of the next `event` on `socket`. */
+export function nextEvent(socket, event, ms = 5000) {
+  return within(ms, new Promise((resolve) => socket.once(event, (...args) => resolve(args))), `"${event}" on ${socket.label}`);
+}
+
+/** Resolves once `socket` got `event` `n` times. */
+export function countEvents(socket, event, n, ms = 5000) {
+  let seen = 0;
+  return within(
+    ms,
+    new Promise((resolve) => {
+      const listener = () => {
+        seen += 1;
+        if (seen === n) {
+          socket.off(event, listener);
+          resolve();
+        }
+      };
+      socket.on(event, listener);
+    }),
+    `${n} "${event}" on ${socket.label}`,
+  );
+}
+
+/** Collects every `event` a socket receives (for checks that something did NOT arrive). */
+export function record(socket, event) {
+  const seen = [];
+  socket.on(event, (...args) => seen.push(args));
+  return seen;
+}
+
+/** Runs `switchyard emit ...`. */
+export function switchyardEmit(args) {
+  return run(switchyardBin, ["emit", ...args]);
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the mixed-cluster suite: Node socket.io with @socket.io/redis-adapter beside Switchyard nodes on
+# one redis-server (classic mode, then sharded mode), the Node emitter and `switchyard emit`.
+#   tests/cluster/run.sh                      every test file
+#   tests/cluster/run.sh test/mixed.test.js   only the given files
+# Needs redis-server and the release builds of the cluster-node example and the switchyard binary:
+#   cargo build --release -p switchyard-redis --example cluster-node && cargo build --release -p switchyard
+# CLUSTER_SERVER_LOG=1 shows the Switchyard nodes' logs; CLUSTER_SUITE_TIMEOUT (s, default 240) bounds the run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [[ ! -d node_modules/@socket.io/redis-adapter || ! -d node_modules/socket.io-client ]]; then
+  echo "tests/cluster: installing npm dependencies (npm ci)"
+  timeout 300 npm ci --no-audit --no-fund --loglevel=error
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "tests/cluster: redis-server not found (scripts/install-deps.sh installs it)" >&2
+  exit 1
+fi
+for binary in ../../target/release/examples/cluster-node ../../target/release/switchyard; do
+  if [[ ! -x "$binary" ]]; then
+    echo "tests/cluster: $binary not found; build it with" >&2
+    echo "  cargo build --release -p switchyard-redis --example cluster-node && cargo build --release -p switchyard" >&2
+    exit 1
+  fi
+done
+
+files=("$@")
+[[ ${#files[@]} -gt 0 ]] || files=(test/*.test.js)
+timeout --kill-after=10 "${CLUSTER_SUITE_TIMEOUT:-240}" \
+  node --test --test-reporter=spec --test-force-exit --test-concurrency=1 "${files[@]}"
