@@ -84,8 +84,10 @@ pub struct EmitArgs {
     /// Seed nodes of a Redis Cluster (comma-separated URLs), instead of --redis.
     #[arg(long = "redis-cluster-nodes", env = "REDIS_CLUSTER_NODES", value_delimiter = ',')]
     pub redis_cluster_nodes: Vec<String>,
+    /// Channel prefix of the cluster.
     #[arg(long = "key-prefix", env = "REDIS_KEY_PREFIX", default_value = "socket.io")]
     pub key_prefix: String,
+    /// Wire format of the cluster: `classic` or `sharded`.
     #[arg(long = "mode", env = "REDIS_MODE", default_value = "classic")]
     pub mode: Mode,
     /// Namespace of the clients to reach.

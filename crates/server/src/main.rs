@@ -1,5 +1,6 @@
 //! `switchyard`: the realtime server. Serves Socket.IO at `/socket.io/`, the chat page at `/`,
-//! `/health` and Prometheus `/metrics`, all on one port.
+//! `/health` and Prometheus `/metrics`, all on one port. With `--redis-url` it joins a cluster of
+//! servers (Switchyard or Node socket.io) through Redis; `switchyard emit` publishes to a cluster.
 
 use axum::routing::get;
 use axum::Router;
@@ -32,12 +33,25 @@ struct Args {
     /// Allowed CORS origins for polling (comma-separated; `*` for any). None by default.
     #[arg(long, env = "SWITCHYARD_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    #[command(flatten)]
+    cluster: switchyard::cluster::ClusterArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Publish an event to a cluster's clients through Redis, without running a server.
+    Emit(switchyard::cluster::EmitArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     switchyard::init_tracing();
     let args = Args::parse();
+    if let Some(Command::Emit(emit)) = &args.command {
+        return switchyard::cluster::run_emit(emit).await.map_err(std::io::Error::other);
+    }
     let engine = EngineConfig {
         ping_interval: Duration::from_millis(args.ping_interval_ms),
         ping_timeout: Duration::from_millis(args.ping_timeout_ms),
@@ -47,6 +61,8 @@ async fn main() -> std::io::Result<()> {
         ..EngineConfig::default()
     };
     let io = SocketIo::new(SocketIoConfig { engine, ..Default::default() });
+    // Before any namespace exists: each gets the cluster adapter.
+    let _cluster = switchyard::cluster::configure(&io, &args.cluster).map_err(std::io::Error::other)?;
     switchyard::chat::install(&io);
     let metrics_io = io.clone();
     let app = Router::new()
