@@ -34,7 +34,9 @@ pub enum Incoming {
     Binary(Bytes),
 }
 
-/// What the engine knows about the request that opened a connection.
+/// What the engine knows about the request that opened a connection. The header values and the URI
+/// share hyper's connection read buffer: a handler that keeps them for the life of the connection
+/// should copy them, or it keeps that whole buffer (8 KiB+) alive.
 #[derive(Debug, Clone)]
 pub struct OpenRequest {
     pub headers: http::HeaderMap,

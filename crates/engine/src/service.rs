@@ -201,8 +201,8 @@ impl<H: Handler> Engine<H> {
 
     pub(crate) fn open_request<B>(req: &Request<B>, transport: TransportKind) -> OpenRequest {
         OpenRequest {
-            headers: detached_headers(req.headers()),
-            uri: req.uri().to_string().parse().unwrap_or_default(),
+            headers: req.headers().clone(),
+            uri: req.uri().clone(),
             remote_addr: req.extensions().get::<RemoteAddr>().map(|a| a.0),
             transport,
         }
@@ -249,16 +249,4 @@ impl<H: Handler> Engine<H> {
             self.stats.polling_connections.fetch_sub((-delta) as u64, Ordering::Relaxed);
         }
     }
-}
-
-/// Copies headers into fresh allocations. hyper parses header values as slices of its connection read
-/// buffer, so keeping a plain clone for the life of a connection would pin that whole buffer (8 KiB+).
-fn detached_headers(headers: &http::HeaderMap) -> http::HeaderMap {
-    let mut out = http::HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let name = http::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
-        let value = http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        out.append(name, value);
-    }
-    out
 }

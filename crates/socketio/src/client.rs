@@ -12,12 +12,58 @@ use std::sync::Arc;
 use switchyard_engine::protocol::socketio::{Decoder, Packet, PacketType};
 use switchyard_engine::{CloseReason, Connection, Handler, Incoming, OpenRequest, TransportKind};
 
+/// Request headers kept in one allocation (`name:value\n` lines, names lowercase): an idle connection
+/// keeps its handshake, and a `HeaderMap` costs several times more.
+#[derive(Debug, Clone, Default)]
+pub struct CompactHeaders(Box<[u8]>);
+
+impl CompactHeaders {
+    pub fn from_map(headers: &http::HeaderMap) -> Self {
+        let mut out = Vec::with_capacity(headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 2).sum());
+        for (name, value) in headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.push(b':');
+            // Header values cannot contain '\n' (hyper rejects them), so the line format is unambiguous.
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\n');
+        }
+        CompactHeaders(out.into_boxed_slice())
+    }
+
+    /// Every header, in request order; values that are not UTF-8 are skipped.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.split(|b| *b == b'\n').filter_map(|line| {
+            let colon = line.iter().position(|b| *b == b':')?;
+            let name = std::str::from_utf8(&line[..colon]).ok()?;
+            let value = std::str::from_utf8(&line[colon + 1..]).ok()?;
+            Some((name, value))
+        })
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    pub fn to_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in self.iter() {
+            if let (Ok(name), Ok(value)) =
+                (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value))
+            {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
 /// The request that opened the connection, shared by its sockets.
 #[derive(Debug)]
 pub struct Handshake {
-    pub headers: http::HeaderMap,
-    pub uri: http::Uri,
-    /// The client's address (`ip`, or `ip:port` unknown when the server did not record it).
+    headers: CompactHeaders,
+    url: Box<str>,
+    /// The client's address (its IP; the first `X-Forwarded-For` entry when present).
     pub address: String,
     /// Milliseconds since the Unix epoch.
     pub issued: u64,
@@ -25,9 +71,19 @@ pub struct Handshake {
 }
 
 impl Handshake {
+    pub fn headers(&self) -> &CompactHeaders {
+        &self.headers
+    }
+
+    /// The request URL (path and query).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The query parameters, decoded.
     pub fn query(&self) -> Vec<(String, String)> {
-        form_urlencoded::parse(self.uri.query().unwrap_or_default().as_bytes()).into_owned().collect()
+        let query = self.url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        form_urlencoded::parse(query.as_bytes()).into_owned().collect()
     }
 
     pub fn query_param(&self, name: &str) -> Option<String> {
@@ -35,7 +91,7 @@ impl Handshake {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers.get(name)
     }
 
     /// The `time` field of Node's handshake, as an HTTP date.
@@ -43,23 +99,20 @@ impl Handshake {
         httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.issued))
     }
 
-    /// Node's handshake object (without `auth`), as sent in fetch-sockets replies.
+    /// Node's handshake object, as sent in fetch-sockets replies.
     pub fn to_json(&self, auth: &Value) -> Value {
-        let headers: serde_json::Map<String, Value> = self
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), Value::String(v.to_str().ok()?.to_string()))))
-            .collect();
+        let headers: serde_json::Map<String, Value> =
+            self.headers.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
         let query: serde_json::Map<String, Value> =
             self.query().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         json!({
             "headers": headers,
             "time": self.time(),
             "address": self.address,
-            "xdomain": self.headers.contains_key(http::header::ORIGIN),
+            "xdomain": self.headers.get("origin").is_some(),
             "secure": self.secure,
             "issued": self.issued,
-            "url": self.uri.to_string(),
+            "url": &*self.url,
             "query": query,
             "auth": auth,
         })
@@ -242,7 +295,9 @@ impl Handler for SioHandler {
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
         let secure = req.uri.scheme_str() == Some("https");
-        let handshake = Arc::new(Handshake { headers: req.headers, uri: req.uri, address, issued, secure });
+        let url = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").into();
+        let headers = CompactHeaders::from_map(&req.headers);
+        let handshake = Arc::new(Handshake { headers, url, address, issued, secure });
         let client = Arc::new(Client {
             conn,
             server: self.server.clone(),
@@ -285,4 +340,22 @@ impl Handler for SioHandler {
 fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
     let value = headers.get("x-forwarded-for")?.to_str().ok()?;
     value.split(',').next().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_headers_round_trip() {
+        let mut map = http::HeaderMap::new();
+        map.insert("host", "localhost:3000".parse().unwrap());
+        map.append("x-multi", "a".parse().unwrap());
+        map.append("x-multi", "b:c".parse().unwrap());
+        let compact = CompactHeaders::from_map(&map);
+        assert_eq!(compact.get("Host"), Some("localhost:3000"));
+        assert_eq!(compact.iter().filter(|(n, _)| *n == "x-multi").map(|(_, v)| v).collect::<Vec<_>>(), ["a", "b:c"]);
+        assert_eq!(compact.to_map(), map);
+        assert_eq!(compact.get("missing"), None);
+    }
 }

@@ -28,7 +28,7 @@ pub use adapter::{
     local_broadcast_with_ack, AckStream, Adapter, AdapterError, BroadcastFlags, BroadcastOptions, MemoryAdapter, Room,
     SocketInfo,
 };
-pub use client::{Handshake, SioHandler};
+pub use client::{CompactHeaders, Handshake, SioHandler};
 pub use config::SocketIoConfig;
 pub use namespace::{ConnectError, Namespace, ServerSideHandler};
 pub use operators::{BroadcastAckError, BroadcastOperator};
