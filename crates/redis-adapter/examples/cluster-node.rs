@@ -9,7 +9,7 @@
 //! `cmd`(name, options, ack) with name one of: `broadcast` {to, except, event, args},
 //! `fetchSockets` {to}, `allRooms`, `serverSideEmit` {event, args, timeout}, `emitWithAck`
 //! {to, event, args, timeout}, `socketsJoin` {to, rooms}, `socketsLeave` {to, rooms},
-//! `disconnectSockets` {to, close}, `serverCount`, `notes`. Server-side events: `ping`(...args, ack)
+//! `disconnectSockets` {to, close}, `serverCount`, `notes`, `port` (this node's port). Server-side events: `ping`(...args, ack)
 //! answers `["switchyard", port, ...args]`; `note`(...args) is recorded for `notes`.
 
 use parking_lot::Mutex;
@@ -43,13 +43,15 @@ fn args_of(options: &Value) -> Payload {
     Payload::new(options["args"].as_array().cloned().unwrap_or_default())
 }
 
-async fn command(
+struct Context {
     ns: Arc<Namespace>,
     node: RedisNode,
     notes: Arc<Mutex<Vec<Value>>>,
-    name: String,
-    options: Value,
-) -> Value {
+    port: u16,
+}
+
+async fn command(ctx: Arc<Context>, name: String, options: Value) -> Value {
+    let (ns, node, notes) = (ctx.ns.clone(), ctx.node.clone(), &ctx.notes);
     let timeout = Duration::from_millis(options["timeout"].as_u64().unwrap_or(3000));
     match name.as_str() {
         "broadcast" => {
@@ -110,6 +112,7 @@ async fn command(
         }
         "serverCount" => json!(node.server_count(ns.name()).await.unwrap_or(0)),
         "notes" => Value::Array(notes.lock().clone()),
+        "port" => json!(ctx.port),
         "stats" => {
             let s = node.stats().snapshot();
             json!({"published": s.published, "dropped": s.dropped, "received": s.received, "malformed": s.malformed})
@@ -154,7 +157,7 @@ async fn main() -> std::io::Result<()> {
             ack(Payload::new(vec![Value::Array(answer)]));
         }
     });
-    let (cmd_ns, cmd_node, cmd_notes) = (ns.clone(), node.clone(), notes.clone());
+    let ctx = Arc::new(Context { ns: ns.clone(), node: node.clone(), notes: notes.clone(), port });
     ns.on_connection(move |socket| {
         socket.on("join", |socket, payload, ack| {
             for room in payload.args.first().map(strings).unwrap_or_default() {
@@ -178,13 +181,13 @@ async fn main() -> std::io::Result<()> {
                 ack.send(json!("ok"));
             }
         });
-        let (ns, node, notes) = (cmd_ns.clone(), cmd_node.clone(), cmd_notes.clone());
+        let ctx = ctx.clone();
         socket.on("cmd", move |_, payload, ack| {
             let name = payload.args.first().and_then(Value::as_str).unwrap_or_default().to_string();
             let options = payload.args.get(1).cloned().unwrap_or(Value::Null);
-            let (ns, node, notes) = (ns.clone(), node.clone(), notes.clone());
+            let ctx = ctx.clone();
             tokio::spawn(async move {
-                let result = command(ns, node, notes, name, options).await;
+                let result = command(ctx, name, options).await;
                 if let Some(ack) = ack {
                     ack.send(result);
                 }
