@@ -71,12 +71,7 @@ enum Route {
 
 /// An answer to one of this node's requests.
 #[derive(Debug)]
-pub(crate) struct Response {
-    kind: ResponseKind,
-}
-
-#[derive(Debug)]
-enum ResponseKind {
+enum Response {
     ClientCount(usize),
     Ack(Payload),
     Sockets(Vec<Value>),
@@ -284,7 +279,7 @@ impl Shared {
     /// Asks the other nodes to make the sockets `opts` selects join (`leave` false) or leave rooms.
     pub(crate) fn publish_rooms_change(&self, nsp: &str, opts: &BroadcastOptions, rooms: &[Room], leave: bool) {
         let rooms: Vec<&str> = rooms.iter().map(|r| r.as_ref()).collect();
-        let filter = json!({"rooms": opts.rooms.iter().map(|r| r.as_ref()).collect::<Vec<_>>(), "except": opts.except.iter().map(|r| r.as_ref()).collect::<Vec<_>>()});
+        let filter = rooms_filter(opts);
         match self.config.mode {
             Mode::Classic => {
                 let kind = if leave { classic::REMOTE_LEAVE } else { classic::REMOTE_JOIN };
@@ -301,7 +296,7 @@ impl Shared {
     pub(crate) fn publish_disconnect(&self, nsp: &str, opts: &BroadcastOptions, close: bool) {
         match self.config.mode {
             Mode::Classic => {
-                let filter = json!({"rooms": opts.rooms.iter().map(|r| r.as_ref()).collect::<Vec<_>>(), "except": opts.except.iter().map(|r| r.as_ref()).collect::<Vec<_>>()});
+                let filter = rooms_filter(opts);
                 let request =
                     json!({"uid": self.uid, "type": classic::REMOTE_DISCONNECT, "opts": filter, "close": close});
                 self.publish(self.request_channel(nsp), request.to_string().into_bytes());
@@ -349,7 +344,7 @@ impl Shared {
         mut answers: mpsc::UnboundedReceiver<Response>,
         expected: usize,
         timeout: Duration,
-        mut accept: impl FnMut(ResponseKind) -> bool,
+        mut accept: impl FnMut(Response) -> bool,
     ) -> Result<(), AdapterError> {
         let _guard = PendingGuard { shared: self, id: request_id.to_string() };
         let deadline = tokio::time::Instant::now() + timeout;
@@ -357,7 +352,7 @@ impl Shared {
         while got < expected {
             match tokio::time::timeout_at(deadline, answers.recv()).await {
                 Ok(Some(response)) => {
-                    if accept(response.kind) {
+                    if accept(response) {
                         got += 1;
                     }
                 }
@@ -386,7 +381,7 @@ impl Shared {
         let (id, answers) = self.register_pending();
         match self.config.mode {
             Mode::Classic => {
-                let filter = json!({"rooms": opts.rooms.iter().map(|r| r.as_ref()).collect::<Vec<_>>(), "except": opts.except.iter().map(|r| r.as_ref()).collect::<Vec<_>>()});
+                let filter = rooms_filter(&opts);
                 let request = json!({"uid": self.uid, "requestId": id, "type": classic::REMOTE_FETCH, "opts": filter});
                 self.publish(self.request_channel(&nsp), request.to_string().into_bytes());
             }
@@ -396,7 +391,7 @@ impl Shared {
             }
         }
         self.gather(&id, answers, count - 1, self.config.requests_timeout, |kind| match kind {
-            ResponseKind::Sockets(list) => {
+            Response::Sockets(list) => {
                 sockets.extend(list.iter().filter_map(|s| wire::socket_from_json(&nsp, s)));
                 true
             }
@@ -423,7 +418,7 @@ impl Shared {
         let request = json!({"uid": self.uid, "requestId": id, "type": classic::ALL_ROOMS});
         self.publish(self.request_channel(&nsp), request.to_string().into_bytes());
         self.gather(&id, answers, count - 1, self.config.requests_timeout, |kind| match kind {
-            ResponseKind::Rooms(list) => {
+            Response::Rooms(list) => {
                 rooms.extend(list.iter().filter_map(wire::room_name));
                 true
             }
@@ -452,7 +447,7 @@ impl Shared {
         self.publish_server_side(&nsp, &event, &payload, Some(&id));
         let mut responses = Vec::new();
         self.gather(&id, answers, count - 1, timeout, |kind| match kind {
-            ResponseKind::ServerSideAck(value) => {
+            Response::ServerSideAck(value) => {
                 responses.push(Payload::new(vec![value]));
                 true
             }
@@ -554,8 +549,8 @@ impl Shared {
                         }
                     }
                     Ok(Ok(None)) => return,
-                    Ok(Ok(Some(response))) => match response.kind {
-                        ResponseKind::ClientCount(n) => {
+                    Ok(Ok(Some(response))) => match response {
+                        Response::ClientCount(n) => {
                             clients += n;
                             remaining_servers = remaining_servers.saturating_sub(1);
                             if remaining_servers == 0 {
@@ -564,7 +559,7 @@ impl Shared {
                                 }
                             }
                         }
-                        ResponseKind::Ack(answer) => {
+                        Response::Ack(answer) => {
                             // The emitter stopped listening (it timed out): stop forwarding.
                             let forwarded = answers.send(answer);
                             if forwarded.is_err() {
@@ -774,26 +769,26 @@ impl Shared {
         let Some(Decoded { value, binary }) = self.decode(payload, "response") else { return };
         let Some(id) = value.get("requestId").and_then(Value::as_str) else { return };
         let Some(tx) = self.pending.lock().get(id).cloned() else { return };
-        let kind = match value.get("type").and_then(Value::as_u64) {
+        let response = match value.get("type").and_then(Value::as_u64) {
             Some(classic::BROADCAST_CLIENT_COUNT) => {
-                ResponseKind::ClientCount(value.get("clientCount").and_then(Value::as_u64).unwrap_or(0) as usize)
+                Response::ClientCount(value.get("clientCount").and_then(Value::as_u64).unwrap_or(0) as usize)
             }
-            Some(classic::BROADCAST_ACK) => ResponseKind::Ack(answer_payload(value.get("packet"), &binary)),
+            Some(classic::BROADCAST_ACK) => Response::Ack(answer_payload(value.get("packet"), &binary)),
             Some(classic::SERVER_SIDE_EMIT) => {
-                ResponseKind::ServerSideAck(value.get("data").cloned().unwrap_or(Value::Null))
+                Response::ServerSideAck(value.get("data").cloned().unwrap_or(Value::Null))
             }
             _ => {
                 if let Some(Value::Array(sockets)) = value.get("sockets") {
-                    ResponseKind::Sockets(sockets.clone())
+                    Response::Sockets(sockets.clone())
                 } else if let Some(Value::Array(rooms)) = value.get("rooms") {
-                    ResponseKind::Rooms(rooms.clone())
+                    Response::Rooms(rooms.clone())
                 } else {
                     return;
                 }
             }
         };
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let _ = tx.send(Response { kind });
+        let _ = tx.send(response);
     }
 
     fn on_cluster_message(&self, ns: &Arc<Namespace>, payload: &[u8], response_channel: bool) {
@@ -918,26 +913,34 @@ impl Shared {
     fn on_cluster_response(&self, kind: u64, data: &Value, binary: &[Bytes]) {
         let Some(id) = data.get("requestId").and_then(Value::as_str) else { return };
         let Some(tx) = self.pending.lock().get(id).cloned() else { return };
-        let kind = match kind {
+        let response = match kind {
             sharded::BROADCAST_CLIENT_COUNT => {
-                ResponseKind::ClientCount(data.get("clientCount").and_then(Value::as_u64).unwrap_or(0) as usize)
+                Response::ClientCount(data.get("clientCount").and_then(Value::as_u64).unwrap_or(0) as usize)
             }
-            sharded::BROADCAST_ACK => ResponseKind::Ack(answer_payload(data.get("packet"), binary)),
+            sharded::BROADCAST_ACK => Response::Ack(answer_payload(data.get("packet"), binary)),
             sharded::FETCH_SOCKETS_RESPONSE => {
-                ResponseKind::Sockets(data.get("sockets").and_then(Value::as_array).cloned().unwrap_or_default())
+                Response::Sockets(data.get("sockets").and_then(Value::as_array).cloned().unwrap_or_default())
             }
             sharded::SERVER_SIDE_EMIT_RESPONSE => {
-                ResponseKind::ServerSideAck(data.get("packet").cloned().unwrap_or(Value::Null))
+                Response::ServerSideAck(data.get("packet").cloned().unwrap_or(Value::Null))
             }
             _ => return,
         };
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let _ = tx.send(Response { kind });
+        let _ = tx.send(response);
     }
 
     pub(crate) fn is_connected(&self) -> bool {
         self.publisher.is_connected() && self.stats.subscriber_connected.load(Ordering::Relaxed)
     }
+}
+
+/// `{rooms, except}`: the socket filter of classic requests.
+fn rooms_filter(opts: &BroadcastOptions) -> Value {
+    json!({
+        "rooms": opts.rooms.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
+        "except": opts.except.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
+    })
 }
 
 /// `{type: 2, data: [event, ...args], nsp}` as JSON with placeholders (msgpack turns them into bin).
