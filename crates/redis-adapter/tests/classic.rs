@@ -260,3 +260,36 @@ async fn cluster_survives_a_redis_restart() {
     let stats = nodes[0].redis.stats().snapshot();
     assert!(stats.connects >= 4, "both links reconnected: {stats:?}");
 }
+
+/// A server that counts in `PUBSUB NUMSUB` but never answers: requests end with a timeout error
+/// after the requests timeout, not a hang, and the node goes on working.
+#[tokio::test]
+async fn requests_time_out_when_a_server_does_not_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start().await;
+    let config = RedisAdapterConfig { requests_timeout: Duration::from_millis(500), ..config(Mode::Classic) };
+    let nodes = cluster(1, RedisTarget::Single(redis.url()), config).await;
+    // A silent member: subscribed to the request channel, answering nothing.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", redis.port)).await.unwrap();
+    silent.write_all(b"SUBSCRIBE socket.io-request#/#\r\n").await.unwrap();
+    let mut buf = [0u8; 128];
+    let _ = within("the silent subscription", silent.read(&mut buf)).await;
+    assert_eq!(nodes[0].redis.server_count("/").await.unwrap(), 2);
+
+    let started = std::time::Instant::now();
+    let result = nodes[0].ns().broadcast().fetch_sockets().await;
+    assert_eq!(result, Err(switchyard_socketio::AdapterError::Timeout));
+    assert!(started.elapsed() >= Duration::from_millis(500) && started.elapsed() < Duration::from_secs(3));
+    let result = nodes[0].ns().server_side_emit("ping", json!(1), Some(Duration::from_millis(300))).await;
+    assert_eq!(result, Err(switchyard_socketio::AdapterError::Timeout));
+    assert!(nodes[0].redis.stats().snapshot().request_failures >= 2);
+    // Broadcasts with acks settle at the emitter's timeout with what arrived.
+    let mut a = Client::connect(&nodes[0], "a").await;
+    let reader = tokio::spawn(async move {
+        assert_eq!(a.next_event().await.name, "ask");
+    });
+    let answers = nodes[0].io.timeout(Duration::from_millis(500)).emit_with_ack("ask", ()).await;
+    let error = answers.expect_err("the silent server never reports its client count");
+    assert!(error.responses.len() <= 1);
+    reader.await.unwrap();
+}
