@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use switchyard_socketio::{
-    local_broadcast_with_ack, AdapterError, BroadcastOptions, Namespace, Payload, Room, Sid, SocketInfo,
+    local_broadcast_with_ack, Adapter, AdapterError, BroadcastOptions, MemoryAdapter, Namespace, Payload, Room, Sid,
+    SocketInfo,
 };
 use tokio::sync::mpsc;
 
@@ -963,10 +964,10 @@ fn node_rooms(ns: &Namespace) -> Vec<String> {
     rooms
 }
 
-/// Delivers a broadcast from another node to the local sockets it selects.
+/// Delivers a broadcast from another node to the local sockets it selects, as a local broadcast
+/// (so connection state recovery, when on, keeps it for this node's disconnected sessions too).
 fn deliver(ns: &Arc<Namespace>, packet: &EventPacket, opts: &BroadcastOptions) {
-    let frames = switchyard_socketio::encode_packet(ns.name(), Some(&packet.event), &packet.payload, None);
-    ns.local_broadcast(&frames, opts);
+    MemoryAdapter.broadcast(ns, &packet.event, &packet.payload, opts);
 }
 
 /// Joins, leaves or disconnects the local sockets `opts` selects, for another node.
