@@ -179,7 +179,17 @@ mod tests {
 
     #[test]
     fn emit_arguments_are_json_or_strings() {
-        let cli = EmitCli::parse_from(["x", "--redis", "redis://127.0.0.1/", "--room", "r", "news", "{\"a\":1}", "plain", "3"]);
+        let cli = EmitCli::parse_from([
+            "x",
+            "--redis",
+            "redis://127.0.0.1/",
+            "--room",
+            "r",
+            "news",
+            "{\"a\":1}",
+            "plain",
+            "3",
+        ]);
         assert_eq!(cli.emit.rooms, vec!["r"]);
         assert_eq!(cli.emit.payload().args, vec![json!({"a": 1}), json!("plain"), json!(3)]);
     }
