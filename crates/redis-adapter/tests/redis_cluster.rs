@@ -15,7 +15,7 @@ async fn redis_cluster() -> (Vec<RedisServer>, Vec<String>) {
     for _ in 0..3 {
         let extra =
             ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
-        servers.push(RedisServer::start_with(free_port(), extra.iter().map(|s| s.to_string()).collect()).await);
+        servers.push(RedisServer::start_with(free_cluster_port(), extra.iter().map(|s| s.to_string()).collect()).await);
     }
     let addresses: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
     let mut args = vec!["--cluster", "create"];

@@ -114,24 +114,6 @@ function run(cmd, args) {
   });
 }
 
-/** A three-master Redis Cluster on free ports; returns {ports, urls}. */
-export async function startRedisCluster(size = 3) {
-  const servers = [];
-  for (let i = 0; i < size; i++) {
-    servers.push(await startRedis(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]));
-  }
-  const ports = servers.map((s) => s.port);
-  await run("redis-cli", ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "0", "--cluster-yes"]);
-  for (const port of ports) {
-    await eventually(
-      `cluster state ok on ${port}`,
-      async () => (await run("redis-cli", ["-p", String(port), "cluster", "info"])).includes("cluster_state:ok"),
-      15000,
-    );
-  }
-  return { ports, urls: ports.map((p) => `redis://127.0.0.1:${p}`) };
-}
-
 /**
  * Starts a Switchyard cluster node (the cluster-node example). `redis` is {url} or {clusterNodes}.
  * Resolves with {port, url, child} once it listens and is connected to Redis.
