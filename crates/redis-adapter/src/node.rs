@@ -1003,3 +1003,19 @@ fn numsub_count(value: &redis::Value) -> Option<usize> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numsub_replies_in_both_protocols() {
+        let channel = redis::Value::BulkString(b"socket.io-request#/#".to_vec());
+        let resp2 = redis::Value::Array(vec![channel.clone(), redis::Value::Int(3)]);
+        assert_eq!(numsub_count(&resp2), Some(3));
+        let resp3 = redis::Value::Map(vec![(channel, redis::Value::Int(2))]);
+        assert_eq!(numsub_count(&resp3), Some(2));
+        assert_eq!(numsub_count(&redis::Value::Nil), None);
+        assert_eq!(numsub_count(&redis::Value::Array(vec![])), None);
+    }
+}

@@ -293,3 +293,39 @@ async fn requests_time_out_when_a_server_does_not_answer() {
     assert!(error.responses.len() <= 1);
     reader.await.unwrap();
 }
+
+/// Redis unreachable from the start: the node starts anyway, serves its own clients, counts every
+/// cross-node message it cannot send (the queue stays bounded), fails cluster requests at once, and
+/// joins the cluster as soon as Redis appears.
+#[tokio::test]
+async fn a_node_starts_and_serves_locally_without_redis() {
+    let port = free_port();
+    let small_queue = RedisAdapterConfig { publish_queue: 64, ..config(Mode::Classic) };
+    let node = Node::start(RedisTarget::Single(format!("redis://127.0.0.1:{port}/")), small_queue).await;
+    let mut a = Client::connect(&node, "a").await;
+    for i in 0..500 {
+        node.ns().emit("local", json!(i));
+    }
+    for i in 0..500 {
+        assert_eq!(a.next_event().await.args, vec![json!(i)]);
+    }
+    eventually("all 500 cross-node copies counted as dropped", || node.redis.stats().snapshot().dropped >= 500).await;
+    let started = std::time::Instant::now();
+    assert!(node.ns().broadcast().fetch_sockets().await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(1), "fetch-sockets took {:?}", started.elapsed());
+    assert_eq!(node.redis.stats().snapshot().published, 0);
+
+    let _redis = RedisServer::start_with(port, Vec::new()).await;
+    node.connected().await;
+    let other = Node::start(RedisTarget::Single(format!("redis://127.0.0.1:{port}/")), config(Mode::Classic)).await;
+    other.connected().await;
+    let redis = node.redis.clone();
+    within("two servers", async move {
+        while redis.server_count("/").await.ok() != Some(2) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    other.ns().emit("remote", json!("hi"));
+    assert_eq!(a.next_event().await.name, "remote");
+}
