@@ -114,6 +114,41 @@ function run(cmd, args) {
   });
 }
 
+function portIsFree(port) {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+/** A free port whose Redis Cluster bus port (port + 10000) is free too. */
+async function freeClusterPort() {
+  for (let i = 0; i < 1000; i++) {
+    const port = 20000 + Math.floor(Math.random() * 30000);
+    if ((await portIsFree(port)) && (await portIsFree(port + 10000))) return port;
+  }
+  throw new Error("no free port pair for a Redis Cluster node");
+}
+
+/** A three-master Redis Cluster on free ports; returns {ports, urls}. */
+export async function startRedisCluster(size = 3) {
+  const ports = [];
+  for (let i = 0; i < size; i++) {
+    const args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
+    ports.push((await startRedis(args, await freeClusterPort())).port);
+  }
+  await run("redis-cli", ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "0", "--cluster-yes"]);
+  for (const port of ports) {
+    await eventually(
+      `cluster state ok on ${port}`,
+      async () => (await run("redis-cli", ["-p", String(port), "cluster", "info"])).includes("cluster_state:ok"),
+      15000,
+    );
+  }
+  return { ports, urls: ports.map((p) => `redis://127.0.0.1:${p}`) };
+}
+
 /**
  * Starts a Switchyard cluster node (the cluster-node example). `redis` is {url} or {clusterNodes}.
  * Resolves with {port, url, child} once it listens and is connected to Redis.
