@@ -81,9 +81,15 @@ export async function startServer() {
       resolve(exited);
     });
   });
-  // Safety net: never leave the server running if the test process ends abruptly.
+  // Safety net: never leave the server running if the test process ends early (an exception, or a
+  // signal from `timeout`, Ctrl-C or a closed terminal: the server's own process group gets none of those).
   const killOnExit = () => killGroup(child, "SIGKILL");
   process.on("exit", killOnExit);
+  const onSignal = (signal) => {
+    killGroup(child, "SIGKILL");
+    process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGHUP" ? 1 : 15));
+  };
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"]) process.once(signal, onSignal);
 
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (!(await answersHandshake(baseUrl))) {
@@ -109,6 +115,7 @@ export async function startServer() {
     output: () => output,
     async stop() {
       process.off("exit", killOnExit);
+      for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"]) process.off(signal, onSignal);
       if (exited) return;
       killGroup(child, "SIGTERM");
       const stopped = await Promise.race([exitedPromise, sleep(STOP_GRACE_MS).then(() => null)]);
