@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_engine::Sid;
 use tokio::sync::mpsc;
 
 /// A room name. Cheap to clone.
@@ -74,6 +75,13 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// The last member of a room on this server left it. Same rules as [`Adapter::on_room_created`].
     fn on_room_deleted(&self, _ns: &Namespace, _room: &Room) {}
+
+    /// A socket joined the namespace on this server (its own id room now exists). Called after the
+    /// socket is indexed; must not block.
+    fn on_socket_added(&self, _ns: &Namespace, _id: &Sid) {}
+
+    /// A socket left the namespace on this server.
+    fn on_socket_removed(&self, _ns: &Namespace, _id: &Sid) {}
 
     /// Delivers an event to every socket `opts` selects.
     fn broadcast(&self, ns: &Arc<Namespace>, event: &str, payload: &Payload, opts: &BroadcastOptions) {

@@ -224,10 +224,13 @@ impl Namespace {
 
     pub(crate) fn add_socket(&self, socket: &Arc<Socket>) {
         self.sockets.write().insert(socket.id(), socket.clone());
+        self.adapter.on_socket_added(self, &socket.id());
     }
 
     pub(crate) fn remove_socket(&self, socket: &Socket) {
-        self.sockets.write().remove(&socket.id());
+        if self.sockets.write().remove(&socket.id()).is_some() {
+            self.adapter.on_socket_removed(self, &socket.id());
+        }
     }
 
     pub fn get_socket(&self, id: &Sid) -> Option<Arc<Socket>> {
