@@ -3,7 +3,8 @@
 //! server of those tests implements the same contract.
 //!
 //! Environment: `PORT` (0: any; the port is printed as `listening on PORT`), `REDIS_URL` or
-//! `REDIS_CLUSTER_NODES` (comma-separated), `REDIS_MODE` (classic|sharded), `REDIS_KEY_PREFIX`.
+//! `REDIS_CLUSTER_NODES` (comma-separated), `REDIS_MODE` (classic|sharded), `REDIS_KEY_PREFIX`,
+//! `REDIS_SUBSCRIPTION_MODE` (static|dynamic|dynamic-private, sharded mode).
 //!
 //! Events on `/`: `join`(room, ack), `leave`(room, ack), `setData`(data, ack), and
 //! `cmd`(name, options, ack) with name one of: `broadcast` {to, except, event, args},
@@ -16,7 +17,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_redis::{Mode, RedisAdapterConfig, RedisNode, RedisTarget};
+use switchyard_redis::{Mode, RedisAdapterConfig, RedisNode, RedisTarget, SubscriptionMode};
 use switchyard_socketio::{BroadcastOperator, Namespace, Payload, Room, SocketIo, SocketIoConfig};
 
 fn env(name: &str) -> Option<String> {
@@ -131,8 +132,11 @@ async fn main() -> std::io::Result<()> {
         (None, None) => return Err(std::io::Error::other("set REDIS_URL or REDIS_CLUSTER_NODES")),
     };
     let mode: Mode = env("REDIS_MODE").unwrap_or_else(|| "classic".into()).parse().map_err(std::io::Error::other)?;
+    let subscription_mode: SubscriptionMode =
+        env("REDIS_SUBSCRIPTION_MODE").unwrap_or_else(|| "dynamic".into()).parse().map_err(std::io::Error::other)?;
     let config = RedisAdapterConfig {
         mode,
+        subscription_mode,
         key_prefix: env("REDIS_KEY_PREFIX").unwrap_or_else(|| "socket.io".into()),
         requests_timeout: Duration::from_millis(3000),
         ..Default::default()

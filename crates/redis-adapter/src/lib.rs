@@ -34,7 +34,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_socketio::{
-    AckStream, Adapter, AdapterError, BroadcastOptions, MemoryAdapter, Namespace, Payload, Room, SocketInfo, SocketIo,
+    AckStream, Adapter, AdapterError, BroadcastOptions, MemoryAdapter, Namespace, Payload, Room, Sid, SocketInfo,
+    SocketIo,
 };
 use tokio::sync::mpsc;
 
@@ -59,7 +60,8 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Sharded mode's `subscriptionMode`. `dynamic-private` (a channel per socket) is not supported.
+/// Sharded mode's `subscriptionMode`, as in Node's `createShardedAdapter`. Every server of a cluster
+/// must use the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SubscriptionMode {
     /// Every message on the namespace channel.
@@ -67,6 +69,8 @@ pub enum SubscriptionMode {
     /// Broadcasts to one public room go to that room's channel; nodes subscribe to their rooms.
     #[default]
     Dynamic,
+    /// As `Dynamic`, and each socket's own room (its id) gets a channel too.
+    DynamicPrivate,
 }
 
 impl std::str::FromStr for SubscriptionMode {
@@ -75,7 +79,8 @@ impl std::str::FromStr for SubscriptionMode {
         match s.to_ascii_lowercase().as_str() {
             "static" => Ok(SubscriptionMode::Static),
             "dynamic" => Ok(SubscriptionMode::Dynamic),
-            other => Err(format!("unknown subscription mode {other:?} (static or dynamic)")),
+            "dynamic-private" => Ok(SubscriptionMode::DynamicPrivate),
+            other => Err(format!("unknown subscription mode {other:?} (static, dynamic or dynamic-private)")),
         }
     }
 }
@@ -193,6 +198,14 @@ impl Adapter for RedisAdapter {
 
     fn on_room_deleted(&self, ns: &Namespace, room: &Room) {
         self.shared.room_deleted(ns.name(), room);
+    }
+
+    fn on_socket_added(&self, ns: &Namespace, id: &Sid) {
+        self.shared.socket_added(ns.name(), id);
+    }
+
+    fn on_socket_removed(&self, ns: &Namespace, id: &Sid) {
+        self.shared.socket_removed(ns.name(), id);
     }
 
     fn broadcast(&self, ns: &Arc<Namespace>, event: &str, payload: &Payload, opts: &BroadcastOptions) {

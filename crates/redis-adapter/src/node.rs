@@ -198,26 +198,52 @@ impl Shared {
         }
     }
 
-    /// Sharded dynamic mode: rooms get their own channel while they have local members.
-    fn uses_room_channel(&self, room: &str) -> bool {
+    /// Sharded dynamic modes: a broadcast to this one room goes to the room's channel. As in Node,
+    /// `dynamic` keeps rooms that look like socket ids (20 characters) on the namespace channel.
+    fn publishes_to_room_channel(&self, room: &str) -> bool {
         self.config.mode == Mode::Sharded
-            && self.config.subscription_mode == SubscriptionMode::Dynamic
-            && Sid::parse(room).is_none()
+            && match self.config.subscription_mode {
+                SubscriptionMode::Static => false,
+                SubscriptionMode::Dynamic => room.len() != 20,
+                SubscriptionMode::DynamicPrivate => true,
+            }
     }
 
+    fn subscribe_room(&self, nsp: &str, room: &str) {
+        let channel = self.shard_sub_channel(nsp, room);
+        self.add_route(channel.clone(), nsp, Route::ClusterMessage);
+        self.subscriber.subscribe(Subscription::Shard(channel));
+    }
+
+    fn unsubscribe_room(&self, nsp: &str, room: &str) {
+        let channel = self.shard_sub_channel(nsp, room);
+        self.routes.write().remove(&channel);
+        self.subscriber.unsubscribe(Subscription::Shard(channel));
+    }
+
+    /// A (public) room has local members: the dynamic modes listen on its channel.
     pub(crate) fn room_created(&self, nsp: &str, room: &Room) {
-        if self.uses_room_channel(room) {
-            let channel = self.shard_sub_channel(nsp, room);
-            self.add_route(channel.clone(), nsp, Route::ClusterMessage);
-            self.subscriber.subscribe(Subscription::Shard(channel));
+        if self.config.mode == Mode::Sharded && self.config.subscription_mode != SubscriptionMode::Static {
+            self.subscribe_room(nsp, room);
         }
     }
 
     pub(crate) fn room_deleted(&self, nsp: &str, room: &Room) {
-        if self.uses_room_channel(room) {
-            let channel = self.shard_sub_channel(nsp, room);
-            self.routes.write().remove(&channel);
-            self.subscriber.unsubscribe(Subscription::Shard(channel));
+        if self.config.mode == Mode::Sharded && self.config.subscription_mode != SubscriptionMode::Static {
+            self.unsubscribe_room(nsp, room);
+        }
+    }
+
+    /// `dynamic-private` also gives each socket's own room a channel.
+    pub(crate) fn socket_added(&self, nsp: &str, id: &Sid) {
+        if self.config.mode == Mode::Sharded && self.config.subscription_mode == SubscriptionMode::DynamicPrivate {
+            self.subscribe_room(nsp, id.as_str());
+        }
+    }
+
+    pub(crate) fn socket_removed(&self, nsp: &str, id: &Sid) {
+        if self.config.mode == Mode::Sharded && self.config.subscription_mode == SubscriptionMode::DynamicPrivate {
+            self.unsubscribe_room(nsp, id.as_str());
         }
     }
 
@@ -269,7 +295,7 @@ impl Shared {
                 });
                 let message = self.cluster_message(nsp, sharded::BROADCAST, Some(data), &payload.binary);
                 let channel = match opts.rooms.as_slice() {
-                    [room] if self.uses_room_channel(room) => self.shard_sub_channel(nsp, room),
+                    [room] if self.publishes_to_room_channel(room) => self.shard_sub_channel(nsp, room),
                     _ => self.broadcast_channel(nsp),
                 };
                 self.publish(channel, message);

@@ -7,7 +7,7 @@ use common::*;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
-use switchyard_redis::{Emitter, Mode, RedisAdapterConfig, RedisTarget};
+use switchyard_redis::{Emitter, Mode, RedisAdapterConfig, RedisTarget, SubscriptionMode};
 use switchyard_socketio::{Payload, Room};
 
 fn config(mode: Mode) -> RedisAdapterConfig {
@@ -16,9 +16,9 @@ fn config(mode: Mode) -> RedisAdapterConfig {
 
 /// Broadcasts to all, one room, several rooms and except rooms reach exactly the right clients on
 /// every node, whichever node sends.
-async fn broadcasts_cross_nodes(mode: Mode) {
+async fn broadcasts_cross_nodes(config: RedisAdapterConfig) {
     let redis = RedisServer::start().await;
-    let nodes = cluster(3, RedisTarget::Single(redis.url()), config(mode)).await;
+    let nodes = cluster(3, RedisTarget::Single(redis.url()), config).await;
     let mut a = Client::connect(&nodes[0], "a").await;
     let mut b = Client::connect(&nodes[1], "b").await;
     let mut c = Client::connect(&nodes[2], "c").await;
@@ -81,12 +81,28 @@ async fn broadcasts_cross_nodes(mode: Mode) {
 
 #[tokio::test]
 async fn classic_broadcasts_cross_nodes() {
-    broadcasts_cross_nodes(Mode::Classic).await;
+    broadcasts_cross_nodes(config(Mode::Classic)).await;
 }
 
 #[tokio::test]
 async fn sharded_broadcasts_cross_nodes() {
-    broadcasts_cross_nodes(Mode::Sharded).await;
+    broadcasts_cross_nodes(config(Mode::Sharded)).await;
+}
+
+#[tokio::test]
+async fn sharded_static_broadcasts_cross_nodes() {
+    broadcasts_cross_nodes(RedisAdapterConfig { subscription_mode: SubscriptionMode::Static, ..config(Mode::Sharded) })
+        .await;
+}
+
+/// Every socket has its own channel: broadcasts to one socket id go there.
+#[tokio::test]
+async fn sharded_dynamic_private_broadcasts_cross_nodes() {
+    broadcasts_cross_nodes(RedisAdapterConfig {
+        subscription_mode: SubscriptionMode::DynamicPrivate,
+        ..config(Mode::Sharded)
+    })
+    .await;
 }
 
 /// fetch-sockets, rooms, remote join/leave/disconnect, server-side emit with acks and broadcast acks.

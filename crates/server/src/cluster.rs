@@ -25,7 +25,8 @@ pub struct ClusterArgs {
     /// Wire format: `classic` (PUBLISH, Node's createAdapter) or `sharded` (SPUBLISH, createShardedAdapter).
     #[arg(long = "redis-mode", env = "REDIS_MODE", default_value = "classic")]
     pub redis_mode: Mode,
-    /// Sharded mode's subscription mode: `dynamic` (a channel per room) or `static`.
+    /// Sharded mode's subscription mode: `dynamic` (a channel per room), `dynamic-private` (and per
+    /// socket) or `static`.
     #[arg(long = "redis-subscription-mode", env = "REDIS_SUBSCRIPTION_MODE", default_value = "dynamic")]
     pub redis_subscription_mode: SubscriptionMode,
     /// How long cluster requests (fetch-sockets, rooms, server-side acks) wait for other servers.

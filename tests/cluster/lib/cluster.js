@@ -153,8 +153,14 @@ export async function startRedisCluster(size = 3) {
  * Starts a Switchyard cluster node (the cluster-node example). `redis` is {url} or {clusterNodes}.
  * Resolves with {port, url, child} once it listens and is connected to Redis.
  */
-export async function startSwitchyard({ url, clusterNodes, mode = "classic" }) {
-  const env = { ...process.env, PORT: "0", REDIS_MODE: mode, RUST_LOG: process.env.RUST_LOG || "warn" };
+export async function startSwitchyard({ url, clusterNodes, mode = "classic", subscriptionMode = "dynamic" }) {
+  const env = {
+    ...process.env,
+    PORT: "0",
+    REDIS_MODE: mode,
+    REDIS_SUBSCRIPTION_MODE: subscriptionMode,
+    RUST_LOG: process.env.RUST_LOG || "warn",
+  };
   if (clusterNodes) env.REDIS_CLUSTER_NODES = clusterNodes.join(",");
   else env.REDIS_URL = url;
   const child = spawn(clusterNodeBin, [], { env, stdio: ["ignore", "pipe", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"] });
@@ -182,7 +188,7 @@ export async function startSwitchyard({ url, clusterNodes, mode = "classic" }) {
 }
 
 /** The same contract as the cluster-node example, on Node socket.io with the Redis adapter. */
-export async function startNodeServer({ url, clusterNodes, mode = "classic" }) {
+export async function startNodeServer({ url, clusterNodes, mode = "classic", subscriptionMode = "dynamic" }) {
   let pub, sub;
   if (clusterNodes) {
     const { createCluster } = await import("redis");
@@ -196,7 +202,11 @@ export async function startNodeServer({ url, clusterNodes, mode = "classic" }) {
   await Promise.all([pub.connect(), sub.connect()]);
   const httpServer = createServer();
   const io = new Server(httpServer);
-  io.adapter(mode === "sharded" ? createShardedAdapter(pub, sub) : createAdapter(pub, sub, { requestsTimeout: 3000 }));
+  io.adapter(
+    mode === "sharded"
+      ? createShardedAdapter(pub, sub, { subscriptionMode })
+      : createAdapter(pub, sub, { requestsTimeout: 3000 }),
+  );
   await new Promise((r) => httpServer.listen(0, "127.0.0.1", r));
   const port = httpServer.address().port;
   const notes = [];

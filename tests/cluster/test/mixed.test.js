@@ -20,16 +20,18 @@ import {
   switchyardEmit,
 } from "../lib/cluster.js";
 
-for (const mode of ["classic", "sharded"]) {
-  describe(`mixed cluster, ${mode} mode`, () => {
+// "sharded" is the dynamic subscription mode (Node's default); the other two run the same tests.
+for (const variant of ["classic", "sharded", "sharded/static", "sharded/dynamic-private"]) {
+  const [mode, subscriptionMode = "dynamic"] = variant.split("/");
+  describe(`mixed cluster, ${variant} mode`, () => {
     let redis, nodeServer, sy1, sy2;
     let cn, c1, c2; // clients on the Node server and on the two Switchyard nodes
 
     before(async () => {
       redis = await startRedis();
-      nodeServer = await startNodeServer({ url: redis.url, mode });
-      sy1 = await startSwitchyard({ url: redis.url, mode });
-      sy2 = await startSwitchyard({ url: redis.url, mode });
+      nodeServer = await startNodeServer({ url: redis.url, mode, subscriptionMode });
+      sy1 = await startSwitchyard({ url: redis.url, mode, subscriptionMode });
+      sy2 = await startSwitchyard({ url: redis.url, mode, subscriptionMode });
       cn = await connect(nodeServer, "node-client");
       c1 = await connect(sy1, "sy1-client");
       c2 = await connect(sy2, "sy2-client");
