@@ -94,3 +94,19 @@ impl Stats {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text() {
+        let stats = Stats::default();
+        stats.published.store(7, Ordering::Relaxed);
+        stats.dropped("test", 2);
+        let text = stats.render_prometheus("switchyard_");
+        assert!(text.contains("# TYPE switchyard_redis_published_total counter\nswitchyard_redis_published_total 7\n"));
+        assert!(text.contains("switchyard_redis_dropped_total 2\n"));
+        assert!(text.contains("switchyard_redis_connected 0\n"));
+    }
+}
