@@ -17,7 +17,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "tests/cluster: redis-server not found (scripts/install-deps.sh installs it)" >&2
   exit 1
 fi
-for binary in ../../target/release/examples/cluster-node ../../target/release/switchyard; do
+# CLUSTER_NODE_BIN / SWITCHYARD_BIN point elsewhere (another target directory, say).
+for binary in "${CLUSTER_NODE_BIN:-../../target/release/examples/cluster-node}" "${SWITCHYARD_BIN:-../../target/release/switchyard}"; do
   if [[ ! -x "$binary" ]]; then
     echo "tests/cluster: $binary not found; build it with" >&2
     echo "  cargo build --release -p switchyard-redis --example cluster-node && cargo build --release -p switchyard" >&2
