@@ -748,9 +748,7 @@ impl Shared {
                         publisher.publish(Outgoing { sharded: false, channel, payload: body.to_string().into_bytes() });
                     }) as Box<dyn FnOnce(Payload) + Send>
                 });
-                if !ns.dispatch_server_side(&event, msgpack::payload_from(data, &binary), ack) {
-                    tracing::debug!(event, "redis adapter: no handler for a server-side event");
-                }
+                dispatch_server_side(ns, &event, msgpack::payload_from(data, &binary), ack);
             }
             classic::BROADCAST => {
                 let Some(request_id) = request_id.map(str::to_string) else { return };
@@ -928,9 +926,7 @@ impl Shared {
                     }
                     _ => None,
                 };
-                if !ns.dispatch_server_side(&event, msgpack::payload_from(packet, &binary), ack) {
-                    tracing::debug!(event, "redis adapter: no handler for a server-side event");
-                }
+                dispatch_server_side(ns, &event, msgpack::payload_from(packet, &binary), ack);
             }
             sharded::INITIAL_HEARTBEAT | sharded::HEARTBEAT | sharded::ADAPTER_CLOSE => {}
             _ => tracing::debug!(kind, "redis adapter: ignoring a cluster message of unknown type"),
@@ -994,6 +990,26 @@ fn node_rooms(ns: &Namespace) -> Vec<String> {
 /// (so connection state recovery, when on, keeps it for this node's disconnected sessions too).
 fn deliver(ns: &Arc<Namespace>, packet: &EventPacket, opts: &BroadcastOptions) {
     MemoryAdapter.broadcast(ns, &packet.event, &packet.payload, opts);
+}
+
+/// Runs the local handler of a server-side event from another node. Without a handler the requester
+/// still gets an (empty) answer when it asked for one, so it does not wait for its timeout.
+fn dispatch_server_side(ns: &Namespace, event: &str, payload: Payload, ack: Option<Box<dyn FnOnce(Payload) + Send>>) {
+    let slot = Arc::new(Mutex::new(ack));
+    let forward = slot.lock().is_some().then(|| {
+        let slot = slot.clone();
+        Box::new(move |answer: Payload| {
+            if let Some(ack) = slot.lock().take() {
+                ack(answer);
+            }
+        }) as Box<dyn FnOnce(Payload) + Send>
+    });
+    if !ns.dispatch_server_side(event, payload, forward) {
+        tracing::debug!(event, "redis adapter: no handler for a server-side event; answering empty");
+        if let Some(ack) = slot.lock().take() {
+            ack(Payload::empty());
+        }
+    }
 }
 
 /// Joins, leaves or disconnects the local sockets `opts` selects, for another node.
