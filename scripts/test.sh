@@ -87,6 +87,11 @@ else
   skip fuzz "scripts/fuzz-smoke.sh not present"
 fi
 step node 900 0 bash tests/node/run.sh
+if [[ -f tests/cluster/run.sh ]]; then
+  step cluster 600 0 bash tests/cluster/run.sh
+else
+  skip cluster "tests/cluster/run.sh not present"
+fi
 if [[ -f tests/browser/run.sh ]]; then
   step browser 600 0 bash tests/browser/run.sh
 else

@@ -122,7 +122,9 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
             if !options.skip_build {
                 log("building Switchyard's bench-server (release)");
                 let mut build = Command::new("cargo");
-                build.args(["build", "--release", "-p", "switchyard", "--example", "bench-server"]).current_dir(repo);
+                build
+                    .args(["build", "--profile", "perf", "-p", "switchyard", "--example", "bench-server"])
+                    .current_dir(repo);
                 run_bounded(build, Duration::from_secs(1800), &logs.join("build-switchyard.log"))?;
             }
             let target = cargo_target_dir(&repo.join("Cargo.toml"), repo)?;
@@ -131,7 +133,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 .unwrap_or_else(|| "unknown".into());
             Ok(ServerSpec {
                 name: name.into(),
-                program: target.join("release/examples/bench-server"),
+                program: target.join("perf/examples/bench-server"),
                 args: vec![],
                 cwd: repo.clone(),
                 version: format!("Switchyard {} (git {rev})", env!("CARGO_PKG_VERSION")),
@@ -507,7 +509,7 @@ fn render_markdown(
     md.push_str(
         "`scripts/bench.sh` builds `switchyard-bench` in release mode and calls its `run` subcommand with the \
          arguments given (see `scripts/bench.sh --help`). It builds Switchyard's `bench-server` example \
-         (`cargo build --release -p switchyard --example bench-server`), the socketioxide peer \
+         (`cargo build --profile perf -p switchyard --example bench-server`), the socketioxide peer \
          (`cargo build --release --locked --manifest-path bench/peers/socketioxide/Cargo.toml`) and installs \
          the Node peer (`npm ci` in `bench/node`), then starts each with `PORT` set. Raw JSON lines and server \
          logs go to `bench/results/` (not committed).\n\n",

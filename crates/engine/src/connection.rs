@@ -84,6 +84,9 @@ pub(crate) struct State {
     /// A WebSocket for this session is open and probing.
     pub(crate) upgrade_attempt: bool,
     pub(crate) closed: Option<CloseReason>,
+    /// The last packet a polling client gets after a close; taken when sent.
+    pub(crate) farewell: Option<Frame>,
+    pub(crate) farewell_sent: bool,
     awaiting_pong: bool,
     heartbeat_deadline: Instant,
     pub(crate) poll_active: bool,
@@ -126,6 +129,8 @@ impl Connection {
                 upgrading: false,
                 upgrade_attempt: false,
                 closed: None,
+                farewell: None,
+                farewell_sent: false,
                 awaiting_pong: false,
                 heartbeat_deadline: Instant::now() + config.ping_interval,
                 poll_active: false,
@@ -178,6 +183,10 @@ impl Connection {
             return Err(SendError::QueueFull);
         }
         let was_empty = state.queue.is_empty();
+        if state.queue.capacity() == 0 {
+            // One allocation for a typical batch instead of growing 4, 8, 16...
+            state.queue.reserve(16);
+        }
         state.queue.extend(frames.iter().cloned());
         state.queued_bytes += size;
         drop(state);
@@ -193,20 +202,16 @@ impl Connection {
         self.close_with(reason, Some(Frame::close()));
     }
 
-    /// Closes, and for polling queues `farewell` for the client (a `close`, or a `noop` when the client
-    /// itself asked to close).
+    /// Closes; over polling, `farewell` (a `close`, or a `noop` when the client itself asked to close)
+    /// answers the first poll that finds the queue empty, so queued data arrives before the close, in
+    /// its own response, as Node does.
     pub(crate) fn close_with(&self, reason: CloseReason, farewell: Option<Frame>) {
         let mut state = self.state.lock();
         if state.closed.is_some() {
             return;
         }
         state.closed = Some(reason);
-        if state.transport == TransportKind::Polling {
-            if let Some(frame) = farewell {
-                state.queued_bytes += frame.queued_len();
-                state.queue.push_back(frame);
-            }
-        }
+        state.farewell = farewell;
         drop(state);
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "closing connection");
         self.writer_wake.notify_one();

@@ -12,6 +12,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 use switchyard_protocol::engine as eio;
 use tokio::time::Instant;
 
@@ -90,8 +91,11 @@ impl<H: Handler> Engine<H> {
             let reply = conn.with_state(|s| {
                 if s.transport == TransportKind::WebSocket {
                     Some(PollReply::Noop)
-                } else if !Connection::queue_is_empty(s) || s.closed.is_some() {
+                } else if !Connection::queue_is_empty(s) {
                     Some(PollReply::Frames(Connection::take_queue_locked(s)))
+                } else if s.closed.is_some() {
+                    s.farewell_sent = true;
+                    Some(PollReply::Frames(VecDeque::from([s.farewell.take().unwrap_or_else(Frame::close)])))
                 } else if s.upgrading {
                     Some(PollReply::Noop)
                 } else {
@@ -105,6 +109,9 @@ impl<H: Handler> Engine<H> {
         };
         guard.answered = true;
         drop(guard);
+        if conn.is_closed() {
+            conn.owner_wake.notify_one();
+        }
         let body = match reply {
             PollReply::Noop => encode_polling_payload(&[Frame::noop()]),
             PollReply::Frames(frames) if frames.is_empty() => encode_polling_payload(&[Frame::close()]),
@@ -140,6 +147,10 @@ impl<H: Handler> Engine<H> {
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|len| len > self.config.max_payload) {
             return http_util::status_response(StatusCode::PAYLOAD_TOO_LARGE, cors);
+        }
+        if conn.transport() == TransportKind::WebSocket {
+            // Upgraded sessions take no more polling requests (Node's transport mismatch check).
+            return http_util::error_response(EngineError::BadRequest, cors);
         }
         let overlap = conn.with_state(|s| std::mem::replace(&mut s.post_active, true));
         if overlap {
@@ -191,6 +202,18 @@ impl<H: Handler> Engine<H> {
                 return;
             }
             if let Some(reason) = conn.closed_reason() {
+                // Packets queued before the close (a DISCONNECT, the close packet) wait for the next
+                // poll, for at most a heartbeat window, as in Node; then the session is forgotten.
+                // Only a close the server chose waits; a client that closed or failed is gone already.
+                let server_closed = matches!(reason, CloseReason::ForcedClose | CloseReason::ServerShutdown);
+                let linger =
+                    if server_closed { self.config.ping_interval + self.config.ping_timeout } else { Duration::ZERO };
+                let _ = tokio::time::timeout(linger, async {
+                    while !conn.with_state(|s| s.farewell_sent && !s.poll_active) {
+                        conn.owner_wake.notified().await;
+                    }
+                })
+                .await;
                 self.count_polling(-1);
                 self.finish(&conn, &client, reason);
                 return;

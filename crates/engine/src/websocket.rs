@@ -212,16 +212,44 @@ impl<H: Handler> WsTask<H> {
                 }
                 continue;
             }
-            let frames = self.conn.take_queue();
-            if !frames.is_empty() {
+            let mut failed = None;
+            loop {
+                let frames = self.conn.take_queue();
+                if frames.is_empty() {
+                    break;
+                }
                 let (a, b) = frames.as_slices();
-                let written = write_frames(&mut wr, a).await.and(write_frames(&mut wr, b).await);
-                if written.is_err() {
-                    break Stop::Closed(CloseReason::TransportError);
+                let write = async {
+                    write_frames(&mut wr, a).await?;
+                    write_frames(&mut wr, b).await
+                };
+                // A client that stops reading must not pin this task in a write: the close of a slow
+                // client, or a write stalled past the heartbeat window, ends the connection.
+                let stall_limit = self.engine.config.ping_interval + self.engine.config.ping_timeout;
+                let written = tokio::select! {
+                    biased;
+                    written = write => written,
+                    _ = closed(&self.conn) => Err(io::ErrorKind::BrokenPipe.into()),
+                    _ = tokio::time::sleep(stall_limit) => Err(io::ErrorKind::TimedOut.into()),
+                };
+                if let Err(e) = written {
+                    let reason = match (self.conn.closed_reason(), e.kind()) {
+                        (Some(reason), _) => reason,
+                        (None, io::ErrorKind::TimedOut) => {
+                            tracing::warn!(sid = %self.conn.sid(), "write stalled past the heartbeat window: closing");
+                            CloseReason::SlowClient
+                        }
+                        (None, _) => CloseReason::TransportError,
+                    };
+                    failed = Some(Stop::Closed(reason));
+                    break;
                 }
                 let bytes: usize = frames.iter().map(Frame::queued_len).sum();
                 EngineStats::add(&self.engine.stats.frames_sent, frames.len() as u64);
                 EngineStats::add(&self.engine.stats.bytes_sent, bytes as u64);
+            }
+            if let Some(stop) = failed {
+                break stop;
             }
             if let Some(reason) = self.conn.closed_reason() {
                 break Stop::Fail(1000, reason);
@@ -310,7 +338,8 @@ impl<H: Handler> WsTask<H> {
                     continue;
                 }
                 Message::Pong(_) => continue,
-                Message::Close(_) => return Some(Stop::Closed(CloseReason::TransportClose)),
+                // Answer the close handshake (RFC 6455 5.5.1) before dropping the connection.
+                Message::Close(code) => return Some(Stop::Fail(code.unwrap_or(1000), CloseReason::TransportClose)),
             };
             if self.upgrading {
                 if let Some(stop) = self.on_probe_packet(packet, control) {
@@ -359,6 +388,16 @@ impl<H: Handler> WsTask<H> {
                 None
             }
         }
+    }
+}
+
+/// Resolves once the connection is closed (woken through the writer `Notify`).
+async fn closed(conn: &Connection) {
+    loop {
+        if conn.is_closed() {
+            return;
+        }
+        conn.writer_wake.notified().await;
     }
 }
 

@@ -21,12 +21,18 @@ const MAX_ROOM_CHARS: usize = 64;
 /// Routes for the page and its assets.
 pub fn routes() -> Router {
     Router::new()
-        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response() }))
+        .route(
+            "/",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response() }),
+        )
         .route(
             "/chat.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], CHAT_JS).into_response() }),
         )
-        .route("/chat.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CHAT_CSS).into_response() }))
+        .route(
+            "/chat.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CHAT_CSS).into_response() }),
+        )
 }
 
 fn valid_text(value: Option<&Value>, max_chars: usize) -> Option<String> {
@@ -60,7 +66,9 @@ pub fn install(io: &SocketIo) {
             };
             if let Some((old_name, old_room)) = member(socket) {
                 socket.leave(&old_room);
-                socket.to(old_room.as_str()).emit("chat:system", json!({"room": old_room, "text": format!("{old_name} left")}));
+                socket
+                    .to(old_room.as_str())
+                    .emit("chat:system", json!({"room": old_room, "text": format!("{old_name} left")}));
             }
             socket.join(room.as_str());
             socket.set_data(json!({"name": name, "room": room}));
@@ -97,7 +105,10 @@ pub fn install(io: &SocketIo) {
         });
         socket.on_disconnect(|socket, _reason| {
             if let Some((name, room)) = member(socket) {
-                socket.ns().to(room.as_str()).emit("chat:system", json!({"room": room, "text": format!("{name} left")}));
+                socket
+                    .ns()
+                    .to(room.as_str())
+                    .emit("chat:system", json!({"room": room, "text": format!("{name} left")}));
             }
         });
     });

@@ -57,18 +57,26 @@ async fn main() -> std::io::Result<()> {
         ping_timeout: Duration::from_millis(args.ping_timeout_ms),
         max_payload: args.max_payload,
         max_queue_bytes: args.max_queue_bytes,
-        cors: (!args.cors_origins.is_empty()).then(|| CorsConfig { origins: args.cors_origins.clone(), credentials: false }),
+        cors: (!args.cors_origins.is_empty())
+            .then(|| CorsConfig { origins: args.cors_origins.clone(), credentials: false }),
         ..EngineConfig::default()
     };
     let io = SocketIo::new(SocketIoConfig { engine, ..Default::default() });
     // Before any namespace exists: each gets the cluster adapter.
-    let _cluster = switchyard::cluster::configure(&io, &args.cluster).map_err(std::io::Error::other)?;
+    let cluster = switchyard::cluster::configure(&io, &args.cluster).map_err(std::io::Error::other)?;
     switchyard::chat::install(&io);
     let metrics_io = io.clone();
+    let render_metrics = move || {
+        let mut text = switchyard::metrics::render(&metrics_io);
+        if let Some(node) = &cluster {
+            text.push_str(&switchyard::cluster::render_metrics(node));
+        }
+        std::future::ready(text)
+    };
     let app = Router::new()
         .merge(switchyard::chat::routes())
         .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(move || std::future::ready(switchyard::metrics::render(&metrics_io))))
+        .route("/metrics", get(render_metrics))
         .route_service("/socket.io/", io.service());
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "switchyard listening");

@@ -22,7 +22,8 @@ pub fn render(io: &SocketIo) -> String {
         ("switchyard_protocol_errors_total", "Connections closed for invalid input.", &stats.protocol_errors),
     ];
     for (name, help, counter) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Ordering::Relaxed));
+        let _ =
+            writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Ordering::Relaxed));
     }
     let _ = writeln!(
         out,
@@ -34,11 +35,17 @@ pub fn render(io: &SocketIo) -> String {
         "# HELP switchyard_polling_connections Connections on HTTP long-polling.\n# TYPE switchyard_polling_connections gauge\nswitchyard_polling_connections {}",
         stats.polling_connections.load(Ordering::Relaxed)
     );
-    let _ = writeln!(out, "# HELP switchyard_sockets Connected sockets per namespace.\n# TYPE switchyard_sockets gauge");
+    let _ =
+        writeln!(out, "# HELP switchyard_sockets Connected sockets per namespace.\n# TYPE switchyard_sockets gauge");
     let mut namespaces = io.namespaces();
     namespaces.sort_by(|a, b| a.name().cmp(b.name()));
     for ns in namespaces {
-        let _ = writeln!(out, "switchyard_sockets{{namespace=\"{}\"}} {}", ns.name().replace('"', "\\\""), ns.local_socket_count());
+        let _ = writeln!(
+            out,
+            "switchyard_sockets{{namespace=\"{}\"}} {}",
+            ns.name().replace('"', "\\\""),
+            ns.local_socket_count()
+        );
     }
     out
 }

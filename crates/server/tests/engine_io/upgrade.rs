@@ -65,7 +65,6 @@ async fn get_after_upgrade_is_rejected() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a polling POST after the upgrade to WebSocket is accepted (200 ok) instead of 400 code 3"]
 async fn post_after_upgrade_is_rejected() {
     let server = EchoServer::start(engine_config()).await;
     let (session, _) = Polling::open(server.addr, EIO_PATH).await;

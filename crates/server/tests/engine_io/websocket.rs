@@ -82,7 +82,6 @@ async fn close_frame_closes_the_connection() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a client Close frame is not answered with a Close frame (RFC 6455 5.5.1); the server only ends TCP"]
 async fn close_frame_is_answered_with_a_close_frame() {
     // RFC 6455 5.5.1: an endpoint that receives a Close frame it did not initiate sends one back.
     let server = EchoServer::start(engine_config()).await;

@@ -80,7 +80,6 @@ async fn server_disconnect_with_close_answers_the_pending_poll() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a server-side close of a polling session with no GET pending drops the queued DISCONNECT and close packets"]
 async fn server_disconnect_with_close_over_polling() {
     let (server, mut seen) = SioServer::reference(sio_config()).await;
     let (session, _) = Polling::open(server.addr, SIO_PATH).await;
