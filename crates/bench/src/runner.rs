@@ -555,6 +555,11 @@ fn render_markdown(
          and are counted as `failed`. The hard limit on the machine above is in the table (an unprivileged \
          sandbox cannot raise it).\n\n",
     );
+    // The hand-kept log of what each engine change bought survives regeneration.
+    if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
+        md.push_str(changes.trim_end());
+        md.push_str("\n\n");
+    }
     md.push_str("## Reference figures measured earlier on this machine\n\n");
     md.push_str(
         "| Server | Idle memory | Fanout CPU per delivery | Fanout loss | Echo p99 (100 clients × 50/s) |\n\
