@@ -285,16 +285,16 @@ impl Namespace {
     pub(crate) fn for_each_target(&self, opts: &BroadcastOptions, mut f: impl FnMut(&Arc<Socket>)) {
         let sockets = self.sockets.read();
         let rooms = self.rooms.read();
-        let mut except: HashSet<Sid> = HashSet::new();
+        let mut except = ExceptSet::default();
         for room in &opts.except {
             if let Some(members) = rooms.get(room) {
-                except.extend(members.keys().copied());
+                members.keys().for_each(|sid| except.insert(*sid));
             }
             if let Some(sid) = Sid::parse(room) {
                 except.insert(sid);
             }
         }
-        let keep = |s: &Arc<Socket>| except.is_empty() || !except.contains(&s.id());
+        let keep = |s: &Arc<Socket>| !except.contains(&s.id());
         if opts.rooms.is_empty() {
             sockets.values().filter(|s| keep(s)).for_each(&mut f);
             return;
@@ -344,5 +344,61 @@ impl Namespace {
         let mut out = Vec::new();
         self.for_each_target(opts, |s| out.push(s.clone()));
         out
+    }
+}
+
+/// The sockets a broadcast skips. Usually just the sender (`socket.to(room)`), so a short list is
+/// compared directly and only a large one is hashed: this check runs once per recipient.
+#[derive(Default)]
+struct ExceptSet {
+    few: smallvec::SmallVec<[Sid; 4]>,
+    many: Option<HashSet<Sid>>,
+}
+
+impl ExceptSet {
+    const LINEAR_LIMIT: usize = 8;
+
+    fn insert(&mut self, sid: Sid) {
+        if let Some(many) = &mut self.many {
+            many.insert(sid);
+        } else if !self.few.contains(&sid) {
+            if self.few.len() < Self::LINEAR_LIMIT {
+                self.few.push(sid);
+            } else {
+                let mut many: HashSet<Sid> = self.few.drain(..).collect();
+                many.insert(sid);
+                self.many = Some(many);
+            }
+        }
+    }
+
+    fn contains(&self, sid: &Sid) -> bool {
+        match &self.many {
+            Some(many) => many.contains(sid),
+            None => self.few.contains(sid),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn except_set_switches_to_hashing_past_the_limit() {
+        let mut set = ExceptSet::default();
+        let sids: Vec<Sid> = (0..20).map(|_| Sid::random()).collect();
+        for sid in &sids[..3] {
+            set.insert(*sid);
+            set.insert(*sid);
+        }
+        assert!(set.many.is_none());
+        assert_eq!(set.few.len(), 3);
+        for sid in &sids {
+            set.insert(*sid);
+        }
+        assert!(set.many.is_some());
+        assert!(sids.iter().all(|sid| set.contains(sid)));
+        assert!(!set.contains(&Sid::random()));
     }
 }
