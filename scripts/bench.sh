@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark (not a test, not part of CI): builds switchyard-bench, whose `run` subcommand builds and
 # starts Switchyard's bench-server example, the Node socket.io peer (bench/node) and the socketioxide peer
-# (bench/peers/socketioxide) one at a time, runs the idle, fanout, echo and connect scenarios against each
-# (twice by default), and writes BENCHMARKS.md and bench/chart.svg. Raw results go to bench/results/.
+# (bench/peers/socketioxide) one at a time, runs the idle, fanout, echo, connect and cluster scenarios against
+# each (twice by default), and writes BENCHMARKS.md and bench/chart.svg. Raw results go to bench/results/.
+# The cluster scenario starts its own redis-server (Debian's redis-server package) and two nodes per server.
 #
 # Arguments are passed to `switchyard-bench run`, e.g.
 #   scripts/bench.sh --scenarios fanout --repeats 3
+#   scripts/bench.sh --scenarios cluster --servers switchyard,node
 #   scripts/bench.sh --scenarios idle --idle-connections 50000
 #   scripts/bench.sh --help
 set -euo pipefail

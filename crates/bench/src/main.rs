@@ -1,8 +1,9 @@
-//! `switchyard-bench`: a Socket.IO load generator (idle, fanout, echo, connect scenarios, one JSON line
+//! `switchyard-bench`: a Socket.IO load generator (idle, fanout, echo, connect, cluster scenarios, one JSON line
 //! each) and the runner that benchmarks Switchyard against the Node socket.io and socketioxide peers.
 
 mod chart;
 mod client;
+mod cluster;
 mod error;
 mod net;
 mod polling;
@@ -105,6 +106,39 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         count: usize,
     },
+    /// Nodes of one cluster (first port hosts the sender): R receivers split over them, M messages of B
+    /// bytes, then paced probes; deliveries/s, CPU of every node and Redis, Redis-added latency, publishes.
+    Cluster {
+        /// Ports of the nodes on 127.0.0.1, comma separated (one port: the single-node baseline).
+        #[arg(long, value_delimiter = ',', required = true)]
+        ports: Vec<u16>,
+        /// Process ids of the nodes, comma separated, to sum their CPU time.
+        #[arg(long, value_delimiter = ',')]
+        server_pids: Vec<u32>,
+        /// Port of the cluster's redis-server on 127.0.0.1 (for CONFIG RESETSTAT / INFO commandstats).
+        #[arg(long)]
+        redis_port: Option<u16>,
+        /// Process id of redis-server, to report its CPU time.
+        #[arg(long)]
+        redis_pid: Option<u32>,
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        #[arg(long, default_value_t = 500)]
+        messages: usize,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        /// Paced latency probes sent after the burst.
+        #[arg(long, default_value_t = 200)]
+        probes: usize,
+        #[arg(long, default_value_t = 5)]
+        probe_interval_ms: u64,
+        #[arg(long, default_value_t = 3000)]
+        straggler_ms: u64,
+        #[arg(long)]
+        sources: Option<usize>,
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+    },
     /// Build and start every server, run the scenarios against each, write BENCHMARKS.md and the chart.
     Run(RunArgs),
 }
@@ -118,7 +152,7 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',', default_value = "switchyard,node,socketioxide")]
     servers: Vec<String>,
     /// Scenarios to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,echo,connect")]
+    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,echo,connect,cluster")]
     scenarios: Vec<String>,
     /// Repeats of every scenario on every server (at least 2 for a report).
     #[arg(long, default_value_t = 2)]
@@ -139,6 +173,12 @@ struct RunArgs {
     echo_seconds: f64,
     #[arg(long, default_value_t = 2000)]
     connect_count: usize,
+    /// Receivers of the cluster scenario, split over two nodes (it sends --fanout-messages messages).
+    #[arg(long, default_value_t = 1000)]
+    cluster_receivers: usize,
+    /// Paced latency probes of the cluster scenario.
+    #[arg(long, default_value_t = 200)]
+    cluster_probes: usize,
     /// Handshakes in flight at once in the connect scenario.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
@@ -222,6 +262,45 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::connect(&target, &options))
         }
+        Command::Cluster {
+            ports,
+            server_pids,
+            redis_port,
+            redis_pid,
+            receivers,
+            messages,
+            payload_bytes,
+            probes,
+            probe_interval_ms,
+            straggler_ms,
+            sources,
+            concurrency,
+        } => {
+            let per_node = receivers.div_ceil(ports.len().max(1)) + 1;
+            let nodes: Vec<Target> = ports
+                .iter()
+                .map(|port| {
+                    Target::new(
+                        SocketAddrV4::new(Ipv4Addr::LOCALHOST, *port),
+                        sources.unwrap_or_else(|| sources_for(per_node)),
+                    )
+                })
+                .collect();
+            let options = cluster::ClusterOptions {
+                receivers,
+                messages,
+                payload_bytes,
+                probes,
+                probe_interval: Duration::from_millis(probe_interval_ms),
+                concurrency,
+                straggler_wait: Duration::from_millis(straggler_ms),
+                max_wait: Duration::from_secs(120),
+                server_pids,
+                redis: redis_port.map(|port| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+                redis_pid,
+            };
+            runtime.block_on(cluster::cluster(&nodes, &options))
+        }
         Command::Run(args) => {
             let command_line =
                 args.command_line.clone().unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
@@ -246,6 +325,8 @@ fn main() -> ExitCode {
                 echo_rate: args.echo_rate,
                 echo_seconds: args.echo_seconds,
                 connect_count: args.connect_count,
+                cluster_receivers: args.cluster_receivers,
+                cluster_probes: args.cluster_probes,
                 connect_concurrency: args.connect_concurrency,
                 concurrency: args.concurrency,
                 skip_build: args.skip_build,

@@ -130,6 +130,86 @@ pub const METRICS: &[Metric] = &[
         scale: 1.0,
         better: Better::Higher,
     },
+    Metric {
+        scenario: "cluster",
+        key: "cluster_deliveries_per_sec",
+        label: "Cluster deliveries per second (2 nodes)",
+        unit: "/s",
+        scale: 1.0,
+        better: Better::Higher,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "cross_node_deliveries_per_sec",
+        label: "Cluster cross-node deliveries per second",
+        unit: "/s",
+        scale: 1.0,
+        better: Better::Higher,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "cluster_cpu_ns_per_delivery",
+        label: "Cluster CPU per delivery, both nodes",
+        unit: "ns",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "single_node_cpu_ns_per_delivery",
+        label: "Same load on one node, CPU per delivery",
+        unit: "ns",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "cpu_ratio_to_single_node",
+        label: "Cluster ÷ single-node CPU per delivery",
+        unit: "×",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "redis_cpu_ns_per_delivery",
+        label: "redis-server CPU per delivery",
+        unit: "ns",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "redis_added_p50_ms",
+        label: "Latency Redis adds, p50",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "redis_added_p99_ms",
+        label: "Latency Redis adds, p99",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "publishes_per_broadcast",
+        label: "Redis publishes per broadcast",
+        unit: "",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "cluster",
+        key: "cluster_loss_pct",
+        label: "Cluster deliveries lost",
+        unit: "%",
+        scale: 1.0,
+        better: Better::Lower,
+    },
 ];
 
 /// Display names and chart colours of the servers, in table order.
@@ -263,6 +343,9 @@ fn extra_figures(value: &Value) -> Vec<String> {
         "missing",
         "ws_failed",
         "polling_failed",
+        "lost",
+        "single_node_lost",
+        "redis_publish_calls",
     ];
     keys.iter()
         .filter_map(|key| {
@@ -386,7 +469,49 @@ pub fn check_goals(records: &[Record], idle_connections: usize) -> Vec<GoalCheck
             None => "not measured",
         },
     });
+    goals.extend(cluster_goals(records));
     goals
+}
+
+/// The two goals of the cluster scenario, checked on Switchyard's cluster runs.
+fn cluster_goals(records: &[Record]) -> Vec<GoalCheck> {
+    let metric = |key: &str| METRICS.iter().find(|m| m.key == key).expect("known metric");
+    let ours = |key: &str| median_of(records, "switchyard", metric(key));
+    let (ratio, cluster, single) = (
+        ours("cpu_ratio_to_single_node"),
+        ours("cluster_cpu_ns_per_delivery"),
+        ours("single_node_cpu_ns_per_delivery"),
+    );
+    let publishes = values(records, "switchyard", metric("publishes_per_broadcast"));
+    let worst = publishes.iter().copied().fold(None, |worst: Option<f64>, v| Some(worst.map_or(v, |w| w.max(v))));
+    vec![
+        GoalCheck {
+            goal: "Cross-node fanout at most twice the single-node CPU per delivery".into(),
+            measured: match (ratio, cluster, single) {
+                (Some(r), Some(c), Some(s)) => {
+                    format!("{} ns (two nodes) vs {} ns (one node): {r:.2}×", format_value(c), format_value(s))
+                }
+                _ => "not measured".into(),
+            },
+            status: match ratio {
+                Some(r) if r <= 2.0 => "met",
+                Some(_) => "not met",
+                None => "not measured",
+            },
+        },
+        GoalCheck {
+            goal: "One Redis publish per broadcast whatever the number of receiving nodes".into(),
+            measured: worst.map_or("not measured".into(), |w| {
+                format!("at most {w:.3} PUBLISH/SPUBLISH calls per broadcast over {} runs (2 nodes)", publishes.len())
+            }),
+            // A stray control message (e.g. a heartbeat) during the burst may add a fraction.
+            status: match worst {
+                Some(w) if (0.99..=1.02).contains(&w) => "met",
+                Some(_) => "not met",
+                None => "not measured",
+            },
+        },
+    ]
 }
 
 pub fn goals_table(goals: &[GoalCheck]) -> String {
@@ -446,6 +571,31 @@ mod tests {
         assert_eq!(goals[0].status, "met");
         assert_eq!(goals[1].status, "not met");
         assert_eq!(goals[3].status, "not met");
+    }
+
+    #[test]
+    fn cluster_goals_use_the_cpu_ratio_and_the_worst_publish_count() {
+        let cluster = |ratio: f64, publishes: f64| {
+            json!({"cpu_ratio_to_single_node": ratio, "cluster_cpu_ns_per_delivery": 300.0 * ratio,
+                   "single_node_cpu_ns_per_delivery": 300.0, "publishes_per_broadcast": publishes})
+        };
+        let mut records = sample();
+        records.push(record("switchyard", "cluster", 0, cluster(1.5, 1.0)));
+        records.push(record("switchyard", "cluster", 1, cluster(1.9, 1.004)));
+        records.push(record("node", "cluster", 0, cluster(9.0, 1.0)));
+        let goals = check_goals(&records, 10_000);
+        let cpu = goals.iter().find(|g| g.goal.starts_with("Cross-node")).unwrap();
+        assert_eq!(cpu.status, "met", "{}", cpu.measured);
+        assert!(cpu.measured.contains("1.70×"), "{}", cpu.measured);
+        let publish = goals.iter().find(|g| g.goal.starts_with("One Redis publish")).unwrap();
+        assert_eq!(publish.status, "met", "{}", publish.measured);
+
+        records.push(record("switchyard", "cluster", 2, cluster(2.5, 2.0)));
+        records.push(record("switchyard", "cluster", 3, cluster(2.6, 1.0)));
+        let goals = check_goals(&records, 10_000);
+        assert_eq!(goals.iter().find(|g| g.goal.starts_with("Cross-node")).unwrap().status, "not met");
+        assert_eq!(goals.iter().find(|g| g.goal.starts_with("One Redis publish")).unwrap().status, "not met");
+        assert_eq!(check_goals(&sample(), 10_000).last().unwrap().status, "not measured");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::cluster::{self, ClusterOptions};
 use crate::net::{raise_nofile_limit, sources_for, Target};
 use crate::report::{self, Record};
 use crate::scenarios::{self, ConnectOptions, EchoOptions, FanoutOptions, IdleOptions};
@@ -30,6 +31,8 @@ pub struct RunOptions {
     pub echo_rate: f64,
     pub echo_seconds: f64,
     pub connect_count: usize,
+    pub cluster_receivers: usize,
+    pub cluster_probes: usize,
     pub connect_concurrency: usize,
     pub concurrency: usize,
     pub skip_build: bool,
@@ -199,7 +202,17 @@ struct RunningServer {
 
 impl RunningServer {
     fn start(spec: &ServerSpec, log_path: &Path) -> Result<RunningServer, String> {
+        Self::start_with_env(spec, log_path, &[])
+    }
+
+    /// Starts `spec` with extra environment variables (a cluster node gets `REDIS_URL`).
+    fn start_with_env(spec: &ServerSpec, log_path: &Path, env: &[(&str, String)]) -> Result<RunningServer, String> {
         let port = free_port()?;
+        let mut args = spec.args.clone();
+        if spec.name == "redis" {
+            // redis-server takes its port as an argument rather than from the environment.
+            args.extend(["--port".to_owned(), port.to_string()]);
+        }
         let log_file = fs::File::create(log_path).map_err(|e| e.to_string())?;
         let err_file = log_file.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new(&spec.program);
@@ -212,8 +225,9 @@ impl RunningServer {
             });
         }
         let child = command
-            .args(&spec.args)
+            .args(&args)
             .current_dir(&spec.cwd)
+            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
             .env("PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_file))
@@ -286,6 +300,11 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             "{base} connect --port $PORT --server-pid $PID --count {} --concurrency {}",
             options.connect_count, options.connect_concurrency
         ),
+        "cluster" => format!(
+            "{base} cluster --ports $PORT_A,$PORT_B --server-pids $PID_A,$PID_B --redis-port $REDIS_PORT \\\n  \
+             --redis-pid $REDIS_PID --receivers {} --messages {} --payload-bytes {} --probes {}",
+            options.cluster_receivers, options.fanout_messages, options.payload_bytes, options.cluster_probes
+        ),
         other => format!("{base} {other}"),
     }
 }
@@ -349,6 +368,111 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions)
         }
         other => json!({"scenario": other, "error": "unknown scenario"}),
     }
+}
+
+/// Why socketioxide sits out the cluster scenario.
+const SOCKETIOXIDE_CLUSTER_SKIP: &str =
+    "skipped: socketioxide has no Redis adapter wire-compatible with @socket.io/redis-adapter";
+
+/// redis-server for the cluster scenario: in memory only, loopback only.
+fn redis_spec(repo: &Path) -> ServerSpec {
+    let version = command_output("redis-server", &["--version"], repo).unwrap_or_else(|| "redis-server ?".into());
+    ServerSpec {
+        name: "redis".into(),
+        program: PathBuf::from("redis-server"),
+        args: ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].iter().map(|s| s.to_string()).collect(),
+        cwd: repo.to_path_buf(),
+        version,
+    }
+}
+
+fn cluster_options(options: &RunOptions, server_pids: Vec<u32>, redis: Option<(u16, u32)>) -> ClusterOptions {
+    ClusterOptions {
+        receivers: options.cluster_receivers,
+        messages: options.fanout_messages,
+        payload_bytes: options.payload_bytes,
+        probes: options.cluster_probes,
+        probe_interval: Duration::from_millis(5),
+        concurrency: options.concurrency,
+        straggler_wait: Duration::from_secs(3),
+        max_wait: Duration::from_secs(120),
+        server_pids,
+        redis: redis.map(|(port, _)| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+        redis_pid: redis.map(|(_, pid)| pid),
+    }
+}
+
+fn node_target(port: u16, receivers: usize) -> Target {
+    Target::new(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), sources_for(receivers + 1))
+}
+
+/// The cluster scenario for one server kind: first the same load on one node without Redis (the baseline
+/// CPU per delivery), then a fresh redis-server and two nodes joined through it.
+fn run_cluster(
+    spec: &ServerSpec,
+    options: &RunOptions,
+    logs: &Path,
+    repeat: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Value {
+    if spec.name == "socketioxide" {
+        return json!({"scenario": "cluster", "error": SOCKETIOXIDE_CLUSTER_SKIP});
+    }
+    let limit = Duration::from_secs(600);
+    let name = &spec.name;
+    let single = match RunningServer::start(spec, &logs.join(format!("{name}-cluster-single-{}.log", repeat + 1))) {
+        Ok(server) => {
+            let nodes = [node_target(server.port, options.cluster_receivers)];
+            let load = cluster_options(options, vec![server.pid()], None);
+            let run = cluster::cluster(&nodes, &load);
+            runtime
+                .block_on(tokio::time::timeout(limit, run))
+                .unwrap_or_else(|_| json!({"error": "single-node baseline timed out"}))
+        }
+        Err(err) => json!({"error": err}),
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let redis = match RunningServer::start(
+        &redis_spec(&options.repo),
+        &logs.join(format!("redis-{name}-{}.log", repeat + 1)),
+    ) {
+        Ok(redis) => redis,
+        Err(err) => return json!({"scenario": "cluster", "error": format!("redis-server: {err}")}),
+    };
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let mut started = Vec::new();
+    for node in ["a", "b"] {
+        let log_path = logs.join(format!("{name}-cluster-{node}-{}.log", repeat + 1));
+        match RunningServer::start_with_env(spec, &log_path, &[("REDIS_URL", url.clone())]) {
+            Ok(server) => started.push(server),
+            Err(err) => return json!({"scenario": "cluster", "error": err}),
+        }
+    }
+    let per_node = options.cluster_receivers.div_ceil(started.len());
+    let nodes: Vec<Target> = started.iter().map(|server| node_target(server.port, per_node)).collect();
+    let pids = started.iter().map(RunningServer::pid).collect();
+    let load = cluster_options(options, pids, Some((redis.port, redis.pid())));
+    let run = cluster::cluster(&nodes, &load);
+    let mut value = runtime
+        .block_on(tokio::time::timeout(limit, run))
+        .unwrap_or_else(|_| json!({"scenario": "cluster", "error": "timed out"}));
+    drop(started);
+    drop(redis);
+    if let Value::Object(map) = &mut value {
+        let single_cpu = single.get("cluster_cpu_ns_per_delivery").and_then(Value::as_f64);
+        map.insert("single_node_cpu_ns_per_delivery".into(), json!(single_cpu));
+        map.insert(
+            "single_node_deliveries_per_sec".into(),
+            single.get("cluster_deliveries_per_sec").cloned().unwrap_or(Value::Null),
+        );
+        map.insert("single_node_lost".into(), single.get("lost").cloned().unwrap_or(Value::Null));
+        if let Some(err) = single.get("error").or_else(|| single.get("first_error")).filter(|e| !e.is_null()) {
+            map.insert("single_node_error".into(), err.clone());
+        }
+        let ratio = crate::stats::ratio(map.get("cluster_cpu_ns_per_delivery").and_then(Value::as_f64), single_cpu);
+        map.insert("cpu_ratio_to_single_node".into(), json!(ratio.map(crate::stats::round3)));
+    }
+    value
 }
 
 fn machine_description() -> Vec<(String, String)> {
@@ -430,13 +554,17 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
                 let spec = &specs[(offset + repeat) % count];
                 log(format!("{scenario} on {} (repeat {}/{})", spec.name, repeat + 1, options.repeats));
                 let log_path = logs.join(format!("{}-{scenario}-{}.log", spec.name, repeat + 1));
-                let mut value = match RunningServer::start(spec, &log_path) {
-                    Ok(server) => {
-                        let value = runtime.block_on(run_scenario(scenario, server.port, server.pid(), options));
-                        drop(server);
-                        value
+                let mut value = if scenario == "cluster" {
+                    run_cluster(spec, options, &logs, repeat, runtime)
+                } else {
+                    match RunningServer::start(spec, &log_path) {
+                        Ok(server) => {
+                            let value = runtime.block_on(run_scenario(scenario, server.port, server.pid(), options));
+                            drop(server);
+                            value
+                        }
+                        Err(err) => json!({"scenario": scenario, "error": err}),
                     }
-                    Err(err) => json!({"scenario": scenario, "error": err}),
                 };
                 if let Value::Object(map) = &mut value {
                     map.insert("server".into(), json!(spec.name));
@@ -479,6 +607,37 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
     fs::write(&report_path, markdown).map_err(|e| format!("{}: {e}", report_path.display()))?;
     log(format!("wrote {} and {}", report_path.display(), chart_path.display()));
     Ok(())
+}
+
+fn cluster_section(options: &RunOptions) -> String {
+    format!(
+        "## Cluster scenario (two nodes over Redis)\n\n\
+         For each server kind the runner starts its own `redis-server` (`--bind 127.0.0.1 --save \"\" \
+         --appendonly no`, a free port) and two nodes of that server with `REDIS_URL` set: Switchyard's \
+         `bench-server` in classic mode, and the Node peer with `@socket.io/redis-adapter` (`createAdapter`). \
+         {receivers} receivers join room `cluster`, split evenly over the two nodes; one sender on node A emits \
+         {messages} messages of {bytes} bytes back to back, then {probes} paced probes (one every 5 ms) that carry \
+         their send time.\n\n\
+         - *Deliveries per second* counts both nodes; *cross-node* only those on node B, which arrive through \
+         Redis.\n\
+         - *CPU per delivery* is the CPU time of both node processes together over the burst, divided by the \
+         deliveries; redis-server's CPU is reported separately. *Same load on one node* is the same scenario \
+         against a single node without Redis, run just before in the same repeat; the ratio of the two is the \
+         goal's figure.\n\
+         - *Latency Redis adds* is the probe latency percentile of receivers on node B minus the same percentile \
+         on node A (the sender's node): both see the same sender and load generator, so the difference is the \
+         trip through Redis and the second node.\n\
+         - *Redis publishes per broadcast* is PUBLISH plus SPUBLISH calls from `INFO commandstats` (after \
+         `CONFIG RESETSTAT`) over the burst, divided by the messages sent.\n\
+         - socketioxide is not part of this scenario: it has no Redis adapter wire-compatible with \
+         `@socket.io/redis-adapter`, so its column stays empty and its runs read \"skipped\".\n\n\
+         Only this scenario: `scripts/bench.sh --scenarios cluster --servers switchyard,node` \
+         (`--cluster-receivers`, `--fanout-messages`, `--payload-bytes`, `--cluster-probes` set its size).\n\n",
+        receivers = options.cluster_receivers,
+        messages = options.fanout_messages,
+        bytes = options.payload_bytes,
+        probes = options.cluster_probes,
+    )
 }
 
 fn render_markdown(
@@ -532,6 +691,9 @@ fn render_markdown(
     for spec in specs {
         let _ = writeln!(md, "| {} | {} |", report::display_name(&spec.name), spec.version);
     }
+    if options.scenarios.iter().any(|s| s == "cluster") {
+        let _ = writeln!(md, "| Redis (cluster scenario) | {} |", redis_spec(&options.repo).version);
+    }
     let _ = writeln!(md, "| Run time | {:.0} s for {} repeats |", elapsed.as_secs_f64(), options.repeats);
     md.push('\n');
     for (name, reason) in skipped {
@@ -555,6 +717,9 @@ fn render_markdown(
          and are counted as `failed`. The hard limit on the machine above is in the table (an unprivileged \
          sandbox cannot raise it).\n\n",
     );
+    if records.iter().any(|r| r.scenario == "cluster") {
+        md.push_str(&cluster_section(options));
+    }
     // The hand-kept log of what each engine change bought survives regeneration.
     if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
         md.push_str(changes.trim_end());
@@ -618,6 +783,8 @@ mod tests {
             echo_rate: 5.0,
             echo_seconds: 6.0,
             connect_count: 7,
+            cluster_receivers: 11,
+            cluster_probes: 12,
             connect_concurrency: 8,
             concurrency: 9,
             skip_build: true,

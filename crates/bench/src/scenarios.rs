@@ -20,33 +20,33 @@ use crate::procfs::{clock_ticks_per_second, rss_bytes, CpuSample};
 use crate::stats::{latency_histogram, latency_summary, per_second, record_micros, round3};
 
 /// Bound for one connection's handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Counters shared by the tasks of one scenario, plus the first error seen (errors are never hidden:
 /// they are counted and the first one is reported).
 #[derive(Default)]
-struct Shared {
-    connected: AtomicU64,
-    failed: AtomicU64,
-    dropped: AtomicU64,
+pub(crate) struct Shared {
+    pub(crate) connected: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dropped: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
 impl Shared {
-    fn record_error(&self, context: &str, err: &BenchError) {
+    pub(crate) fn record_error(&self, context: &str, err: &BenchError) {
         let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
         if first.is_none() {
             *first = Some(format!("{context}: {err}"));
         }
     }
 
-    fn first_error(&self) -> Value {
+    pub(crate) fn first_error(&self) -> Value {
         let first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
         first.clone().map_or(Value::Null, Value::String)
     }
 }
 
-fn progress_bar(len: u64, label: &str) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     let style =
         ProgressStyle::with_template("{msg:>18} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} (eta {eta})")
@@ -56,12 +56,17 @@ fn progress_bar(len: u64, label: &str) -> ProgressBar {
     bar
 }
 
-async fn connect_with_timeout(target: &Target) -> Result<SioClient> {
+pub(crate) async fn connect_with_timeout(target: &Target) -> Result<SioClient> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, SioClient::connect(target)).await?
 }
 
 /// Waits until `done()` or `deadline`, updating `bar` from `position()`.
-async fn wait_until(deadline: Instant, bar: &ProgressBar, position: impl Fn() -> u64, done: impl Fn() -> bool) -> bool {
+pub(crate) async fn wait_until(
+    deadline: Instant,
+    bar: &ProgressBar,
+    position: impl Fn() -> u64,
+    done: impl Fn() -> bool,
+) -> bool {
     loop {
         bar.set_position(position());
         if done() {
@@ -75,7 +80,7 @@ async fn wait_until(deadline: Instant, bar: &ProgressBar, position: impl Fn() ->
 }
 
 /// Stops every task of `tasks` through `stop` and waits (bounded) for them to finish.
-async fn shut_down<T: 'static>(stop: &watch::Sender<bool>, tasks: &mut JoinSet<T>) -> Vec<T> {
+pub(crate) async fn shut_down<T: 'static>(stop: &watch::Sender<bool>, tasks: &mut JoinSet<T>) -> Vec<T> {
     let _ = stop.send(true);
     let mut results = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
