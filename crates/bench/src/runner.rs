@@ -144,7 +144,11 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
         }
         "node" => {
             let dir = repo.join("bench/node");
-            if !options.skip_build && !dir.join("node_modules/socket.io/package.json").exists() {
+            // The Redis adapter came later than socket.io: an older install lacks it.
+            let installed = ["socket.io", "@socket.io/redis-adapter", "redis"]
+                .iter()
+                .all(|package| dir.join("node_modules").join(package).join("package.json").exists());
+            if !options.skip_build && !installed {
                 log("installing the Node peer (npm ci)");
                 let mut install = Command::new("npm");
                 install.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
