@@ -198,7 +198,7 @@ pub const METRICS: &[Metric] = &[
         scenario: "cluster",
         key: "publishes_per_broadcast",
         label: "Redis publishes per broadcast",
-        unit: "",
+        unit: "calls",
         scale: 1.0,
         better: Better::Lower,
     },

@@ -430,7 +430,7 @@ fn run_cluster(
             let load = cluster_options(options, vec![server.pid()], None);
             let run = cluster::cluster(&nodes, &load);
             runtime
-                .block_on(tokio::time::timeout(limit, run))
+                .block_on(async { tokio::time::timeout(limit, run).await })
                 .unwrap_or_else(|_| json!({"error": "single-node baseline timed out"}))
         }
         Err(err) => json!({"error": err}),
@@ -458,7 +458,7 @@ fn run_cluster(
     let load = cluster_options(options, pids, Some((redis.port, redis.pid())));
     let run = cluster::cluster(&nodes, &load);
     let mut value = runtime
-        .block_on(tokio::time::timeout(limit, run))
+        .block_on(async { tokio::time::timeout(limit, run).await })
         .unwrap_or_else(|_| json!({"scenario": "cluster", "error": "timed out"}));
     drop(started);
     drop(redis);
@@ -800,5 +800,8 @@ mod tests {
         assert!(scenario_command("idle", &options).contains("--connections 12345"));
         assert!(scenario_command("fanout", &options).contains("--receivers 10 --messages 20 --payload-bytes 30"));
         assert!(scenario_command("connect", &options).contains("--count 7 --concurrency 8"));
+        let cluster = scenario_command("cluster", &options);
+        assert!(cluster.contains("--receivers 11 --messages 20 --payload-bytes 30 --probes 12"), "{cluster}");
+        assert!(cluster.contains("--ports $PORT_A,$PORT_B"), "{cluster}");
     }
 }
