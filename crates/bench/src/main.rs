@@ -128,9 +128,9 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
         /// Paced latency probes sent after the burst.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 100)]
         probes: usize,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 20)]
         probe_interval_ms: u64,
         #[arg(long, default_value_t = 3000)]
         straggler_ms: u64,
@@ -177,8 +177,11 @@ struct RunArgs {
     #[arg(long, default_value_t = 1000)]
     cluster_receivers: usize,
     /// Paced latency probes of the cluster scenario.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     cluster_probes: usize,
+    /// Milliseconds between two probes (low enough a rate that no server is saturated by them).
+    #[arg(long, default_value_t = 20)]
+    cluster_probe_interval_ms: u64,
     /// Handshakes in flight at once in the connect scenario.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
@@ -327,6 +330,7 @@ fn main() -> ExitCode {
                 connect_count: args.connect_count,
                 cluster_receivers: args.cluster_receivers,
                 cluster_probes: args.cluster_probes,
+                cluster_probe_interval: Duration::from_millis(args.cluster_probe_interval_ms),
                 connect_concurrency: args.connect_concurrency,
                 concurrency: args.concurrency,
                 skip_build: args.skip_build,

@@ -33,6 +33,7 @@ pub struct RunOptions {
     pub connect_count: usize,
     pub cluster_receivers: usize,
     pub cluster_probes: usize,
+    pub cluster_probe_interval: Duration,
     pub connect_concurrency: usize,
     pub concurrency: usize,
     pub skip_build: bool,
@@ -306,8 +307,13 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
         ),
         "cluster" => format!(
             "{base} cluster --ports $PORT_A,$PORT_B --server-pids $PID_A,$PID_B --redis-port $REDIS_PORT \\\n  \
-             --redis-pid $REDIS_PID --receivers {} --messages {} --payload-bytes {} --probes {}",
-            options.cluster_receivers, options.fanout_messages, options.payload_bytes, options.cluster_probes
+             --redis-pid $REDIS_PID --receivers {} --messages {} --payload-bytes {} --probes {} \\\n  \
+             --probe-interval-ms {}",
+            options.cluster_receivers,
+            options.fanout_messages,
+            options.payload_bytes,
+            options.cluster_probes,
+            options.cluster_probe_interval.as_millis()
         ),
         other => format!("{base} {other}"),
     }
@@ -396,7 +402,7 @@ fn cluster_options(options: &RunOptions, server_pids: Vec<u32>, redis: Option<(u
         messages: options.fanout_messages,
         payload_bytes: options.payload_bytes,
         probes: options.cluster_probes,
-        probe_interval: Duration::from_millis(5),
+        probe_interval: options.cluster_probe_interval,
         concurrency: options.concurrency,
         straggler_wait: Duration::from_secs(3),
         max_wait: Duration::from_secs(120),
@@ -620,8 +626,8 @@ fn cluster_section(options: &RunOptions) -> String {
          --appendonly no`, a free port) and two nodes of that server with `REDIS_URL` set: Switchyard's \
          `bench-server` in classic mode, and the Node peer with `@socket.io/redis-adapter` (`createAdapter`). \
          {receivers} receivers join room `cluster`, split evenly over the two nodes; one sender on node A emits \
-         {messages} messages of {bytes} bytes back to back, then {probes} paced probes (one every 5 ms) that carry \
-         their send time.\n\n\
+         {messages} messages of {bytes} bytes back to back, then {probes} paced probes (one every {interval} ms, a rate \
+         no server is saturated by) that carry their send time.\n\n\
          - *Deliveries per second* counts both nodes; *cross-node* only those on node B, which arrive through \
          Redis.\n\
          - *CPU per delivery* is the CPU time of both node processes together over the burst, divided by the \
@@ -630,17 +636,19 @@ fn cluster_section(options: &RunOptions) -> String {
          goal's figure.\n\
          - *Latency Redis adds* is the probe latency percentile of receivers on node B minus the same percentile \
          on node A (the sender's node): both see the same sender and load generator, so the difference is the \
-         trip through Redis and the second node.\n\
+         trip through Redis and the second node. It is a difference of two noisy percentiles, so it can come out \
+         slightly negative.\n\
          - *Redis publishes per broadcast* is PUBLISH plus SPUBLISH calls from `INFO commandstats` (after \
          `CONFIG RESETSTAT`) over the burst, divided by the messages sent.\n\
          - socketioxide is not part of this scenario: it has no Redis adapter wire-compatible with \
          `@socket.io/redis-adapter`, so its column stays empty and its runs read \"skipped\".\n\n\
          Only this scenario: `scripts/bench.sh --scenarios cluster --servers switchyard,node` \
-         (`--cluster-receivers`, `--fanout-messages`, `--payload-bytes`, `--cluster-probes` set its size).\n\n",
+         (`--cluster-receivers`, `--fanout-messages`, `--payload-bytes`, `--cluster-probes`, `--cluster-probe-interval-ms` set its size).\n\n",
         receivers = options.cluster_receivers,
         messages = options.fanout_messages,
         bytes = options.payload_bytes,
         probes = options.cluster_probes,
+        interval = options.cluster_probe_interval.as_millis(),
     )
 }
 
@@ -789,6 +797,7 @@ mod tests {
             connect_count: 7,
             cluster_receivers: 11,
             cluster_probes: 12,
+            cluster_probe_interval: Duration::from_millis(13),
             connect_concurrency: 8,
             concurrency: 9,
             skip_build: true,
