@@ -20,7 +20,7 @@ use crate::client::{encode_event, EioEvent};
 use crate::error::{BenchError, Result};
 use crate::net::Target;
 use crate::procfs::{clock_ticks_per_second, CpuSample};
-use crate::scenarios::{connect_with_timeout, progress_bar, shut_down, wait_until, Shared, HANDSHAKE_TIMEOUT};
+use crate::scenarios::{connect_and_join, connect_with_timeout, progress_bar, shut_down, wait_until, Shared};
 use crate::stats::{latency_histogram, latency_summary, per_second, record_micros, round3};
 
 pub const CLUSTER_ROOM: &str = "cluster";
@@ -258,15 +258,7 @@ pub async fn cluster(nodes: &[Target], options: &ClusterOptions) -> Value {
                 other_events: 0,
             };
             let permit = gate.acquire_owned().await;
-            let joined = async {
-                let mut client = connect_with_timeout(&target).await?;
-                client.emit(&json!(["join", CLUSTER_ROOM]), None).await?;
-                // Handlers of one socket run in order, so this ack means the join is done.
-                client.emit(&json!(["echo", "joined"]), Some(1)).await?;
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, client.wait_ack(1)).await??;
-                Ok::<_, BenchError>(client)
-            }
-            .await;
+            let joined = connect_and_join(&target, CLUSTER_ROOM).await;
             drop(permit);
             let mut client = match joined {
                 Ok(client) => client,

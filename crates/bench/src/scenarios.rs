@@ -60,6 +60,16 @@ pub(crate) async fn connect_with_timeout(target: &Target) -> Result<SioClient> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, SioClient::connect(target)).await?
 }
 
+/// Connects a receiver and joins `room`; returns once the server has processed the join.
+pub(crate) async fn connect_and_join(target: &Target, room: &str) -> Result<SioClient> {
+    let mut client = connect_with_timeout(target).await?;
+    client.emit(&json!(["join", room]), None).await?;
+    // Handlers of one socket run in order, so this ack means the join is done.
+    client.emit(&json!(["echo", "joined"]), Some(1)).await?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, client.wait_ack(1)).await??;
+    Ok(client)
+}
+
 /// Waits until `done()` or `deadline`, updating `bar` from `position()`.
 pub(crate) async fn wait_until(
     deadline: Instant,
@@ -251,15 +261,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
         tasks.spawn(async move {
             let mut tally = ReceiverTally::default();
             let permit = gate.acquire_owned().await;
-            let joined = async {
-                let mut client = connect_with_timeout(&target).await?;
-                client.emit(&json!(["join", FANOUT_ROOM]), None).await?;
-                // Handlers of one socket run in order, so this ack means the join is done.
-                client.emit(&json!(["echo", "joined"]), Some(1)).await?;
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, client.wait_ack(1)).await??;
-                Ok::<_, BenchError>(client)
-            }
-            .await;
+            let joined = connect_and_join(&target, FANOUT_ROOM).await;
             drop(permit);
             let mut client = match joined {
                 Ok(client) => client,
