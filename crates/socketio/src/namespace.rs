@@ -324,18 +324,16 @@ impl Namespace {
     /// Sends pre-encoded frames to every local socket `opts` selects. Returns how many got them.
     pub fn local_broadcast(&self, frames: &Frames, opts: &BroadcastOptions) -> usize {
         let mut count = 0;
-        let mut targets: Vec<Arc<Socket>> = Vec::new();
         self.for_each_target(opts, |socket| {
             if opts.flags.volatile && !socket.is_writable() {
                 return;
             }
-            match socket.send_frames(frames) {
-                Ok(()) => count += 1,
-                // A full queue closes the connection; its disconnect runs outside the index lock.
-                Err(_) => targets.push(socket.clone()),
+            // A full queue closes that connection (counted and logged by the engine); its disconnect
+            // runs on the connection's own task, outside this index lock.
+            if socket.send_frames(frames).is_ok() {
+                count += 1;
             }
         });
-        drop(targets);
         count
     }
 
