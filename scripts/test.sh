@@ -74,8 +74,8 @@ total_started=$(date +%s)
 
 step deps 1800 1 bash scripts/install-deps.sh
 step fmt 120 0 cargo fmt --all -- --check
-# One release build of every target (libraries, binaries, examples, tests, benches); the steps after it
-# reuse it: nextest runs these test binaries, the Node and browser suites run these examples/binaries.
+# One release build of every target (libraries, binaries, fixture servers, tests, benches); the steps after it
+# reuse it: nextest runs these test binaries, the Node and browser suites run these fixture servers and binaries.
 step build 2700 1 cargo build --release --workspace --all-targets
 # Clippy in the release profile: it still type-checks every crate (clippy cannot reuse compiled code),
 # but build scripts and proc-macros built above are shared; the dev profile would rebuild those too.

@@ -4,7 +4,7 @@
 #   tests/cluster/run.sh                      every test file
 #   tests/cluster/run.sh test/mixed.test.js   only the given files
 # Needs redis-server and the release builds of the cluster-node example and the switchyard binary:
-#   cargo build --release -p switchyard-redis --example cluster-node && cargo build --release -p switchyard
+#   cargo build --release -p switchyard-fixtures --bin cluster-node && cargo build --release -p switchyard
 # CLUSTER_SERVER_LOG=1 shows the Switchyard nodes' logs; CLUSTER_SUITE_TIMEOUT (s, default 240) bounds the run.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,10 +18,10 @@ if ! command -v redis-server >/dev/null 2>&1; then
   exit 1
 fi
 # CLUSTER_NODE_BIN / SWITCHYARD_BIN point elsewhere (another target directory, say).
-for binary in "${CLUSTER_NODE_BIN:-../../target/release/examples/cluster-node}" "${SWITCHYARD_BIN:-../../target/release/switchyard}"; do
+for binary in "${CLUSTER_NODE_BIN:-../../target/release/cluster-node}" "${SWITCHYARD_BIN:-../../target/release/switchyard}"; do
   if [[ ! -x "$binary" ]]; then
     echo "tests/cluster: $binary not found; build it with" >&2
-    echo "  cargo build --release -p switchyard-redis --example cluster-node && cargo build --release -p switchyard" >&2
+    echo "  cargo build --release -p switchyard-fixtures --bin cluster-node && cargo build --release -p switchyard" >&2
     exit 1
   fi
 done

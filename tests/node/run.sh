@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the Node interop suite: the official socket.io-client against the server under test.
-#   tests/node/run.sh                 against target/release/examples/interop (build it first)
+#   tests/node/run.sh                 against target/release/interop (build it first)
 #   tests/node/run.sh --reference     against the Node reference server (tests/node/reference-server.js)
 #   tests/node/run.sh [--reference] test/acks.test.js ...   only the given files
 # INTEROP_SERVER_CMD overrides the server command (a shell command; it gets PORT in its environment).
@@ -18,9 +18,9 @@ if [[ ! -d node_modules/socket.io-client || ! -d node_modules/socket.io ]]; then
   timeout 300 npm ci --no-audit --no-fund
 fi
 
-if [[ -z "${INTEROP_SERVER_CMD:-}" && ! -x ../../target/release/examples/interop ]]; then
-  echo "tests/node: target/release/examples/interop not found; build it with" >&2
-  echo "  cargo build --release --example interop -p switchyard" >&2
+if [[ -z "${INTEROP_SERVER_CMD:-}" && ! -x ../../target/release/interop ]]; then
+  echo "tests/node: target/release/interop not found; build it with" >&2
+  echo "  cargo build --release -p switchyard-fixtures --bin interop" >&2
   echo "or run against another server: INTEROP_SERVER_CMD=... or --reference" >&2
   exit 1
 fi

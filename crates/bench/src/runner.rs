@@ -120,14 +120,14 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
     let repo = &options.repo;
     match name {
         "switchyard" => {
-            if !repo.join("crates/server/examples/bench-server.rs").exists() {
-                return Err("crates/server/examples/bench-server.rs does not exist yet".into());
+            if !repo.join("crates/fixtures/src/bin/bench-server.rs").exists() {
+                return Err("crates/fixtures/src/bin/bench-server.rs does not exist yet".into());
             }
             if !options.skip_build {
                 log("building Switchyard's bench-server (release)");
                 let mut build = Command::new("cargo");
                 build
-                    .args(["build", "--profile", "perf", "-p", "switchyard", "--example", "bench-server"])
+                    .args(["build", "--profile", "perf", "-p", "switchyard-fixtures", "--bin", "bench-server"])
                     .current_dir(repo);
                 run_bounded(build, Duration::from_secs(1800), &logs.join("build-switchyard.log"))?;
             }
@@ -137,7 +137,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 .unwrap_or_else(|| "unknown".into());
             Ok(ServerSpec {
                 name: name.into(),
-                program: target.join("perf/examples/bench-server"),
+                program: target.join("perf/bench-server"),
                 args: vec![],
                 cwd: repo.clone(),
                 version: format!("Switchyard {} (git {rev})", env!("CARGO_PKG_VERSION")),
@@ -680,7 +680,7 @@ fn render_markdown(
     md.push_str(
         "`scripts/bench.sh` builds `switchyard-bench` in release mode and calls its `run` subcommand with the \
          arguments given (see `scripts/bench.sh --help`). It builds Switchyard's `bench-server` example \
-         (`cargo build --profile perf -p switchyard --example bench-server`), the socketioxide peer \
+         (`cargo build --profile perf -p switchyard-fixtures --bin bench-server`), the socketioxide peer \
          (`cargo build --release --locked --manifest-path bench/peers/socketioxide/Cargo.toml`) and installs \
          the Node peer (`npm ci` in `bench/node`), then starts each with `PORT` set. Raw JSON lines and server \
          logs go to `bench/results/` (not committed).\n\n",

@@ -16,7 +16,7 @@ import { createClient } from "redis";
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, "../../..");
 export const clusterNodeBin =
-  process.env.CLUSTER_NODE_BIN || path.join(repoRoot, "target/release/examples/cluster-node");
+  process.env.CLUSTER_NODE_BIN || path.join(repoRoot, "target/release/cluster-node");
 export const switchyardBin = process.env.SWITCHYARD_BIN || path.join(repoRoot, "target/release/switchyard");
 
 const cleanups = [];

@@ -12,7 +12,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const DEFAULT_COMMAND = path.join(REPO_ROOT, "target/release/examples/interop");
+const DEFAULT_COMMAND = path.join(REPO_ROOT, "target/release/interop");
 const READY_TIMEOUT_MS = Number(process.env.INTEROP_READY_TIMEOUT_MS || 15000);
 const STOP_GRACE_MS = 3000;
 // Keep the tail of the server's output for failure messages without growing without bound.
@@ -24,7 +24,7 @@ function serverCommand() {
   if (!existsSync(DEFAULT_COMMAND)) {
     throw new Error(
       `server under test not found: ${DEFAULT_COMMAND} (build it with ` +
-        "`cargo build --release --example interop -p switchyard`, or set INTEROP_SERVER_CMD)",
+        "`cargo build --release -p switchyard-fixtures --bin interop`, or set INTEROP_SERVER_CMD)",
     );
   }
   return `exec '${DEFAULT_COMMAND}'`;

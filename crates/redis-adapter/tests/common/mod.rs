@@ -196,7 +196,7 @@ impl Node {
         let app = axum::Router::new().route_service("/socket.io/", io.service());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = switchyard_engine::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })

@@ -3,8 +3,7 @@
 //! middleware, malformed packets, disconnect reasons, rooms and broadcasts, checked at the wire level
 //! against an in-process server running the reference handlers of `common`.
 
-#[path = "../common/mod.rs"]
-mod common;
+use switchyard_fixtures as common;
 
 mod broadcast;
 mod connect;

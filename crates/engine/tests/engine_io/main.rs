@@ -2,8 +2,7 @@
 //! both transports, the upgrade between them, heartbeats, limits and every documented error, checked
 //! at the wire level against an in-process echo server.
 
-#[path = "../common/mod.rs"]
-mod common;
+use switchyard_fixtures as common;
 
 mod handshake;
 mod heartbeat;

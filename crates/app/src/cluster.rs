@@ -4,75 +4,44 @@
 //! `REDIS_URL`), or `--redis-cluster-nodes` for a Redis Cluster, it joins the cluster in the wire
 //! format of Node's `@socket.io/redis-adapter`: `classic` (the default) or `sharded`.
 
+use crate::config::RedisSection;
 use clap::Args;
 use serde_json::Value;
 use std::time::Duration;
-use switchyard_redis::{ConfigError, Emitter, Mode, RedisAdapterConfig, RedisNode, RedisTarget, SubscriptionMode};
+use switchyard_redis::{ConfigError, Emitter, Mode, RedisAdapterConfig, RedisNode, RedisTarget};
 use switchyard_socketio::{Payload, SocketIo};
 
-/// Where the cluster's Redis is and how to speak to it (flags or environment).
-#[derive(Debug, Clone, Args)]
-pub struct ClusterArgs {
-    /// Redis to join a cluster through, e.g. redis://127.0.0.1:6379/ (none: run alone).
-    #[arg(long = "redis-url", env = "REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// Seed nodes of a Redis Cluster (comma-separated URLs), instead of --redis-url.
-    #[arg(long = "redis-cluster-nodes", env = "REDIS_CLUSTER_NODES", value_delimiter = ',')]
-    pub redis_cluster_nodes: Vec<String>,
-    /// Channel prefix shared by every server of the cluster (Node's `key` / `channelPrefix`).
-    #[arg(long = "redis-key-prefix", env = "REDIS_KEY_PREFIX", default_value = "socket.io")]
-    pub redis_key_prefix: String,
-    /// Wire format: `classic` (PUBLISH, Node's createAdapter) or `sharded` (SPUBLISH, createShardedAdapter).
-    #[arg(long = "redis-mode", env = "REDIS_MODE", default_value = "classic")]
-    pub redis_mode: Mode,
-    /// Sharded mode's subscription mode: `dynamic` (a channel per room), `dynamic-private` (and per
-    /// socket) or `static`.
-    #[arg(long = "redis-subscription-mode", env = "REDIS_SUBSCRIPTION_MODE", default_value = "dynamic")]
-    pub redis_subscription_mode: SubscriptionMode,
-    /// How long cluster requests (fetch-sockets, rooms, server-side acks) wait for other servers.
-    #[arg(long = "redis-requests-timeout-ms", env = "REDIS_REQUESTS_TIMEOUT_MS", default_value_t = 5000)]
-    pub redis_requests_timeout_ms: u64,
-}
-
-/// Parses only the cluster settings (for examples, which take everything from the environment).
-#[derive(Debug, clap::Parser)]
-struct ClusterEnv {
-    #[command(flatten)]
-    cluster: ClusterArgs,
-}
-
-impl ClusterArgs {
-    /// The settings from the environment alone (`REDIS_URL`, `REDIS_MODE`, ...).
-    pub fn from_env() -> Result<Self, clap::Error> {
-        <ClusterEnv as clap::Parser>::try_parse_from(["switchyard"]).map(|env| env.cluster)
-    }
-
+impl RedisSection {
     /// Where Redis is, if anywhere.
     pub fn target(&self) -> Option<RedisTarget> {
-        if !self.redis_cluster_nodes.is_empty() {
-            return Some(RedisTarget::Cluster(self.redis_cluster_nodes.clone()));
+        if !self.cluster_nodes.is_empty() {
+            return Some(RedisTarget::Cluster(self.cluster_nodes.clone()));
         }
-        self.redis_url.clone().filter(|url| !url.is_empty()).map(RedisTarget::Single)
+        (!self.url.is_empty()).then(|| RedisTarget::Single(self.url.clone()))
     }
 
+    /// The adapter settings. `mode` and `subscription_mode` were checked by `Config::validate`.
     pub fn adapter_config(&self) -> RedisAdapterConfig {
         RedisAdapterConfig {
-            key_prefix: self.redis_key_prefix.clone(),
-            mode: self.redis_mode,
-            subscription_mode: self.redis_subscription_mode,
-            requests_timeout: Duration::from_millis(self.redis_requests_timeout_ms),
+            key_prefix: self.key_prefix.clone(),
+            mode: self.mode.parse().unwrap_or_default(),
+            subscription_mode: self.subscription_mode.parse().unwrap_or_default(),
+            requests_timeout: Duration::from_millis(self.requests_timeout_ms),
             ..RedisAdapterConfig::default()
         }
     }
 }
 
-/// Joins the cluster `args` describes, if any: every namespace of `io` then uses the Redis adapter.
-/// Call before the first `io.of(..)`. Returns the node (its stats feed the metrics).
-pub fn configure(io: &SocketIo, args: &ClusterArgs) -> Result<Option<RedisNode>, ConfigError> {
-    let Some(target) = args.target() else { return Ok(None) };
-    let node = RedisNode::start(target.clone(), args.adapter_config())?;
+/// Joins the cluster `redis` describes, if any: every namespace of `io` then uses the Redis adapter.
+/// Call before the first `io.of(..)`. Returns the node (its stats feed the metrics, its link the
+/// readiness).
+pub fn configure(io: &SocketIo, redis: &RedisSection) -> Result<Option<RedisNode>, ConfigError> {
+    let Some(target) = redis.target() else { return Ok(None) };
+    let config = redis.adapter_config();
+    let mode = config.mode;
+    let node = RedisNode::start(target.clone(), config)?;
     node.attach(io);
-    tracing::info!(?target, mode = ?args.redis_mode, uid = node.uid(), "joining the cluster through Redis");
+    tracing::info!(?target, ?mode, uid = node.uid(), "joining the cluster through Redis");
     Ok(Some(node))
 }
 
@@ -162,25 +131,20 @@ mod tests {
     use serde_json::json;
 
     #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    }
-
-    #[derive(Debug, Parser)]
     struct EmitCli {
         #[command(flatten)]
         emit: EmitArgs,
     }
 
     #[test]
-    fn cluster_flags() {
-        let cli = Cli::parse_from(["x", "--redis-url", "redis://127.0.0.1:7000/", "--redis-mode", "sharded"]);
-        assert_eq!(cli.cluster.target(), Some(RedisTarget::Single("redis://127.0.0.1:7000/".into())));
-        assert_eq!(cli.cluster.adapter_config().mode, Mode::Sharded);
-        let cli = Cli::parse_from(["x", "--redis-cluster-nodes", "redis://127.0.0.1:1,redis://127.0.0.1:2"]);
-        assert!(matches!(cli.cluster.target(), Some(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
-        assert!(Cli::try_parse_from(["x", "--redis-mode", "bogus"]).is_err());
+    fn redis_section_to_adapter_settings() {
+        let mut redis =
+            RedisSection { url: "redis://127.0.0.1:7000/".into(), mode: "sharded".into(), ..Default::default() };
+        assert_eq!(redis.target(), Some(RedisTarget::Single("redis://127.0.0.1:7000/".into())));
+        assert_eq!(redis.adapter_config().mode, Mode::Sharded);
+        redis.cluster_nodes = vec!["redis://127.0.0.1:1".into(), "redis://127.0.0.1:2".into()];
+        assert!(matches!(redis.target(), Some(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
+        assert_eq!(RedisSection::default().target(), None);
     }
 
     #[test]

@@ -1,0 +1,164 @@
+//! Serving: the accept loop, HTTP/1.1 with upgrades, the client's address and the graceful drain.
+//!
+//! This is the one serve path of Switchyard: the application, the test fixtures and every crate's
+//! tests use it, so what is tested is what runs. It serves HTTP/1.1 on the accepted stream itself
+//! (not `axum::serve`, which wraps the stream for HTTP/2 detection): a WebSocket upgrade then hands the
+//! engine the bare `TcpStream` back, and hyper's read-ahead buffer is freed instead of being carried
+//! inside `Upgraded` for the life of the connection.
+
+use crate::RemoteAddr;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::{Service, ServiceExt};
+
+/// The request type every service under [`Serve`] receives.
+pub type Request = http::Request<Incoming>;
+
+/// Serves an HTTP service (an axum `Router`, an [`EngineService`](crate::EngineService), ...) on a
+/// listener until a shutdown future completes, then drains open requests for a bounded time. Built by
+/// [`serve`]; `.await` it (or call [`Serve::run`]).
+pub struct Serve<S> {
+    listener: TcpListener,
+    service: S,
+    shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    drain_timeout: Duration,
+    header_read_timeout: Duration,
+}
+
+/// Serves `service` on `listener` until dropped or until [`Serve::with_graceful_shutdown`]'s future
+/// completes. Await the returned value (or call [`Serve::run`]).
+pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
+    Serve {
+        listener,
+        service,
+        shutdown: None,
+        drain_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_secs(30),
+    }
+}
+
+impl<S, B> Serve<S>
+where
+    S: Service<Request, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Stops accepting when `signal` completes, then lets open HTTP requests finish (at most the
+    /// drain timeout). Upgraded WebSocket connections are not HTTP requests: the layer above closes
+    /// those itself.
+    pub fn with_graceful_shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// How long open HTTP requests may take to finish after shutdown (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send a request's headers (default 30 s).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// The accept loop. Returns after shutdown and the drain.
+    pub async fn run(self) -> std::io::Result<()> {
+        let Serve { listener, service, shutdown, drain_timeout, header_read_timeout } = self;
+        // Every connection task holds a receiver; the sender learns when the last one is gone.
+        let (stop, stopped) = watch::channel(false);
+        let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+        loop {
+            let (stream, addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: log, back off briefly, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            spawn_connection(stream, addr, service.clone(), header_read_timeout, stopped.clone());
+        }
+        drop(listener);
+        drop(stopped);
+        let _ = stop.send(true);
+        tokio::select! {
+            _ = stop.closed() => {}
+            _ = tokio::time::sleep(drain_timeout) => {
+                tracing::warn!(timeout = ?drain_timeout, "open HTTP requests did not finish in time")
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S, B> std::future::IntoFuture for Serve<S>
+where
+    S: Service<Request, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = std::io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// Runs hyper's HTTP/1.1 connection (with upgrades) on one accepted stream, tagging each request with
+/// the client's address, and shuts it down gracefully when `stopped` turns true.
+pub fn spawn_connection<IO, S, B>(
+    io: IO,
+    addr: SocketAddr,
+    service: S,
+    header_read_timeout: Duration,
+    mut stopped: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = hyper::service::service_fn(move |mut req: Request| {
+        req.extensions_mut().insert(RemoteAddr(addr));
+        service.clone().oneshot(req)
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::spawn(async move {
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = async { stopped.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "HTTP connection ended with an error");
+        }
+    });
+}
