@@ -141,9 +141,8 @@ async fn main() -> std::io::Result<()> {
         requests_timeout: Duration::from_millis(3000),
         ..Default::default()
     };
-    let io = SocketIo::new(SocketIoConfig::default());
     let node = RedisNode::start(target, config).map_err(std::io::Error::other)?;
-    node.attach(&io);
+    let io = SocketIo::builder().config(SocketIoConfig::default()).adapter(node.adapter_factory()).build();
     let listener =
         tokio::net::TcpListener::bind(("127.0.0.1", env("PORT").and_then(|p| p.parse().ok()).unwrap_or(0))).await?;
     let port = listener.local_addr()?.port();

@@ -16,9 +16,9 @@ fn room_arg(payload: &Payload) -> Option<&str> {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     switchyard::init_tracing();
-    let io = SocketIo::new(SocketIoConfig::default());
     let cluster = switchyard::cluster::ClusterArgs::from_env().map_err(std::io::Error::other)?;
-    let _node = switchyard::cluster::configure(&io, &cluster).map_err(std::io::Error::other)?;
+    let builder = SocketIo::builder().config(SocketIoConfig::default());
+    let (io, _node) = switchyard::cluster::configure(builder, &cluster).map_err(std::io::Error::other)?;
     io.of("/").on_connection(|socket| {
         socket.on("join", |socket, payload, _| {
             if let Some(room) = room_arg(&payload) {

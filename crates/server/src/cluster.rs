@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::Value;
 use std::time::Duration;
 use switchyard_redis::{ConfigError, Emitter, Mode, RedisAdapterConfig, RedisNode, RedisTarget, SubscriptionMode};
-use switchyard_socketio::{Payload, SocketIo};
+use switchyard_socketio::{Payload, SocketIo, SocketIoBuilder};
 
 /// Where the cluster's Redis is and how to speak to it (flags or environment).
 #[derive(Debug, Clone, Args)]
@@ -66,14 +66,16 @@ impl ClusterArgs {
     }
 }
 
-/// Joins the cluster `args` describes, if any: every namespace of `io` then uses the Redis adapter.
-/// Call before the first `io.of(..)`. Returns the node (its stats feed the metrics).
-pub fn configure(io: &SocketIo, args: &ClusterArgs) -> Result<Option<RedisNode>, ConfigError> {
-    let Some(target) = args.target() else { return Ok(None) };
+/// Builds the server, joining the cluster `args` describes, if any: every namespace then uses the
+/// Redis adapter. Returns the server and the node (its stats feed the metrics).
+pub fn configure(
+    builder: SocketIoBuilder,
+    args: &ClusterArgs,
+) -> Result<(SocketIo, Option<RedisNode>), ConfigError> {
+    let Some(target) = args.target() else { return Ok((builder.build(), None)) };
     let node = RedisNode::start(target.clone(), args.adapter_config())?;
-    node.attach(io);
     tracing::info!(?target, mode = ?args.redis_mode, uid = node.uid(), "joining the cluster through Redis");
-    Ok(Some(node))
+    Ok((builder.adapter(node.adapter_factory()).build(), Some(node)))
 }
 
 /// The node's Redis counters in Prometheus text format, for `/metrics` (names `switchyard_redis_*`).

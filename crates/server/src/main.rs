@@ -61,9 +61,8 @@ async fn main() -> std::io::Result<()> {
             .then(|| CorsConfig { origins: args.cors_origins.clone(), credentials: false }),
         ..EngineConfig::default()
     };
-    let io = SocketIo::new(SocketIoConfig { engine, ..Default::default() });
-    // Before any namespace exists: each gets the cluster adapter.
-    let cluster = switchyard::cluster::configure(&io, &args.cluster).map_err(std::io::Error::other)?;
+    let builder = SocketIo::builder().config(SocketIoConfig { engine, ..Default::default() });
+    let (io, cluster) = switchyard::cluster::configure(builder, &args.cluster).map_err(std::io::Error::other)?;
     switchyard::chat::install(&io);
     let metrics_io = io.clone();
     let render_metrics = move || {

@@ -10,5 +10,6 @@ mod broadcast;
 mod connect;
 mod disconnect;
 mod events;
+mod extensions;
 mod malformed;
 mod rooms;
