@@ -68,10 +68,7 @@ impl ClusterArgs {
 
 /// Builds the server, joining the cluster `args` describes, if any: every namespace then uses the
 /// Redis adapter. Returns the server and the node (its stats feed the metrics).
-pub fn configure(
-    builder: SocketIoBuilder,
-    args: &ClusterArgs,
-) -> Result<(SocketIo, Option<RedisNode>), ConfigError> {
+pub fn configure(builder: SocketIoBuilder, args: &ClusterArgs) -> Result<(SocketIo, Option<RedisNode>), ConfigError> {
     let Some(target) = args.target() else { return Ok((builder.build(), None)) };
     let node = RedisNode::start(target.clone(), args.adapter_config())?;
     tracing::info!(?target, mode = ?args.redis_mode, uid = node.uid(), "joining the cluster through Redis");

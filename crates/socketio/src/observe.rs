@@ -66,14 +66,7 @@ pub trait Observer: Send + Sync + 'static {
     /// A broadcast was emitted on this server (once per broadcast, never per recipient).
     /// `recipients` is the number of local sockets the packet was written to; with a cluster adapter,
     /// other nodes' recipients are not counted. Broadcasts arriving from other nodes are not reported.
-    fn on_broadcast(
-        &self,
-        ns: &Namespace,
-        opts: &BroadcastOptions,
-        event: &str,
-        payload: &Payload,
-        recipients: usize,
-    ) {
+    fn on_broadcast(&self, ns: &Namespace, opts: &BroadcastOptions, event: &str, payload: &Payload, recipients: usize) {
     }
 
     /// A client answered an acknowledgement the server asked for (one socket's or a broadcast's).

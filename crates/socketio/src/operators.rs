@@ -75,7 +75,8 @@ impl BroadcastOperator {
             self.ns.adapter().broadcast(&self.ns, event, &payload, &self.opts);
             return;
         }
-        let recipients = crate::observe::count_local(|| self.ns.adapter().broadcast(&self.ns, event, &payload, &self.opts));
+        let recipients =
+            crate::observe::count_local(|| self.ns.adapter().broadcast(&self.ns, event, &payload, &self.opts));
         observers.notify(|o| o.on_broadcast(&self.ns, &self.opts, event, &payload, recipients));
     }
 
