@@ -20,6 +20,8 @@
 //! });
 //! ```
 
+#![warn(missing_docs)]
+
 use crate::payload::Payload;
 use crate::socket::Socket;
 use serde_json::Value;

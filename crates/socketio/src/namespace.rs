@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use switchyard_engine::Sid;
 
@@ -56,6 +56,8 @@ pub struct Namespace {
     middleware: RwLock<Vec<Middleware>>,
     /// Message middleware, a shared slice so that each event clones an `Arc` at most.
     event_middleware: RwLock<Arc<[EventMiddleware]>>,
+    /// Set by the first message middleware: without any, an event reads this flag and takes no lock.
+    has_event_middleware: AtomicBool,
     on_connection: RwLock<Option<ConnectionHandler>>,
     /// For dynamic children: the parent whose middleware and handler apply.
     parent: Option<Arc<Namespace>>,
@@ -107,6 +109,7 @@ impl Namespace {
             name: name.into(),
             middleware: RwLock::default(),
             event_middleware: RwLock::new(Arc::new([])),
+            has_event_middleware: AtomicBool::new(false),
             observers,
             on_connection: RwLock::default(),
             parent,
@@ -198,6 +201,7 @@ impl Namespace {
         let mut next = list.to_vec();
         next.push(Arc::new(middleware));
         *list = next.into();
+        self.has_event_middleware.store(true, Ordering::Release);
     }
 
     /// Runs the parent's (for a dynamic child) then this namespace's message middleware.
@@ -210,13 +214,10 @@ impl Namespace {
         if let Some(parent) = &self.parent {
             parent.run_event_middleware(socket, event, payload)?;
         }
-        let chain = {
-            let list = self.event_middleware.read();
-            if list.is_empty() {
-                return Ok(());
-            }
-            list.clone()
-        };
+        if !self.has_event_middleware.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let chain = self.event_middleware.read().clone();
         crate::middleware::run(&chain, socket, event, payload)
     }
 

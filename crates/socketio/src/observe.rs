@@ -26,6 +26,8 @@
 //! # let _ = io;
 //! ```
 
+#![warn(missing_docs)]
+
 use crate::adapter::{BroadcastOptions, Room};
 use crate::middleware::Rejection;
 use crate::namespace::Namespace;
