@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::Value;
 use std::time::Duration;
 use switchyard_redis::{ConfigError, Emitter, Mode, RedisAdapterConfig, RedisNode, RedisTarget};
-use switchyard_socketio::{Payload, SocketIo};
+use switchyard_socketio::{Payload, SocketIo, SocketIoBuilder};
 
 impl RedisSection {
     /// Where Redis is, if anywhere.
@@ -32,17 +32,15 @@ impl RedisSection {
     }
 }
 
-/// Joins the cluster `redis` describes, if any: every namespace of `io` then uses the Redis adapter.
-/// Call before the first `io.of(..)`. Returns the node (its stats feed the metrics, its link the
-/// readiness).
-pub fn configure(io: &SocketIo, redis: &RedisSection) -> Result<Option<RedisNode>, ConfigError> {
-    let Some(target) = redis.target() else { return Ok(None) };
+/// Builds the server, joining the cluster `redis` describes, if any: every namespace then uses the
+/// Redis adapter. Returns the server and the node (its stats feed the metrics, its link the readiness).
+pub fn configure(builder: SocketIoBuilder, redis: &RedisSection) -> Result<(SocketIo, Option<RedisNode>), ConfigError> {
+    let Some(target) = redis.target() else { return Ok((builder.build(), None)) };
     let config = redis.adapter_config();
     let mode = config.mode;
     let node = RedisNode::start(target.clone(), config)?;
-    node.attach(io);
     tracing::info!(?target, ?mode, uid = node.uid(), "joining the cluster through Redis");
-    Ok(Some(node))
+    Ok((builder.adapter(node.adapter_factory()).build(), Some(node)))
 }
 
 /// The node's Redis counters in Prometheus text format, for `/metrics` (names `switchyard_redis_*`).

@@ -58,9 +58,8 @@ impl App {
     /// Builds every part `config` asks for. Nothing listens yet.
     pub fn build(config: Config) -> Result<App, AppError> {
         config.validate()?;
-        let io = SocketIo::new(config.socketio_config());
-        // Before any namespace exists: each gets the cluster adapter.
-        let cluster = cluster::configure(&io, &config.redis)?;
+        let builder = SocketIo::builder().config(config.socketio_config());
+        let (io, cluster) = cluster::configure(builder, &config.redis)?;
         if config.server.chat_page {
             chat::install(&io);
         }

@@ -6,9 +6,9 @@
 //! ```no_run
 //! # async fn run() -> Result<(), switchyard_redis::ConfigError> {
 //! use switchyard_redis::{RedisAdapterConfig, RedisNode, RedisTarget};
-//! let io = switchyard_socketio::SocketIo::new(Default::default());
 //! let node = RedisNode::start(RedisTarget::Single("redis://127.0.0.1:6379".into()), RedisAdapterConfig::default())?;
-//! node.attach(&io); // before the first `io.of(..)`
+//! let io = switchyard_socketio::SocketIo::builder().adapter(node.adapter_factory()).build();
+//! # let _ = io;
 //! # Ok(()) }
 //! ```
 //!
@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_socketio::{
     AckStream, Adapter, AdapterError, BroadcastOptions, MemoryAdapter, Namespace, Payload, Room, Sid, SocketInfo,
-    SocketIo,
 };
 use tokio::sync::mpsc;
 
@@ -134,10 +133,11 @@ impl RedisNode {
         Ok(RedisNode { shared: Shared::start(target, config) })
     }
 
-    /// Makes every namespace of `io` use this node's adapter. Call before the first `io.of(..)`.
-    pub fn attach(&self, io: &SocketIo) {
+    /// The adapter factory to give `SocketIo::builder().adapter(..)`: every namespace of the server
+    /// then uses this node's adapter.
+    pub fn adapter_factory(&self) -> impl Fn(&str) -> Arc<dyn Adapter> + Send + Sync + 'static {
         let node = self.clone();
-        io.set_adapter(move |nsp| node.adapter(nsp));
+        move |nsp| node.adapter(nsp)
     }
 
     /// The adapter of namespace `nsp`.

@@ -234,6 +234,7 @@ impl Client {
             timer.abort();
         }
         ns.add_socket(&socket);
+        ns.observers().notify(|o| o.on_connect(&socket));
         let reply = match socket.pid() {
             Some(pid) => json!({"sid": socket.id().as_str(), "pid": pid}),
             None => json!({"sid": socket.id().as_str()}),

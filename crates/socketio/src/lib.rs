@@ -13,11 +13,21 @@
 //! });
 //! // axum::Router::new().route_service("/socket.io/", io.service())
 //! ```
+//!
+//! Extension points, each small and cheap when unused:
+//! - [`SocketIo::builder`]: options, adapter and observers chosen before any namespace exists;
+//! - [`Socket::extensions`]: typed per-socket values that never leave this server;
+//! - [`middleware`]: message middleware per namespace and per socket (Node's `socket.use`);
+//! - [`observe`]: server-wide [`Observer`]s of connections, rooms, events, broadcasts and acks;
+//! - [`Socket::on_any`] / [`Socket::on_any_outgoing`] (several each) and [`Socket::on_async`];
+//! - [`Payload::arg`], [`Payload::args_as`], [`Payload::from_serialize`]: arguments through serde.
 
 mod adapter;
 mod client;
 mod config;
+pub mod middleware;
 mod namespace;
+pub mod observe;
 mod operators;
 mod payload;
 mod recovery;
@@ -30,11 +40,13 @@ pub use adapter::{
 };
 pub use client::{CompactHeaders, Handshake, SioHandler};
 pub use config::SocketIoConfig;
+pub use middleware::{Extensions, Rejection};
 pub use namespace::{ConnectError, Namespace, ServerSideHandler};
+pub use observe::Observer;
 pub use operators::{BroadcastAckError, BroadcastOperator};
-pub use payload::{encode_packet, Frames, Payload};
+pub use payload::{encode_packet, Frames, Payload, PayloadError};
 pub use recovery::{RecoveryConfig, RecoveryStore, RestoredSession, SessionToPersist};
-pub use server::SocketIo;
+pub use server::{SocketIo, SocketIoBuilder};
 pub use socket::{AckError, AckSender, DisconnectReason, EmitError, Socket};
 pub use switchyard_engine as engine;
 pub use switchyard_engine::Sid;

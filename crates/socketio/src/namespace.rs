@@ -2,6 +2,8 @@
 //! broadcasts walk.
 
 use crate::adapter::{Adapter, BroadcastOptions, Room};
+use crate::middleware::{EventMiddleware, Rejection};
+use crate::observe::Observers;
 use crate::operators::BroadcastOperator;
 use crate::payload::{Frames, Payload};
 use crate::recovery::{RecoveryConfig, RecoveryStore};
@@ -11,7 +13,7 @@ use parking_lot::RwLock;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use switchyard_engine::Sid;
 
@@ -52,6 +54,10 @@ type Members = HashMap<Sid, Arc<Socket>>;
 pub struct Namespace {
     name: Box<str>,
     middleware: RwLock<Vec<Middleware>>,
+    /// Message middleware, a shared slice so that each event clones an `Arc` at most.
+    event_middleware: RwLock<Arc<[EventMiddleware]>>,
+    /// Set by the first message middleware: without any, an event reads this flag and takes no lock.
+    has_event_middleware: AtomicBool,
     on_connection: RwLock<Option<ConnectionHandler>>,
     /// For dynamic children: the parent whose middleware and handler apply.
     parent: Option<Arc<Namespace>>,
@@ -62,6 +68,8 @@ pub struct Namespace {
     recovery: Option<RecoveryStore>,
     /// Ack ids are per namespace, as in Node.
     ack_ids: AtomicU64,
+    /// The server's observers.
+    observers: Arc<Observers>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -71,8 +79,13 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(name: &str, adapter: Arc<dyn Adapter>, recovery: Option<RecoveryConfig>) -> Arc<Self> {
-        Self::build(name, None, adapter, recovery)
+    pub(crate) fn new(
+        name: &str,
+        adapter: Arc<dyn Adapter>,
+        recovery: Option<RecoveryConfig>,
+        observers: Arc<Observers>,
+    ) -> Arc<Self> {
+        Self::build(name, None, adapter, recovery, observers)
     }
 
     pub(crate) fn new_child(
@@ -80,8 +93,9 @@ impl Namespace {
         parent: &Arc<Namespace>,
         adapter: Arc<dyn Adapter>,
         recovery: Option<RecoveryConfig>,
+        observers: Arc<Observers>,
     ) -> Arc<Self> {
-        Self::build(name, Some(parent.clone()), adapter, recovery)
+        Self::build(name, Some(parent.clone()), adapter, recovery, observers)
     }
 
     fn build(
@@ -89,10 +103,14 @@ impl Namespace {
         parent: Option<Arc<Namespace>>,
         adapter: Arc<dyn Adapter>,
         recovery: Option<RecoveryConfig>,
+        observers: Arc<Observers>,
     ) -> Arc<Self> {
         let ns = Arc::new(Namespace {
             name: name.into(),
             middleware: RwLock::default(),
+            event_middleware: RwLock::new(Arc::new([])),
+            has_event_middleware: AtomicBool::new(false),
+            observers,
             on_connection: RwLock::default(),
             parent,
             server_side: RwLock::default(),
@@ -169,6 +187,42 @@ impl Namespace {
         ack_timeout: Option<std::time::Duration>,
     ) -> Result<Vec<Payload>, crate::adapter::AdapterError> {
         self.adapter.server_side_emit(self, event, &payload.into(), ack_timeout).await
+    }
+
+    /// Adds message middleware for every socket of this namespace (and, on a dynamic namespace's
+    /// parent, of every child): it sees each incoming event before its handlers and may reject it with
+    /// a [`Rejection`], whose value answers the client's ack. Runs before the socket's own middleware;
+    /// see [`crate::middleware`]. Called on the connection's task for every event: keep it cheap.
+    pub fn use_event_middleware(
+        &self,
+        middleware: impl Fn(&Arc<Socket>, &str, &Payload) -> Result<(), Rejection> + Send + Sync + 'static,
+    ) {
+        let mut list = self.event_middleware.write();
+        let mut next = list.to_vec();
+        next.push(Arc::new(middleware));
+        *list = next.into();
+        self.has_event_middleware.store(true, Ordering::Release);
+    }
+
+    /// Runs the parent's (for a dynamic child) then this namespace's message middleware.
+    pub(crate) fn run_event_middleware(
+        &self,
+        socket: &Arc<Socket>,
+        event: &str,
+        payload: &Payload,
+    ) -> Result<(), Rejection> {
+        if let Some(parent) = &self.parent {
+            parent.run_event_middleware(socket, event, payload)?;
+        }
+        if !self.has_event_middleware.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let chain = self.event_middleware.read().clone();
+        crate::middleware::run(&chain, socket, event, payload)
+    }
+
+    pub(crate) fn observers(&self) -> &Observers {
+        &self.observers
     }
 
     pub(crate) fn has_middleware(&self) -> bool {
@@ -334,6 +388,9 @@ impl Namespace {
                 count += 1;
             }
         });
+        if self.observers.active() {
+            crate::observe::add_local(count);
+        }
         count
     }
 

@@ -69,7 +69,15 @@ impl BroadcastOperator {
 
     /// Emits to every selected socket; the packet is encoded once.
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) {
-        self.ns.adapter().broadcast(&self.ns, event, &payload.into(), &self.opts);
+        let payload = payload.into();
+        let observers = self.ns.observers();
+        if !observers.active() {
+            self.ns.adapter().broadcast(&self.ns, event, &payload, &self.opts);
+            return;
+        }
+        let recipients =
+            crate::observe::count_local(|| self.ns.adapter().broadcast(&self.ns, event, &payload, &self.opts));
+        observers.notify(|o| o.on_broadcast(&self.ns, &self.opts, event, &payload, recipients));
     }
 
     /// Emits and gathers every client's ack until all answered or the timeout (default 5 s) expired.
@@ -80,7 +88,19 @@ impl BroadcastOperator {
     ) -> Result<Vec<Payload>, BroadcastAckError> {
         let timeout = self.timeout.unwrap_or(Duration::from_secs(5));
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut stream = self.ns.adapter().broadcast_with_ack(&self.ns, event, &payload.into(), &self.opts);
+        let payload = payload.into();
+        let observers = self.ns.observers();
+        let mut stream = if observers.active() {
+            let mut stream = None;
+            let recipients = crate::observe::count_local(|| {
+                stream = Some(self.ns.adapter().broadcast_with_ack(&self.ns, event, &payload, &self.opts))
+            });
+            observers.notify(|o| o.on_broadcast(&self.ns, &self.opts, event, &payload, recipients));
+            stream.expect("broadcast_with_ack ran")
+        } else {
+            self.ns.adapter().broadcast_with_ack(&self.ns, event, &payload, &self.opts)
+        };
+        drop(payload);
         let mut responses = Vec::new();
         let expected = match tokio::time::timeout_at(deadline, stream.expected).await {
             Ok(expected) => expected,

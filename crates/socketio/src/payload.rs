@@ -1,6 +1,24 @@
 //! Event arguments, with binary attachments kept beside the JSON, and their encoding into frames.
+//!
+//! Arguments convert to and from Rust types through serde:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use switchyard_socketio::Payload;
+//!
+//! #[derive(Serialize, Deserialize, PartialEq, Debug)]
+//! struct Chat { room: String, text: String }
+//!
+//! let payload = Payload::from_args(&("lobby", Chat { room: "lobby".into(), text: "hi".into() })).unwrap();
+//! assert_eq!(payload.arg::<String>(0).unwrap(), "lobby");
+//! let (room, chat): (String, Chat) = payload.args_as().unwrap();
+//! assert_eq!((room.as_str(), chat.text.as_str()), ("lobby", "hi"));
+//! assert!(payload.arg::<u32>(0).is_err());
+//! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use smallvec::SmallVec;
 use switchyard_engine::protocol::engine::PacketType as EioType;
@@ -15,13 +33,71 @@ pub struct Payload {
     pub binary: Vec<Bytes>,
 }
 
+/// Why arguments did not convert to or from a Rust type.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The event has fewer arguments than the one asked for.
+    #[error("argument {0} is missing")]
+    Missing(usize),
+    /// Argument `index` (or, without an index, the argument list) does not fit the type.
+    #[error("{}: {source}", index.map_or("arguments".to_string(), |i| format!("argument {i}")))]
+    Invalid {
+        /// The argument, or `None` for the whole argument list.
+        index: Option<usize>,
+        /// What serde reported.
+        source: serde_json::Error,
+    },
+    /// A value could not be serialized to JSON, or `from_args` got something that is not a sequence.
+    #[error("cannot build the arguments: {0}")]
+    Serialize(String),
+}
+
 impl Payload {
+    /// Arguments `args`, without attachments.
     pub fn new(args: Vec<Value>) -> Self {
         Payload { args, binary: Vec::new() }
     }
 
+    /// No arguments.
     pub fn empty() -> Self {
         Payload::default()
+    }
+
+    /// Argument `index` deserialized as `T` (without copying the JSON). Binary arguments stay
+    /// placeholders: read those with [`Payload::binary_of`].
+    pub fn arg<T: DeserializeOwned>(&self, index: usize) -> Result<T, PayloadError> {
+        let value = self.args.get(index).ok_or(PayloadError::Missing(index))?;
+        T::deserialize(value).map_err(|source| PayloadError::Invalid { index: Some(index), source })
+    }
+
+    /// The whole argument list deserialized as `T`, positionally: a tuple `(A, B)`, a `Vec<A>`, or a
+    /// struct whose fields are the arguments in order. Extra arguments are an error for tuples and
+    /// structs, as serde reports them.
+    pub fn args_as<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        let seq = serde::de::value::SeqDeserializer::<_, serde_json::Error>::new(self.args.iter());
+        T::deserialize(seq).map_err(|source| PayloadError::Invalid { index: None, source })
+    }
+
+    /// One argument: `value` serialized to JSON.
+    pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, PayloadError> {
+        let value = serde_json::to_value(value).map_err(|e| PayloadError::Serialize(e.to_string()))?;
+        Ok(Payload::new(vec![value]))
+    }
+
+    /// Several arguments: `args` must serialize to a sequence (a tuple, array or `Vec`), whose items
+    /// become the arguments in order.
+    pub fn from_args<T: Serialize + ?Sized>(args: &T) -> Result<Self, PayloadError> {
+        match serde_json::to_value(args).map_err(|e| PayloadError::Serialize(e.to_string()))? {
+            Value::Array(args) => Ok(Payload::new(args)),
+            other => Err(PayloadError::Serialize(format!("a sequence of arguments expected, got {other}"))),
+        }
+    }
+
+    /// Appends `value`, serialized to JSON, as an argument.
+    pub fn push_serialize<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self, PayloadError> {
+        let value = serde_json::to_value(value).map_err(|e| PayloadError::Serialize(e.to_string()))?;
+        self.args.push(value);
+        Ok(self)
     }
 
     /// Adds `data` as an attachment and returns the placeholder to put where it belongs in the JSON.
@@ -156,6 +232,33 @@ mod tests {
         assert_eq!(frames[1].payload(), &[1, 2, 3]);
         assert!(frames[1].is_binary());
         assert_eq!(p.binary_of(&p.args[1]).map(|b| &b[..]), Some(&[1u8, 2, 3][..]));
+    }
+
+    #[test]
+    fn typed_arguments() {
+        #[derive(serde::Deserialize, serde::Serialize, Debug, PartialEq)]
+        struct Point {
+            x: i32,
+            y: i32,
+        }
+        let p = Payload::new(vec![json!("a"), json!({"x": 1, "y": 2}), json!(3)]);
+        assert_eq!(p.arg::<String>(0).unwrap(), "a");
+        assert_eq!(p.arg::<Point>(1).unwrap(), Point { x: 1, y: 2 });
+        assert!(matches!(p.arg::<i32>(5), Err(PayloadError::Missing(5))));
+        let err = p.arg::<i32>(0).unwrap_err();
+        assert!(matches!(err, PayloadError::Invalid { index: Some(0), .. }), "{err}");
+        assert!(err.to_string().starts_with("argument 0: "), "{err}");
+        let (a, b, c): (String, Point, u8) = p.args_as().unwrap();
+        assert_eq!((a.as_str(), b, c), ("a", Point { x: 1, y: 2 }, 3));
+        assert!(matches!(p.args_as::<(String, Point)>(), Err(PayloadError::Invalid { index: None, .. })));
+        let two = Payload::new(vec![json!(4), json!(5)]);
+        assert_eq!(two.args_as::<Point>().unwrap(), Point { x: 4, y: 5 });
+        assert_eq!(two.args_as::<Vec<u8>>().unwrap(), vec![4, 5]);
+
+        let built = Payload::from_args(&("a", Point { x: 1, y: 2 })).unwrap().push_serialize(&3).unwrap();
+        assert_eq!(built, p);
+        assert_eq!(Payload::from_serialize(&[1, 2]).unwrap().args, vec![json!([1, 2])]);
+        assert!(matches!(Payload::from_args(&7), Err(PayloadError::Serialize(_))));
     }
 
     #[test]

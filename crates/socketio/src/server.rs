@@ -2,6 +2,7 @@ use crate::adapter::{Adapter, MemoryAdapter};
 use crate::client::SioHandler;
 use crate::config::SocketIoConfig;
 use crate::namespace::Namespace;
+use crate::observe::{Observer, Observers};
 use crate::operators::BroadcastOperator;
 use crate::socket::DisconnectReason;
 use parking_lot::RwLock;
@@ -24,7 +25,8 @@ pub(crate) struct ServerInner {
     pub(crate) config: SocketIoConfig,
     pub(crate) namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<DynamicNamespace>>,
-    adapter_factory: RwLock<Arc<AdapterFactory>>,
+    adapter_factory: Box<AdapterFactory>,
+    pub(crate) observers: Arc<Observers>,
 }
 
 impl ServerInner {
@@ -40,14 +42,20 @@ impl ServerInner {
         let ns = namespaces
             .entry(name.to_string())
             .or_insert_with(|| {
-                Namespace::new_child(name, &parent, self.make_adapter(name), self.config.recovery.clone())
+                Namespace::new_child(
+                    name,
+                    &parent,
+                    self.make_adapter(name),
+                    self.config.recovery.clone(),
+                    self.observers.clone(),
+                )
             })
             .clone();
         Some(ns)
     }
 
     fn make_adapter(&self, name: &str) -> Arc<dyn Adapter> {
-        (self.adapter_factory.read())(name)
+        (self.adapter_factory)(name)
     }
 
     pub(crate) fn of(&self, name: &str) -> Arc<Namespace> {
@@ -58,7 +66,9 @@ impl ServerInner {
         let mut namespaces = self.namespaces.write();
         namespaces
             .entry(name.to_string())
-            .or_insert_with(|| Namespace::new(&name, self.make_adapter(&name), self.config.recovery.clone()))
+            .or_insert_with(|| {
+                Namespace::new(&name, self.make_adapter(&name), self.config.recovery.clone(), self.observers.clone())
+            })
             .clone()
     }
 }
@@ -78,21 +88,86 @@ pub struct SocketIo {
     engine: Arc<Engine<SioHandler>>,
 }
 
-impl SocketIo {
-    pub fn new(config: SocketIoConfig) -> Self {
+/// Configures a [`SocketIo`] before any namespace exists, so that every namespace gets the chosen
+/// adapter.
+///
+/// ```
+/// use std::sync::Arc;
+/// use switchyard_socketio::{Adapter, MemoryAdapter, SocketIo, SocketIoConfig};
+/// let io = SocketIo::builder()
+///     .config(SocketIoConfig::default())
+///     .adapter(|_nsp: &str| Arc::new(MemoryAdapter) as Arc<dyn Adapter>)
+///     .build();
+/// # let _ = io;
+/// ```
+#[must_use = "call build() to get the server"]
+pub struct SocketIoBuilder {
+    config: SocketIoConfig,
+    adapter_factory: Box<AdapterFactory>,
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+impl Default for SocketIoBuilder {
+    fn default() -> Self {
+        SocketIoBuilder {
+            config: SocketIoConfig::default(),
+            adapter_factory: Box::new(|_: &str| Arc::new(MemoryAdapter) as Arc<dyn Adapter>),
+            observers: Vec::new(),
+        }
+    }
+}
+
+impl SocketIoBuilder {
+    /// The server's options (the defaults of Node's implementation when not called).
+    pub fn config(mut self, config: SocketIoConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// How each namespace gets its adapter, called once per namespace with its name (a cluster
+    /// adapter, say). The in-memory adapter when not called.
+    pub fn adapter(mut self, factory: impl Fn(&str) -> Arc<dyn Adapter> + Send + Sync + 'static) -> Self {
+        self.adapter_factory = Box::new(factory);
+        self
+    }
+
+    /// Registers an observer (see [`Observer`]); may be called several times.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> SocketIo {
+        let SocketIoBuilder { config, adapter_factory, observers } = self;
         let inner = Arc::new(ServerInner {
             config: config.clone(),
             namespaces: RwLock::default(),
             dynamic: RwLock::default(),
-            adapter_factory: RwLock::new(Arc::new(|_: &str| Arc::new(MemoryAdapter) as Arc<dyn Adapter>)),
+            adapter_factory,
+            observers: Arc::new(Observers::new(observers)),
         });
         let engine = Engine::new(config.engine.clone(), SioHandler::new(inner.clone()));
         SocketIo { inner, engine }
     }
+}
 
-    /// Sets how each namespace gets its adapter (a cluster adapter, say). Call before the first `of`.
-    pub fn set_adapter(&self, factory: impl Fn(&str) -> Arc<dyn Adapter> + Send + Sync + 'static) {
-        *self.inner.adapter_factory.write() = Arc::new(factory);
+impl SocketIo {
+    /// A server with `config` and the in-memory adapter; shorthand for
+    /// `SocketIo::builder().config(config).build()`.
+    pub fn new(config: SocketIoConfig) -> Self {
+        Self::builder().config(config).build()
+    }
+
+    /// Configures a server: its options, adapter and observers.
+    pub fn builder() -> SocketIoBuilder {
+        SocketIoBuilder::default()
+    }
+
+    /// Registers an observer of every namespace (see [`Observer`]); observers registered later see
+    /// only what happens from then on.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        self.inner.observers.add(observer);
     }
 
     /// The namespace `name`, created if needed.
@@ -103,7 +178,7 @@ impl SocketIo {
     /// Namespaces created on demand for every name `matcher` accepts (Node's `io.of(regex)` or
     /// `io.of(fn)`). Configure the returned parent: its middleware and handler serve every child.
     pub fn dynamic_namespace(&self, matcher: impl Fn(&str) -> bool + Send + Sync + 'static) -> Arc<Namespace> {
-        let parent = Namespace::new("/_dynamic", Arc::new(MemoryAdapter), None);
+        let parent = Namespace::new("/_dynamic", Arc::new(MemoryAdapter), None, self.inner.observers.clone());
         self.inner.dynamic.write().push(DynamicNamespace { matcher: Box::new(matcher), parent: parent.clone() });
         parent
     }

@@ -170,9 +170,8 @@ pub struct Node {
 
 impl Node {
     pub async fn start(target: RedisTarget, config: RedisAdapterConfig) -> Node {
-        let io = SocketIo::new(SocketIoConfig::default());
         let redis = RedisNode::start(target, config).expect("valid Redis address");
-        redis.attach(&io);
+        let io = SocketIo::builder().config(SocketIoConfig::default()).adapter(redis.adapter_factory()).build();
         // Clients ack "ask" with their own id and answer "whoami" likewise; every node answers the
         // server-side "ping" with its uid.
         let ns = io.of("/");

@@ -9,5 +9,6 @@ mod broadcast;
 mod connect;
 mod disconnect;
 mod events;
+mod extensions;
 mod malformed;
 mod rooms;
