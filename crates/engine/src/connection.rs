@@ -60,7 +60,7 @@ impl CloseReason {
 
     /// A close the server chose: over polling, the session stays findable until its last packets
     /// (and the close packet) have been polled, for at most a heartbeat window, as in Node. Any other
-    /// close ends the session at once.
+    /// close (the client's close packet included) ends the session at once.
     pub(crate) fn lingers(self) -> bool {
         matches!(self, CloseReason::ForcedClose | CloseReason::ServerShutdown)
     }

@@ -213,8 +213,11 @@ impl<H: Handler> Engine<H> {
                 // Packets queued before the close (a DISCONNECT, the close packet) wait for the next
                 // poll, for at most a heartbeat window, as in Node; then the session is forgotten.
                 // Only a close the server chose waits; a client that closed or failed is gone already.
-                let linger =
-                    if reason.lingers() { self.config.ping_interval + self.config.ping_timeout } else { Duration::ZERO };
+                let linger = if reason.lingers() {
+                    self.config.ping_interval + self.config.ping_timeout
+                } else {
+                    Duration::ZERO
+                };
                 let _ = tokio::time::timeout(linger, async {
                     while !conn.with_state(|s| s.farewell_sent && !s.poll_active) {
                         conn.owner_wake.notified().await;

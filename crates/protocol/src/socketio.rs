@@ -193,11 +193,7 @@ pub fn decode_packet(text: &str, max_attachments: usize) -> Result<(Packet, usiz
         None
     };
 
-    let data = if pos < bytes.len() {
-        Some(parse_json(&text[pos..])?)
-    } else {
-        None
-    };
+    let data = if pos < bytes.len() { Some(parse_json(&text[pos..])?) } else { None };
     if !is_payload_valid(kind, data.as_ref()) {
         return Err(DecodeError::InvalidPayload);
     }

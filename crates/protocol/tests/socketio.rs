@@ -344,7 +344,10 @@ fn lone_surrogate_escapes_decode_as_replacement_characters() {
 
 #[test]
 fn lone_surrogate_repair_leaves_everything_else_alone() {
-    assert_eq!(replace_lone_surrogates(r#"["\ud83d\ude00","\u0041","\\ud800","\\\ud800"]"#).as_deref(), Some(r#"["\ud83d\ude00","\u0041","\\ud800","\\\ufffd"]"#));
+    assert_eq!(
+        replace_lone_surrogates(r#"["\ud83d\ude00","\u0041","\\ud800","\\\ud800"]"#).as_deref(),
+        Some(r#"["\ud83d\ude00","\u0041","\\ud800","\\\ufffd"]"#)
+    );
     assert_eq!(replace_lone_surrogates(r#"["\ud83d\ude00","\\ud800","\u12"]"#), None);
     // Invalid JSON stays invalid.
     assert_eq!(decode_one(r#"2["e","\ud800"#), Err(DecodeError::InvalidPayload));

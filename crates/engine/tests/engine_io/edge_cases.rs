@@ -208,9 +208,11 @@ async fn invalid_payload_removes_the_session_before_the_400() {
     assert_eq!(server.engine.polling_sessions(), 0);
 }
 
+/// The client's close packet ends the session at once (as in Node): the POST's `ok` is sent after
+/// the session is gone.
 #[tokio::test]
 async fn close_packet_removes_the_session_before_the_ok() {
-    let server = EchoServer::start(engine_config()).await;
+    let mut server = EchoServer::start(engine_config()).await;
     let (session, _) = Polling::open(server.addr, EIO_PATH).await;
     let responses = pipelined(
         server.addr,
@@ -219,6 +221,7 @@ async fn close_packet_removes_the_session_before_the_ok() {
     .await;
     assert_eq!((responses[0].status, responses[0].text()), (200, "ok"));
     responses[1].assert_engine_error(1, "Session ID unknown");
+    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportClose);
 }
 
 /// The heartbeat deadline counts from the handshake, not from when the heartbeat task ran: a poll
