@@ -57,6 +57,13 @@ impl CloseReason {
             CloseReason::SlowClient => "transport error",
         }
     }
+
+    /// A close the server chose: over polling, the session stays findable until its last packets
+    /// (and the close packet) have been polled, for at most a heartbeat window, as in Node. Any other
+    /// close (the client's close packet included) ends the session at once.
+    pub(crate) fn lingers(self) -> bool {
+        matches!(self, CloseReason::ForcedClose | CloseReason::ServerShutdown)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +108,9 @@ pub struct Connection {
     pub(crate) writer_wake: Notify,
     /// Wakes the polling session task (close, upgrade).
     pub(crate) owner_wake: Notify,
+    /// Wakes every waiter (`notify_waiters`) on close: a probing WebSocket must learn at once that
+    /// its polling session ended, while the pending poll keeps `writer_wake` to itself.
+    pub(crate) close_wake: Notify,
     max_queue_bytes: usize,
     ping_interval: Duration,
     ping_timeout: Duration,
@@ -138,6 +148,7 @@ impl Connection {
             }),
             writer_wake: Notify::new(),
             owner_wake: Notify::new(),
+            close_wake: Notify::new(),
             max_queue_bytes: config.max_queue_bytes,
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
@@ -216,6 +227,27 @@ impl Connection {
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "closing connection");
         self.writer_wake.notify_one();
         self.owner_wake.notify_one();
+        self.close_wake.notify_waiters();
+    }
+
+    /// Resolves once the connection is closed. Any number of tasks may wait at once.
+    pub(crate) async fn wait_closed(&self) {
+        loop {
+            let notified = self.close_wake.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a close between the check and the await is not missed.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// True once the session is over for anyone looking it up by sid: closed, and either not a
+    /// lingering close or its close packet already polled.
+    pub(crate) fn session_over(state: &State) -> bool {
+        state.closed.is_some_and(|reason| !reason.lingers() || state.farewell_sent)
     }
 
     pub(crate) fn closed_reason(&self) -> Option<CloseReason> {
@@ -250,6 +282,10 @@ impl Connection {
 
     /// Advances the heartbeat: the server pings every `ping_interval` and expects a pong within
     /// `ping_timeout` (Engine.IO v4: the server pings, never the client).
+    ///
+    /// The pong deadline counts from when the ping was due, not from when the timer task got to run:
+    /// `ping_interval + ping_timeout` after the handshake (or the last pong), as in Node, however late
+    /// this task is scheduled on a busy machine.
     pub(crate) fn heartbeat(&self, now: Instant) -> HeartbeatAction {
         let mut state = self.state.lock();
         if now < state.heartbeat_deadline {
@@ -259,8 +295,18 @@ impl Connection {
             return HeartbeatAction::TimedOut;
         }
         state.awaiting_pong = true;
-        state.heartbeat_deadline = now + self.ping_timeout;
+        state.heartbeat_deadline += self.ping_timeout;
         HeartbeatAction::SendPing
+    }
+
+    /// True when the pong deadline has passed, whether or not the timer task has run yet: the
+    /// deadline is the due time of the ping plus `ping_timeout`. Requests check this so that their
+    /// answer never depends on how promptly the heartbeat task was scheduled.
+    pub(crate) fn heartbeat_expired(&self, now: Instant) -> bool {
+        let state = self.state.lock();
+        let deadline =
+            if state.awaiting_pong { state.heartbeat_deadline } else { state.heartbeat_deadline + self.ping_timeout };
+        now >= deadline
     }
 
     pub(crate) fn heartbeat_deadline(&self) -> Instant {
@@ -306,6 +352,21 @@ mod tests {
         assert_eq!(c.heartbeat(at), HeartbeatAction::SendPing);
         assert!(matches!(c.heartbeat(at + Duration::from_millis(10)), HeartbeatAction::WaitUntil(_)));
         assert_eq!(c.heartbeat(at + Duration::from_millis(20_000)), HeartbeatAction::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pong_deadline_counts_from_when_the_ping_was_due() {
+        let c = conn(1000);
+        let start = Instant::now();
+        let interval = Duration::from_millis(25_000);
+        let timeout = Duration::from_millis(20_000);
+        assert!(!c.heartbeat_expired(start + interval + timeout - Duration::from_millis(1)));
+        // Not even pinged yet (the timer task is late), but the deadline has passed.
+        assert!(c.heartbeat_expired(start + interval + timeout));
+        // The ping goes out 5 s late; the client still has only until interval + timeout.
+        assert_eq!(c.heartbeat(start + interval + Duration::from_secs(5)), HeartbeatAction::SendPing);
+        assert!(!c.heartbeat_expired(start + interval + timeout - Duration::from_millis(1)));
+        assert_eq!(c.heartbeat(start + interval + timeout), HeartbeatAction::TimedOut);
     }
 
     #[tokio::test(start_paused = true)]

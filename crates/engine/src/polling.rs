@@ -80,6 +80,7 @@ impl<H: Handler> Engine<H> {
             Some(true) => {
                 tracing::debug!(sid = %conn.sid(), "overlapping poll requests: closing session");
                 conn.close(CloseReason::TransportError);
+                self.forget_if_over(conn);
                 return http_util::error_response(EngineError::BadRequest, cors);
             }
             Some(false) => return http_util::error_response(EngineError::BadRequest, cors),
@@ -110,6 +111,8 @@ impl<H: Handler> Engine<H> {
         guard.answered = true;
         drop(guard);
         if conn.is_closed() {
+            // The session is gone before the response that ends it is sent.
+            self.forget_if_over(conn);
             conn.owner_wake.notify_one();
         }
         let body = match reply {
@@ -156,6 +159,7 @@ impl<H: Handler> Engine<H> {
         if overlap {
             tracing::debug!(sid = %conn.sid(), "overlapping POST requests: closing session");
             conn.close(CloseReason::TransportError);
+            self.forget_if_over(conn);
             return http_util::error_response(EngineError::BadRequest, cors);
         }
         let _post = PostGuard(conn);
@@ -168,6 +172,7 @@ impl<H: Handler> Engine<H> {
             Err(e) => {
                 tracing::debug!(sid = %conn.sid(), error = %e, "failed to read POST body");
                 conn.close(CloseReason::TransportError);
+                self.forget_if_over(conn);
                 return http_util::error_response(EngineError::BadRequest, cors);
             }
         };
@@ -177,6 +182,8 @@ impl<H: Handler> Engine<H> {
                 tracing::debug!(sid = %conn.sid(), error = %e, "invalid polling payload: closing session");
                 crate::stats::EngineStats::add(&self.stats.protocol_errors, 1);
                 conn.close(CloseReason::ParseError);
+                // Gone before the 400 is sent: the next request with this sid must not find it.
+                self.forget_if_over(conn);
                 return http_util::error_response(EngineError::BadRequest, cors);
             }
         };
@@ -185,6 +192,7 @@ impl<H: Handler> Engine<H> {
                 break;
             }
         }
+        self.forget_if_over(conn);
         http_util::text_response(Bytes::from_static(b"ok"), "text/html", cors)
     }
 
@@ -205,9 +213,11 @@ impl<H: Handler> Engine<H> {
                 // Packets queued before the close (a DISCONNECT, the close packet) wait for the next
                 // poll, for at most a heartbeat window, as in Node; then the session is forgotten.
                 // Only a close the server chose waits; a client that closed or failed is gone already.
-                let server_closed = matches!(reason, CloseReason::ForcedClose | CloseReason::ServerShutdown);
-                let linger =
-                    if server_closed { self.config.ping_interval + self.config.ping_timeout } else { Duration::ZERO };
+                let linger = if reason.lingers() {
+                    self.config.ping_interval + self.config.ping_timeout
+                } else {
+                    Duration::ZERO
+                };
                 let _ = tokio::time::timeout(linger, async {
                     while !conn.with_state(|s| s.farewell_sent && !s.poll_active) {
                         conn.owner_wake.notified().await;

@@ -105,6 +105,39 @@ impl<H: Handler> Engine<H> {
         self.handler.on_close(client, reason);
     }
 
+    /// The session `sid`, unless it is over. A session the heartbeat task has not yet closed, but
+    /// whose pong deadline has passed, is closed here: the answer to a request never depends on how
+    /// promptly that task was scheduled.
+    fn find_session(&self, sid: Sid) -> Option<Arc<Session<H::Client>>> {
+        let session = self.sessions.read().get(&sid).cloned()?;
+        let conn = &session.conn;
+        if conn.transport() == TransportKind::Polling
+            && !conn.is_closed()
+            && conn.heartbeat_expired(tokio::time::Instant::now())
+        {
+            tracing::debug!(sid = %sid, "pong deadline passed: closing session");
+            conn.close(CloseReason::PingTimeout);
+        }
+        if self.forget_if_over(conn) {
+            return None;
+        }
+        Some(session)
+    }
+
+    /// Removes the session of `conn` from the sid map once it is over (see
+    /// [`Connection::session_over`]), so that a request after the one that closed it finds no session.
+    /// Called before the response that closes the session is sent. Returns true when it is over.
+    pub(crate) fn forget_if_over(&self, conn: &Arc<Connection>) -> bool {
+        if !conn.with_state(|s| Connection::session_over(s)) {
+            return false;
+        }
+        let mut sessions = self.sessions.write();
+        if sessions.get(&conn.sid()).is_some_and(|s| Arc::ptr_eq(&s.conn, conn)) {
+            sessions.remove(&conn.sid());
+        }
+        true
+    }
+
     /// Handles one decoded Engine.IO packet from the client, whatever the transport.
     /// Returns `false` when the connection must close.
     pub(crate) fn on_packet(&self, conn: &Arc<Connection>, client: &Arc<H::Client>, packet: eio::Packet) -> bool {
@@ -161,7 +194,7 @@ impl<H: Handler> Engine<H> {
             _ => return http_util::error_response(EngineError::UnknownTransport, cors),
         };
         if let Some(sid) = query.sid {
-            let session = Sid::parse(sid).and_then(|sid| self.sessions.read().get(&sid).cloned());
+            let session = Sid::parse(sid).and_then(|sid| self.find_session(sid));
             let Some(session) = session else {
                 return http_util::error_response(EngineError::UnknownSid, cors);
             };

@@ -39,6 +39,15 @@ fn header_has_token(req_headers: &http::HeaderMap, name: header::HeaderName, tok
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// A `Sec-WebSocket-Key` must be 16 bytes in base64 (RFC 6455 4.1): 22 base64 characters and `==`,
+/// the test Node's `ws` applies; anything else is refused with 400.
+fn is_valid_key(key: &HeaderValue) -> bool {
+    let key = key.as_bytes();
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
 fn bad_upgrade(cors: Option<&str>) -> Response<Body> {
     http_util::error_response(EngineError::BadRequest, cors)
 }
@@ -55,7 +64,8 @@ pub(crate) fn upgrade<H: Handler, B>(
         Some(key)
             if header_has_token(headers, header::UPGRADE, "websocket")
                 && header_has_token(headers, header::CONNECTION, "upgrade")
-                && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13") =>
+                && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13")
+                && is_valid_key(key) =>
         {
             key.clone()
         }
@@ -176,6 +186,9 @@ impl<H: Handler> WsTask<H> {
         let timer = tokio::time::sleep_until(self.timer_deadline(upgrade_deadline));
         tokio::pin!(timer);
         let mut control: Vec<Bytes> = Vec::new();
+        // Bytes that came with the upgrade request (e.g. the `2probe` frame in the same TCP segment)
+        // are processed before the first read: nothing else would wake the loop for them.
+        let mut pending_input = !rbuf.is_empty();
         let stop = loop {
             let deadline = self.timer_deadline(upgrade_deadline);
             if timer.deadline() != deadline {
@@ -183,15 +196,22 @@ impl<H: Handler> WsTask<H> {
             }
             let upgrading = self.upgrading;
             let mut stop = None;
-            tokio::select! {
-                biased;
-                read = read_some(&mut rd, &mut rbuf) => match read {
-                    Ok(0) => stop = Some(Stop::Closed(CloseReason::TransportClose)),
-                    Ok(_) => stop = self.process_input(&mut rbuf, &mut control),
-                    Err(_) => stop = Some(Stop::Closed(CloseReason::TransportError)),
-                },
-                _ = self.conn.writer_wake.notified(), if !upgrading => {}
-                _ = &mut timer => stop = self.on_timer(upgrade_deadline),
+            if std::mem::take(&mut pending_input) {
+                stop = self.process_input(&mut rbuf, &mut control);
+            } else {
+                tokio::select! {
+                    biased;
+                    read = read_some(&mut rd, &mut rbuf) => match read {
+                        Ok(0) => stop = Some(Stop::Closed(CloseReason::TransportClose)),
+                        Ok(_) => stop = self.process_input(&mut rbuf, &mut control),
+                        Err(_) => stop = Some(Stop::Closed(CloseReason::TransportError)),
+                    },
+                    _ = self.conn.writer_wake.notified(), if !upgrading => {}
+                    // A probe whose polling session ends (closed, timed out) closes at once, not at
+                    // the upgrade timeout. `writer_wake` belongs to the pending poll meanwhile.
+                    _ = self.conn.wait_closed(), if upgrading => {}
+                    _ = &mut timer => stop = self.on_timer(upgrade_deadline),
+                }
             }
             if rbuf.is_empty() && rbuf.capacity() > 0 {
                 // Idle connections keep no read buffer.

@@ -193,15 +193,76 @@ pub fn decode_packet(text: &str, max_attachments: usize) -> Result<(Packet, usiz
         None
     };
 
-    let data = if pos < bytes.len() {
-        Some(serde_json::from_str::<Value>(&text[pos..]).map_err(|_| DecodeError::InvalidPayload)?)
-    } else {
-        None
-    };
+    let data = if pos < bytes.len() { Some(parse_json(&text[pos..])?) } else { None };
     if !is_payload_valid(kind, data.as_ref()) {
         return Err(DecodeError::InvalidPayload);
     }
     Ok((Packet { kind, nsp, id, data, attachments: Vec::new() }, attachments))
+}
+
+/// Parses a packet's JSON data.
+///
+/// JavaScript strings are UTF-16 and may hold lone surrogates, which `JSON.stringify` writes as
+/// escapes (`"\ud800"`) and Node's `JSON.parse` accepts. A Rust `String` cannot hold them, so
+/// serde_json rejects such input. Rather than disconnect the client, as a parse error would, each
+/// lone surrogate escape becomes `\ufffd` (U+FFFD REPLACEMENT CHARACTER, what a lossy UTF-16 to
+/// UTF-8 conversion yields) and the text is parsed again. The repair runs only after a failed parse
+/// that has a lone surrogate escape to repair, so valid input costs nothing extra; it replaces
+/// six ASCII bytes with six ASCII bytes, so it is linear, never grows the input, and keeps UTF-8 valid.
+fn parse_json(json: &str) -> Result<Value, DecodeError> {
+    match serde_json::from_str::<Value>(json) {
+        Ok(value) => Ok(value),
+        Err(_) => {
+            let repaired = replace_lone_surrogates(json).ok_or(DecodeError::InvalidPayload)?;
+            serde_json::from_str::<Value>(&repaired).map_err(|_| DecodeError::InvalidPayload)
+        }
+    }
+}
+
+/// Returns `json` with every `\uXXXX` escape of a lone UTF-16 surrogate replaced by `\ufffd`, or
+/// `None` when there is none. Escapes of a valid surrogate pair (`\ud83d\ude00`) are kept, and an
+/// escaped backslash (`\\ud800`) is not an escape of a surrogate. Escapes outside strings are
+/// invalid JSON either way, so no string tracking is needed.
+pub fn replace_lone_surrogates(json: &str) -> Option<String> {
+    /// The code unit of a `\uXXXX` escape starting at `at`.
+    fn unit_at(bytes: &[u8], at: usize) -> Option<u16> {
+        let escape = bytes.get(at..at + 6)?;
+        if escape[0] != b'\\' || escape[1] != b'u' {
+            return None;
+        }
+        escape[2..].iter().try_fold(0u16, |acc, &b| Some(acc << 4 | (b as char).to_digit(16)? as u16))
+    }
+    let bytes = json.as_bytes();
+    let mut out: Option<String> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(unit) = unit_at(bytes, i) else {
+            // Any other escape (`\\`, `\"`, `\n`...) or a malformed one: skip the backslash and the
+            // character it escapes.
+            i += 2;
+            continue;
+        };
+        let lone = match unit {
+            0xD800..=0xDBFF => match unit_at(bytes, i + 6) {
+                Some(0xDC00..=0xDFFF) => {
+                    i += 12;
+                    continue;
+                }
+                _ => true,
+            },
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if lone {
+            out.get_or_insert_with(|| json.to_owned()).replace_range(i..i + 6, "\\ufffd");
+        }
+        i += 6;
+    }
+    out
 }
 
 fn is_payload_valid(kind: PacketType, data: Option<&Value>) -> bool {

@@ -326,3 +326,64 @@ fn placeholder_helpers() {
         4
     );
 }
+
+// ---- lone UTF-16 surrogates ---------------------------------------------------------------------
+
+use switchyard_protocol::socketio::replace_lone_surrogates;
+
+#[test]
+fn lone_surrogate_escapes_decode_as_replacement_characters() {
+    let decoded = decode_one(r#"2["e","\ud800","\udfff","x\udbffy","\ud800\ud800\udc00"]"#).unwrap().unwrap();
+    assert_eq!(decoded.data, Some(json!(["e", "\u{fffd}", "\u{fffd}", "x\u{fffd}y", "\u{fffd}\u{10000}"])));
+    // Keys too, and upper-case hex.
+    let decoded = decode_one(r#"2["e",{"\uD83D":"\uDE00\uD83D\uDE00"}]"#).unwrap().unwrap();
+    assert_eq!(decoded.data, Some(json!(["e", {"\u{fffd}": "\u{fffd}😀"}])));
+    // A surrogate at the very end of the input is still lone.
+    assert_eq!(replace_lone_surrogates(r#""\ud800"#).as_deref(), Some(r#""\ufffd"#));
+}
+
+#[test]
+fn lone_surrogate_repair_leaves_everything_else_alone() {
+    assert_eq!(
+        replace_lone_surrogates(r#"["\ud83d\ude00","\u0041","\\ud800","\\\ud800"]"#).as_deref(),
+        Some(r#"["\ud83d\ude00","\u0041","\\ud800","\\\ufffd"]"#)
+    );
+    assert_eq!(replace_lone_surrogates(r#"["\ud83d\ude00","\\ud800","\u12"]"#), None);
+    // Invalid JSON stays invalid.
+    assert_eq!(decode_one(r#"2["e","\ud800"#), Err(DecodeError::InvalidPayload));
+    assert_eq!(decode_one(r#"2["e",\ud800]"#), Err(DecodeError::InvalidPayload));
+    assert_eq!(decode_one(r#"2["e","\ud800\x"]"#), Err(DecodeError::InvalidPayload));
+}
+
+/// Every string of up to five tokens from an alphabet of escapes and JSON punctuation: the repair keeps
+/// the length, is idempotent, is never needed by valid JSON, and changes only escape digits.
+#[test]
+fn lone_surrogate_repair_invariants_exhaustively() {
+    const TOKENS: &[&str] = &["\\ud800", "\\udc00", "\\u0041", "\\\\", "\\", "\"", "a", "\\uD8", "é"];
+    let mut stack = vec![(String::new(), 0)];
+    let mut checked = 0;
+    while let Some((text, depth)) = stack.pop() {
+        checked += 1;
+        for candidate in [text.clone(), format!("[\"{text}\"]")] {
+            let Some(repaired) = replace_lone_surrogates(&candidate) else { continue };
+            assert!(serde_json::from_str::<Value>(&candidate).is_err(), "{candidate:?} parses");
+            assert_eq!(repaired.len(), candidate.len(), "{candidate:?}");
+            assert_eq!(replace_lone_surrogates(&repaired), None, "{candidate:?} -> {repaired:?}");
+            // Only the four digits after a `\u` change, into `fffd`.
+            let mut i = 0;
+            while i < candidate.len() {
+                if candidate.as_bytes()[i] == repaired.as_bytes()[i] {
+                    i += 1;
+                    continue;
+                }
+                assert!(repaired[..i].ends_with("\\u"), "{candidate:?} changed at {i}");
+                assert_eq!(&repaired[i..i + 4], "fffd", "{candidate:?}");
+                i += 4;
+            }
+        }
+        if depth < 5 {
+            stack.extend(TOKENS.iter().map(|t| (format!("{text}{t}"), depth + 1)));
+        }
+    }
+    assert!(checked > 50_000);
+}

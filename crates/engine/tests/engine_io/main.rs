@@ -4,6 +4,7 @@
 
 use switchyard_fixtures as common;
 
+mod edge_cases;
 mod handshake;
 mod heartbeat;
 mod polling;
