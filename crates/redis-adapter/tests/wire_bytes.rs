@@ -125,9 +125,9 @@ fn request_ids(bytes: &[u8]) -> Vec<Vec<u8>> {
     ids
 }
 
-/// `COMMAND channel payload`, with uids of nodes A and B and request ids replaced by `A`s, `B`s and
-/// `R`s, and the payload escaped.
-fn normalize(publishes: Vec<(String, Vec<u8>, Vec<u8>)>, uid_a: &str, uid_b: &str) -> Vec<String> {
+/// `COMMAND channel payload`, with uids of nodes A and B, request ids and the client's socket id
+/// replaced by `A`s, `B`s, `R`s and `S`s, and the payload escaped.
+fn normalize(publishes: Vec<(String, Vec<u8>, Vec<u8>)>, uid_a: &str, uid_b: &str, sid: &str) -> Vec<String> {
     let ids: Vec<Vec<u8>> = publishes.iter().flat_map(|(_, _, payload)| request_ids(payload)).collect();
     publishes
         .into_iter()
@@ -135,6 +135,7 @@ fn normalize(publishes: Vec<(String, Vec<u8>, Vec<u8>)>, uid_a: &str, uid_b: &st
             for bytes in [&mut channel, &mut payload] {
                 replace_all(bytes, uid_a.as_bytes(), b'A');
                 replace_all(bytes, uid_b.as_bytes(), b'B');
+                replace_all(bytes, sid.as_bytes(), b'S');
                 for id in &ids {
                     replace_all(bytes, id, b'R');
                 }
@@ -153,10 +154,16 @@ async fn capture(mode: Mode) -> Vec<String> {
     let redis = RedisServer::start().await;
     let nodes = cluster(2, RedisTarget::Single(redis.url()), config(mode)).await;
     let (uid_a, uid_b) = (nodes[0].redis.uid().to_string(), nodes[1].redis.uid().to_string());
+    // A client on B, in room "r", that answers "ask" with ["b"].
+    let mut client = Client::connect(&nodes[1], "b").await;
+    let sid = client.id.clone();
+    nodes[1].socket(&sid).join("r");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reader = tokio::spawn(async move { while client.next_packet().await.is_some() {} });
     let mut monitor = Monitor::start(redis.port).await;
     let ns = nodes[0].ns();
     let mut seen = Vec::new();
-    let mut take = |publishes| seen.extend(normalize(publishes, &uid_a, &uid_b));
+    let mut take = |publishes| seen.extend(normalize(publishes, &uid_a, &uid_b, &sid));
 
     // Broadcasts: to everyone (no binary), to one room minus another, with binary and a float.
     ns.emit("plain", json!("x"));
@@ -167,10 +174,12 @@ async fn capture(mode: Mode) -> Vec<String> {
     ns.to("r").to("s").emit("two-rooms", json!(null));
     take(monitor.publishes(1).await);
 
-    // Broadcast with acks: the request and B's client count.
-    let answers = ns.to("r").timeout(Duration::from_secs(2)).emit_with_ack("ask", json!(1)).await;
-    assert_eq!(answers.expect("no client: no answer to wait for").len(), 0);
-    take(monitor.publishes(2).await);
+    // Broadcast with acks: the request, B's client count and its client's answer.
+    let answers = ns.to("r").timeout(Duration::from_secs(5)).emit_with_ack("ask", json!(1)).await;
+    assert_eq!(answers.expect("B's client answers").len(), 1);
+    take(monitor.publishes(3).await);
+    // From here on B's client is in no room but its own.
+    nodes[1].socket(&sid).leave("r");
 
     // Fetch sockets: the request and B's (empty) answer.
     let sockets = ns.to("r").fetch_sockets().await.expect("fetch sockets");
@@ -195,9 +204,10 @@ async fn capture(mode: Mode) -> Vec<String> {
     // All rooms (classic only: the sharded format has no such request).
     if mode == Mode::Classic {
         let rooms = ns.adapter().all_rooms(&ns).await.expect("rooms");
-        assert!(rooms.is_empty());
+        assert_eq!(rooms, [Room::from(sid.as_str())].into_iter().collect());
         take(monitor.publishes(2).await);
     }
+    reader.abort();
     seen
 }
 
@@ -223,6 +233,38 @@ async fn sharded_bytes_are_pinned() {
     check(got, SHARDED);
 }
 
-const CLASSIC: &[&str] = &[];
+const CLASSIC: &[&str] = &[
+    r##"PUBLISH socket.io#/# \x93\xa6AAAAAA\x83\xa4type\x02\xa4data\x92\xa5plain\xa1x\xa3nsp\xa1/\x83\xa5rooms\x90\xa6except\x90\xa5flags\x80"##,
+    r##"PUBLISH socket.io#/#r# \x93\xa6AAAAAA\x83\xa4type\x02\xa4data\x94\xa3bin\x81\xa1k\xa1v\xcb?\xf8\x00\x00\x00\x00\x00\x00\xc4\x03\x01\x02\x03\xa3nsp\xa1/\x83\xa5rooms\x91\xa1r\xa6except\x91\xa1x\xa5flags\x81\xa8volatile\xc3"##,
+    r##"PUBLISH socket.io#/# \x93\xa6AAAAAA\x83\xa4type\x02\xa4data\x92\xa9two-rooms\xc0\xa3nsp\xa1/\x83\xa5rooms\x92\xa1r\xa1s\xa6except\x90\xa5flags\x80"##,
+    r##"PUBLISH socket.io-request#/# \x85\xa3uid\xa6AAAAAA\xa9requestId\xa6RRRRRR\xa4type\x07\xa6packet\x83\xa4type\x02\xa4data\x92\xa3ask\x01\xa3nsp\xa1/\xa4opts\x83\xa5rooms\x91\xa1r\xa6except\x90\xa5flags\x80"##,
+    r##"PUBLISH socket.io-response#/# {\"clientCount\":1,\"requestId\":\"RRRRRR\",\"type\":8}"##,
+    r##"PUBLISH socket.io-response#/# \x83\xa4type\t\xa9requestId\xa6RRRRRR\xa6packet\xa1b"##,
+    r##"PUBLISH socket.io-request#/# {\"opts\":{\"except\":[],\"rooms\":[\"r\"]},\"requestId\":\"RRRRRR\",\"type\":5,\"uid\":\"AAAAAA\"}"##,
+    r##"PUBLISH socket.io-response#/# {\"requestId\":\"RRRRRR\",\"sockets\":[]}"##,
+    r##"PUBLISH socket.io-request#/# {\"data\":[\"ping\",\"hi\"],\"requestId\":\"RRRRRR\",\"type\":6,\"uid\":\"AAAAAA\"}"##,
+    r##"PUBLISH socket.io-response#/# {\"data\":[\"BBBBBB\",\"hi\"],\"requestId\":\"RRRRRR\",\"type\":6}"##,
+    r##"PUBLISH socket.io-request#/# {\"data\":[\"fire\",[1,2]],\"type\":6,\"uid\":\"AAAAAA\"}"##,
+    r##"PUBLISH socket.io-request#/# {\"opts\":{\"except\":[],\"rooms\":[\"r\"]},\"rooms\":[\"j\"],\"type\":2,\"uid\":\"AAAAAA\"}"##,
+    r##"PUBLISH socket.io-request#/# {\"opts\":{\"except\":[\"r\"],\"rooms\":[]},\"rooms\":[\"j\"],\"type\":3,\"uid\":\"AAAAAA\"}"##,
+    r##"PUBLISH socket.io-request#/# {\"close\":true,\"opts\":{\"except\":[],\"rooms\":[\"r\"]},\"type\":4,\"uid\":\"AAAAAA\"}"##,
+    r##"PUBLISH socket.io-request#/# {\"requestId\":\"RRRRRR\",\"type\":1,\"uid\":\"AAAAAA\"}"##,
+    r##"PUBLISH socket.io-response#/# {\"requestId\":\"RRRRRR\",\"rooms\":[\"SSSSSSSSSSSSSSSSSSSS\"]}"##,
+];
 
-const SHARDED: &[&str] = &[];
+const SHARDED: &[&str] = &[
+    r##"SPUBLISH socket.io#/# {\"data\":{\"opts\":{\"except\":[],\"flags\":{},\"rooms\":[]},\"packet\":{\"data\":[\"plain\",\"x\"],\"nsp\":\"/\",\"type\":2}},\"nsp\":\"/\",\"type\":3,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+    r##"SPUBLISH socket.io#/#r# \x84\xa4data\x82\xa4opts\x83\xa6except\x91\xa1x\xa5flags\x81\xa8volatile\xc3\xa5rooms\x91\xa1r\xa6packet\x83\xa4data\x94\xa3bin\x81\xa1k\xa1v\xcb?\xf8\x00\x00\x00\x00\x00\x00\xc4\x03\x01\x02\x03\xa3nsp\xa1/\xa4type\x02\xa3nsp\xa1/\xa4type\x03\xa3uid\xb0AAAAAAAAAAAAAAAA"##,
+    r##"SPUBLISH socket.io#/# {\"data\":{\"opts\":{\"except\":[],\"flags\":{},\"rooms\":[\"r\",\"s\"]},\"packet\":{\"data\":[\"two-rooms\",null],\"nsp\":\"/\",\"type\":2}},\"nsp\":\"/\",\"type\":3,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+    r##"SPUBLISH socket.io#/# {\"data\":{\"opts\":{\"except\":[],\"flags\":{},\"rooms\":[\"r\"]},\"packet\":{\"data\":[\"ask\",1],\"nsp\":\"/\",\"type\":2},\"requestId\":\"RRRRRRRRRRRRRRRR\"},\"nsp\":\"/\",\"type\":3,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+    r##"SPUBLISH socket.io#/#AAAAAAAAAAAAAAAA# {\"data\":{\"clientCount\":1,\"requestId\":\"RRRRRRRRRRRRRRRR\"},\"nsp\":\"/\",\"type\":11,\"uid\":\"BBBBBBBBBBBBBBBB\"}"##,
+    r##"SPUBLISH socket.io#/#AAAAAAAAAAAAAAAA# {\"data\":{\"packet\":\"b\",\"requestId\":\"RRRRRRRRRRRRRRRR\"},\"nsp\":\"/\",\"type\":12,\"uid\":\"BBBBBBBBBBBBBBBB\"}"##,
+    r##"SPUBLISH socket.io#/# {\"data\":{\"opts\":{\"except\":[],\"flags\":{},\"rooms\":[\"r\"]},\"requestId\":\"RRRRRRRRRRRRRRRR\"},\"nsp\":\"/\",\"type\":7,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+    r##"SPUBLISH socket.io#/#AAAAAAAAAAAAAAAA# {\"data\":{\"requestId\":\"RRRRRRRRRRRRRRRR\",\"sockets\":[]},\"nsp\":\"/\",\"type\":8,\"uid\":\"BBBBBBBBBBBBBBBB\"}"##,
+    r##"SPUBLISH socket.io#/# {\"data\":{\"packet\":[\"ping\",\"hi\"],\"requestId\":\"RRRRRRRRRRRRRRRR\"},\"nsp\":\"/\",\"type\":9,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+    r##"SPUBLISH socket.io#/#AAAAAAAAAAAAAAAA# {\"data\":{\"packet\":[\"BBBBBBBBBBBBBBBB\",\"hi\"],\"requestId\":\"RRRRRRRRRRRRRRRR\"},\"nsp\":\"/\",\"type\":10,\"uid\":\"BBBBBBBBBBBBBBBB\"}"##,
+    r##"SPUBLISH socket.io#/# {\"data\":{\"packet\":[\"fire\",[1,2]]},\"nsp\":\"/\",\"type\":9,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+    r##"SPUBLISH socket.io#/# {\"data\":{\"opts\":{\"except\":[],\"flags\":{},\"rooms\":[\"r\"]},\"rooms\":[\"j\"]},\"nsp\":\"/\",\"type\":4,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+    r##"SPUBLISH socket.io#/# {\"data\":{\"opts\":{\"except\":[\"r\"],\"flags\":{},\"rooms\":[]},\"rooms\":[\"j\"]},\"nsp\":\"/\",\"type\":5,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+    r##"SPUBLISH socket.io#/# {\"data\":{\"close\":true,\"opts\":{\"except\":[],\"flags\":{},\"rooms\":[\"r\"]}},\"nsp\":\"/\",\"type\":6,\"uid\":\"AAAAAAAAAAAAAAAA\"}"##,
+];
