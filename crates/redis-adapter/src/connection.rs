@@ -3,6 +3,7 @@
 //! every channel by itself. While Redis is away, messages to publish are dropped and counted rather
 //! than queued without bound.
 
+use crate::error::Error;
 use crate::stats::Stats;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use parking_lot::{Mutex, RwLock};
@@ -100,7 +101,7 @@ impl Conn {
 }
 
 /// Errors after which the connection is not worth keeping.
-fn is_connection_error(err: &redis::RedisError) -> bool {
+pub(crate) fn is_connection_error(err: &redis::RedisError) -> bool {
     err.is_io_error() || err.is_connection_dropped() || err.is_timeout() || err.is_unrecoverable_error()
 }
 
@@ -149,12 +150,12 @@ impl Publisher {
 
     /// Runs a command on the live connection, failing at once when Redis is unreachable. A command
     /// that finds the connection dead is tried once more on the next one.
-    pub(crate) async fn query(&self, cmd: &Cmd, timeout: Duration) -> Result<redis::Value, String> {
+    pub(crate) async fn query(&self, cmd: &Cmd, timeout: Duration) -> Result<redis::Value, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut retried = false;
         loop {
             let Some((generation, mut conn)) = self.current.read().clone() else {
-                return Err("Redis is unreachable".into());
+                return Err(Error::Unreachable);
             };
             match tokio::time::timeout_at(deadline, conn.query(cmd)).await {
                 Ok(Ok(value)) => return Ok(value),
@@ -171,16 +172,16 @@ impl Publisher {
                         }
                     });
                     if reconnected.await.is_err() {
-                        return Err(format!("Redis error: {err}"));
+                        return Err(err.into());
                     }
                 }
                 Ok(Err(err)) => {
                     if is_connection_error(&err) {
                         self.broken.notify_one();
                     }
-                    return Err(format!("Redis error: {err}"));
+                    return Err(err.into());
                 }
-                Err(_) => return Err("Redis did not answer in time".into()),
+                Err(_) => return Err(Error::Timeout(timeout)),
             }
         }
     }
@@ -217,7 +218,7 @@ async fn run_publisher(
             tokio::pin!(connect);
             loop {
                 tokio::select! {
-                    result = &mut connect => break result.map_err(|_| "connect timeout".to_string()).and_then(|r| r.map_err(|e| e.to_string())),
+                    result = &mut connect => break connect_result(result),
                     message = rx.recv() => match message {
                         Some(_) => stats.dropped("Redis unreachable", 1),
                         None => return,
@@ -302,6 +303,11 @@ async fn run_publisher(
     }
 }
 
+/// A connection attempt bounded by `CONNECT_TIMEOUT * 2`.
+fn connect_result(result: Result<RedisResult<Conn>, tokio::time::error::Elapsed>) -> Result<Conn, Error> {
+    result.map_err(|_| Error::ConnectTimeout(CONNECT_TIMEOUT * 2))?.map_err(Error::from)
+}
+
 /// Waits `delay`, dropping queued messages meanwhile. False when the queue closed.
 async fn drain_for(rx: &mut mpsc::Receiver<Outgoing>, delay: Duration, stats: &Stats) -> bool {
     let sleep = tokio::time::sleep(delay);
@@ -326,6 +332,13 @@ pub(crate) enum Subscription {
 }
 
 impl Subscription {
+    /// The channel, or the pattern.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Subscription::Channel(name) | Subscription::Pattern(name) | Subscription::Shard(name) => name,
+        }
+    }
+
     fn command(&self, subscribe: bool) -> Cmd {
         let (verb, name) = match (self, subscribe) {
             (Subscription::Channel(c), true) => ("SUBSCRIBE", c),
@@ -402,7 +415,7 @@ async fn run_subscriber(
             tokio::pin!(connect);
             loop {
                 tokio::select! {
-                    result = &mut connect => break result.map_err(|_| "connect timeout".to_string()).and_then(|r| r.map_err(|e| e.to_string())),
+                    result = &mut connect => break connect_result(result),
                     command = commands.recv() => if command.is_none() { return },
                 }
             }

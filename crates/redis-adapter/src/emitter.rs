@@ -11,12 +11,13 @@
 //! ```
 
 use crate::connection::{Conn, RedisTarget};
-use crate::msgpack::Writer;
-use crate::node::{classic, sharded};
-use crate::wire;
+use crate::convert;
+use crate::format::classic::{kind as classic, Classic};
+use crate::format::sharded::{kind as sharded, Sharded};
 use crate::Mode;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use switchyard_protocol::cluster::wire;
 use switchyard_socketio::{BroadcastOptions, Payload, Room};
 
 /// The uid Node's emitter publishes under.
@@ -85,12 +86,8 @@ impl EmitOperator {
         self
     }
 
-    fn broadcast_channel(&self) -> String {
-        format!("{}#{}#", self.inner.prefix, self.nsp)
-    }
-
     fn request_channel(&self) -> String {
-        format!("{}-request#{}#", self.inner.prefix, self.nsp)
+        Classic::request_channel(&self.inner.prefix, &self.nsp)
     }
 
     async fn publish(&self, channel: String, message: Vec<u8>) -> Result<(), EmitterError> {
@@ -102,20 +99,15 @@ impl EmitOperator {
         Ok(())
     }
 
+    /// A cluster-adapter message on the namespace channel (Node's emitter has no room channels).
     async fn publish_cluster(&self, kind: u64, data: Value, payload: Option<&Payload>) -> Result<(), EmitterError> {
-        let message = json!({"uid": EMITTER_UID, "nsp": self.nsp, "type": kind, "data": data});
-        let bytes = match payload {
-            Some(payload) if !payload.binary.is_empty() => crate::msgpack::encode(&message, &payload.binary),
-            _ => message.to_string().into_bytes(),
-        };
-        self.publish(self.broadcast_channel(), bytes).await
+        let binary = payload.map_or(&[][..], |p| &p.binary[..]);
+        let bytes = Sharded::message(EMITTER_UID, &self.nsp, kind, Some(data), binary);
+        self.publish(Sharded::namespace_channel(&self.inner.prefix, &self.nsp), bytes).await
     }
 
     fn filter(&self) -> Value {
-        json!({
-            "rooms": self.opts.rooms.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
-            "except": self.opts.except.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
-        })
+        convert::rooms_filter(&self.opts)
     }
 
     /// Emits `event` to the selected clients on every server (one publish).
@@ -126,24 +118,14 @@ impl EmitOperator {
         let payload = payload.into();
         match self.inner.mode {
             Mode::Classic => {
-                let mut w = Writer::with_capacity(64);
-                w.array_len(3);
-                w.str(EMITTER_UID);
-                wire::write_packet(&mut w, &self.nsp, event, &payload);
-                wire::write_options(&mut w, &self.opts);
-                let mut channel = self.broadcast_channel();
-                if self.opts.rooms.len() == 1 {
-                    channel.push_str(&self.opts.rooms[0]);
-                    channel.push('#');
-                }
-                self.publish(channel, w.finish()).await
+                let message =
+                    Classic::broadcast(&self.inner.prefix, EMITTER_UID, &self.nsp, event, &payload, &self.opts);
+                self.publish(message.channel, message.payload).await
             }
             Mode::Sharded => {
-                let mut data = vec![Value::String(event.to_string())];
-                data.extend(payload.args.iter().cloned());
                 let body = json!({
-                    "packet": {"type": wire::EVENT, "data": data, "nsp": self.nsp},
-                    "opts": wire::options_json(&self.opts),
+                    "packet": wire::packet_json(&self.nsp, event, &payload.args),
+                    "opts": convert::options_json(&self.opts),
                 });
                 self.publish_cluster(sharded::BROADCAST, body, Some(&payload)).await
             }
@@ -168,7 +150,8 @@ impl EmitOperator {
             }
             Mode::Sharded => {
                 let kind = if leave { sharded::SOCKETS_LEAVE } else { sharded::SOCKETS_JOIN };
-                self.publish_cluster(kind, json!({"opts": wire::options_json(&self.opts), "rooms": rooms}), None).await
+                self.publish_cluster(kind, json!({"opts": convert::options_json(&self.opts), "rooms": rooms}), None)
+                    .await
             }
         }
     }
@@ -181,7 +164,7 @@ impl EmitOperator {
                 self.publish(self.request_channel(), request.to_string().into_bytes()).await
             }
             Mode::Sharded => {
-                let data = json!({"opts": wire::options_json(&self.opts), "close": close});
+                let data = json!({"opts": convert::options_json(&self.opts), "close": close});
                 self.publish_cluster(sharded::DISCONNECT_SOCKETS, data, None).await
             }
         }
@@ -192,12 +175,11 @@ impl EmitOperator {
         let payload = payload.into();
         match self.inner.mode {
             Mode::Classic => {
-                let request = json!({"uid": EMITTER_UID, "type": classic::SERVER_SIDE_EMIT, "data": wire::server_side_data(event, &payload)});
+                let request = json!({"uid": EMITTER_UID, "type": classic::SERVER_SIDE_EMIT, "data": wire::server_side_data(event, &payload.args, &payload.binary)});
                 self.publish(self.request_channel(), request.to_string().into_bytes()).await
             }
             Mode::Sharded => {
-                let mut packet = vec![Value::String(event.to_string())];
-                packet.extend(payload.args.iter().cloned());
+                let packet = wire::event_data(event, &payload.args);
                 self.publish_cluster(sharded::SERVER_SIDE_EMIT, json!({"packet": packet}), Some(&payload)).await
             }
         }

@@ -15,17 +15,23 @@
 //! Each node keeps two Redis connections, both supervised: a publisher behind a bounded queue, and a
 //! subscriber that reconnects and resubscribes by itself. Local delivery never waits for Redis; when
 //! Redis is away, cross-node messages are dropped, counted in [`Stats`] and logged, and cluster
-//! requests fail with [`AdapterError`](switchyard_socketio::AdapterError) instead of hanging.
+//! requests fail with [`AdapterError`](switchyard_socketio::AdapterError) instead of hanging (its
+//! source, when Redis is at fault, is an [`Error`]).
+//!
+//! The message codecs are pure and live in [`switchyard_protocol::cluster`]; the two wire formats
+//! (classic and sharded) are one module each behind one interface.
 
 mod connection;
+mod convert;
 pub mod emitter;
-pub mod msgpack;
+mod error;
+mod format;
 mod node;
 mod stats;
-pub mod wire;
 
 pub use connection::RedisTarget;
 pub use emitter::{Emitter, EmitterError};
+pub use error::Error;
 pub use stats::{Stats, StatsSnapshot};
 
 use futures_util::future::BoxFuture;

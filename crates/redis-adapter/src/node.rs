@@ -1,17 +1,19 @@
-//! One server's membership in the cluster: its uid, its Redis links, the namespaces it serves, and
-//! the requests it waits answers for. Both wire formats are handled here; `classic` and `sharded`
-//! only differ in how messages are framed and where they are published.
+//! One server's membership in the cluster: its Redis links, the namespaces it serves, the requests it
+//! waits answers for, and what it does with other nodes' messages. Format-free: the wire format
+//! ([`crate::format`]) names the channels and encodes and decodes the messages.
 
-use crate::connection::{Outgoing, Publisher, PushHandler, RedisTarget, Subscriber, Subscription};
-use crate::msgpack::{self, Decoded, Writer};
+use crate::connection::{Publisher, PushHandler, RedisTarget, Subscriber, Subscription};
+use crate::convert;
+use crate::error::Error;
+use crate::format::classic::Classic;
+use crate::format::sharded::Sharded;
+use crate::format::{Incoming, Message, RemoteOp, Reply, Request, Response, Route, WireFormat, REMOTE_ACK_WINDOW};
 use crate::stats::Stats;
-use crate::wire::{self, EventPacket};
-use crate::{Mode, RedisAdapterConfig, SubscriptionMode};
-use bytes::Bytes;
+use crate::{Mode, RedisAdapterConfig};
 use parking_lot::{Mutex, RwLock};
 use redis::{PushInfo, PushKind};
-use serde_json::{json, Value};
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,69 +23,11 @@ use switchyard_socketio::{
 };
 use tokio::sync::mpsc;
 
-/// Request types of the classic adapter.
-pub(crate) mod classic {
-    pub const SOCKETS: u64 = 0;
-    pub const ALL_ROOMS: u64 = 1;
-    pub const REMOTE_JOIN: u64 = 2;
-    pub const REMOTE_LEAVE: u64 = 3;
-    pub const REMOTE_DISCONNECT: u64 = 4;
-    pub const REMOTE_FETCH: u64 = 5;
-    pub const SERVER_SIDE_EMIT: u64 = 6;
-    pub const BROADCAST: u64 = 7;
-    pub const BROADCAST_CLIENT_COUNT: u64 = 8;
-    pub const BROADCAST_ACK: u64 = 9;
-}
-
-/// Message types of the cluster-adapter format (sharded mode).
-pub(crate) mod sharded {
-    pub const INITIAL_HEARTBEAT: u64 = 1;
-    pub const HEARTBEAT: u64 = 2;
-    pub const BROADCAST: u64 = 3;
-    pub const SOCKETS_JOIN: u64 = 4;
-    pub const SOCKETS_LEAVE: u64 = 5;
-    pub const DISCONNECT_SOCKETS: u64 = 6;
-    pub const FETCH_SOCKETS: u64 = 7;
-    pub const FETCH_SOCKETS_RESPONSE: u64 = 8;
-    pub const SERVER_SIDE_EMIT: u64 = 9;
-    pub const SERVER_SIDE_EMIT_RESPONSE: u64 = 10;
-    pub const BROADCAST_CLIENT_COUNT: u64 = 11;
-    pub const BROADCAST_ACK: u64 = 12;
-    pub const ADAPTER_CLOSE: u64 = 13;
-}
-
-/// The longest a node forwards client acks for another node's broadcast when it gave no timeout.
-const REMOTE_ACK_WINDOW: Duration = Duration::from_secs(60);
-
-/// What a subscribed channel carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    /// Classic broadcasts (the pattern `prefix#nsp#*`).
-    Broadcast,
-    /// Classic requests.
-    Request,
-    /// Classic responses (shared or this node's own channel).
-    Response,
-    /// Sharded: the namespace channel or a room channel.
-    ClusterMessage,
-    /// Sharded: this node's response channel.
-    ClusterResponse,
-}
-
-/// An answer to one of this node's requests.
-#[derive(Debug)]
-enum Response {
-    ClientCount(usize),
-    Ack(Payload),
-    Sockets(Vec<Value>),
-    Rooms(Vec<Value>),
-    ServerSideAck(Value),
-}
-
 pub(crate) struct Shared {
     pub(crate) uid: String,
     pub(crate) config: RedisAdapterConfig,
     pub(crate) stats: Arc<Stats>,
+    format: Arc<dyn WireFormat>,
     publisher: Arc<Publisher>,
     subscriber: Subscriber,
     namespaces: RwLock<HashMap<String, Weak<Namespace>>>,
@@ -106,9 +50,9 @@ impl Drop for PendingGuard<'_> {
 impl Shared {
     pub(crate) fn start(target: RedisTarget, config: RedisAdapterConfig) -> Arc<Shared> {
         let stats = Arc::new(Stats::default());
-        let uid = match config.mode {
-            Mode::Classic => wire::short_id(),
-            Mode::Sharded => wire::hex_id(),
+        let format: Arc<dyn WireFormat> = match config.mode {
+            Mode::Classic => Arc::new(Classic::new(&config)),
+            Mode::Sharded => Arc::new(Sharded::new(&config)),
         };
         Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
@@ -118,9 +62,10 @@ impl Shared {
                 }
             });
             Shared {
-                uid,
+                uid: format.uid().to_string(),
                 publisher: Publisher::start(target.clone(), config.publish_queue, config.max_in_flight, stats.clone()),
                 subscriber: Subscriber::start(target, handler, stats.clone()),
+                format,
                 config,
                 stats,
                 namespaces: RwLock::default(),
@@ -130,232 +75,91 @@ impl Shared {
         })
     }
 
-    fn prefix(&self) -> &str {
-        &self.config.key_prefix
-    }
-
     // ---- channels ------------------------------------------------------------------------------
-
-    /// `prefix#nsp#`: classic broadcasts (plus `room#` for one room), and the sharded namespace channel.
-    fn broadcast_channel(&self, nsp: &str) -> String {
-        format!("{}#{}#", self.prefix(), nsp)
-    }
-
-    fn request_channel(&self, nsp: &str) -> String {
-        format!("{}-request#{}#", self.prefix(), nsp)
-    }
-
-    fn response_channel(&self, nsp: &str) -> String {
-        format!("{}-response#{}#", self.prefix(), nsp)
-    }
-
-    /// Where a classic node answers a request from `uid`.
-    fn classic_response_channel_for(&self, nsp: &str, uid: Option<&str>) -> String {
-        match uid {
-            Some(uid) if self.config.publish_on_specific_response_channel => {
-                format!("{}{}#", self.response_channel(nsp), uid)
-            }
-            _ => self.response_channel(nsp),
-        }
-    }
-
-    /// Sharded: a node's response channel, or a room's channel.
-    fn shard_sub_channel(&self, nsp: &str, suffix: &str) -> String {
-        format!("{}#{}#{}#", self.prefix(), nsp, suffix)
-    }
-
-    fn add_route(&self, key: String, nsp: &str, route: Route) {
-        self.routes.write().insert(key, (nsp.to_string(), route));
-    }
 
     /// Starts serving namespace `ns`: subscribes to its channels.
     pub(crate) fn register(&self, ns: &Arc<Namespace>) {
         let nsp = ns.name();
         self.namespaces.write().insert(nsp.to_string(), Arc::downgrade(ns));
-        match self.config.mode {
-            Mode::Classic => {
-                let pattern = format!("{}*", self.broadcast_channel(nsp));
-                let request = self.request_channel(nsp);
-                let response = self.response_channel(nsp);
-                let own_response = format!("{response}{}#", self.uid);
-                self.add_route(pattern.clone(), nsp, Route::Broadcast);
-                self.add_route(request.clone(), nsp, Route::Request);
-                self.add_route(response.clone(), nsp, Route::Response);
-                self.add_route(own_response.clone(), nsp, Route::Response);
-                self.subscriber.subscribe(Subscription::Pattern(pattern));
-                self.subscriber.subscribe(Subscription::Channel(request));
-                self.subscriber.subscribe(Subscription::Channel(response));
-                self.subscriber.subscribe(Subscription::Channel(own_response));
-            }
-            Mode::Sharded => {
-                let main = self.broadcast_channel(nsp);
-                let own_response = self.shard_sub_channel(nsp, &self.uid);
-                self.add_route(main.clone(), nsp, Route::ClusterMessage);
-                self.add_route(own_response.clone(), nsp, Route::ClusterResponse);
-                self.subscriber.subscribe(Subscription::Shard(main));
-                self.subscriber.subscribe(Subscription::Shard(own_response));
-            }
+        let subscriptions = self.format.namespace_subscriptions(nsp);
+        for (subscription, route) in &subscriptions {
+            self.routes.write().insert(subscription.name().to_string(), (nsp.to_string(), *route));
+        }
+        for (subscription, _) in subscriptions {
+            self.subscriber.subscribe(subscription);
         }
     }
 
-    /// Sharded dynamic modes: a broadcast to this one room goes to the room's channel. As in Node,
-    /// `dynamic` keeps rooms that look like socket ids (20 characters) on the namespace channel.
-    fn publishes_to_room_channel(&self, room: &str) -> bool {
-        self.config.mode == Mode::Sharded
-            && match self.config.subscription_mode {
-                SubscriptionMode::Static => false,
-                SubscriptionMode::Dynamic => room.len() != 20,
-                SubscriptionMode::DynamicPrivate => true,
-            }
+    fn subscribe_room(&self, nsp: &str, subscription: Option<Subscription>) {
+        if let Some(subscription) = subscription {
+            self.routes.write().insert(subscription.name().to_string(), (nsp.to_string(), Route::Broadcasts));
+            self.subscriber.subscribe(subscription);
+        }
     }
 
-    fn subscribe_room(&self, nsp: &str, room: &str) {
-        let channel = self.shard_sub_channel(nsp, room);
-        self.add_route(channel.clone(), nsp, Route::ClusterMessage);
-        self.subscriber.subscribe(Subscription::Shard(channel));
+    fn unsubscribe_room(&self, subscription: Option<Subscription>) {
+        if let Some(subscription) = subscription {
+            self.routes.write().remove(subscription.name());
+            self.subscriber.unsubscribe(subscription);
+        }
     }
 
-    fn unsubscribe_room(&self, nsp: &str, room: &str) {
-        let channel = self.shard_sub_channel(nsp, room);
-        self.routes.write().remove(&channel);
-        self.subscriber.unsubscribe(Subscription::Shard(channel));
-    }
-
-    /// A (public) room has local members: the dynamic modes listen on its channel.
+    /// A (public) room has local members: formats with room channels listen on its channel.
     pub(crate) fn room_created(&self, nsp: &str, room: &Room) {
-        if self.config.mode == Mode::Sharded && self.config.subscription_mode != SubscriptionMode::Static {
-            self.subscribe_room(nsp, room);
-        }
+        self.subscribe_room(nsp, self.format.room_subscription(nsp, room));
     }
 
     pub(crate) fn room_deleted(&self, nsp: &str, room: &Room) {
-        if self.config.mode == Mode::Sharded && self.config.subscription_mode != SubscriptionMode::Static {
-            self.unsubscribe_room(nsp, room);
-        }
+        self.unsubscribe_room(self.format.room_subscription(nsp, room));
     }
 
-    /// `dynamic-private` also gives each socket's own room a channel.
+    /// A socket's own room, for formats that give those a channel.
     pub(crate) fn socket_added(&self, nsp: &str, id: &Sid) {
-        if self.config.mode == Mode::Sharded && self.config.subscription_mode == SubscriptionMode::DynamicPrivate {
-            self.subscribe_room(nsp, id.as_str());
-        }
+        self.subscribe_room(nsp, self.format.socket_subscription(nsp, id.as_str()));
     }
 
     pub(crate) fn socket_removed(&self, nsp: &str, id: &Sid) {
-        if self.config.mode == Mode::Sharded && self.config.subscription_mode == SubscriptionMode::DynamicPrivate {
-            self.unsubscribe_room(nsp, id.as_str());
-        }
+        self.unsubscribe_room(self.format.socket_subscription(nsp, id.as_str()));
     }
 
     // ---- publishing ----------------------------------------------------------------------------
 
-    fn publish(&self, channel: String, payload: Vec<u8>) {
-        let sharded = self.config.mode == Mode::Sharded;
-        self.publisher.publish(Outgoing { sharded, channel, payload });
-    }
-
-    /// A sharded-format message `{uid, nsp, type, data}`: JSON, or msgpack when `binary` is not empty.
-    fn cluster_message(&self, nsp: &str, kind: u64, data: Option<Value>, binary: &[Bytes]) -> Vec<u8> {
-        let mut message = json!({"uid": self.uid, "nsp": nsp, "type": kind});
-        if let Some(data) = data {
-            message["data"] = data;
-        }
-        if binary.is_empty() {
-            message.to_string().into_bytes()
-        } else {
-            msgpack::encode(&message, binary)
-        }
-    }
-
-    fn publish_cluster(&self, nsp: &str, kind: u64, data: Option<Value>, binary: &[Bytes]) {
-        let payload = self.cluster_message(nsp, kind, data, binary);
-        self.publish(self.broadcast_channel(nsp), payload);
-    }
-
     /// Sends a broadcast to the other nodes (one publish, whatever their number).
     pub(crate) fn publish_broadcast(&self, nsp: &str, event: &str, payload: &Payload, opts: &BroadcastOptions) {
-        match self.config.mode {
-            Mode::Classic => {
-                let mut w = Writer::with_capacity(64 + payload.binary.iter().map(|b| b.len()).sum::<usize>());
-                w.array_len(3);
-                w.str(&self.uid);
-                wire::write_packet(&mut w, nsp, event, payload);
-                wire::write_options(&mut w, opts);
-                let mut channel = self.broadcast_channel(nsp);
-                if opts.rooms.len() == 1 {
-                    channel.push_str(&opts.rooms[0]);
-                    channel.push('#');
-                }
-                self.publish(channel, w.finish());
-            }
-            Mode::Sharded => {
-                let data = json!({
-                    "packet": packet_json(nsp, event, payload),
-                    "opts": wire::options_json(opts),
-                });
-                let message = self.cluster_message(nsp, sharded::BROADCAST, Some(data), &payload.binary);
-                let channel = match opts.rooms.as_slice() {
-                    [room] if self.publishes_to_room_channel(room) => self.shard_sub_channel(nsp, room),
-                    _ => self.broadcast_channel(nsp),
-                };
-                self.publish(channel, message);
-            }
+        self.publisher.publish(self.format.encode_broadcast(nsp, event, payload, opts));
+    }
+
+    fn publish_request(&self, nsp: &str, request: Request<'_>) {
+        if let Some(message) = self.format.encode_request(nsp, request) {
+            self.publisher.publish(message);
         }
     }
 
     /// Asks the other nodes to make the sockets `opts` selects join (`leave` false) or leave rooms.
     pub(crate) fn publish_rooms_change(&self, nsp: &str, opts: &BroadcastOptions, rooms: &[Room], leave: bool) {
-        let rooms: Vec<&str> = rooms.iter().map(|r| r.as_ref()).collect();
-        let filter = rooms_filter(opts);
-        match self.config.mode {
-            Mode::Classic => {
-                let kind = if leave { classic::REMOTE_LEAVE } else { classic::REMOTE_JOIN };
-                let request = json!({"uid": self.uid, "type": kind, "opts": filter, "rooms": rooms});
-                self.publish(self.request_channel(nsp), request.to_string().into_bytes());
-            }
-            Mode::Sharded => {
-                let kind = if leave { sharded::SOCKETS_LEAVE } else { sharded::SOCKETS_JOIN };
-                self.publish_cluster(nsp, kind, Some(json!({"opts": wire::options_json(opts), "rooms": rooms})), &[]);
-            }
-        }
+        self.publish_request(nsp, Request::RoomsChange { opts, rooms, leave });
     }
 
     pub(crate) fn publish_disconnect(&self, nsp: &str, opts: &BroadcastOptions, close: bool) {
-        match self.config.mode {
-            Mode::Classic => {
-                let filter = rooms_filter(opts);
-                let request =
-                    json!({"uid": self.uid, "type": classic::REMOTE_DISCONNECT, "opts": filter, "close": close});
-                self.publish(self.request_channel(nsp), request.to_string().into_bytes());
-            }
-            Mode::Sharded => {
-                let data = json!({"opts": wire::options_json(opts), "close": close});
-                self.publish_cluster(nsp, sharded::DISCONNECT_SOCKETS, Some(data), &[]);
-            }
-        }
+        self.publish_request(nsp, Request::Disconnect { opts, close });
     }
 
     // ---- requests ------------------------------------------------------------------------------
 
     /// Number of servers serving `nsp`, this one included, from Redis's subscriber count.
     pub(crate) async fn server_count(&self, nsp: &str) -> Result<usize, AdapterError> {
-        let mut cmd = redis::cmd("PUBSUB");
-        match self.config.mode {
-            Mode::Classic => cmd.arg("NUMSUB").arg(self.request_channel(nsp)),
-            Mode::Sharded => cmd.arg("SHARDNUMSUB").arg(self.broadcast_channel(nsp)),
-        };
-        let value = self.publisher.query(&cmd, self.config.requests_timeout).await.map_err(AdapterError::Other)?;
-        numsub_count(&value).ok_or_else(|| AdapterError::Other(format!("unexpected PUBSUB reply: {value:?}")))
+        let (cmd, command) = self.format.server_count_command(nsp);
+        let value = self.publisher.query(&cmd, self.config.requests_timeout).await?;
+        let count =
+            numsub_count(&value).ok_or_else(|| Error::UnexpectedReply { command, reply: format!("{value:?}") })?;
+        Ok(count)
     }
 
     fn register_pending(&self) -> (String, mpsc::UnboundedReceiver<Response>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut pending = self.pending.lock();
         let id = loop {
-            let id = match self.config.mode {
-                Mode::Classic => wire::short_id(),
-                Mode::Sharded => wire::hex_id(),
-            };
+            let id = self.format.new_id();
             if !pending.contains_key(&id) {
                 break id;
             }
@@ -364,7 +168,7 @@ impl Shared {
         (id, rx)
     }
 
-    /// Publishes a request and gathers `expected` answers until the requests timeout.
+    /// Gathers `expected` answers to request `request_id` until `timeout`.
     async fn gather(
         &self,
         request_id: &str,
@@ -406,20 +210,10 @@ impl Shared {
             return Ok(sockets);
         }
         let (id, answers) = self.register_pending();
-        match self.config.mode {
-            Mode::Classic => {
-                let filter = rooms_filter(&opts);
-                let request = json!({"uid": self.uid, "requestId": id, "type": classic::REMOTE_FETCH, "opts": filter});
-                self.publish(self.request_channel(&nsp), request.to_string().into_bytes());
-            }
-            Mode::Sharded => {
-                let data = json!({"opts": wire::options_json(&opts), "requestId": id});
-                self.publish_cluster(&nsp, sharded::FETCH_SOCKETS, Some(data), &[]);
-            }
-        }
-        self.gather(&id, answers, count - 1, self.config.requests_timeout, |kind| match kind {
+        self.publish_request(&nsp, Request::FetchSockets { id: &id, opts: &opts });
+        self.gather(&id, answers, count - 1, self.config.requests_timeout, |response| match response {
             Response::Sockets(list) => {
-                sockets.extend(list.iter().filter_map(|s| wire::socket_from_json(&nsp, s)));
+                sockets.extend(list.iter().filter_map(|s| convert::socket_info(&nsp, s)));
                 true
             }
             _ => false,
@@ -431,10 +225,10 @@ impl Shared {
     pub(crate) async fn all_rooms(
         self: Arc<Self>,
         nsp: String,
-        mut rooms: std::collections::HashSet<Room>,
-    ) -> Result<std::collections::HashSet<Room>, AdapterError> {
-        // The cluster-adapter format has no rooms request: sharded mode knows its own rooms only.
-        if self.config.mode == Mode::Sharded {
+        mut rooms: HashSet<Room>,
+    ) -> Result<HashSet<Room>, AdapterError> {
+        // Without a rooms request (sharded), a node knows its own rooms only.
+        if !self.format.has_rooms_request() {
             return Ok(rooms);
         }
         let count = self.server_count(&nsp).await?;
@@ -442,11 +236,10 @@ impl Shared {
             return Ok(rooms);
         }
         let (id, answers) = self.register_pending();
-        let request = json!({"uid": self.uid, "requestId": id, "type": classic::ALL_ROOMS});
-        self.publish(self.request_channel(&nsp), request.to_string().into_bytes());
-        self.gather(&id, answers, count - 1, self.config.requests_timeout, |kind| match kind {
+        self.publish_request(&nsp, Request::AllRooms { id: &id });
+        self.gather(&id, answers, count - 1, self.config.requests_timeout, |response| match response {
             Response::Rooms(list) => {
-                rooms.extend(list.iter().filter_map(wire::room_name));
+                rooms.extend(list.iter().filter_map(convert::room));
                 true
             }
             _ => false,
@@ -463,7 +256,7 @@ impl Shared {
         ack_timeout: Option<Duration>,
     ) -> Result<Vec<Payload>, AdapterError> {
         let Some(timeout) = ack_timeout else {
-            self.publish_server_side(&nsp, &event, &payload, None);
+            self.publish_request(&nsp, Request::ServerSideEmit { id: None, event: &event, payload: &payload });
             return Ok(Vec::new());
         };
         let count = self.server_count(&nsp).await?;
@@ -471,9 +264,9 @@ impl Shared {
             return Ok(Vec::new());
         }
         let (id, answers) = self.register_pending();
-        self.publish_server_side(&nsp, &event, &payload, Some(&id));
+        self.publish_request(&nsp, Request::ServerSideEmit { id: Some(&id), event: &event, payload: &payload });
         let mut responses = Vec::new();
-        self.gather(&id, answers, count - 1, timeout, |kind| match kind {
+        self.gather(&id, answers, count - 1, timeout, |response| match response {
             Response::ServerSideAck(value) => {
                 responses.push(Payload::new(vec![value]));
                 true
@@ -482,28 +275,6 @@ impl Shared {
         })
         .await?;
         Ok(responses)
-    }
-
-    fn publish_server_side(&self, nsp: &str, event: &str, payload: &Payload, request_id: Option<&str>) {
-        match self.config.mode {
-            Mode::Classic => {
-                let mut request = json!({"uid": self.uid, "type": classic::SERVER_SIDE_EMIT, "data": wire::server_side_data(event, payload)});
-                if let Some(id) = request_id {
-                    request["requestId"] = json!(id);
-                }
-                self.publish(self.request_channel(nsp), request.to_string().into_bytes());
-            }
-            Mode::Sharded => {
-                let mut data = Vec::with_capacity(payload.args.len() + 1);
-                data.push(Value::String(event.to_string()));
-                data.extend(payload.args.iter().cloned());
-                let mut body = json!({"packet": data});
-                if let Some(id) = request_id {
-                    body["requestId"] = json!(id);
-                }
-                self.publish_cluster(nsp, sharded::SERVER_SIDE_EMIT, Some(body), &payload.binary);
-            }
-        }
     }
 
     /// Broadcast with acks to the other nodes: returns the total of their client counts (after each
@@ -517,31 +288,7 @@ impl Shared {
         answers: mpsc::UnboundedSender<Payload>,
     ) -> tokio::sync::oneshot::Receiver<usize> {
         let (id, mut responses) = self.register_pending();
-        match self.config.mode {
-            Mode::Classic => {
-                let mut w = Writer::with_capacity(96);
-                w.map_len(5);
-                w.str("uid");
-                w.str(&self.uid);
-                w.str("requestId");
-                w.str(&id);
-                w.str("type");
-                w.uint(classic::BROADCAST);
-                w.str("packet");
-                wire::write_packet(&mut w, nsp, event, payload);
-                w.str("opts");
-                wire::write_options(&mut w, opts);
-                self.publish(self.request_channel(nsp), w.finish());
-            }
-            Mode::Sharded => {
-                let data = json!({
-                    "packet": packet_json(nsp, event, payload),
-                    "requestId": id,
-                    "opts": wire::options_json(opts),
-                });
-                self.publish_cluster(nsp, sharded::BROADCAST, Some(data), &payload.binary);
-            }
-        }
+        self.publish_request(nsp, Request::BroadcastWithAck { id: &id, event, payload, opts });
         let (count_tx, count_rx) = tokio::sync::oneshot::channel();
         let shared = self.clone();
         let nsp = nsp.to_string();
@@ -614,369 +361,118 @@ impl Shared {
             return;
         };
         let Some(ns) = self.namespaces.read().get(&nsp).and_then(Weak::upgrade) else { return };
-        match route {
-            Route::Broadcast => self.on_classic_broadcast(&ns, channel, payload),
-            Route::Request => self.on_classic_request(&ns, payload),
-            Route::Response => self.on_classic_response(payload),
-            Route::ClusterMessage => self.on_cluster_message(&ns, payload, false),
-            Route::ClusterResponse => self.on_cluster_message(&ns, payload, true),
+        match self.format.decode(&ns, route, channel, payload) {
+            Ok(Some(message)) => self.on_message(&ns, route, message),
+            Ok(None) => {}
+            Err(err) => self.stats.malformed(route.label(), &err),
         }
     }
 
-    fn decode(&self, payload: &[u8], what: &str) -> Option<Decoded> {
-        let decoded = if payload.first() == Some(&b'{') {
-            serde_json::from_slice(payload)
-                .map(|value| Decoded { value, binary: Vec::new() })
-                .map_err(|e| e.to_string())
-        } else {
-            msgpack::decode(payload).map_err(|e| e.to_string())
-        };
-        match decoded {
-            Ok(decoded) => Some(decoded),
-            Err(err) => {
-                self.stats.malformed(what, &err);
-                None
-            }
-        }
-    }
-
-    fn on_classic_broadcast(&self, ns: &Arc<Namespace>, channel: &[u8], payload: &[u8]) {
-        // `prefix#nsp#room#`: skip rooms this node does not have before decoding anything.
-        let base = self.broadcast_channel(ns.name());
-        if let Some(rest) = channel.strip_prefix(base.as_bytes()) {
-            if let Some(room) = rest.strip_suffix(b"#") {
-                if !room.is_empty() && !ns.has_room(&String::from_utf8_lossy(room)) {
-                    return;
-                }
-            }
-        }
-        let decoded = match msgpack::decode(payload) {
-            Ok(decoded) => decoded,
-            Err(err) => return self.stats.malformed("broadcast", &err),
-        };
-        let Value::Array(mut parts) = decoded.value else {
-            return self.stats.malformed("broadcast", &"not an array");
-        };
-        if parts.len() < 3 || parts[0].as_str() == Some(self.uid.as_str()) {
-            return;
-        }
-        let opts = wire::parse_options(parts.get(2));
-        let Some(packet) = wire::parse_packet(parts.swap_remove(1), &decoded.binary) else {
-            return self.stats.malformed("broadcast", &"not an event packet");
-        };
-        if packet.nsp != ns.name() {
+    fn on_message(&self, ns: &Arc<Namespace>, route: Route, message: Message) {
+        let Message { from, request_id, incoming } = message;
+        if let Incoming::Response(response) = incoming {
+            let Some(tx) = request_id.as_str().and_then(|id| self.pending.lock().get(id).cloned()) else { return };
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(response);
             return;
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        deliver(ns, &packet, &opts);
-    }
-
-    fn on_classic_request(&self, ns: &Arc<Namespace>, payload: &[u8]) {
-        let Some(Decoded { value: request, binary }) = self.decode(payload, "request") else { return };
-        let Some(kind) = request.get("type").and_then(Value::as_u64) else {
-            return self.stats.malformed("request", &"no type");
-        };
-        let from = request.get("uid").and_then(Value::as_str);
-        if from == Some(self.uid.as_str()) {
-            // Our own request: everything it does here was done locally already.
-            return;
-        }
-        let request_id = request.get("requestId").and_then(Value::as_str);
-        let respond = |body: Value| {
-            self.publish(self.classic_response_channel_for(ns.name(), from), body.to_string().into_bytes());
-        };
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
-        match kind {
-            classic::SOCKETS => {
-                let opts =
-                    BroadcastOptions { rooms: wire::rooms(request.get("rooms")).collect(), ..Default::default() };
-                let ids: Vec<String> = ns.local_targets(&opts).iter().map(|s| s.id().to_string()).collect();
-                respond(json!({"requestId": request_id, "sockets": ids}));
-            }
-            classic::ALL_ROOMS => {
-                respond(json!({"requestId": request_id, "rooms": node_rooms(ns)}));
-            }
-            classic::REMOTE_JOIN | classic::REMOTE_LEAVE | classic::REMOTE_DISCONNECT => {
-                if let Some(opts) = request.get("opts") {
-                    let opts = wire::parse_options(Some(opts));
-                    let rooms: Vec<Room> = wire::rooms(request.get("rooms")).collect();
-                    let close = request.get("close").and_then(Value::as_bool).unwrap_or(false);
-                    apply_remote(ns, kind, &opts, &rooms, close);
-                    return;
+        let reply = |reply: Reply<'_>| self.reply(ns.name(), from.as_deref(), reply);
+        match incoming {
+            Incoming::Response(_) => unreachable!("handled above"),
+            Incoming::Broadcast { event, payload, opts, ack_window: None } => deliver(ns, &event, &payload, &opts),
+            Incoming::Broadcast { event, payload, opts, ack_window: Some(window) } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let count = local_broadcast_with_ack(ns, &event, &payload, &opts, tx);
+                // Acks go where the count went; a request naming no sender gets neither.
+                if reply(Reply::ClientCount { request_id: &request_id, count }) {
+                    self.forward_acks(ns.name(), from, request_id, window, rx);
                 }
-                // The older form names one socket; the requester waits for an answer from its node.
-                let Some(socket) =
-                    request.get("sid").and_then(Value::as_str).and_then(Sid::parse).and_then(|sid| ns.get_socket(&sid))
-                else {
+            }
+            Incoming::Remote { op, opts, rooms, close } => apply_remote(ns, op, &opts, &rooms, close),
+            Incoming::RemoteSocket { op, sid, room, close } => {
+                let Some(socket) = sid.as_deref().and_then(Sid::parse).and_then(|sid| ns.get_socket(&sid)) else {
                     return;
                 };
-                let room = request.get("room").and_then(wire::room_name);
-                match (kind, room) {
-                    (classic::REMOTE_JOIN, Some(room)) => socket.join(room),
-                    (classic::REMOTE_LEAVE, Some(room)) => socket.leave(&room),
-                    (classic::REMOTE_DISCONNECT, _) => {
-                        socket.disconnect(request.get("close").and_then(Value::as_bool).unwrap_or(false))
-                    }
+                match (op, room) {
+                    (RemoteOp::Join, Some(room)) => socket.join(room),
+                    (RemoteOp::Leave, Some(room)) => socket.leave(&room),
+                    (RemoteOp::Disconnect, _) => socket.disconnect(close),
                     _ => return,
                 }
-                respond(json!({"requestId": request_id}));
+                reply(Reply::Done { request_id: &request_id });
             }
-            classic::REMOTE_FETCH => {
-                let opts = wire::parse_options(request.get("opts"));
+            Incoming::SocketIds { rooms } => {
+                let opts = BroadcastOptions { rooms: rooms.into_iter().collect(), ..Default::default() };
+                let ids: Vec<Value> =
+                    ns.local_targets(&opts).iter().map(|s| Value::String(s.id().to_string())).collect();
+                reply(Reply::Sockets { request_id: &request_id, sockets: &ids });
+            }
+            Incoming::FetchSockets { opts } => {
                 let sockets: Vec<Value> =
-                    ns.local_targets(&opts).iter().map(|s| wire::socket_json(&s.info())).collect();
-                respond(json!({"requestId": request_id, "sockets": sockets}));
+                    ns.local_targets(&opts).iter().map(|s| convert::socket_json(&s.info())).collect();
+                reply(Reply::Sockets { request_id: &request_id, sockets: &sockets });
             }
-            classic::SERVER_SIDE_EMIT => {
-                let Some(Value::Array(mut data)) = request.get("data").cloned() else { return };
-                if data.is_empty() {
-                    return;
-                }
-                let event = match data.remove(0) {
-                    Value::String(event) => event,
-                    _ => return,
-                };
-                let ack = request_id.map(|id| {
-                    let channel = self.response_channel(ns.name());
-                    let id = id.to_string();
+            Incoming::AllRooms => {
+                reply(Reply::Rooms { request_id: &request_id, rooms: &node_rooms(ns) });
+            }
+            Incoming::ServerSideEmit { event, payload, wants_ack } => {
+                let ack = wants_ack.then(|| {
                     let publisher = self.publisher.clone();
+                    let format = self.format.clone();
+                    let nsp = ns.name().to_string();
                     Box::new(move |answer: Payload| {
-                        let mut body = json!({"type": classic::SERVER_SIDE_EMIT, "requestId": id});
-                        if let Some(first) = wire::first_arg(&answer) {
-                            body["data"] = first;
+                        let reply = Reply::ServerSideAck { request_id: &request_id, answer: &answer };
+                        if let Some(message) = format.encode_reply(&nsp, from.as_deref(), reply) {
+                            publisher.publish(message);
                         }
-                        publisher.publish(Outgoing { sharded: false, channel, payload: body.to_string().into_bytes() });
                     }) as Box<dyn FnOnce(Payload) + Send>
                 });
-                dispatch_server_side(ns, &event, msgpack::payload_from(data, &binary), ack);
+                dispatch_server_side(ns, &event, payload, ack);
             }
-            classic::BROADCAST => {
-                let Some(request_id) = request_id.map(str::to_string) else { return };
-                let opts = wire::parse_options(request.get("opts"));
-                let window = request
-                    .pointer("/opts/flags/timeout")
-                    .and_then(Value::as_u64)
-                    .map(Duration::from_millis)
-                    .unwrap_or(REMOTE_ACK_WINDOW);
-                let Some(packet) = request.get("packet").cloned().and_then(|p| wire::parse_packet(p, &binary)) else {
-                    return self.stats.malformed("request", &"broadcast without an event packet");
-                };
-                let channel = self.classic_response_channel_for(ns.name(), from);
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                let count = local_broadcast_with_ack(ns, &packet.event, &packet.payload, &opts, tx);
-                let body =
-                    json!({"type": classic::BROADCAST_CLIENT_COUNT, "requestId": request_id, "clientCount": count});
-                self.publish(channel.clone(), body.to_string().into_bytes());
-                let publisher = self.publisher.clone();
-                tokio::spawn(async move {
-                    let deadline = tokio::time::Instant::now() + window;
-                    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-                        let mut w = Writer::default();
-                        w.map_len(3);
-                        w.str("type");
-                        w.uint(classic::BROADCAST_ACK);
-                        w.str("requestId");
-                        w.str(&request_id);
-                        w.str("packet");
-                        match answer.args.first() {
-                            Some(first) => w.value(first, &answer.binary),
-                            None => w.nil(),
-                        }
-                        publisher.publish(Outgoing { sharded: false, channel: channel.clone(), payload: w.finish() });
-                    }
-                });
-            }
-            _ => tracing::debug!(kind, "redis adapter: ignoring a request of unknown type"),
+            Incoming::Ignored => {}
+            Incoming::Unknown(kind) => tracing::debug!(kind, "redis adapter: ignoring a message of unknown type"),
+            Incoming::Malformed(reason) => self.stats.malformed(route.label(), &reason),
         }
     }
 
-    fn on_classic_response(&self, payload: &[u8]) {
-        let Some(Decoded { value, binary }) = self.decode(payload, "response") else { return };
-        let Some(id) = value.get("requestId").and_then(Value::as_str) else { return };
-        let Some(tx) = self.pending.lock().get(id).cloned() else { return };
-        let response = match value.get("type").and_then(Value::as_u64) {
-            Some(classic::BROADCAST_CLIENT_COUNT) => {
-                Response::ClientCount(value.get("clientCount").and_then(Value::as_u64).unwrap_or(0) as usize)
+    /// Publishes an answer to node `to`; false when the format could not address it.
+    fn reply(&self, nsp: &str, to: Option<&str>, reply: Reply<'_>) -> bool {
+        match self.format.encode_reply(nsp, to, reply) {
+            Some(message) => {
+                self.publisher.publish(message);
+                true
             }
-            Some(classic::BROADCAST_ACK) => Response::Ack(answer_payload(value.get("packet"), &binary)),
-            Some(classic::SERVER_SIDE_EMIT) => {
-                Response::ServerSideAck(value.get("data").cloned().unwrap_or(Value::Null))
-            }
-            _ => {
-                if let Some(Value::Array(sockets)) = value.get("sockets") {
-                    Response::Sockets(sockets.clone())
-                } else if let Some(Value::Array(rooms)) = value.get("rooms") {
-                    Response::Rooms(rooms.clone())
-                } else {
-                    return;
+            None => false,
+        }
+    }
+
+    /// Sends each local client's answer to another node's broadcast back to it, for `window`.
+    fn forward_acks(
+        &self,
+        nsp: &str,
+        to: Option<String>,
+        request_id: Value,
+        window: Duration,
+        mut answers: mpsc::UnboundedReceiver<Payload>,
+    ) {
+        let publisher = self.publisher.clone();
+        let format = self.format.clone();
+        let nsp = nsp.to_string();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + window;
+            while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers.recv()).await {
+                let reply = Reply::Ack { request_id: &request_id, answer: &answer };
+                if let Some(message) = format.encode_reply(&nsp, to.as_deref(), reply) {
+                    publisher.publish(message);
                 }
             }
-        };
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let _ = tx.send(response);
-    }
-
-    fn on_cluster_message(&self, ns: &Arc<Namespace>, payload: &[u8], response_channel: bool) {
-        let Some(Decoded { value: message, binary }) = self.decode(payload, "cluster message") else { return };
-        let from = message.get("uid").and_then(Value::as_str).map(str::to_string);
-        if from.as_deref() == Some(self.uid.as_str()) {
-            return;
-        }
-        if message.get("nsp").and_then(Value::as_str).unwrap_or("/") != ns.name() {
-            return;
-        }
-        let Some(kind) = message.get("type").and_then(Value::as_u64) else {
-            return self.stats.malformed("cluster message", &"no type");
-        };
-        let data = message.get("data").cloned().unwrap_or(Value::Null);
-        let is_response = matches!(
-            kind,
-            sharded::FETCH_SOCKETS_RESPONSE
-                | sharded::SERVER_SIDE_EMIT_RESPONSE
-                | sharded::BROADCAST_CLIENT_COUNT
-                | sharded::BROADCAST_ACK
-        );
-        if response_channel || is_response {
-            return self.on_cluster_response(kind, &data, &binary);
-        }
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let respond = |kind: u64, body: Value, binary: &[Bytes]| {
-            let Some(from) = from.as_deref() else { return };
-            let message = self.cluster_message(ns.name(), kind, Some(body), binary);
-            self.publish(self.shard_sub_channel(ns.name(), from), message);
-        };
-        match kind {
-            sharded::BROADCAST => {
-                let opts = wire::parse_options(data.get("opts"));
-                let Some(packet) = data.get("packet").cloned().and_then(|p| wire::parse_packet(p, &binary)) else {
-                    return self.stats.malformed("cluster message", &"broadcast without an event packet");
-                };
-                let Some(request_id) = data.get("requestId").and_then(Value::as_str).map(str::to_string) else {
-                    return deliver(ns, &packet, &opts);
-                };
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                let count = local_broadcast_with_ack(ns, &packet.event, &packet.payload, &opts, tx);
-                respond(sharded::BROADCAST_CLIENT_COUNT, json!({"requestId": request_id, "clientCount": count}), &[]);
-                let Some(from) = from.clone() else { return };
-                let channel = self.shard_sub_channel(ns.name(), &from);
-                let publisher = self.publisher.clone();
-                let uid = self.uid.clone();
-                let nsp = ns.name().to_string();
-                tokio::spawn(async move {
-                    let deadline = tokio::time::Instant::now() + REMOTE_ACK_WINDOW;
-                    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-                        let first = answer.args.first().cloned().unwrap_or(Value::Null);
-                        let message = json!({"uid": uid, "nsp": nsp, "type": sharded::BROADCAST_ACK, "data": {"requestId": request_id, "packet": first}});
-                        let payload = if answer.binary.is_empty() {
-                            message.to_string().into_bytes()
-                        } else {
-                            msgpack::encode(&message, &answer.binary)
-                        };
-                        publisher.publish(Outgoing { sharded: true, channel: channel.clone(), payload });
-                    }
-                });
-            }
-            sharded::SOCKETS_JOIN | sharded::SOCKETS_LEAVE | sharded::DISCONNECT_SOCKETS => {
-                let opts = wire::parse_options(data.get("opts"));
-                let rooms: Vec<Room> = wire::rooms(data.get("rooms")).collect();
-                let close = data.get("close").and_then(Value::as_bool).unwrap_or(false);
-                let classic_kind = match kind {
-                    sharded::SOCKETS_JOIN => classic::REMOTE_JOIN,
-                    sharded::SOCKETS_LEAVE => classic::REMOTE_LEAVE,
-                    _ => classic::REMOTE_DISCONNECT,
-                };
-                apply_remote(ns, classic_kind, &opts, &rooms, close);
-            }
-            sharded::FETCH_SOCKETS => {
-                let opts = wire::parse_options(data.get("opts"));
-                let sockets: Vec<Value> =
-                    ns.local_targets(&opts).iter().map(|s| wire::socket_json(&s.info())).collect();
-                respond(
-                    sharded::FETCH_SOCKETS_RESPONSE,
-                    json!({"requestId": data.get("requestId"), "sockets": sockets}),
-                    &[],
-                );
-            }
-            sharded::SERVER_SIDE_EMIT => {
-                let Some(Value::Array(mut packet)) = data.get("packet").cloned() else { return };
-                if packet.is_empty() {
-                    return;
-                }
-                let Value::String(event) = packet.remove(0) else { return };
-                let ack = match (data.get("requestId").and_then(Value::as_str), from.clone()) {
-                    (Some(id), Some(from)) => {
-                        let id = id.to_string();
-                        let publisher = self.publisher.clone();
-                        let channel = self.shard_sub_channel(ns.name(), &from);
-                        let uid = self.uid.clone();
-                        let nsp = ns.name().to_string();
-                        Some(Box::new(move |answer: Payload| {
-                            let mut body = json!({"requestId": id});
-                            if let Some(first) = answer.args.first() {
-                                body["packet"] = first.clone();
-                            }
-                            let message = json!({"uid": uid, "nsp": nsp, "type": sharded::SERVER_SIDE_EMIT_RESPONSE, "data": body});
-                            let payload = if answer.binary.is_empty() {
-                                message.to_string().into_bytes()
-                            } else {
-                                msgpack::encode(&message, &answer.binary)
-                            };
-                            publisher.publish(Outgoing { sharded: true, channel, payload });
-                        }) as Box<dyn FnOnce(Payload) + Send>)
-                    }
-                    _ => None,
-                };
-                dispatch_server_side(ns, &event, msgpack::payload_from(packet, &binary), ack);
-            }
-            sharded::INITIAL_HEARTBEAT | sharded::HEARTBEAT | sharded::ADAPTER_CLOSE => {}
-            _ => tracing::debug!(kind, "redis adapter: ignoring a cluster message of unknown type"),
-        }
-    }
-
-    fn on_cluster_response(&self, kind: u64, data: &Value, binary: &[Bytes]) {
-        let Some(id) = data.get("requestId").and_then(Value::as_str) else { return };
-        let Some(tx) = self.pending.lock().get(id).cloned() else { return };
-        let response = match kind {
-            sharded::BROADCAST_CLIENT_COUNT => {
-                Response::ClientCount(data.get("clientCount").and_then(Value::as_u64).unwrap_or(0) as usize)
-            }
-            sharded::BROADCAST_ACK => Response::Ack(answer_payload(data.get("packet"), binary)),
-            sharded::FETCH_SOCKETS_RESPONSE => {
-                Response::Sockets(data.get("sockets").and_then(Value::as_array).cloned().unwrap_or_default())
-            }
-            sharded::SERVER_SIDE_EMIT_RESPONSE => {
-                Response::ServerSideAck(data.get("packet").cloned().unwrap_or(Value::Null))
-            }
-            _ => return,
-        };
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let _ = tx.send(response);
+        });
     }
 
     pub(crate) fn is_connected(&self) -> bool {
         self.publisher.is_connected() && self.stats.subscriber_connected.load(Ordering::Relaxed)
     }
-}
-
-/// `{rooms, except}`: the socket filter of classic requests.
-fn rooms_filter(opts: &BroadcastOptions) -> Value {
-    json!({
-        "rooms": opts.rooms.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
-        "except": opts.except.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
-    })
-}
-
-/// `{type: 2, data: [event, ...args], nsp}` as JSON with placeholders (msgpack turns them into bin).
-fn packet_json(nsp: &str, event: &str, payload: &Payload) -> Value {
-    let mut data = Vec::with_capacity(payload.args.len() + 1);
-    data.push(Value::String(event.to_string()));
-    data.extend(payload.args.iter().cloned());
-    json!({"type": wire::EVENT, "data": data, "nsp": nsp})
-}
-
-/// A client's answer as Node forwards it: its first argument only.
-fn answer_payload(value: Option<&Value>, binary: &[Bytes]) -> Payload {
-    msgpack::payload_from(vec![value.cloned().unwrap_or(Value::Null)], binary)
 }
 
 /// Rooms as a Node server reports them: its rooms and each socket's own id.
@@ -988,8 +484,8 @@ fn node_rooms(ns: &Namespace) -> Vec<String> {
 
 /// Delivers a broadcast from another node to the local sockets it selects, as a local broadcast
 /// (so connection state recovery, when on, keeps it for this node's disconnected sessions too).
-fn deliver(ns: &Arc<Namespace>, packet: &EventPacket, opts: &BroadcastOptions) {
-    MemoryAdapter.broadcast(ns, &packet.event, &packet.payload, opts);
+fn deliver(ns: &Arc<Namespace>, event: &str, payload: &Payload, opts: &BroadcastOptions) {
+    MemoryAdapter.broadcast(ns, event, payload, opts);
 }
 
 /// Runs the local handler of a server-side event from another node. Without a handler the requester
@@ -1013,12 +509,12 @@ fn dispatch_server_side(ns: &Namespace, event: &str, payload: Payload, ack: Opti
 }
 
 /// Joins, leaves or disconnects the local sockets `opts` selects, for another node.
-fn apply_remote(ns: &Arc<Namespace>, kind: u64, opts: &BroadcastOptions, rooms: &[Room], close: bool) {
+fn apply_remote(ns: &Arc<Namespace>, op: RemoteOp, opts: &BroadcastOptions, rooms: &[Room], close: bool) {
     for socket in ns.local_targets(opts) {
-        match kind {
-            classic::REMOTE_JOIN => rooms.iter().for_each(|room| socket.join(room.clone())),
-            classic::REMOTE_LEAVE => rooms.iter().for_each(|room| socket.leave(room)),
-            _ => socket.disconnect(close),
+        match op {
+            RemoteOp::Join => rooms.iter().for_each(|room| socket.join(room.clone())),
+            RemoteOp::Leave => rooms.iter().for_each(|room| socket.leave(room)),
+            RemoteOp::Disconnect => socket.disconnect(close),
         }
     }
 }

@@ -300,10 +300,10 @@ async fn requests_time_out_when_a_server_does_not_answer() {
 
     let started = std::time::Instant::now();
     let result = nodes[0].ns().broadcast().fetch_sockets().await;
-    assert_eq!(result, Err(switchyard_socketio::AdapterError::Timeout));
+    assert!(matches!(result, Err(switchyard_socketio::AdapterError::Timeout)), "{result:?}");
     assert!(started.elapsed() >= Duration::from_millis(500) && started.elapsed() < Duration::from_secs(3));
     let result = nodes[0].ns().server_side_emit("ping", json!(1), Some(Duration::from_millis(300))).await;
-    assert_eq!(result, Err(switchyard_socketio::AdapterError::Timeout));
+    assert!(matches!(result, Err(switchyard_socketio::AdapterError::Timeout)), "{result:?}");
     assert!(nodes[0].redis.stats().snapshot().request_failures >= 2);
     // Broadcasts with acks settle at the emitter's timeout with what arrived.
     let mut a = Client::connect(&nodes[0], "a").await;

@@ -8,46 +8,14 @@ use crate::namespace::Namespace;
 use crate::payload::{encode_packet, Payload};
 use crate::recovery::{RestoredSession, SessionToPersist};
 use futures_util::future::BoxFuture;
-use serde_json::Value;
-use smallvec::SmallVec;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::Sid;
 use tokio::sync::mpsc;
 
-/// A room name. Cheap to clone.
-pub type Room = Arc<str>;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BroadcastFlags {
-    /// May be dropped for clients that are not ready to receive.
-    pub volatile: bool,
-    /// Only this server's sockets, never other nodes.
-    pub local: bool,
-}
-
-/// Who a broadcast reaches: sockets in any of `rooms` (everyone when empty), minus sockets in any of
-/// `except`. A socket id is also a room holding just that socket.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BroadcastOptions {
-    pub rooms: SmallVec<[Room; 1]>,
-    pub except: SmallVec<[Room; 1]>,
-    pub flags: BroadcastFlags,
-}
-
-/// A socket as fetch-sockets reports it, local or on another node.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SocketInfo {
-    pub id: String,
-    pub nsp: String,
-    /// Node's handshake object.
-    pub handshake: Value,
-    pub rooms: Vec<String>,
-    pub data: Value,
-    /// False for sockets on another node.
-    pub local: bool,
-}
+// The shared value types live in a leaf module; these paths stay valid for the rest of the crate.
+pub use crate::types::{BroadcastOptions, Room, SocketInfo};
 
 /// Answers to a broadcast with acks: how many clients got it, then each client's answer.
 pub struct AckStream {
@@ -56,12 +24,36 @@ pub struct AckStream {
     pub answers: mpsc::UnboundedReceiver<Payload>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The source of an [`AdapterError`]: whatever error type the cluster backend has.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a cluster operation (fetch-sockets, all rooms, server-side emit acks, server count) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AdapterError {
+    /// Some servers did not answer within the request timeout.
     #[error("timeout reached while waiting for the cluster's answers")]
     Timeout,
-    #[error("adapter error: {0}")]
-    Other(String),
+    /// The backend (Redis, say) cannot be reached right now.
+    #[error("cluster backend unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The backend answered, but not as expected.
+    #[error("cluster backend error: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl AdapterError {
+    pub fn unavailable(err: impl Into<BoxError>) -> Self {
+        AdapterError::Unavailable(err.into())
+    }
+
+    pub fn backend(err: impl Into<BoxError>) -> Self {
+        AdapterError::Backend(err.into())
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, AdapterError::Timeout)
+    }
 }
 
 pub trait Adapter: Send + Sync + 'static {

@@ -33,11 +33,9 @@ mod payload;
 mod recovery;
 mod server;
 mod socket;
+mod types;
 
-pub use adapter::{
-    local_broadcast_with_ack, AckStream, Adapter, AdapterError, BroadcastFlags, BroadcastOptions, MemoryAdapter, Room,
-    SocketInfo,
-};
+pub use adapter::{local_broadcast_with_ack, AckStream, Adapter, AdapterError, BoxError, MemoryAdapter};
 pub use client::{CompactHeaders, Handshake, SioHandler};
 pub use config::SocketIoConfig;
 pub use middleware::{Extensions, Rejection};
@@ -50,3 +48,4 @@ pub use server::{SocketIo, SocketIoBuilder};
 pub use socket::{AckError, AckSender, DisconnectReason, EmitError, Socket};
 pub use switchyard_engine as engine;
 pub use switchyard_engine::Sid;
+pub use types::{BroadcastFlags, BroadcastOptions, Room, SocketInfo};

@@ -1,14 +1,14 @@
 //! MessagePack as Node's notepack.io writes and reads it, mapped onto the JSON values Switchyard keeps.
 //!
 //! Binary data travels as msgpack `bin` where the JSON holds a `{"_placeholder":true,"num":N}` marker
-//! (the form [`Payload`](switchyard_socketio::Payload) keeps), so a Node peer sees a `Buffer` in place.
+//! (the form Socket.IO payloads keep, see [`crate::socketio::placeholder`]), so a Node peer sees a
+//! `Buffer` in place.
 //! Decoding does the reverse: every `bin` becomes a placeholder and its bytes go to a side list.
 //! notepack's timestamps (ext -1, its encoding of `Date`) decode to the ISO string `JSON.stringify`
 //! would give; its `undefined` (fixext 1, type 0) decodes to null in arrays and drops from maps.
 
 use bytes::Bytes;
 use serde_json::{Map, Number, Value};
-use switchyard_socketio::Payload;
 
 /// Nesting deeper than this is refused rather than risking the stack.
 const MAX_DEPTH: usize = 128;
@@ -199,10 +199,11 @@ impl Writer {
         }
     }
 
-    /// Writes the arguments of `payload` as msgpack array items (the caller wrote the array header).
-    pub fn payload_args(&mut self, payload: &Payload) {
-        for arg in &payload.args {
-            self.value(arg, &payload.binary);
+    /// Writes event arguments as msgpack array items (the caller wrote the array header), their
+    /// placeholders resolved against `binary`.
+    pub fn args(&mut self, args: &[Value], binary: &[Bytes]) {
+        for arg in args {
+            self.value(arg, binary);
         }
     }
 }
@@ -279,7 +280,7 @@ impl<'a> Reader<'a> {
                 let len = self.be(1 << (kind - 0xc4))? as usize;
                 let data = Bytes::copy_from_slice(self.take(len)?);
                 self.binary.push(data);
-                switchyard_socketio::engine::protocol::socketio::placeholder(self.binary.len() - 1)
+                crate::socketio::placeholder(self.binary.len() - 1)
             }
             0xc7..=0xc9 => {
                 let len = self.be(1 << (kind - 0xc7))? as usize;
@@ -394,21 +395,21 @@ fn iso_time(secs: i64, nanos: u32) -> String {
     )
 }
 
-/// Builds a payload from decoded arguments, keeping only the attachments they reference and
-/// numbering them from 0 in order of appearance.
-pub fn payload_from(args: Vec<Value>, binary: &[Bytes]) -> Payload {
+/// Decoded arguments with only the attachments they reference, numbered from 0 in order of
+/// appearance (the form a Socket.IO payload keeps).
+pub fn select_attachments(args: Vec<Value>, binary: &[Bytes]) -> (Vec<Value>, Vec<Bytes>) {
     if binary.is_empty() {
-        return Payload::new(args);
+        return (args, Vec::new());
     }
-    let mut payload = Payload::default();
-    payload.args = args
+    let mut kept = Vec::new();
+    let args = args
         .into_iter()
         .map(|mut arg| {
-            renumber(&mut arg, binary, &mut payload.binary);
+            renumber(&mut arg, binary, &mut kept);
             arg
         })
         .collect();
-    payload
+    (args, kept)
 }
 
 fn renumber(value: &mut Value, from: &[Bytes], to: &mut Vec<Bytes>) {
@@ -417,7 +418,7 @@ fn renumber(value: &mut Value, from: &[Bytes], to: &mut Vec<Bytes>) {
         Value::Object(map) => {
             if let Some(data) = placeholder_target(map, from) {
                 to.push(Bytes::copy_from_slice(data));
-                *value = switchyard_socketio::engine::protocol::socketio::placeholder(to.len() - 1);
+                *value = crate::socketio::placeholder(to.len() - 1);
                 return;
             }
             map.values_mut().for_each(|item| renumber(item, from, to));
@@ -459,10 +460,10 @@ mod tests {
 
     #[test]
     fn placeholders_become_bin_and_back() {
-        let payload = Payload::new(vec![json!("x")]).push_binary(vec![1u8, 2, 3]);
+        let args = [json!("x"), json!({"_placeholder": true, "num": 0})];
         let mut w = Writer::default();
-        w.array_len(payload.args.len());
-        w.payload_args(&payload);
+        w.array_len(args.len());
+        w.args(&args, &[Bytes::from_static(&[1, 2, 3])]);
         let bytes = w.finish();
         assert_eq!(bytes, [0x92, 0xa1, b'x', 0xc4, 3, 1, 2, 3]);
         let decoded = decode(&bytes).unwrap();
@@ -474,9 +475,11 @@ mod tests {
     fn payload_renumbers_attachments_it_uses() {
         let binary = vec![Bytes::from_static(b"skip"), Bytes::from_static(b"keep")];
         let args = vec![json!({"nested": [{"_placeholder": true, "num": 1}]})];
-        let payload = payload_from(args, &binary);
-        assert_eq!(payload.args, vec![json!({"nested": [{"_placeholder": true, "num": 0}]})]);
-        assert_eq!(payload.binary, vec![Bytes::from_static(b"keep")]);
+        let (args, kept) = select_attachments(args, &binary);
+        assert_eq!(args, vec![json!({"nested": [{"_placeholder": true, "num": 0}]})]);
+        assert_eq!(kept, vec![Bytes::from_static(b"keep")]);
+        let plain = vec![json!(1)];
+        assert_eq!(select_attachments(plain.clone(), &[]), (plain, vec![]));
     }
 
     #[test]
