@@ -343,3 +343,72 @@ impl WireFormat for Classic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn classic() -> Classic {
+        Classic { uid: "AAAAAA".into(), prefix: "socket.io".into(), specific_response_channel: false }
+    }
+
+    fn opts() -> BroadcastOptions {
+        let mut opts = BroadcastOptions::default();
+        opts.rooms.push("r".into());
+        opts.except.push("x".into());
+        opts.flags.volatile = true;
+        opts
+    }
+
+    fn shown(message: &Outgoing) -> String {
+        assert!(!message.sharded);
+        format!("{} {}", message.channel, message.payload.escape_ascii())
+    }
+
+    // Same bytes as tests/wire_bytes.rs pins through Redis.
+    #[test]
+    fn broadcast_bytes() {
+        let payload = Payload::new(vec![json!({"k": "v"}), json!(1.5)]).push_binary(vec![1u8, 2, 3]);
+        assert_eq!(
+            shown(&classic().encode_broadcast("/", "bin", &payload, &opts())),
+            r"socket.io#/#r# \x93\xa6AAAAAA\x83\xa4type\x02\xa4data\x94\xa3bin\x81\xa1k\xa1v\xcb?\xf8\x00\x00\x00\x00\x00\x00\xc4\x03\x01\x02\x03\xa3nsp\xa1/\x83\xa5rooms\x91\xa1r\xa6except\x91\xa1x\xa5flags\x81\xa8volatile\xc3"
+        );
+    }
+
+    #[test]
+    fn request_bytes() {
+        let mut opts = BroadcastOptions::default();
+        opts.rooms.push("r".into());
+        let payload = Payload::new(vec![json!(1)]);
+        let request = Request::BroadcastWithAck { id: "RRRRRR", event: "ask", payload: &payload, opts: &opts };
+        assert_eq!(
+            shown(&classic().encode_request("/", request).unwrap()),
+            r"socket.io-request#/# \x85\xa3uid\xa6AAAAAA\xa9requestId\xa6RRRRRR\xa4type\x07\xa6packet\x83\xa4type\x02\xa4data\x92\xa3ask\x01\xa3nsp\xa1/\xa4opts\x83\xa5rooms\x91\xa1r\xa6except\x90\xa5flags\x80"
+        );
+        let request = Request::FetchSockets { id: "RRRRRR", opts: &opts };
+        assert_eq!(
+            shown(&classic().encode_request("/", request).unwrap()),
+            r#"socket.io-request#/# {\"opts\":{\"except\":[],\"rooms\":[\"r\"]},\"requestId\":\"RRRRRR\",\"type\":5,\"uid\":\"AAAAAA\"}"#
+        );
+    }
+
+    #[test]
+    fn replies_go_to_the_requester_channel_when_asked() {
+        let classic = Classic { specific_response_channel: true, ..classic() };
+        let id = json!("RRRRRR");
+        let reply = classic.encode_reply("/", Some("BBBBBB"), Reply::ClientCount { request_id: &id, count: 2 });
+        assert_eq!(
+            shown(&reply.unwrap()),
+            r#"socket.io-response#/#BBBBBB# {\"clientCount\":2,\"requestId\":\"RRRRRR\",\"type\":8}"#
+        );
+        // Server-side emit answers always use the shared channel, as Node's adapter does.
+        let answer = Payload::new(vec![json!("ok")]);
+        let reply =
+            classic.encode_reply("/", Some("BBBBBB"), Reply::ServerSideAck { request_id: &id, answer: &answer });
+        assert_eq!(
+            shown(&reply.unwrap()),
+            r#"socket.io-response#/# {\"data\":\"ok\",\"requestId\":\"RRRRRR\",\"type\":6}"#
+        );
+    }
+}

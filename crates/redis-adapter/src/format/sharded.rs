@@ -279,3 +279,62 @@ impl WireFormat for Sharded {
         Ok(Some(Message::new(from, request_id, incoming)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sharded() -> Sharded {
+        Sharded {
+            uid: "AAAAAAAAAAAAAAAA".into(),
+            prefix: "socket.io".into(),
+            subscription_mode: SubscriptionMode::Dynamic,
+        }
+    }
+
+    fn shown(message: &Outgoing) -> String {
+        assert!(message.sharded);
+        format!("{} {}", message.channel, message.payload.escape_ascii())
+    }
+
+    // Same bytes as tests/wire_bytes.rs pins through Redis.
+    #[test]
+    fn broadcast_bytes() {
+        let mut opts = BroadcastOptions::default();
+        opts.rooms.push("r".into());
+        opts.except.push("x".into());
+        opts.flags.volatile = true;
+        let payload = Payload::new(vec![json!({"k": "v"}), json!(1.5)]).push_binary(vec![1u8, 2, 3]);
+        assert_eq!(
+            shown(&sharded().encode_broadcast("/", "bin", &payload, &opts)),
+            r"socket.io#/#r# \x84\xa4data\x82\xa4opts\x83\xa6except\x91\xa1x\xa5flags\x81\xa8volatile\xc3\xa5rooms\x91\xa1r\xa6packet\x83\xa4data\x94\xa3bin\x81\xa1k\xa1v\xcb?\xf8\x00\x00\x00\x00\x00\x00\xc4\x03\x01\x02\x03\xa3nsp\xa1/\xa4type\x02\xa3nsp\xa1/\xa4type\x03\xa3uid\xb0AAAAAAAAAAAAAAAA"
+        );
+        // Static mode keeps one-room broadcasts on the namespace channel.
+        let fixed = Sharded { subscription_mode: SubscriptionMode::Static, ..sharded() };
+        assert_eq!(fixed.encode_broadcast("/", "bin", &payload, &opts).channel, "socket.io#/#");
+    }
+
+    #[test]
+    fn request_and_reply_bytes() {
+        let mut opts = BroadcastOptions::default();
+        opts.rooms.push("r".into());
+        let payload = Payload::new(vec![json!(1)]);
+        let id = "RRRRRRRRRRRRRRRR";
+        let request = Request::BroadcastWithAck { id, event: "ask", payload: &payload, opts: &opts };
+        assert_eq!(
+            shown(&sharded().encode_request("/", request).unwrap()),
+            r#"socket.io#/# {\"data\":{\"opts\":{\"except\":[],\"flags\":{},\"rooms\":[\"r\"]},\"packet\":{\"data\":[\"ask\",1],\"nsp\":\"/\",\"type\":2},\"requestId\":\"RRRRRRRRRRRRRRRR\"},\"nsp\":\"/\",\"type\":3,\"uid\":\"AAAAAAAAAAAAAAAA\"}"#
+        );
+        assert!(sharded().encode_request("/", Request::AllRooms { id }).is_none());
+        let id = json!(id);
+        let answer = Payload::new(vec![json!("b")]);
+        let reply = Reply::Ack { request_id: &id, answer: &answer };
+        assert_eq!(
+            shown(&sharded().encode_reply("/", Some("BBBBBBBBBBBBBBBB"), reply).unwrap()),
+            r#"socket.io#/#BBBBBBBBBBBBBBBB# {\"data\":{\"packet\":\"b\",\"requestId\":\"RRRRRRRRRRRRRRRR\"},\"nsp\":\"/\",\"type\":12,\"uid\":\"AAAAAAAAAAAAAAAA\"}"#
+        );
+        // No sender, no answer.
+        assert!(sharded().encode_reply("/", None, reply).is_none());
+    }
+}
