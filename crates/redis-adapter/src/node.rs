@@ -370,16 +370,17 @@ impl Shared {
 
     fn on_message(&self, ns: &Arc<Namespace>, route: Route, message: Message) {
         let Message { from, request_id, incoming } = message;
-        if let Incoming::Response(response) = incoming {
-            let Some(tx) = request_id.as_str().and_then(|id| self.pending.lock().get(id).cloned()) else { return };
+        // Answers count once matched to a pending request; everything else counts on arrival.
+        if !matches!(incoming, Incoming::Response(_)) {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(response);
-            return;
         }
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
         let reply = |reply: Reply<'_>| self.reply(ns.name(), from.as_deref(), reply);
         match incoming {
-            Incoming::Response(_) => unreachable!("handled above"),
+            Incoming::Response(response) => {
+                let Some(tx) = request_id.as_str().and_then(|id| self.pending.lock().get(id).cloned()) else { return };
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                let _ = tx.send(response);
+            }
             Incoming::Broadcast { event, payload, opts, ack_window: None } => deliver(ns, &event, &payload, &opts),
             Incoming::Broadcast { event, payload, opts, ack_window: Some(window) } => {
                 let (tx, rx) = mpsc::unbounded_channel();

@@ -159,13 +159,12 @@ impl Classic {
                 },
             },
             kind::REMOTE_FETCH => Incoming::FetchSockets { opts: convert::parse_options(request.get("opts")) },
-            kind::SERVER_SIDE_EMIT => match request.get("data") {
-                Some(Value::Array(data)) if matches!(data.first(), Some(Value::String(_))) => {
-                    let mut data = data.clone();
-                    let Value::String(event) = data.remove(0) else { unreachable!("checked above") };
-                    let payload = convert::payload(data, &binary);
-                    Incoming::ServerSideEmit { event, payload, wants_ack: request_id.is_string() }
-                }
+            kind::SERVER_SIDE_EMIT => match request.get("data").and_then(Value::as_array).map(|d| d.split_first()) {
+                Some(Some((Value::String(event), args))) => Incoming::ServerSideEmit {
+                    event: event.clone(),
+                    payload: convert::payload(args.to_vec(), &binary),
+                    wants_ack: request_id.is_string(),
+                },
                 _ => Incoming::Ignored,
             },
             kind::BROADCAST if request_id.is_string() => {

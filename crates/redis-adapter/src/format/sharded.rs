@@ -264,13 +264,13 @@ impl WireFormat for Sharded {
                 close: data.get("close").and_then(Value::as_bool).unwrap_or(false),
             },
             kind::FETCH_SOCKETS => Incoming::FetchSockets { opts: convert::parse_options(data.get("opts")) },
-            kind::SERVER_SIDE_EMIT => match data.get("packet") {
-                Some(Value::Array(packet)) if matches!(packet.first(), Some(Value::String(_))) => {
-                    let mut packet = packet.clone();
-                    let Value::String(event) = packet.remove(0) else { unreachable!("checked above") };
-                    let payload = convert::payload(packet, &binary);
-                    Incoming::ServerSideEmit { event, payload, wants_ack: request_id.is_string() && from.is_some() }
-                }
+            kind::SERVER_SIDE_EMIT => match data.get("packet").and_then(Value::as_array).map(|p| p.split_first()) {
+                Some(Some((Value::String(event), args))) => Incoming::ServerSideEmit {
+                    event: event.clone(),
+                    payload: convert::payload(args.to_vec(), &binary),
+                    // Answers go to the sender's channel: without a uid there is nowhere to answer.
+                    wants_ack: request_id.is_string() && from.is_some(),
+                },
                 _ => Incoming::Ignored,
             },
             kind::INITIAL_HEARTBEAT | kind::HEARTBEAT | kind::ADAPTER_CLOSE => Incoming::Ignored,
