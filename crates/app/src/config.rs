@@ -512,7 +512,7 @@ pub fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace(['.', '-'], "_").to_uppercase())
 }
 
-/// Every key (`section.key`) with its default value, in file order.
+/// Every key (`section.key`) with its default value, sorted by key.
 pub fn documented_keys() -> Vec<(String, Value)> {
     let defaults = default_table();
     keys(&defaults).into_iter().map(|k| (k.clone(), lookup(&defaults, &k).cloned().unwrap())).collect()
