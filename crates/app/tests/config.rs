@@ -123,13 +123,16 @@ fn binary_redacts_secrets_in_the_printed_configuration() {
     assert!(text.contains("redis://app:<redacted>@127.0.0.1:6379/"), "{text}");
 }
 
+/// Arguments, environment, and the message expected on stderr.
+type Refusal<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
 #[test]
 fn binary_refuses_invalid_configurations_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let bad_file = dir.path().join("bad.toml");
     std::fs::write(&bad_file, "[server]\nprot = 3000\n").unwrap();
     let bad_file = bad_file.to_str().unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             vec![],
             vec![("SWITCHYARD_SERVER_PORT", "eighty")],
