@@ -148,7 +148,8 @@ struct RunArgs {
     /// Repository root (default: the current directory).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
-    /// Servers to benchmark, comma separated.
+    /// Servers to benchmark, comma separated: switchyard, node, socketioxide, switchyard-baseline (built
+    /// from --baseline-ref), switchyard-metrics (the same build with metrics on).
     #[arg(long, value_delimiter = ',', default_value = "switchyard,node,socketioxide")]
     servers: Vec<String>,
     /// Scenarios to run, comma separated.
@@ -191,6 +192,10 @@ struct RunArgs {
     /// Use the already built servers (no cargo build, no npm ci).
     #[arg(long)]
     skip_build: bool,
+    /// The git revision the `switchyard-baseline` server is built from (a work tree under
+    /// target/bench-baseline), to measure a change against what came before it in the same run.
+    #[arg(long, default_value = "HEAD~1")]
+    baseline_ref: String,
     #[arg(long, default_value = "BENCHMARKS.md")]
     report: PathBuf,
     #[arg(long, default_value = "bench/chart.svg")]
@@ -334,6 +339,7 @@ fn main() -> ExitCode {
                 connect_concurrency: args.connect_concurrency,
                 concurrency: args.concurrency,
                 skip_build: args.skip_build,
+                baseline_ref: args.baseline_ref,
                 report: args.report,
                 chart: args.chart,
                 results_dir: args.results_dir,

@@ -217,6 +217,8 @@ pub const SERVERS: &[(&str, &str, &str)] = &[
     ("switchyard", "Switchyard", "#2b6cb0"),
     ("node", "Node socket.io", "#68a063"),
     ("socketioxide", "socketioxide", "#c05621"),
+    ("switchyard-baseline", "Switchyard (baseline)", "#718096"),
+    ("switchyard-metrics", "Switchyard (metrics on)", "#553c9a"),
 ];
 
 pub fn display_name(server: &str) -> &str {

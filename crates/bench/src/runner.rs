@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub connect_concurrency: usize,
     pub concurrency: usize,
     pub skip_build: bool,
+    /// The git revision `switchyard-baseline` is built from.
+    pub baseline_ref: String,
     pub report: PathBuf,
     pub chart: PathBuf,
     pub results_dir: PathBuf,
@@ -51,6 +53,8 @@ struct ServerSpec {
     args: Vec<String>,
     cwd: PathBuf,
     version: String,
+    /// Extra environment of the server process.
+    env: Vec<(String, String)>,
 }
 
 fn log(message: impl AsRef<str>) {
@@ -116,6 +120,47 @@ pub fn locked_version(lock: &str, package: &str) -> Option<String> {
     None
 }
 
+/// Switchyard's bench-server built from `options.baseline_ref` in a work tree of its own under
+/// `target/bench-baseline`, so one run compares a change with what came before it.
+fn prepare_baseline(name: &str, options: &RunOptions, logs: &Path) -> Result<ServerSpec, String> {
+    let repo = &options.repo;
+    let base = cargo_target_dir(&repo.join("Cargo.toml"), repo)?.join("bench-baseline");
+    let tree = base.join("src");
+    let rev = command_output("git", &["rev-parse", "--short", &format!("{}^{{commit}}", options.baseline_ref)], repo)
+        .ok_or_else(|| format!("unknown baseline revision {:?}", options.baseline_ref))?;
+    if !options.skip_build {
+        let _ = fs::create_dir_all(&base);
+        if command_output("git", &["rev-parse", "--short", "HEAD"], &tree).as_deref() != Some(rev.as_str()) {
+            log(format!("checking out the baseline {rev} in {}", tree.display()));
+            let _ = Command::new("git").args(["worktree", "remove", "--force"]).arg(&tree).current_dir(repo).status();
+            let mut add = Command::new("git");
+            add.args(["worktree", "add", "--detach"]).arg(&tree).arg(&rev).current_dir(repo);
+            run_bounded(add, Duration::from_secs(120), &logs.join("checkout-baseline.log"))?;
+        }
+    }
+    // Earlier layouts built the bench server as an example of the `switchyard` package.
+    let (build_args, binary): (&[&str], &str) = if tree.join("crates/fixtures/src/bin/bench-server.rs").exists() {
+        (&["-p", "switchyard-fixtures", "--bin", "bench-server"], "perf/bench-server")
+    } else {
+        (&["-p", "switchyard", "--example", "bench-server"], "perf/examples/bench-server")
+    };
+    let target = base.join("target");
+    if !options.skip_build {
+        log(format!("building the baseline bench-server ({rev})"));
+        let mut build = Command::new("cargo");
+        build.args(["build", "--profile", "perf"]).args(build_args).env("CARGO_TARGET_DIR", &target).current_dir(&tree);
+        run_bounded(build, Duration::from_secs(1800), &logs.join("build-switchyard-baseline.log"))?;
+    }
+    Ok(ServerSpec {
+        name: name.into(),
+        program: target.join(binary),
+        args: vec![],
+        cwd: tree,
+        version: format!("Switchyard baseline (git {rev})"),
+        env: vec![],
+    })
+}
+
 fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<ServerSpec, String> {
     let repo = &options.repo;
     match name {
@@ -141,8 +186,18 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 args: vec![],
                 cwd: repo.clone(),
                 version: format!("Switchyard {} (git {rev})", env!("CARGO_PKG_VERSION")),
+                env: vec![],
             })
         }
+        "switchyard-metrics" => {
+            // The same build with the application's Prometheus metrics observing every event.
+            let mut spec = prepare_server("switchyard", options, logs)?;
+            spec.name = name.into();
+            spec.version.push_str(", metrics on (BENCH_METRICS=1)");
+            spec.env.push(("BENCH_METRICS".into(), "1".into()));
+            Ok(spec)
+        }
+        "switchyard-baseline" => prepare_baseline(name, options, logs),
         "node" => {
             let dir = repo.join("bench/node");
             // The Redis adapter came later than socket.io: an older install lacks it.
@@ -169,6 +224,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                     "socket.io {} on Node.js {node}",
                     package.get("version").and_then(Value::as_str).unwrap_or("?")
                 ),
+                env: vec![],
             })
         }
         "socketioxide" => {
@@ -193,6 +249,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                     locked_version(&lock, "axum").unwrap_or_else(|| "?".into()),
                     locked_version(&lock, "tokio").unwrap_or_else(|| "?".into()),
                 ),
+                env: vec![],
             })
         }
         other => Err(format!("unknown server {other:?}")),
@@ -232,6 +289,7 @@ impl RunningServer {
         let child = command
             .args(&args)
             .current_dir(&spec.cwd)
+            .envs(spec.env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
             .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
             .env("PORT", port.to_string())
             .stdin(Stdio::null())
@@ -393,6 +451,7 @@ fn redis_spec(repo: &Path) -> ServerSpec {
         args: ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].iter().map(|s| s.to_string()).collect(),
         cwd: repo.to_path_buf(),
         version,
+        env: vec![],
     }
 }
 
