@@ -860,6 +860,7 @@ mod tests {
             connect_concurrency: 8,
             concurrency: 9,
             skip_build: true,
+            baseline_ref: "HEAD~1".into(),
             report: PathBuf::from("BENCHMARKS.md"),
             chart: PathBuf::from("bench/chart.svg"),
             results_dir: PathBuf::from("bench/results"),
