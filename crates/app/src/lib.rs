@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_redis::RedisNode;
 use switchyard_socketio::SocketIo;
-use tokio::net::TcpListener;
 use tls::TlsCerts;
+use tokio::net::TcpListener;
 
 /// Why a server could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]

@@ -60,10 +60,9 @@ pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<Certified
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(key_error(
-            key_file,
-            format!("does not match the certificate in {}", cert_file.display()),
-        )),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(key_error(key_file, format!("does not match the certificate in {}", cert_file.display())))
+        }
         Err(e) => Err(cert_error(cert_file, format!("invalid certificate: {e}"))),
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::config::Config;
+use switchyard::tls::TlsCerts;
 use switchyard::App;
 use switchyard_engine::tls::rustls::pki_types::{CertificateDer, ServerName};
 use switchyard_engine::tls::rustls::{ClientConfig, RootCertStore};
@@ -16,7 +17,6 @@ use switchyard_engine::tls::tokio_rustls::TlsConnector;
 use switchyard_engine::tls::{crypto_provider, TlsStats};
 use switchyard_fixtures::certs::{Leaf, TestCa};
 use switchyard_fixtures::encode_frame;
-use switchyard::tls::TlsCerts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -136,7 +136,8 @@ async fn request(server: &Server, method: &str, target: &str, body: &str) -> (u1
     let text = String::from_utf8(raw).expect("a UTF-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("a complete response head");
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
     (status, body)
 }
 

@@ -109,9 +109,14 @@ where
             let _ = stream.set_nodelay(true);
             match &tls {
                 None => spawn_connection(stream, addr, service.clone(), header_read_timeout, stopped.clone()),
-                Some(tls) => {
-                    spawn_tls_connection(tls.clone(), stream, addr, service.clone(), header_read_timeout, stopped.clone())
-                }
+                Some(tls) => spawn_tls_connection(
+                    tls.clone(),
+                    stream,
+                    addr,
+                    service.clone(),
+                    header_read_timeout,
+                    stopped.clone(),
+                ),
             }
         }
         drop(listener);

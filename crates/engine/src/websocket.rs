@@ -23,8 +23,8 @@ use switchyard_protocol::engine::{self as eio, PacketData, PacketType};
 use switchyard_protocol::websocket::{self as ws, FrameDecoder, Message, OpCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 /// Frames written with one vectored write at most.
 const MAX_IOVECS: usize = 64;
