@@ -141,13 +141,21 @@ pub struct CorsSection {
 }
 
 /// HTTPS and WSS on the same port.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain; with `key_file`, turns TLS on. Empty: plain HTTP.
     pub cert_file: String,
     /// PEM private key.
     pub key_file: String,
+    /// How often the two files are checked for changes (reloaded when they change). 0: only on SIGHUP.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { cert_file: String::new(), key_file: String::new(), reload_interval_ms: 2000 }
+    }
 }
 
 impl TlsConfig {

@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus `/metrics`.
 //! - [`logging`]: text or JSON logs.
 //! - [`shutdown`]: the signal and the order of a graceful stop.
+//! - [`tls`]: https and wss on the same port, certificates reloaded without a restart.
 //! - [`chat`]: the demo chat page at `/` and its events.
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls [`App::build`] and [`App::serve`]
@@ -21,6 +22,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod tls;
 
 use axum::routing::get;
 use axum::Router;
@@ -31,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_redis::RedisNode;
 use switchyard_socketio::SocketIo;
+use tls::TlsCerts;
 use tokio::net::TcpListener;
 
 /// Why a server could not be built from its configuration.
@@ -42,6 +45,8 @@ pub enum AppError {
     Redis(#[from] switchyard_redis::ConfigError),
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -52,6 +57,7 @@ pub struct App {
     io: SocketIo,
     cluster: Option<RedisNode>,
     health: Arc<Health>,
+    tls: Option<Arc<TlsCerts>>,
 }
 
 impl App {
@@ -64,7 +70,8 @@ impl App {
             chat::install(&io);
         }
         let health = Health::new(cluster.clone());
-        Ok(App { config, io, cluster, health })
+        let tls = if config.tls.enabled() { Some(TlsCerts::load(&config.tls)?) } else { None };
+        Ok(App { config, io, cluster, health, tls })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -78,6 +85,11 @@ impl App {
 
     pub fn health(&self) -> &Arc<Health> {
         &self.health
+    }
+
+    /// The TLS certificate and its counters, when `tls.cert_file` and `tls.key_file` are set.
+    pub fn tls(&self) -> Option<&Arc<TlsCerts>> {
+        self.tls.as_ref()
     }
 
     /// Every HTTP route on the one port: Socket.IO, health, metrics and the chat page.
@@ -119,8 +131,14 @@ impl App {
         let io = self.io.clone();
         let health = self.health.clone();
         let drain = Duration::from_millis(self.config.server.drain_timeout_ms);
-        switchyard_engine::serve(listener, router)
-            .drain_timeout(drain)
+        let mut serve = switchyard_engine::serve(listener, router).drain_timeout(drain);
+        // Reloads the certificate on SIGHUP and when its files change, for as long as this serves.
+        let mut _watcher = None;
+        if let Some(certs) = &self.tls {
+            serve = serve.tls(certs.tls());
+            _watcher = Some(AbortOnDrop(certs.watch(Duration::from_millis(self.config.tls.reload_interval_ms))));
+        }
+        serve
             .with_graceful_shutdown(async move {
                 signal.await;
                 tracing::info!("shutting down: not ready, closing client connections");
@@ -131,12 +149,21 @@ impl App {
     }
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs a server with `config` until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> Result<(), AppError> {
     let app = App::build(config)?;
     let listener = app.bind().await?;
     let address = listener.local_addr().map_err(AppError::Serve)?;
-    tracing::info!(%address, "switchyard listening");
+    tracing::info!(%address, tls = app.tls.is_some(), "switchyard listening");
     app.serve(listener, shutdown::signal()).await.map_err(AppError::Serve)
 }
 

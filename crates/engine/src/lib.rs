@@ -14,6 +14,7 @@ pub mod serve;
 mod service;
 mod sid;
 mod stats;
+pub mod tls;
 mod websocket;
 
 pub use config::{CorsConfig, EngineConfig};

@@ -5,7 +5,11 @@
 //! (not `axum::serve`, which wraps the stream for HTTP/2 detection): a WebSocket upgrade then hands the
 //! engine the bare `TcpStream` back, and hyper's read-ahead buffer is freed instead of being carried
 //! inside `Upgraded` for the life of the connection.
+//!
+//! With [`Serve::tls`] every accepted stream goes through a TLS handshake first, in the connection's
+//! own task (see [`crate::tls`]); a plain listener takes exactly the path it takes without TLS.
 
+use crate::tls::Tls;
 use crate::RemoteAddr;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -33,6 +37,7 @@ pub struct Serve<S> {
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     drain_timeout: Duration,
     header_read_timeout: Duration,
+    tls: Option<Tls>,
 }
 
 /// Serves `service` on `listener` until dropped or until [`Serve::with_graceful_shutdown`]'s future
@@ -44,6 +49,7 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         shutdown: None,
         drain_timeout: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(30),
+        tls: None,
     }
 }
 
@@ -74,9 +80,16 @@ where
         self
     }
 
+    /// Serves https (and wss) instead of plain HTTP: each accepted connection completes a TLS
+    /// handshake first, in its own task, within the handshake timeout of `tls`.
+    pub fn tls(mut self, tls: impl Into<Tls>) -> Self {
+        self.tls = Some(tls.into());
+        self
+    }
+
     /// The accept loop. Returns after shutdown and the drain.
     pub async fn run(self) -> std::io::Result<()> {
-        let Serve { listener, service, shutdown, drain_timeout, header_read_timeout } = self;
+        let Serve { listener, service, shutdown, drain_timeout, header_read_timeout, tls } = self;
         // Every connection task holds a receiver; the sender learns when the last one is gone.
         let (stop, stopped) = watch::channel(false);
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
@@ -94,7 +107,17 @@ where
                 _ = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            spawn_connection(stream, addr, service.clone(), header_read_timeout, stopped.clone());
+            match &tls {
+                None => spawn_connection(stream, addr, service.clone(), header_read_timeout, stopped.clone()),
+                Some(tls) => spawn_tls_connection(
+                    tls.clone(),
+                    stream,
+                    addr,
+                    service.clone(),
+                    header_read_timeout,
+                    stopped.clone(),
+                ),
+            }
         }
         drop(listener);
         drop(stopped);
@@ -131,8 +154,53 @@ pub fn spawn_connection<IO, S, B>(
     addr: SocketAddr,
     service: S,
     header_read_timeout: Duration,
+    stopped: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(connection(io, addr, service, header_read_timeout, stopped));
+}
+
+/// Like [`spawn_connection`], behind a TLS handshake that runs in the spawned task (bounded by the
+/// handshake timeout, and abandoned at shutdown).
+fn spawn_tls_connection<S, B>(
+    tls: Tls,
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    service: S,
+    header_read_timeout: Duration,
     mut stopped: watch::Receiver<bool>,
 ) where
+    S: Service<Request, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        let stream = tokio::select! {
+            stream = tls.accept(stream, addr) => match stream {
+                Some(stream) => stream,
+                None => return,
+            },
+            _ = stopped.wait_for(|stop| *stop) => return,
+        };
+        connection(stream, addr, service, header_read_timeout, stopped).await
+    });
+}
+
+/// hyper's HTTP/1.1 connection on `io`, as one future for the connection's task.
+fn connection<IO, S, B>(
+    io: IO,
+    addr: SocketAddr,
+    service: S,
+    header_read_timeout: Duration,
+    mut stopped: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -148,7 +216,7 @@ pub fn spawn_connection<IO, S, B>(
         .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    tokio::spawn(async move {
+    async move {
         tokio::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,
@@ -160,5 +228,5 @@ pub fn spawn_connection<IO, S, B>(
         if let Err(e) = result {
             tracing::debug!(error = %e, "HTTP connection ended with an error");
         }
-    });
+    }
 }

@@ -24,6 +24,7 @@ use switchyard_protocol::websocket::{self as ws, FrameDecoder, Message, OpCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 /// Frames written with one vectored write at most.
 const MAX_IOVECS: usize = 64;
@@ -134,13 +135,26 @@ pub(crate) fn upgrade<H: Handler, B>(
                     task.run(rd, wr, pending).await;
                 });
             }
-            Err(upgraded) => {
-                tracing::debug!("upgraded connection is not a TcpStream: using the generic (buffered) path");
-                tokio::spawn(async move {
-                    let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-                    task.run(rd, wr, BytesMut::new()).await;
-                });
-            }
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    // wss: the same, over the TLS stream (hyper read ahead decrypted bytes).
+                    let pending = BytesMut::from(&parts.read_buf[..]);
+                    drop(parts.read_buf);
+                    let tls = parts.io.into_inner();
+                    tokio::spawn(async move {
+                        let (rd, wr) = tokio::io::split(tls);
+                        task.run(rd, wr, pending).await;
+                    });
+                }
+                Err(upgraded) => {
+                    // Any other stream: `Upgraded` itself replays what hyper had read ahead.
+                    tracing::debug!("upgraded connection of an unknown type: using the generic path");
+                    tokio::spawn(async move {
+                        let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
+                        task.run(rd, wr, BytesMut::new()).await;
+                    });
+                }
+            },
         }
     });
     switching_protocols(&key)

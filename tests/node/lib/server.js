@@ -6,12 +6,13 @@
 // run in parallel on their own ports.
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
+import { get as httpsGet } from "node:https";
 import { after, before } from "node:test";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const DEFAULT_COMMAND = path.join(REPO_ROOT, "target/release/interop");
 const READY_TIMEOUT_MS = Number(process.env.INTEROP_READY_TIMEOUT_MS || 15000);
 const STOP_GRACE_MS = 3000;
@@ -44,7 +45,8 @@ function freePort() {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function answersHandshake(baseUrl) {
+async function answersHandshake(baseUrl, ca) {
+  if (ca) return answersHandshakeOverTls(baseUrl, ca);
   try {
     const response = await fetch(`${baseUrl}/socket.io/?EIO=4&transport=polling`, {
       signal: AbortSignal.timeout(1000),
@@ -56,14 +58,37 @@ async function answersHandshake(baseUrl) {
   }
 }
 
-/** Starts the server under test; resolves once it answers an Engine.IO handshake. */
-export async function startServer() {
-  const command = serverCommand();
+// fetch() cannot be given a CA: the TLS check uses node:https, trusting only `ca`.
+function answersHandshakeOverTls(baseUrl, ca) {
+  return new Promise((resolve) => {
+    const request = httpsGet(
+      `${baseUrl}/socket.io/?EIO=4&transport=polling`,
+      { ca, timeout: 1000 },
+      (response) => {
+        let body = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk) => (body += chunk));
+        response.on("end", () => resolve(response.statusCode === 200 && body.startsWith("0{")));
+        response.on("error", () => resolve(false));
+      },
+    );
+    request.on("timeout", () => request.destroy());
+    request.on("error", () => resolve(false));
+  });
+}
+
+/**
+ * Starts the server under test; resolves once it answers an Engine.IO handshake.
+ * Options (all optional): `command` instead of INTEROP_SERVER_CMD or the interop fixture; `env`, added
+ * to the server's environment; `ca` (PEM), to reach the server over https trusting only that CA.
+ */
+export async function startServer({ command: ownCommand, env = {}, ca } = {}) {
+  const command = ownCommand ?? serverCommand();
   const port = await freePort();
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const baseUrl = `${ca ? "https" : "http"}://127.0.0.1:${port}`;
   let output = "";
   const child = spawn("/bin/sh", ["-c", command], {
-    env: { ...process.env, PORT: String(port) },
+    env: { ...process.env, ...env, PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
     // Own process group, so stopping it also stops anything the shell command started.
     detached: true,
@@ -92,7 +117,7 @@ export async function startServer() {
   for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"]) process.once(signal, onSignal);
 
   const deadline = Date.now() + READY_TIMEOUT_MS;
-  while (!(await answersHandshake(baseUrl))) {
+  while (!(await answersHandshake(baseUrl, ca))) {
     if (exited) {
       throw new Error(
         `server under test exited before answering (code ${exited.code}, signal ${exited.signal});` +
@@ -139,10 +164,10 @@ function killGroup(child, signal) {
  * Registers before/after hooks that start the server for the current test file and stop it afterwards.
  * Returns a handle whose `url` is valid inside tests.
  */
-export function useServer() {
+export function useServer(options) {
   const handle = { url: null, server: null };
   before(async () => {
-    handle.server = await startServer();
+    handle.server = await startServer(options);
     handle.url = handle.server.url;
   });
   after(async () => {
