@@ -70,7 +70,9 @@ pub fn install(io: &SocketIo) {
                     .to(old_room.as_str())
                     .emit("chat:system", json!({"room": old_room, "text": format!("{old_name} left")}));
             }
-            socket.join(room.as_str());
+            if socket.join(room.as_str()).is_err() {
+                return reject(ack, "too many rooms");
+            }
             socket.set_data(json!({"name": name, "room": room}));
             let mut members: Vec<String> =
                 socket.ns().to(room.as_str()).local_sockets().iter().filter_map(|s| member(s).map(|m| m.0)).collect();

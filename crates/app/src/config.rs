@@ -175,7 +175,7 @@ pub struct LimitsConfig {
     pub handshakes_per_second_per_ip: u32,
     /// Events per second per socket, sustained (0: no limit).
     pub events_per_second: u32,
-    /// Events a socket may send at once above the sustained rate.
+    /// Events a socket may send at once (the bucket size; 0: as many as `events_per_second`).
     pub events_burst: u32,
     /// Rate-limited events in a row after which the socket is disconnected (0: never).
     pub rate_limit_disconnect_after: u32,
@@ -183,7 +183,8 @@ pub struct LimitsConfig {
     pub namespaces_per_connection: u32,
     /// Rooms one socket may be in, besides its own (0: no limit).
     pub rooms_per_socket: u32,
-    /// Origins allowed to open WebSocket and polling sessions (empty: any, including none).
+    /// Origins allowed to open WebSocket and polling sessions (empty: any). Others get 403; requests
+    /// without an `Origin` header (native clients) are always allowed.
     pub allowed_origins: Vec<String>,
 }
 
@@ -412,6 +413,12 @@ impl Config {
         if self.engine.ping_interval_ms == 0 {
             return invalid("engine.ping_interval_ms", "must be greater than 0");
         }
+        if self.limits.allowed_origins.iter().any(|o| o == "*" || o.is_empty() || o.ends_with('/')) {
+            return invalid(
+                "limits.allowed_origins",
+                "list exact origins such as https://example.com (no \"*\", no trailing slash); empty allows any",
+            );
+        }
         if self.engine.ping_timeout_ms == 0 {
             return invalid("engine.ping_timeout_ms", "must be greater than 0");
         }
@@ -488,6 +495,8 @@ impl Config {
                 origins: self.cors.origins.clone(),
                 credentials: self.cors.credentials,
             }),
+            allowed_origins: self.limits.allowed_origins.clone(),
+            handshakes_per_second_per_ip: self.limits.handshakes_per_second_per_ip,
         }
     }
 
@@ -501,6 +510,8 @@ impl Config {
                 max_disconnection_duration: Duration::from_millis(self.recovery.max_disconnection_ms),
                 ..Default::default()
             }),
+            max_namespaces_per_connection: self.limits.namespaces_per_connection as usize,
+            max_rooms_per_socket: self.limits.rooms_per_socket as usize,
         }
     }
 }
@@ -691,6 +702,8 @@ mod tests {
         assert!(err.to_string().starts_with("cors.credentials: "), "{err}");
         let err = Loader::new().flag("tls.cert_file", "cert.pem").load().unwrap_err();
         assert!(err.to_string().starts_with("tls.key_file: "), "{err}");
+        let err = Loader::new().flag("limits.allowed_origins", "*").load().unwrap_err();
+        assert!(err.to_string().starts_with("limits.allowed_origins: "), "{err}");
         let err = Loader::new().flag("redis.mode", "cluster").load().unwrap_err();
         assert!(err.to_string().starts_with("redis.mode: "), "{err}");
     }

@@ -6,6 +6,8 @@
 //! - [`config`]: the typed [`Config`](config::Config) from file, environment and flags.
 //! - [`cluster`]: joining a cluster through Redis; `switchyard emit`.
 //! - [`health`]: `/healthz` and `/readyz`.
+//! - [`limits`]: the `[limits]` section: per-IP connections and handshakes, allowed origins, event
+//!   rate, namespaces and rooms, and their counters.
 //! - [`metrics`]: Prometheus `/metrics`.
 //! - [`logging`]: text or JSON logs.
 //! - [`shutdown`]: the signal and the order of a graceful stop.
@@ -19,6 +21,7 @@ pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod health;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
@@ -58,20 +61,25 @@ pub struct App {
     cluster: Option<RedisNode>,
     health: Arc<Health>,
     tls: Option<Arc<TlsCerts>>,
+    limits: Arc<limits::Limits>,
 }
 
 impl App {
     /// Builds every part `config` asks for. Nothing listens yet.
     pub fn build(config: Config) -> Result<App, AppError> {
         config.validate()?;
-        let builder = SocketIo::builder().config(config.socketio_config());
+        // The event rate is server-wide message middleware, set on the builder: it covers every
+        // namespace a client can reach (static, dynamic children, and those added after build).
+        let limits = limits::Limits::new(&config.limits);
+        let builder = limits.install(SocketIo::builder().config(config.socketio_config()));
         let (io, cluster) = cluster::configure(builder, &config.redis)?;
+        limits.bind(&io);
         if config.server.chat_page {
             chat::install(&io);
         }
         let health = Health::new(cluster.clone());
         let tls = if config.tls.enabled() { Some(TlsCerts::load(&config.tls)?) } else { None };
-        Ok(App { config, io, cluster, health, tls })
+        Ok(App { config, io, cluster, health, tls, limits })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -90,6 +98,11 @@ impl App {
     /// The TLS certificate and its counters, when `tls.cert_file` and `tls.key_file` are set.
     pub fn tls(&self) -> Option<&Arc<TlsCerts>> {
         self.tls.as_ref()
+    }
+
+    /// The limits and their counters ([`limits::Limits::register_metrics`]).
+    pub fn limits(&self) -> &Arc<limits::Limits> {
+        &self.limits
     }
 
     /// Every HTTP route on the one port: Socket.IO, health, metrics and the chat page.
@@ -137,6 +150,9 @@ impl App {
         if let Some(certs) = &self.tls {
             serve = serve.tls(certs.tls());
             _watcher = Some(AbortOnDrop(certs.watch(Duration::from_millis(self.config.tls.reload_interval_ms))));
+        }
+        if let Some(limiter) = self.limits.connection_limiter() {
+            serve = serve.connection_limit(limiter.clone());
         }
         serve
             .with_graceful_shutdown(async move {

@@ -14,6 +14,15 @@ pub struct EngineConfig {
     pub allow_websocket: bool,
     pub allow_upgrades: bool,
     pub cors: Option<CorsConfig>,
+    /// Origins allowed to open a session (polling handshake) or a WebSocket (new or upgrade). Empty:
+    /// any. A request whose `Origin` header is present and not listed is refused with 403 and
+    /// `{"code":4,"message":"Forbidden"}` before any session exists; a request without `Origin` (a
+    /// native, non-browser client) is allowed. Compared exactly (`https://example.com`, no path).
+    pub allowed_origins: Vec<String>,
+    /// New sessions per second per client IP, with a burst of as many (0: no limit). Over it, a
+    /// handshake (polling open or direct WebSocket) is refused with 429 and
+    /// `{"code":3,"message":"Too many handshakes"}`. The client IP is the peer address.
+    pub handshakes_per_second_per_ip: u32,
 }
 
 impl Default for EngineConfig {
@@ -28,6 +37,8 @@ impl Default for EngineConfig {
             allow_websocket: true,
             allow_upgrades: true,
             cors: None,
+            allowed_origins: Vec::new(),
+            handshakes_per_second_per_ip: 0,
         }
     }
 }
@@ -55,5 +66,16 @@ impl CorsConfig {
         }
         let origin = origin?;
         self.origins.iter().any(|o| o == origin).then(|| origin.to_string())
+    }
+}
+
+impl EngineConfig {
+    /// Whether a handshake with this `Origin` header may go on (see [`EngineConfig::allowed_origins`]).
+    pub fn origin_allowed(&self, origin: Option<&[u8]>) -> bool {
+        match origin {
+            None => true,
+            Some(_) if self.allowed_origins.is_empty() => true,
+            Some(origin) => self.allowed_origins.iter().any(|o| o.as_bytes() == origin),
+        }
     }
 }

@@ -41,6 +41,16 @@ pub fn error_response(error: EngineError, cors: Option<&str>) -> Response<Body> 
     res
 }
 
+/// A handshake refused by the per-IP handshake rate.
+pub fn too_many_handshakes(cors: Option<&str>) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from_static(br#"{"code":3,"message":"Too many handshakes"}"#)));
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    add_cors(&mut res, cors);
+    res
+}
+
 pub fn status_response(status: StatusCode, cors: Option<&str>) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = status;

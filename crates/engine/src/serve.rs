@@ -9,6 +9,7 @@
 //! With [`Serve::tls`] every accepted stream goes through a TLS handshake first, in the connection's
 //! own task (see [`crate::tls`]); a plain listener takes exactly the path it takes without TLS.
 
+use crate::limits::{ConnectionGuard, ConnectionLimiter};
 use crate::tls::Tls;
 use crate::RemoteAddr;
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -38,6 +40,7 @@ pub struct Serve<S> {
     drain_timeout: Duration,
     header_read_timeout: Duration,
     tls: Option<Tls>,
+    connection_limit: Option<Arc<ConnectionLimiter>>,
 }
 
 /// Serves `service` on `listener` until dropped or until [`Serve::with_graceful_shutdown`]'s future
@@ -50,6 +53,7 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         drain_timeout: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(30),
         tls: None,
+        connection_limit: None,
     }
 }
 
@@ -87,9 +91,18 @@ where
         self
     }
 
+    /// Limits open connections per client IP: over the limit, a connection is answered
+    /// `429 Too Many Requests` and closed right after accept, before any HTTP is parsed (with TLS it is
+    /// closed without an answer: there is no TLS session to answer in). A connection counts from
+    /// accept until it ends, including the life of a WebSocket upgraded from it.
+    pub fn connection_limit(mut self, limiter: Arc<ConnectionLimiter>) -> Self {
+        self.connection_limit = Some(limiter);
+        self
+    }
+
     /// The accept loop. Returns after shutdown and the drain.
     pub async fn run(self) -> std::io::Result<()> {
-        let Serve { listener, service, shutdown, drain_timeout, header_read_timeout, tls } = self;
+        let Serve { listener, service, shutdown, drain_timeout, header_read_timeout, tls, connection_limit } = self;
         // Every connection task holds a receiver; the sender learns when the last one is gone.
         let (stop, stopped) = watch::channel(false);
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
@@ -106,13 +119,34 @@ where
                 },
                 _ = &mut shutdown => break,
             };
+            let guard = match &connection_limit {
+                None => None,
+                Some(limiter) => match limiter.try_acquire(addr.ip()) {
+                    Some(guard) => Some(guard),
+                    None if tls.is_some() => continue,
+                    None => {
+                        tokio::spawn(crate::limits::refuse(stream));
+                        continue;
+                    }
+                },
+            };
             let _ = stream.set_nodelay(true);
             match &tls {
-                None => spawn_connection(stream, addr, service.clone(), header_read_timeout, stopped.clone()),
+                None => {
+                    tokio::spawn(connection(
+                        stream,
+                        addr,
+                        guard,
+                        service.clone(),
+                        header_read_timeout,
+                        stopped.clone(),
+                    ));
+                }
                 Some(tls) => spawn_tls_connection(
                     tls.clone(),
                     stream,
                     addr,
+                    guard,
                     service.clone(),
                     header_read_timeout,
                     stopped.clone(),
@@ -162,7 +196,7 @@ pub fn spawn_connection<IO, S, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    tokio::spawn(connection(io, addr, service, header_read_timeout, stopped));
+    tokio::spawn(connection(io, addr, None, service, header_read_timeout, stopped));
 }
 
 /// Like [`spawn_connection`], behind a TLS handshake that runs in the spawned task (bounded by the
@@ -171,6 +205,7 @@ fn spawn_tls_connection<S, B>(
     tls: Tls,
     stream: tokio::net::TcpStream,
     addr: SocketAddr,
+    guard: Option<ConnectionGuard>,
     service: S,
     header_read_timeout: Duration,
     mut stopped: watch::Receiver<bool>,
@@ -188,14 +223,17 @@ fn spawn_tls_connection<S, B>(
             },
             _ = stopped.wait_for(|stop| *stop) => return,
         };
-        connection(stream, addr, service, header_read_timeout, stopped).await
+        connection(stream, addr, guard, service, header_read_timeout, stopped).await
     });
 }
 
-/// hyper's HTTP/1.1 connection on `io`, as one future for the connection's task.
+/// hyper's HTTP/1.1 connection on `io`, as one future for the connection's task. With a per-IP
+/// connection `guard`, every request carries a clone of it, so a WebSocket upgraded from the
+/// connection keeps it counted after hyper lets go.
 fn connection<IO, S, B>(
     io: IO,
     addr: SocketAddr,
+    guard: Option<ConnectionGuard>,
     service: S,
     header_read_timeout: Duration,
     mut stopped: watch::Receiver<bool>,
@@ -209,6 +247,9 @@ where
 {
     let service = hyper::service::service_fn(move |mut req: Request| {
         req.extensions_mut().insert(RemoteAddr(addr));
+        if let Some(guard) = &guard {
+            req.extensions_mut().insert(guard.clone());
+        }
         service.clone().oneshot(req)
     });
     let connection = http1::Builder::new()

@@ -32,11 +32,19 @@ pub struct Engine<H: Handler> {
     pub(crate) handler: H,
     pub(crate) sessions: RwLock<HashMap<Sid, Arc<Session<H::Client>>>>,
     pub(crate) stats: Arc<EngineStats>,
+    /// Per-IP handshake buckets, only when the handshake rate is limited.
+    handshakes: Option<crate::limits::HandshakeLimiter>,
 }
 
 impl<H: Handler> Engine<H> {
     pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
-        Arc::new(Engine { config, handler, sessions: RwLock::default(), stats: Arc::default() })
+        let handshakes = (config.handshakes_per_second_per_ip > 0).then(|| {
+            crate::limits::HandshakeLimiter::new(
+                config.handshakes_per_second_per_ip,
+                crate::limits::HandshakeLimiter::DEFAULT_MAX_ENTRIES,
+            )
+        });
+        Arc::new(Engine { config, handler, sessions: RwLock::default(), stats: Arc::default(), handshakes })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -193,6 +201,10 @@ impl<H: Handler> Engine<H> {
             Some("websocket") if self.config.allow_websocket => TransportKind::WebSocket,
             _ => return http_util::error_response(EngineError::UnknownTransport, cors),
         };
+        if (query.sid.is_none() || transport == TransportKind::WebSocket) && !self.check_origin(&req) {
+            EngineStats::add(&self.stats.refused_origin, 1);
+            return http_util::error_response(EngineError::Forbidden, cors);
+        }
         if let Some(sid) = query.sid {
             let session = Sid::parse(sid).and_then(|sid| self.find_session(sid));
             let Some(session) = session else {
@@ -213,10 +225,44 @@ impl<H: Handler> Engine<H> {
         if query.eio != Some("4") {
             return http_util::error_response(EngineError::UnsupportedProtocolVersion, cors);
         }
+        if !self.check_handshake_rate(&req) {
+            EngineStats::add(&self.stats.refused_handshake_rate, 1);
+            return http_util::too_many_handshakes(cors);
+        }
         match transport {
             TransportKind::Polling => self.polling_handshake(req, cors).await,
             TransportKind::WebSocket => crate::websocket::upgrade(self.clone(), req, None, cors),
         }
+    }
+
+    /// The `Origin` check of [`EngineConfig::allowed_origins`]; free when no list is configured.
+    fn check_origin<B>(&self, req: &Request<B>) -> bool {
+        if self.config.allowed_origins.is_empty() {
+            return true;
+        }
+        let origin = req.headers().get(header::ORIGIN).map(|v| v.as_bytes());
+        let allowed = self.config.origin_allowed(origin);
+        if !allowed {
+            tracing::debug!(origin = ?String::from_utf8_lossy(origin.unwrap_or_default()), "handshake refused: origin not allowed");
+        }
+        allowed
+    }
+
+    /// Takes a token from the client IP's handshake bucket, when the handshake rate is limited.
+    fn check_handshake_rate<B>(&self, req: &Request<B>) -> bool {
+        let (Some(limiter), Some(addr)) = (&self.handshakes, req.extensions().get::<RemoteAddr>()) else {
+            return true;
+        };
+        let ip = addr.0.ip();
+        if limiter.check(ip, crate::limits::monotonic_nanos()) {
+            return true;
+        }
+        if limiter.log_ready() {
+            tracing::info!(%ip, "handshake refused: too many handshakes from this IP (further refusals for 10 s at debug)");
+        } else {
+            tracing::debug!(%ip, "handshake refused: too many handshakes from this IP");
+        }
+        false
     }
 
     fn preflight(&self, cors: Option<&str>) -> Response<Body> {

@@ -13,6 +13,10 @@ pub struct EngineStats {
     pub bytes_sent: AtomicU64,
     pub messages_received: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Handshakes refused because their `Origin` is not allowed (403).
+    pub refused_origin: AtomicU64,
+    /// Handshakes refused by the per-IP handshake rate (429).
+    pub refused_handshake_rate: AtomicU64,
 }
 
 impl EngineStats {

@@ -98,6 +98,7 @@ pub(crate) fn upgrade<H: Handler, B>(
         }
     }
     let open_req = session.is_none().then(|| Engine::<H>::open_request(&req, TransportKind::WebSocket));
+    let guard = req.extensions().get::<crate::limits::ConnectionGuard>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -118,7 +119,7 @@ pub(crate) fn upgrade<H: Handler, B>(
             }
             (None, None) => return,
         };
-        let task = WsTask { engine, conn, client, upgrading, decoder: FrameDecoder::new(0) };
+        let task = WsTask { engine, conn, client, upgrading, decoder: FrameDecoder::new(0), _guard: guard };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // Copy what hyper had read ahead, then drop its read buffer: keeping a slice of it would
@@ -179,6 +180,8 @@ struct WsTask<H: Handler> {
     /// True while this WebSocket is only a probe for a polling session.
     upgrading: bool,
     decoder: FrameDecoder,
+    /// Keeps the TCP connection counted by its per-IP limit for the life of the WebSocket.
+    _guard: Option<crate::limits::ConnectionGuard>,
 }
 
 /// Why the read loop stopped.

@@ -396,7 +396,10 @@ impl Shared {
                     return;
                 };
                 match (op, room) {
-                    (RemoteOp::Join, Some(room)) => socket.join(room),
+                    // Over the room limit: counted by the socket and skipped.
+                    (RemoteOp::Join, Some(room)) => {
+                        let _ = socket.join(room);
+                    }
                     (RemoteOp::Leave, Some(room)) => socket.leave(&room),
                     (RemoteOp::Disconnect, _) => socket.disconnect(close),
                     _ => return,
@@ -513,7 +516,9 @@ fn dispatch_server_side(ns: &Namespace, event: &str, payload: Payload, ack: Opti
 fn apply_remote(ns: &Arc<Namespace>, op: RemoteOp, opts: &BroadcastOptions, rooms: &[Room], close: bool) {
     for socket in ns.local_targets(opts) {
         match op {
-            RemoteOp::Join => rooms.iter().for_each(|room| socket.join(room.clone())),
+            RemoteOp::Join => rooms.iter().for_each(|room| {
+                let _ = socket.join(room.clone());
+            }),
             RemoteOp::Leave => rooms.iter().for_each(|room| socket.leave(room)),
             RemoteOp::Disconnect => socket.disconnect(close),
         }

@@ -23,10 +23,10 @@ async fn broadcasts_cross_nodes(config: RedisAdapterConfig) {
     let mut b = Client::connect(&nodes[1], "b").await;
     let mut c = Client::connect(&nodes[2], "c").await;
     // a: r, s   b: s   c: r
-    nodes[0].socket(&a.id).join("r");
-    nodes[0].socket(&a.id).join("s");
-    nodes[1].socket(&b.id).join("s");
-    nodes[2].socket(&c.id).join("r");
+    nodes[0].socket(&a.id).join("r").unwrap();
+    nodes[0].socket(&a.id).join("s").unwrap();
+    nodes[1].socket(&b.id).join("s").unwrap();
+    nodes[2].socket(&c.id).join("r").unwrap();
     // Room subscriptions (sharded dynamic mode) are asynchronous: let them land.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -112,9 +112,9 @@ async fn cluster_requests(mode: Mode) {
     let mut a = Client::connect(&nodes[0], "a").await;
     let mut b = Client::connect(&nodes[1], "b").await;
     let c = Client::connect(&nodes[2], "c").await;
-    nodes[1].socket(&b.id).join("room-b");
+    nodes[1].socket(&b.id).join("room-b").unwrap();
     nodes[1].socket(&b.id).set_data(json!({"name": "bee"}));
-    nodes[2].socket(&c.id).join("room-c");
+    nodes[2].socket(&c.id).join("room-c").unwrap();
 
     assert_eq!(nodes[0].redis.server_count("/").await.unwrap(), 3);
 
@@ -201,7 +201,7 @@ async fn emitter_reaches_clients(mode: Mode) {
     let nodes = cluster(2, RedisTarget::Single(redis.url()), config(mode)).await;
     let mut a = Client::connect(&nodes[0], "a").await;
     let mut b = Client::connect(&nodes[1], "b").await;
-    nodes[1].socket(&b.id).join("news");
+    nodes[1].socket(&b.id).join("news").unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let emitter = Emitter::connect(RedisTarget::Single(redis.url()), "socket.io", mode).await.unwrap();
     emitter.of("/").to("news").emit("headline", json!({"t": 1})).await.unwrap();

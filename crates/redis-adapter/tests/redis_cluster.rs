@@ -47,8 +47,8 @@ async fn works_over_redis_cluster(mode: Mode) {
         clients.push(Client::connect(node, &format!("c{i}")).await);
     }
     // c0 and c2 in "team"; the room's channel lives on whichever master owns its slot.
-    nodes[0].socket(&clients[0].id).join("team");
-    nodes[2].socket(&clients[2].id).join("team");
+    nodes[0].socket(&clients[0].id).join("team").unwrap();
+    nodes[2].socket(&clients[2].id).join("team").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     nodes[1].ns().emit("all", json!("x"));

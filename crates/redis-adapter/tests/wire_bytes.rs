@@ -157,7 +157,7 @@ async fn capture(mode: Mode) -> Vec<String> {
     // A client on B, in room "r", that answers "ask" with ["b"].
     let mut client = Client::connect(&nodes[1], "b").await;
     let sid = client.id.clone();
-    nodes[1].socket(&sid).join("r");
+    nodes[1].socket(&sid).join("r").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let reader = tokio::spawn(async move { while client.next_packet().await.is_some() {} });
     let mut monitor = Monitor::start(redis.port).await;

@@ -152,6 +152,24 @@ impl Client {
         self.conn.close(close);
     }
 
+    pub(crate) fn max_rooms_per_socket(&self) -> usize {
+        self.server.config.max_rooms_per_socket
+    }
+
+    pub(crate) fn count_room_refused(&self) {
+        self.server.limit_stats.rooms_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn run_server_event_middleware(
+        &self,
+        socket: &Arc<Socket>,
+        event: &str,
+        payload: &crate::Payload,
+    ) -> Result<(), crate::Rejection> {
+        self.server.run_event_middleware(socket, event, payload)
+    }
+
     fn sockets(&self) -> SmallVec<[Arc<Socket>; 1]> {
         self.sockets.lock().clone()
     }
@@ -185,6 +203,14 @@ impl Client {
     fn connect(self: &Arc<Self>, nsp: String, auth: Value) {
         if self.socket(&nsp).is_some() {
             tracing::debug!(sid = %self.conn.sid(), nsp = %nsp, "namespace already joined");
+            return;
+        }
+        let max = self.server.config.max_namespaces_per_connection;
+        if max != 0 && self.sockets.lock().len() >= max {
+            self.server.limit_stats.namespaces_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(sid = %self.conn.sid(), nsp = %nsp, max, "CONNECT refused: too many namespaces");
+            let error = json!({"message": "Too many namespaces"});
+            let _ = self.conn.send(encode_control(PacketType::ConnectError, &nsp, Some(&error)));
             return;
         }
         let Some(ns) = self.server.namespace(&nsp) else {
@@ -242,7 +268,8 @@ impl Client {
         let _ = self.conn.send(encode_control(PacketType::Connect, ns.name(), Some(&reply)));
         if let Some(restored) = restored {
             for room in &restored.session.rooms {
-                socket.join(room.clone());
+                // A room over the limit (lowered since the session was stored) is counted and skipped.
+                let _ = socket.join(room.clone());
             }
             socket.set_data(restored.session.data);
             for (event, payload) in &restored.missed {

@@ -1,4 +1,5 @@
 use crate::recovery::RecoveryConfig;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use switchyard_engine::EngineConfig;
 
@@ -12,6 +13,23 @@ pub struct SocketIoConfig {
     pub max_attachments: usize,
     /// Connection state recovery; off by default, as in Node.
     pub recovery: Option<RecoveryConfig>,
+    /// Namespaces one connection may join at once (0: no limit). A CONNECT over it is answered
+    /// CONNECT_ERROR `{"message":"Too many namespaces"}` and counted in
+    /// [`LimitStats::namespaces_refused`]; the connection and its other sockets go on.
+    pub max_namespaces_per_connection: usize,
+    /// Rooms one socket may be in, not counting the room named after its id (0: no limit). A join
+    /// over it fails with [`JoinError::TooManyRooms`](crate::JoinError) and is counted in
+    /// [`LimitStats::rooms_refused`].
+    pub max_rooms_per_socket: usize,
+}
+
+/// Refusals of the Socket.IO limits, since the server started.
+#[derive(Debug, Default)]
+pub struct LimitStats {
+    /// CONNECTs refused by [`SocketIoConfig::max_namespaces_per_connection`].
+    pub namespaces_refused: AtomicU64,
+    /// Joins refused by [`SocketIoConfig::max_rooms_per_socket`].
+    pub rooms_refused: AtomicU64,
 }
 
 impl Default for SocketIoConfig {
@@ -21,6 +39,8 @@ impl Default for SocketIoConfig {
             connect_timeout: Duration::from_millis(45_000),
             max_attachments: 10,
             recovery: None,
+            max_namespaces_per_connection: 0,
+            max_rooms_per_socket: 0,
         }
     }
 }

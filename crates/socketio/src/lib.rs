@@ -17,7 +17,7 @@
 //! Extension points, each small and cheap when unused:
 //! - [`SocketIo::builder`]: options, adapter and observers chosen before any namespace exists;
 //! - [`Socket::extensions`]: typed per-socket values that never leave this server;
-//! - [`middleware`]: message middleware per namespace and per socket (Node's `socket.use`);
+//! - [`middleware`]: message middleware server-wide, per namespace and per socket (Node's `socket.use`);
 //! - [`observe`]: server-wide [`Observer`]s of connections, rooms, events, broadcasts and acks;
 //! - [`Socket::on_any`] / [`Socket::on_any_outgoing`] (several each) and [`Socket::on_async`];
 //! - [`Payload::arg`], [`Payload::args_as`], [`Payload::from_serialize`]: arguments through serde.
@@ -37,7 +37,7 @@ mod types;
 
 pub use adapter::{local_broadcast_with_ack, AckStream, Adapter, AdapterError, BoxError, MemoryAdapter};
 pub use client::{CompactHeaders, Handshake, SioHandler};
-pub use config::SocketIoConfig;
+pub use config::{LimitStats, SocketIoConfig};
 pub use middleware::{Extensions, Rejection};
 pub use namespace::{ConnectError, Namespace, ServerSideHandler};
 pub use observe::Observer;
@@ -45,7 +45,7 @@ pub use operators::{BroadcastAckError, BroadcastOperator};
 pub use payload::{encode_packet, Frames, Payload, PayloadError};
 pub use recovery::{RecoveryConfig, RecoveryStore, RestoredSession, SessionToPersist};
 pub use server::{SocketIo, SocketIoBuilder};
-pub use socket::{AckError, AckSender, DisconnectReason, EmitError, Socket};
+pub use socket::{AckError, AckSender, DisconnectReason, EmitError, JoinError, Socket};
 pub use switchyard_engine as engine;
 pub use switchyard_engine::Sid;
 pub use types::{BroadcastFlags, BroadcastOptions, Room, SocketInfo};

@@ -1,8 +1,10 @@
 //! Message middleware (Node's `socket.use`): synchronous checks that see every incoming event before
 //! its handlers and may reject it.
 //!
-//! Namespace middleware ([`Namespace::use_event_middleware`](crate::Namespace::use_event_middleware))
-//! runs first (a dynamic namespace's parent's before the child's), then the socket's own
+//! Server-wide middleware ([`SocketIoBuilder::event_middleware`](crate::SocketIoBuilder::event_middleware))
+//! runs first, then namespace middleware
+//! ([`Namespace::use_event_middleware`](crate::Namespace::use_event_middleware); a dynamic
+//! namespace's parent's before the child's), then the socket's own
 //! ([`Socket::use_event_middleware`](crate::Socket::use_event_middleware)), each list in registration
 //! order. The first [`Rejection`] stops the chain: neither `on_any` handlers nor the event's handler
 //! run, and if the client asked for an acknowledgement it is answered with the rejection's value.

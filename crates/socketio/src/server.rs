@@ -1,6 +1,7 @@
 use crate::adapter::{Adapter, MemoryAdapter};
 use crate::client::SioHandler;
-use crate::config::SocketIoConfig;
+use crate::config::{LimitStats, SocketIoConfig};
+use crate::middleware::{EventMiddleware, Rejection};
 use crate::namespace::Namespace;
 use crate::observe::{Observer, Observers};
 use crate::operators::BroadcastOperator;
@@ -27,9 +28,27 @@ pub(crate) struct ServerInner {
     dynamic: RwLock<Vec<DynamicNamespace>>,
     adapter_factory: Box<AdapterFactory>,
     pub(crate) observers: Arc<Observers>,
+    /// Server-wide message middleware, run before every namespace's. Fixed by the builder, so an
+    /// event reads it without a lock or a shared atomic.
+    event_middleware: Box<[EventMiddleware]>,
+    pub(crate) limit_stats: Arc<LimitStats>,
 }
 
 impl ServerInner {
+    /// Runs the server-wide message middleware (a length check when there is none).
+    #[inline]
+    pub(crate) fn run_event_middleware(
+        &self,
+        socket: &Arc<crate::Socket>,
+        event: &str,
+        payload: &crate::Payload,
+    ) -> Result<(), Rejection> {
+        if self.event_middleware.is_empty() {
+            return Ok(());
+        }
+        crate::middleware::run(&self.event_middleware, socket, event, payload)
+    }
+
     pub(crate) fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
         if let Some(ns) = self.namespaces.read().get(name) {
             return Some(ns.clone());
@@ -105,6 +124,7 @@ pub struct SocketIoBuilder {
     config: SocketIoConfig,
     adapter_factory: Box<AdapterFactory>,
     observers: Vec<Arc<dyn Observer>>,
+    event_middleware: Vec<EventMiddleware>,
 }
 
 impl Default for SocketIoBuilder {
@@ -113,6 +133,7 @@ impl Default for SocketIoBuilder {
             config: SocketIoConfig::default(),
             adapter_factory: Box::new(|_: &str| Arc::new(MemoryAdapter) as Arc<dyn Adapter>),
             observers: Vec::new(),
+            event_middleware: Vec::new(),
         }
     }
 }
@@ -137,15 +158,29 @@ impl SocketIoBuilder {
         self
     }
 
+    /// Adds message middleware for every socket of every namespace (static, dynamic children, and
+    /// namespaces created after the server is built); may be called several times. It runs before
+    /// the namespaces' own middleware; see [`crate::middleware`]. Called on the connection's task for
+    /// every event: keep it cheap. Without any, an event pays a length check.
+    pub fn event_middleware(
+        mut self,
+        middleware: impl Fn(&Arc<crate::Socket>, &str, &crate::Payload) -> Result<(), Rejection> + Send + Sync + 'static,
+    ) -> Self {
+        self.event_middleware.push(Arc::new(middleware));
+        self
+    }
+
     /// The server.
     pub fn build(self) -> SocketIo {
-        let SocketIoBuilder { config, adapter_factory, observers } = self;
+        let SocketIoBuilder { config, adapter_factory, observers, event_middleware } = self;
         let inner = Arc::new(ServerInner {
             config: config.clone(),
             namespaces: RwLock::default(),
             dynamic: RwLock::default(),
             adapter_factory,
             observers: Arc::new(Observers::new(observers)),
+            event_middleware: event_middleware.into_boxed_slice(),
+            limit_stats: Arc::default(),
         });
         let engine = Engine::new(config.engine.clone(), SioHandler::new(inner.clone()));
         SocketIo { inner, engine }
@@ -168,6 +203,12 @@ impl SocketIo {
     /// only what happens from then on.
     pub fn observe(&self, observer: Arc<dyn Observer>) {
         self.inner.observers.add(observer);
+    }
+
+    /// Refusals of [`SocketIoConfig::max_namespaces_per_connection`] and
+    /// [`SocketIoConfig::max_rooms_per_socket`].
+    pub fn limit_stats(&self) -> &Arc<LimitStats> {
+        &self.inner.limit_stats
     }
 
     /// The namespace `name`, created if needed.

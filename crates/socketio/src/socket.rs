@@ -114,6 +114,14 @@ pub enum EmitError {
     ReservedEvent,
 }
 
+/// Why [`Socket::join`] refused a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The socket is in [`SocketIoConfig::max_rooms_per_socket`](crate::SocketIoConfig) rooms already.
+    #[error("too many rooms")]
+    TooManyRooms,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
     #[error("operation has timed out")]
@@ -454,20 +462,33 @@ impl Socket {
 
     // ---- rooms ------------------------------------------------------------------------------
 
-    pub fn join(self: &Arc<Self>, room: impl Into<Room>) {
+    /// Joins `room`. Joining a room the socket is in, or joining after the socket disconnected, does
+    /// nothing. Fails when the socket is in
+    /// [`SocketIoConfig::max_rooms_per_socket`](crate::SocketIoConfig::max_rooms_per_socket) rooms
+    /// already (its own room not counted); the refusal is counted in
+    /// [`LimitStats::rooms_refused`](crate::LimitStats).
+    pub fn join(self: &Arc<Self>, room: impl Into<Room>) -> Result<(), JoinError> {
         let room = room.into();
         if !self.connected() {
-            return;
+            return Ok(());
         }
         {
             let mut rooms = self.rooms.lock();
             if rooms.contains(&room) {
-                return;
+                return Ok(());
+            }
+            let max = self.client.max_rooms_per_socket();
+            if max != 0 && rooms.len() >= max {
+                drop(rooms);
+                self.client.count_room_refused();
+                tracing::debug!(socket = %self.id, nsp = %self.ns.name(), room = %room, max, "join refused: too many rooms");
+                return Err(JoinError::TooManyRooms);
             }
             rooms.push(room.clone());
         }
         self.ns.index_join(self, &room);
         self.ns.observers().notify(|o| o.on_join(self, &room));
+        Ok(())
     }
 
     pub fn leave(&self, room: &str) {
@@ -584,10 +605,14 @@ impl Socket {
             let extra = handlers.extra.as_ref().map(|e| (e.middleware.clone(), e.any.clone()));
             (handler, extra)
         };
-        let checked = self.ns.run_event_middleware(self, &name, &payload).and_then(|()| match &extra {
-            Some((middleware, _)) => crate::middleware::run(middleware, self, &name, &payload),
-            None => Ok(()),
-        });
+        let checked = self
+            .client
+            .run_server_event_middleware(self, &name, &payload)
+            .and_then(|()| self.ns.run_event_middleware(self, &name, &payload))
+            .and_then(|()| match &extra {
+                Some((middleware, _)) => crate::middleware::run(middleware, self, &name, &payload),
+                None => Ok(()),
+            });
         if let Err(rejection) = checked {
             observers.notify(|o| o.on_event_rejected(self, &name, &rejection));
             if let (Some(id), Some(value)) = (packet.id, rejection.ack()) {

@@ -294,7 +294,7 @@ async fn observers_see_connections_rooms_events_broadcasts_and_acks() {
     });
     ns.on_connection(|socket| {
         socket.on("join", |socket, payload, ack| {
-            socket.join(payload.arg::<String>(0).unwrap_or_default());
+            socket.join(payload.arg::<String>(0).unwrap_or_default()).unwrap();
             if let Some(ack) = ack {
                 ack.send(());
             }
