@@ -43,11 +43,6 @@ pub fn configure(builder: SocketIoBuilder, redis: &RedisSection) -> Result<(Sock
     Ok((builder.adapter(node.adapter_factory()).build(), Some(node)))
 }
 
-/// The node's Redis counters in Prometheus text format, for `/metrics` (names `switchyard_redis_*`).
-pub fn render_metrics(node: &RedisNode) -> String {
-    node.stats().render_prometheus("switchyard_")
-}
-
 /// `switchyard emit`: publish one event to a cluster's clients without running a server.
 #[derive(Debug, Clone, Args)]
 pub struct EmitArgs {

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod tls;
 
+use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::Router;
 use config::Config;
@@ -62,6 +63,8 @@ pub struct App {
     health: Arc<Health>,
     tls: Option<Arc<TlsCerts>>,
     limits: Arc<limits::Limits>,
+    /// The registry behind `/metrics`, when `metrics.enabled`.
+    metrics: Option<Arc<metrics::Metrics>>,
 }
 
 impl App {
@@ -71,7 +74,14 @@ impl App {
         // The event rate is server-wide message middleware, set on the builder: it covers every
         // namespace a client can reach (static, dynamic children, and those added after build).
         let limits = limits::Limits::new(&config.limits);
-        let builder = limits.install(SocketIo::builder().config(config.socketio_config()));
+        let mut builder = limits
+            .install(SocketIo::builder().config(config.socketio_config()))
+            .observer(Arc::new(metrics::ConnectionLog));
+        let socketio_metrics =
+            config.metrics.enabled.then(|| metrics::SocketIoMetrics::new(config.metrics.max_event_names));
+        if let Some(observer) = &socketio_metrics {
+            builder = builder.observer(observer.clone());
+        }
         let (io, cluster) = cluster::configure(builder, &config.redis)?;
         limits.bind(&io);
         if config.server.chat_page {
@@ -79,7 +89,20 @@ impl App {
         }
         let health = Health::new(cluster.clone());
         let tls = if config.tls.enabled() { Some(TlsCerts::load(&config.tls)?) } else { None };
-        Ok(App { config, io, cluster, health, tls, limits })
+        let metrics = socketio_metrics.map(|observer| {
+            let metrics = metrics::Metrics::new();
+            let registry = metrics.registry();
+            metrics::register_server_metrics(&io, registry);
+            observer.register_metrics(registry);
+            if let Err(e) = limits.register_metrics(registry) {
+                tracing::warn!(error = %e, "registering the limits' metrics");
+            }
+            if let Some(node) = &cluster {
+                metrics::RedisCollector::register_metrics(node, registry);
+            }
+            Arc::new(metrics)
+        });
+        Ok(App { config, io, cluster, health, tls, limits, metrics })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -105,20 +128,25 @@ impl App {
         &self.limits
     }
 
+    /// The cluster node, when the server joined one through Redis.
+    pub fn cluster(&self) -> Option<&RedisNode> {
+        self.cluster.as_ref()
+    }
+
+    /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.
+    pub fn metrics(&self) -> Option<&Arc<metrics::Metrics>> {
+        self.metrics.as_ref()
+    }
+
     /// Every HTTP route on the one port: Socket.IO, health, metrics and the chat page.
     pub fn router(&self) -> Router {
         let mut router = Router::new().merge(self.health.routes());
-        if self.config.metrics.enabled {
-            let io = self.io.clone();
-            let cluster = self.cluster.clone();
+        if let Some(metrics) = self.metrics.clone() {
             router = router.route(
                 "/metrics",
                 get(move || {
-                    let mut text = metrics::render(&io);
-                    if let Some(node) = &cluster {
-                        text.push_str(&cluster::render_metrics(node));
-                    }
-                    std::future::ready(text)
+                    let body = metrics.render();
+                    std::future::ready(([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], body))
                 }),
             );
         }
@@ -141,8 +169,6 @@ impl App {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
-        let io = self.io.clone();
-        let health = self.health.clone();
         let drain = Duration::from_millis(self.config.server.drain_timeout_ms);
         let mut serve = switchyard_engine::serve(listener, router).drain_timeout(drain);
         // Reloads the certificate on SIGHUP and when its files change, for as long as this serves.
@@ -154,14 +180,7 @@ impl App {
         if let Some(limiter) = self.limits.connection_limiter() {
             serve = serve.connection_limit(limiter.clone());
         }
-        serve
-            .with_graceful_shutdown(async move {
-                signal.await;
-                tracing::info!("shutting down: not ready, closing client connections");
-                health.set_shutting_down();
-                io.close();
-            })
-            .await
+        shutdown::serve_until(serve, self.io.clone(), self.health.clone(), drain, signal).await
     }
 }
 

@@ -1,8 +1,88 @@
 //! Graceful shutdown: the signal that starts it, and the order it runs in.
 //!
-//! On SIGTERM or Ctrl-C: readiness turns false (a load balancer stops sending new clients), the
-//! listener stops accepting, every client's connection is closed, and open HTTP requests get a
-//! bounded time to finish before the process exits 0.
+//! On SIGTERM or Ctrl-C ([`serve_until`]):
+//! 1. readiness turns false (`/readyz` answers 503), so a load balancer stops sending new clients;
+//! 2. the listener is closed: new connections are refused, so a load balancer (nginx's
+//!    `proxy_next_upstream error`) sends reconnecting clients to another node;
+//! 3. every client connection is closed after its queued frames are flushed: a WebSocket gets the
+//!    queue, then a close frame 1001 (going away); a polling client gets the queue, then the
+//!    Engine.IO close packet (or its next poll is refused). No Socket.IO DISCONNECT packet is sent:
+//!    after one, socket.io-client would stay away (`io server disconnect`); after a transport close it
+//!    reconnects by itself. Server-side sockets disconnect with "server shutting down", a reason after
+//!    which connection state recovery keeps their sessions;
+//! 4. every connection task is awaited, and open HTTP requests are let finish, both bounded by
+//!    `server.drain_timeout_ms`; then `serve` returns and the process exits 0.
+
+use crate::health::Health;
+use axum::Router;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_engine::serve::Serve;
+use switchyard_engine::CloseReason;
+use switchyard_socketio::SocketIo;
+use tokio::time::Instant;
+
+/// Runs `serve` (the router on its listener, configured) until `signal` completes, then shuts down in the order above, within
+/// `drain` for the connections (plus at most `drain` for the HTTP requests still open then).
+pub async fn serve_until(
+    serve: Serve<Router>,
+    io: SocketIo,
+    health: Arc<Health>,
+    drain: Duration,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (started, mut start) = tokio::sync::oneshot::channel::<()>();
+    let serve = serve
+        .with_graceful_shutdown(async move {
+            signal.await;
+            tracing::info!("shutdown 1/4: not ready (/readyz answers 503)");
+            health.set_shutting_down();
+            let _ = started.send(());
+            // Returning stops the accept loop: the listener is closed right after.
+        })
+        .into_future();
+    tokio::pin!(serve);
+    // Until the signal, only serve runs; it never returns before its shutdown future completed.
+    let served = tokio::select! {
+        served = serve.as_mut() => return served,
+        _ = &mut start => None::<std::io::Result<()>>,
+    };
+    debug_assert!(served.is_none());
+    tracing::info!("shutdown 2/4: stopped accepting connections");
+    let close = close_connections(&io, drain);
+    let (served, ()) = tokio::join!(serve, close);
+    tracing::info!("shutdown complete");
+    served
+}
+
+/// Closes every client connection after its queue is flushed and waits (at most `drain`) until
+/// every connection task has ended. Connections whose handshake was already under way when the
+/// listener closed are closed as they appear.
+pub async fn close_connections(io: &SocketIo, drain: Duration) {
+    let engine = io.engine();
+    let deadline = Instant::now() + drain;
+    let open = engine.close_all(CloseReason::ServerShutdown);
+    tracing::info!(connections = open, timeout = ?drain, "shutdown 3/4: flushing queues, then closing transports");
+    loop {
+        tokio::select! {
+            _ = engine.wait_idle() => {
+                tracing::info!("shutdown 4/4: every connection closed");
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                still_open = engine.live_connections(),
+                timeout = ?drain,
+                "shutdown 4/4: connections still open at the drain timeout; exiting anyway"
+            );
+            return;
+        }
+        engine.close_all(CloseReason::ServerShutdown);
+    }
+}
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn signal() {

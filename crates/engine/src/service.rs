@@ -6,7 +6,7 @@ use crate::stats::EngineStats;
 use crate::{EngineConfig, Handler, OpenRequest};
 use bytes::{Bytes, BytesMut};
 use http::{header, Method, Request, Response, StatusCode};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use switchyard_protocol::engine::{self as eio, PacketType};
+use tokio::sync::Notify;
 
 /// The client's address, put into request extensions by the server that accepted the connection.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,11 @@ pub struct Engine<H: Handler> {
     pub(crate) stats: Arc<EngineStats>,
     /// Per-IP handshake buckets, only when the handshake rate is limited.
     handshakes: Option<crate::limits::HandshakeLimiter>,
+    /// Every open connection, both transports: what a graceful shutdown closes and waits for.
+    /// Touched once when a connection opens and once when it ends, never per message.
+    live: Mutex<HashMap<Sid, Arc<Connection>>>,
+    /// Woken when the last open connection ends.
+    idle: Notify,
 }
 
 impl<H: Handler> Engine<H> {
@@ -44,7 +50,15 @@ impl<H: Handler> Engine<H> {
                 crate::limits::HandshakeLimiter::DEFAULT_MAX_ENTRIES,
             )
         });
-        Arc::new(Engine { config, handler, sessions: RwLock::default(), stats: Arc::default(), handshakes })
+        Arc::new(Engine {
+            config,
+            handler,
+            sessions: RwLock::default(),
+            stats: Arc::default(),
+            handshakes,
+            live: Mutex::default(),
+            idle: Notify::new(),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -62,6 +76,36 @@ impl<H: Handler> Engine<H> {
     /// A tower `Service` answering Engine.IO requests, for `axum::Router::route_service` or hyper.
     pub fn service(self: &Arc<Self>) -> EngineService<H> {
         EngineService { engine: self.clone() }
+    }
+
+    /// Closes every open connection for `reason` (see [`Connection::close`]): each flushes what is
+    /// already queued, then its transport closes (a WebSocket with close code 1001 when `reason` is
+    /// [`CloseReason::ServerShutdown`]; over polling, the next poll gets the queue, then the close
+    /// packet). The layer above sees `reason` in `Handler::on_close`. Returns how many were open.
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        let open: Vec<Arc<Connection>> = self.live.lock().values().cloned().collect();
+        for conn in &open {
+            conn.close(reason);
+        }
+        open.len()
+    }
+
+    /// Connections opened and not yet ended (their task still running or `on_close` not yet called).
+    pub fn live_connections(&self) -> usize {
+        self.live.lock().len()
+    }
+
+    /// Resolves once no connection is open (every connection task ended and `on_close` ran).
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.live.lock().is_empty() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Number of sessions currently on the polling transport.
@@ -96,6 +140,7 @@ impl<H: Handler> Engine<H> {
         let frame = Frame::text(PacketType::Open, open.len(), |b| b.extend_from_slice(&open[1..]));
         let _ = conn.send(frame);
         EngineStats::add(&self.stats.connections_opened, 1);
+        self.live.lock().insert(conn.sid(), conn.clone());
         let client = self.handler.on_open(conn.clone(), req);
         (conn, client)
     }
@@ -111,6 +156,16 @@ impl<H: Handler> Engine<H> {
         }
         EngineStats::add(&self.stats.connections_closed, 1);
         self.handler.on_close(client, reason);
+        let idle = {
+            let mut live = self.live.lock();
+            if live.get(&conn.sid()).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                live.remove(&conn.sid());
+            }
+            live.is_empty()
+        };
+        if idle {
+            self.idle.notify_waiters();
+        }
     }
 
     /// The session `sid`, unless it is over. A session the heartbeat task has not yet closed, but

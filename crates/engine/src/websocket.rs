@@ -289,7 +289,9 @@ impl<H: Handler> WsTask<H> {
                 break stop;
             }
             if let Some(reason) = self.conn.closed_reason() {
-                break Stop::Fail(1000, reason);
+                // 1001 "going away" on shutdown: the client reconnects (to another node) by itself.
+                let code = if reason == CloseReason::ServerShutdown { 1001 } else { 1000 };
+                break Stop::Fail(code, reason);
             }
         };
         if self.upgrading {
