@@ -76,7 +76,7 @@ impl App {
         let limits = limits::Limits::new(&config.limits);
         let mut builder = limits
             .install(SocketIo::builder().config(config.socketio_config()))
-            .observer(Arc::new(metrics::ConnectionLog));
+            .observer(Arc::new(logging::ConnectionLog));
         let socketio_metrics =
             config.metrics.enabled.then(|| metrics::SocketIoMetrics::new(config.metrics.max_event_names));
         if let Some(observer) = &socketio_metrics {

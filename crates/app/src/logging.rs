@@ -1,6 +1,7 @@
 //! Logs to stderr as text or JSON lines (`log.format`), filtered by `log.level` (`RUST_LOG` wins).
 
 use crate::config::{LogConfig, LogFormat};
+use switchyard_socketio::{DisconnectReason, Observer, Socket};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls do nothing.
@@ -13,4 +14,31 @@ pub fn init(config: &LogConfig) {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
     };
+}
+
+/// Logs every connect and disconnect (info): socket id, namespace, transport, client address and,
+/// on disconnect, the reason. With `log.format = "json"` these are JSON fields.
+pub struct ConnectionLog;
+
+impl Observer for ConnectionLog {
+    fn on_connect(&self, socket: &Socket) {
+        tracing::info!(
+            socket_id = %socket.id(),
+            namespace = socket.ns().name(),
+            transport = socket.client().transport().as_str(),
+            address = %socket.handshake().address,
+            "socket connected"
+        );
+    }
+
+    fn on_disconnect(&self, socket: &Socket, reason: DisconnectReason) {
+        tracing::info!(
+            socket_id = %socket.id(),
+            namespace = socket.ns().name(),
+            transport = socket.client().transport().as_str(),
+            address = %socket.handshake().address,
+            reason = reason.as_str(),
+            "socket disconnected"
+        );
+    }
 }

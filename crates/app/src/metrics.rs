@@ -392,30 +392,3 @@ impl Observer for SocketIoMetrics {
         self.ack_timeouts.inc();
     }
 }
-
-/// Logs every connect and disconnect (info): socket id, namespace, transport, client address and,
-/// on disconnect, the reason. With `log.format = "json"` these are JSON fields.
-pub struct ConnectionLog;
-
-impl Observer for ConnectionLog {
-    fn on_connect(&self, socket: &Socket) {
-        tracing::info!(
-            socket_id = %socket.id(),
-            namespace = socket.ns().name(),
-            transport = socket.client().transport().as_str(),
-            address = %socket.handshake().address,
-            "socket connected"
-        );
-    }
-
-    fn on_disconnect(&self, socket: &Socket, reason: DisconnectReason) {
-        tracing::info!(
-            socket_id = %socket.id(),
-            namespace = socket.ns().name(),
-            transport = socket.client().transport().as_str(),
-            address = %socket.handshake().address,
-            reason = reason.as_str(),
-            "socket disconnected"
-        );
-    }
-}

@@ -11,11 +11,14 @@
 //!    reconnects by itself. Server-side sockets disconnect with "server shutting down", a reason after
 //!    which connection state recovery keeps their sessions;
 //! 4. every connection task is awaited, and open HTTP requests are let finish, both bounded by
-//!    `server.drain_timeout_ms`; then `serve` returns and the process exits 0.
+//!    `server.drain_timeout_ms` (once the HTTP requests are done no poll can arrive, so polling
+//!    sessions still waiting for their close packet to be polled end then); then `serve` returns and
+//!    the process exits 0.
 
 use crate::health::Health;
 use axum::Router;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::serve::Serve;
@@ -32,45 +35,52 @@ pub async fn serve_until(
     drain: Duration,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (started, mut start) = tokio::sync::oneshot::channel::<()>();
-    let serve = serve
-        .with_graceful_shutdown(async move {
-            signal.await;
-            tracing::info!("shutdown 1/4: not ready (/readyz answers 503)");
-            health.set_shutting_down();
-            let _ = started.send(());
-            // Returning stops the accept loop: the listener is closed right after.
-        })
-        .into_future();
-    tokio::pin!(serve);
-    // Until the signal, only serve runs; it never returns before its shutdown future completed.
-    let served = tokio::select! {
-        served = serve.as_mut() => return served,
-        _ = &mut start => None::<std::io::Result<()>>,
+    let (started, start) = tokio::sync::oneshot::channel::<()>();
+    let serve = serve.with_graceful_shutdown(async move {
+        signal.await;
+        tracing::info!("shutdown 1/4: not ready (/readyz answers 503)");
+        health.set_shutting_down();
+        let _ = started.send(());
+        // Returning stops the accept loop: the listener is closed right after.
+    });
+    let http_done = AtomicBool::new(false);
+    let http = async {
+        let served = serve.await;
+        http_done.store(true, Ordering::Release);
+        served
     };
-    debug_assert!(served.is_none());
-    tracing::info!("shutdown 2/4: stopped accepting connections");
-    let close = close_connections(&io, drain);
-    let (served, ()) = tokio::join!(serve, close);
+    let close = async {
+        if start.await.is_err() {
+            return;
+        }
+        tracing::info!("shutdown 2/4: stopped accepting connections");
+        let open = io.engine().close_all(CloseReason::ServerShutdown);
+        tracing::info!(connections = open, timeout = ?drain, "shutdown 3/4: flushing queues, then closing transports");
+        close_connections(&io, drain, &http_done).await;
+    };
+    let (served, ()) = tokio::join!(http, close);
     tracing::info!("shutdown complete");
     served
 }
 
 /// Closes every client connection after its queue is flushed and waits (at most `drain`) until
 /// every connection task has ended. Connections whose handshake was already under way when the
-/// listener closed are closed as they appear.
-pub async fn close_connections(io: &SocketIo, drain: Duration) {
+/// listener closed are closed as they appear. Once `http_done` (no HTTP request open, none can
+/// come), polling sessions waiting for their close packet to be polled end at once.
+async fn close_connections(io: &SocketIo, drain: Duration, http_done: &AtomicBool) {
     let engine = io.engine();
     let deadline = Instant::now() + drain;
-    let open = engine.close_all(CloseReason::ServerShutdown);
-    tracing::info!(connections = open, timeout = ?drain, "shutdown 3/4: flushing queues, then closing transports");
     loop {
+        engine.close_all(CloseReason::ServerShutdown);
+        if http_done.load(Ordering::Acquire) {
+            engine.end_lingering_sessions();
+        }
         tokio::select! {
             _ = engine.wait_idle() => {
                 tracing::info!("shutdown 4/4: every connection closed");
                 return;
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         if Instant::now() >= deadline {
             tracing::warn!(
@@ -78,9 +88,9 @@ pub async fn close_connections(io: &SocketIo, drain: Duration) {
                 timeout = ?drain,
                 "shutdown 4/4: connections still open at the drain timeout; exiting anyway"
             );
+            engine.end_lingering_sessions();
             return;
         }
-        engine.close_all(CloseReason::ServerShutdown);
     }
 }
 

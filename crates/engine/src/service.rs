@@ -90,6 +90,24 @@ impl<H: Handler> Engine<H> {
         open.len()
     }
 
+    /// Ends at once the polling sessions that a server close left waiting for their last poll (at
+    /// most a heartbeat window otherwise). For a graceful shutdown, once no poll can arrive any more:
+    /// the listener is closed and the open HTTP requests have finished.
+    pub fn end_lingering_sessions(&self) {
+        let sessions: Vec<Arc<Connection>> = self.sessions.read().values().map(|s| s.conn.clone()).collect();
+        for conn in sessions {
+            let closed = conn.with_state(|s| {
+                if s.closed.is_some() {
+                    s.farewell_sent = true;
+                }
+                s.closed.is_some()
+            });
+            if closed {
+                conn.owner_wake.notify_one();
+            }
+        }
+    }
+
     /// Connections opened and not yet ended (their task still running or `on_close` not yet called).
     pub fn live_connections(&self) -> usize {
         self.live.lock().len()

@@ -261,7 +261,8 @@ impl<H: Handler> WsTask<H> {
                     write_frames(&mut wr, b).await
                 };
                 // A client that stops reading must not pin this task in a write: the close of a slow
-                // client, or a write stalled past the heartbeat window, ends the connection.
+                // client, or a write stalled past the heartbeat window, ends the connection. (A server
+                // close waits for the write: a graceful shutdown bounds it with its drain timeout.)
                 let stall_limit = self.engine.config.ping_interval + self.engine.config.ping_timeout;
                 let written = tokio::select! {
                     biased;
@@ -430,10 +431,12 @@ impl<H: Handler> WsTask<H> {
     }
 }
 
-/// Resolves once the connection is closed (woken through the writer `Notify`).
+/// Resolves once the connection is closed for a reason that abandons its queue (woken through the
+/// writer `Notify`). A close the server chose (forced, shutdown) lets the write in progress finish:
+/// what was queued before it is still delivered, then the close frame.
 async fn closed(conn: &Connection) {
     loop {
-        if conn.is_closed() {
+        if conn.closed_reason().is_some_and(|reason| !reason.lingers()) {
             return;
         }
         conn.writer_wake.notified().await;
