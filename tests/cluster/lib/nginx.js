@@ -1,6 +1,12 @@
 // The nginx configuration the tests run and docs/CLUSTER.md shows: sticky by client address (every
 // request of a long-polling session must reach the node that holds it) and the WebSocket upgrade
 // headers passed on.
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { eventually, freePort } from "./cluster.js";
 
 /**
  * @param {{listen: string, upstreams: string[], prefix: string}} options
@@ -54,4 +60,46 @@ ${upstreams.map((u) => `    server ${u};`).join("\n")}
   }
 }
 `;
+}
+
+function nginxBinary() {
+  for (const candidate of ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]) {
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new Error("nginx not found (scripts/install-deps.sh installs it)");
+}
+
+/** Runs nginx with {@link nginxConfig} in front of `upstreams` ("127.0.0.1:PORT"); resolves once it proxies. */
+export async function startNginx(upstreams) {
+  const prefix = mkdtempSync(path.join(os.tmpdir(), "switchyard-nginx-"));
+  mkdirSync(path.join(prefix, "logs"));
+  const port = await freePort();
+  const conf = path.join(prefix, "nginx.conf");
+  writeFileSync(conf, nginxConfig({ listen: `127.0.0.1:${port}`, upstreams, prefix }));
+  const child = spawn(nginxBinary(), ["-p", prefix, "-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (chunk) => (stderr += chunk));
+  const url = `http://127.0.0.1:${port}`;
+  await eventually(
+    `nginx to listen on ${port} (${stderr})`,
+    () =>
+      new Promise((resolve) => {
+        const req = http.get(`${url}/socket.io/?EIO=4&transport=polling`, (res) => {
+          res.resume();
+          resolve(res.statusCode === 200);
+        });
+        req.on("error", () => resolve(false));
+      }),
+    10000,
+  );
+  return {
+    url,
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill("SIGTERM");
+        await new Promise((r) => child.once("exit", r));
+      }
+      rmSync(prefix, { recursive: true, force: true });
+    },
+  };
 }

@@ -4,11 +4,7 @@
 // addresses (127.0.0.2, 127.0.0.3, ...) so that the address hash spreads them over the nodes.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import os from "node:os";
-import path from "node:path";
 import {
   startRedis,
   startSwitchyard,
@@ -16,53 +12,11 @@ import {
   cmd,
   nextEvent,
   eventually,
-  freePort,
   stopAll,
   within,
   sleep,
 } from "../lib/cluster.js";
-import { nginxConfig } from "../lib/nginx.js";
-
-function nginxBinary() {
-  for (const candidate of ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]) {
-    if (existsSync(candidate)) return candidate;
-  }
-  throw new Error("nginx not found (scripts/install-deps.sh installs it)");
-}
-
-async function startNginx(upstreams) {
-  const prefix = mkdtempSync(path.join(os.tmpdir(), "switchyard-nginx-"));
-  mkdirSync(path.join(prefix, "logs"));
-  const port = await freePort();
-  const conf = path.join(prefix, "nginx.conf");
-  writeFileSync(conf, nginxConfig({ listen: `127.0.0.1:${port}`, upstreams, prefix }));
-  const child = spawn(nginxBinary(), ["-p", prefix, "-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  child.stderr.on("data", (chunk) => (stderr += chunk));
-  const url = `http://127.0.0.1:${port}`;
-  await eventually(
-    `nginx to listen on ${port} (${stderr})`,
-    () =>
-      new Promise((resolve) => {
-        const req = http.get(`${url}/socket.io/?EIO=4&transport=polling`, (res) => {
-          res.resume();
-          resolve(res.statusCode === 200);
-        });
-        req.on("error", () => resolve(false));
-      }),
-    10000,
-  );
-  return {
-    url,
-    stop: async () => {
-      if (child.exitCode === null) {
-        child.kill("SIGTERM");
-        await new Promise((r) => child.once("exit", r));
-      }
-      rmSync(prefix, { recursive: true, force: true });
-    },
-  };
-}
+import { startNginx } from "../lib/nginx.js";
 
 describe("nginx in front of three nodes", () => {
   let nginx;
