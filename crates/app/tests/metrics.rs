@@ -41,7 +41,7 @@ async fn start() -> (SocketAddr, oneshot::Sender<()>) {
     let app = App::build(config).expect("app");
     app.io().of("/").on_connection(|socket| {
         socket.on("join", |s, _, ack| {
-            s.join("room1");
+            s.join("room1").expect("join");
             if let Some(ack) = ack {
                 ack.send(());
             }
@@ -146,6 +146,7 @@ async fn series_after_a_scripted_session() {
         ("switchyard_acks_total", 1.0),
         ("switchyard_ack_timeouts_total", 1.0),
         ("switchyard_events_rejected_total", 0.0),
+        ("switchyard_rate_limited_events_total", 0.0),
         ("switchyard_connections_opened_total", 2.0),
         ("switchyard_sockets{namespace=\"/\"}", 0.0),
     ];
