@@ -100,6 +100,9 @@ impl App {
             if let Some(node) = &cluster {
                 metrics::RedisCollector::register_metrics(node, registry);
             }
+            if let Some(certs) = &tls {
+                metrics::TlsCollector::register_metrics(certs, registry);
+            }
             Arc::new(metrics)
         });
         Ok(App { config, io, cluster, health, tls, limits, metrics })

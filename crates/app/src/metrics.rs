@@ -204,6 +204,65 @@ impl Collector for RedisCollector {
     }
 }
 
+/// TLS handshakes and certificate reloads (`switchyard_tls_*`), read at scrape time.
+pub struct TlsCollector {
+    certs: Arc<crate::tls::TlsCerts>,
+    descs: Vec<Desc>,
+}
+
+impl TlsCollector {
+    fn families(certs: &crate::tls::TlsCerts, with_values: bool) -> Vec<Box<dyn Collector>> {
+        let stats = certs.stats();
+        let counters = [
+            ("switchyard_tls_handshakes_total", "TLS handshakes that completed.", stats.handshakes()),
+            (
+                "switchyard_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out (the connection was closed).",
+                stats.handshake_failures(),
+            ),
+            (
+                "switchyard_tls_handshake_timeouts_total",
+                "TLS handshakes that did not finish within the handshake timeout.",
+                stats.handshake_timeouts(),
+            ),
+            ("switchyard_tls_reloads_total", "Certificate reloads that took effect.", certs.reloads()),
+            (
+                "switchyard_tls_reload_failures_total",
+                "Certificate reloads that failed (the previous certificate stayed in use).",
+                certs.reload_failures(),
+            ),
+        ];
+        counters
+            .into_iter()
+            .map(|(name, help, value)| {
+                let c = counter(name, help);
+                if with_values {
+                    c.inc_by(value);
+                }
+                Box::new(c) as Box<dyn Collector>
+            })
+            .collect()
+    }
+
+    /// Registers the TLS counters of `certs`.
+    pub fn register_metrics(certs: &Arc<crate::tls::TlsCerts>, registry: &Registry) {
+        let descs = Self::families(certs, false).iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
+        if let Err(e) = registry.register(Box::new(TlsCollector { certs: certs.clone(), descs })) {
+            tracing::warn!(error = %e, "registering the TLS metrics");
+        }
+    }
+}
+
+impl Collector for TlsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        Self::families(&self.certs, true).iter().flat_map(|c| c.collect()).collect()
+    }
+}
+
 /// Counters of one event name.
 #[derive(Clone)]
 struct EventCounters {

@@ -282,6 +282,19 @@ async fn plaintext_and_silent_clients_fail_the_handshake_and_are_counted() {
     eventually("the failed handshake to be counted", || std::future::ready(stats.handshake_failures() >= 1)).await;
     // The server still serves TLS clients.
     assert_eq!(request(&server, "GET", "/healthz", "").await.0, 200);
+    // And the counters are on /metrics.
+    let (status, metrics) = request(&server, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    let value = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("switchyard_tls_handshake_failures_total"), stats.handshake_failures());
+    assert!(value("switchyard_tls_handshakes_total") >= 1, "{metrics}");
+    assert_eq!(value("switchyard_tls_reload_failures_total"), 0);
 }
 
 #[tokio::test]
