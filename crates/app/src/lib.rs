@@ -87,6 +87,8 @@ impl App {
         if config.server.chat_page {
             chat::install(&io);
         }
+        // The main namespace always exists, as in Node: clients may connect to `/` with no handler.
+        let _ = io.of("/");
         let health = Health::new(cluster.clone());
         let tls = if config.tls.enabled() { Some(TlsCerts::load(&config.tls)?) } else { None };
         let metrics = socketio_metrics.map(|observer| {
@@ -216,3 +218,17 @@ pub fn init_tracing() {
 }
 
 pub use shutdown::signal as shutdown_signal;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_main_namespace_exists_without_the_chat_page() {
+        let mut config = Config::default();
+        config.server.chat_page = false;
+        let app = App::build(config).expect("valid configuration");
+        let names: Vec<String> = app.io().namespaces().iter().map(|ns| ns.name().to_string()).collect();
+        assert_eq!(names, vec!["/".to_string()]);
+    }
+}
