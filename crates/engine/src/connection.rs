@@ -3,6 +3,7 @@ use crate::sid::Sid;
 use crate::stats::EngineStats;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -98,6 +99,10 @@ pub(crate) struct State {
     heartbeat_deadline: Instant,
     pub(crate) poll_active: bool,
     pub(crate) post_active: bool,
+    /// Woken (`notify_waiters`) on close, for tasks that must learn of it at once (a probing
+    /// WebSocket whose polling session ends). Created by the first waiter, so a connection nobody
+    /// waits on holds no `Notify` for it.
+    close_waiters: Option<Arc<Notify>>,
 }
 
 /// One Engine.IO connection, shared between the task that owns it and everyone who sends to it.
@@ -108,10 +113,9 @@ pub struct Connection {
     pub(crate) writer_wake: Notify,
     /// Wakes the polling session task (close, upgrade).
     pub(crate) owner_wake: Notify,
-    /// Wakes every waiter (`notify_waiters`) on close: a probing WebSocket must learn at once that
-    /// its polling session ended, while the pending poll keeps `writer_wake` to itself.
-    pub(crate) close_wake: Notify,
     max_queue_bytes: usize,
+    /// This connection's slot in the engine's table of open connections.
+    live_slot: AtomicU32,
     ping_interval: Duration,
     ping_timeout: Duration,
     stats: Arc<EngineStats>,
@@ -145,15 +149,24 @@ impl Connection {
                 heartbeat_deadline: Instant::now() + config.ping_interval,
                 poll_active: false,
                 post_active: false,
+                close_waiters: None,
             }),
             writer_wake: Notify::new(),
             owner_wake: Notify::new(),
-            close_wake: Notify::new(),
             max_queue_bytes: config.max_queue_bytes,
+            live_slot: AtomicU32::new(u32::MAX),
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
             stats,
         })
+    }
+
+    pub(crate) fn live_slot(&self) -> u32 {
+        self.live_slot.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_live_slot(&self, slot: u32) {
+        self.live_slot.store(slot, Ordering::Relaxed);
     }
 
     pub fn sid(&self) -> Sid {
@@ -223,25 +236,34 @@ impl Connection {
         }
         state.closed = Some(reason);
         state.farewell = farewell;
+        let close_waiters = state.close_waiters.take();
         drop(state);
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "closing connection");
         self.writer_wake.notify_one();
         self.owner_wake.notify_one();
-        self.close_wake.notify_waiters();
+        if let Some(waiters) = close_waiters {
+            waiters.notify_waiters();
+        }
     }
 
     /// Resolves once the connection is closed. Any number of tasks may wait at once.
     pub(crate) async fn wait_closed(&self) {
-        loop {
-            let notified = self.close_wake.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a close between the check and the await is not missed.
-            notified.as_mut().enable();
-            if self.is_closed() {
+        let waiters = {
+            let mut state = self.state.lock();
+            if state.closed.is_some() {
                 return;
             }
-            notified.await;
+            state.close_waiters.get_or_insert_with(Default::default).clone()
+        };
+        let notified = waiters.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a close between the check and the await is not missed
+        // (`close_with` sets `closed` before it wakes the waiters it took).
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
         }
+        notified.await;
     }
 
     /// True once the session is over for anyone looking it up by sid: closed, and either not a

@@ -37,9 +37,45 @@ pub struct Engine<H: Handler> {
     handshakes: Option<crate::limits::HandshakeLimiter>,
     /// Every open connection, both transports: what a graceful shutdown closes and waits for.
     /// Touched once when a connection opens and once when it ends, never per message.
-    live: Mutex<HashMap<Sid, Arc<Connection>>>,
+    live: Mutex<LiveConnections>,
     /// Woken when the last open connection ends.
     idle: Notify,
+}
+
+/// Every open connection, in numbered slots; each connection keeps its slot number, so it is
+/// found again without a lookup. Costs a pointer per connection (a map keyed by sid cost several
+/// times that, on every idle connection).
+#[derive(Default)]
+struct LiveConnections {
+    slots: Vec<Option<Arc<Connection>>>,
+    free: Vec<u32>,
+    count: usize,
+}
+
+impl LiveConnections {
+    fn insert(&mut self, conn: &Arc<Connection>) {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.slots[slot as usize] = Some(conn.clone());
+        conn.set_live_slot(slot);
+        self.count += 1;
+    }
+
+    fn remove(&mut self, conn: &Arc<Connection>) {
+        let slot = conn.live_slot();
+        if let Some(entry) = self.slots.get_mut(slot as usize) {
+            if entry.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                *entry = None;
+                self.free.push(slot);
+                self.count -= 1;
+            }
+        }
+    }
 }
 
 impl<H: Handler> Engine<H> {
@@ -83,7 +119,7 @@ impl<H: Handler> Engine<H> {
     /// [`CloseReason::ServerShutdown`]; over polling, the next poll gets the queue, then the close
     /// packet). The layer above sees `reason` in `Handler::on_close`. Returns how many were open.
     pub fn close_all(&self, reason: CloseReason) -> usize {
-        let open: Vec<Arc<Connection>> = self.live.lock().values().cloned().collect();
+        let open: Vec<Arc<Connection>> = self.live.lock().slots.iter().flatten().cloned().collect();
         for conn in &open {
             conn.close(reason);
         }
@@ -110,7 +146,7 @@ impl<H: Handler> Engine<H> {
 
     /// Connections opened and not yet ended (their task still running or `on_close` not yet called).
     pub fn live_connections(&self) -> usize {
-        self.live.lock().len()
+        self.live.lock().count
     }
 
     /// Resolves once no connection is open (every connection task ended and `on_close` ran).
@@ -119,7 +155,7 @@ impl<H: Handler> Engine<H> {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.live.lock().is_empty() {
+            if self.live.lock().count == 0 {
                 return;
             }
             notified.await;
@@ -158,7 +194,7 @@ impl<H: Handler> Engine<H> {
         let frame = Frame::text(PacketType::Open, open.len(), |b| b.extend_from_slice(&open[1..]));
         let _ = conn.send(frame);
         EngineStats::add(&self.stats.connections_opened, 1);
-        self.live.lock().insert(conn.sid(), conn.clone());
+        self.live.lock().insert(&conn);
         let client = self.handler.on_open(conn.clone(), req);
         (conn, client)
     }
@@ -176,10 +212,8 @@ impl<H: Handler> Engine<H> {
         self.handler.on_close(client, reason);
         let idle = {
             let mut live = self.live.lock();
-            if live.get(&conn.sid()).is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                live.remove(&conn.sid());
-            }
-            live.is_empty()
+            live.remove(conn);
+            live.count == 0
         };
         if idle {
             self.idle.notify_waiters();
