@@ -16,14 +16,21 @@ const PATH: &str = "/socket.io/";
 const DRAIN: Duration = Duration::from_millis(1500);
 const MESSAGES: usize = 320;
 
-#[tokio::test]
-async fn shutdown_flushes_then_closes_transports_without_disconnect_packets() {
+/// A server on a free loopback port, draining for [`DRAIN`], without recovery (a shutdown then ends
+/// every session outright).
+fn loopback_config() -> Config {
     let mut config = Config::default();
     config.server.host = "127.0.0.1".into();
     config.server.port = 0;
     config.server.chat_page = false;
     config.server.drain_timeout_ms = DRAIN.as_millis() as u64;
     config.recovery.enabled = false;
+    config
+}
+
+#[tokio::test]
+async fn shutdown_flushes_then_closes_transports_without_disconnect_packets() {
+    let mut config = loopback_config();
     // Room for more than the socket buffers hold, so the flush outlasts the checks below.
     config.engine.max_queue_bytes = 64 << 20;
     let app = App::build(config).expect("app");
@@ -108,12 +115,7 @@ async fn shutdown_flushes_then_closes_transports_without_disconnect_packets() {
 
 #[tokio::test]
 async fn a_pending_poll_gets_the_queue_then_the_close_packet() {
-    let mut config = Config::default();
-    config.server.host = "127.0.0.1".into();
-    config.server.port = 0;
-    config.server.chat_page = false;
-    config.server.drain_timeout_ms = DRAIN.as_millis() as u64;
-    config.recovery.enabled = false;
+    let config = loopback_config();
     let app = App::build(config).expect("app");
     app.io().of("/");
     let listener = app.bind().await.expect("bind");
