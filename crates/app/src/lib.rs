@@ -12,11 +12,13 @@
 //! - [`logging`]: text or JSON logs.
 //! - [`shutdown`]: the signal and the order of a graceful stop.
 //! - [`tls`]: https and wss on the same port, certificates reloaded without a restart.
+//! - [`access`]: who a socket is ([`access::Identity`]) and what it may join and publish.
 //! - [`chat`]: the demo chat page at `/` and its events.
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls [`App::build`] and [`App::serve`]
 //! (or [`run`]).
 
+pub mod access;
 pub mod chat;
 pub mod cluster;
 pub mod config;
@@ -65,6 +67,8 @@ pub struct App {
     limits: Arc<limits::Limits>,
     /// The registry behind `/metrics`, when `metrics.enabled`.
     metrics: Option<Arc<metrics::Metrics>>,
+    /// The policy every join and publish is checked against.
+    access: Arc<access::Access>,
 }
 
 impl App {
@@ -107,7 +111,8 @@ impl App {
             }
             Arc::new(metrics)
         });
-        Ok(App { config, io, cluster, health, tls, limits, metrics })
+        let access = Arc::new(access::Access::allow_all());
+        Ok(App { config, io, cluster, health, tls, limits, metrics, access })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -136,6 +141,11 @@ impl App {
     /// The cluster node, when the server joined one through Redis.
     pub fn cluster(&self) -> Option<&RedisNode> {
         self.cluster.as_ref()
+    }
+
+    /// The access policy (room patterns from tokens, the default policy).
+    pub fn access(&self) -> &Arc<access::Access> {
+        &self.access
     }
 
     /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.

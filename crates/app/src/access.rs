@@ -1,0 +1,120 @@
+//! Who a socket is and what it may do: the [`Identity`] authentication leaves in a socket's
+//! node-local extensions, and the [`Access`] policy every join and publish is checked against.
+//!
+//! The built-in events, the HTTP API and the admin UI ask this module, never the token: auth
+//! (`auth.rs`) is the only writer of [`Identity`].
+
+use std::sync::Arc;
+use switchyard_socketio::Socket;
+
+/// A room pattern from a token's `rooms` or `publish` claim: an exact name, or a prefix when it
+/// ends with `*` (`chat:*` matches `chat:general`; `*` alone matches every room).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomPattern {
+    text: Box<str>,
+    prefix: bool,
+}
+
+impl RoomPattern {
+    pub fn new(pattern: &str) -> Self {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => RoomPattern { text: prefix.into(), prefix: true },
+            None => RoomPattern { text: pattern.into(), prefix: false },
+        }
+    }
+
+    /// Whether `room` is one this pattern names.
+    pub fn matches(&self, room: &str) -> bool {
+        if self.prefix {
+            room.starts_with(&*self.text)
+        } else {
+            *self.text == *room
+        }
+    }
+}
+
+/// The authenticated user of a socket, kept in [`Socket::extensions`] (it never leaves the node).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The token's `sub`: the user id. Every socket of the user is in the room `user:<sub>`.
+    pub user: Arc<str>,
+    /// Rooms the user may join (the `rooms` claim); `None` when the token has no such claim, and
+    /// the default policy decides.
+    pub rooms: Option<Arc<[RoomPattern]>>,
+    /// Rooms the user may publish to (the `publish` claim); `None` falls back to `rooms`.
+    pub publish: Option<Arc<[RoomPattern]>>,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
+}
+
+/// The room every socket of `user` joins, so `io.to("user:alice")` reaches all of Alice's tabs.
+pub fn user_room(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// The access policy: the `rooms` claim of a socket's [`Identity`], else the default policy.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// Whether a socket with no identity, or a token without the claim, may join and publish.
+    default_allow: bool,
+}
+
+impl Access {
+    /// A policy that allows what no claim restricts when `default_allow`, and denies it otherwise.
+    pub fn new(default_allow: bool) -> Self {
+        Access { default_allow }
+    }
+
+    /// Every join and publish allowed (no auth configured, default policy `allow`).
+    pub fn allow_all() -> Self {
+        Access::new(true)
+    }
+
+    /// Whether `socket` may join `room`.
+    pub fn may_join(&self, socket: &Socket, room: &str) -> bool {
+        match identity(socket) {
+            Some(Identity { rooms: Some(patterns), .. }) => patterns.iter().any(|p| p.matches(room)),
+            Some(Identity { user, .. }) if room == user_room(&user) => true,
+            _ => self.default_allow,
+        }
+    }
+
+    /// Whether `socket` may publish (`message`, `typing`) to `room`; whether it has joined is the
+    /// caller's check.
+    pub fn may_publish(&self, socket: &Socket, room: &str) -> bool {
+        match identity(socket) {
+            Some(Identity { publish: Some(patterns), .. }) => patterns.iter().any(|p| p.matches(room)),
+            Some(Identity { publish: None, rooms: Some(patterns), .. }) => patterns.iter().any(|p| p.matches(room)),
+            _ => self.default_allow,
+        }
+    }
+}
+
+/// The socket's authenticated identity, if auth is on and it connected with a valid token.
+pub fn identity(socket: &Socket) -> Option<Identity> {
+    socket.extensions().get::<Identity>()
+}
+
+/// The user a socket speaks as in built-in events: its token's `sub`, else (no auth configured)
+/// the socket id.
+pub fn user_of(socket: &Socket) -> Arc<str> {
+    match identity(socket) {
+        Some(identity) => identity.user,
+        None => socket.id().as_str().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_exact_names_and_prefixes() {
+        assert!(RoomPattern::new("lobby").matches("lobby"));
+        assert!(!RoomPattern::new("lobby").matches("lobby2"));
+        assert!(RoomPattern::new("chat:*").matches("chat:general"));
+        assert!(RoomPattern::new("chat:*").matches("chat:"));
+        assert!(!RoomPattern::new("chat:*").matches("chatx"));
+        assert!(RoomPattern::new("*").matches("anything"));
+    }
+}
