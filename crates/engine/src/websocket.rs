@@ -130,11 +130,7 @@ pub(crate) fn upgrade<H: Handler, B>(
                 let _ = tcp.set_nodelay(true);
                 // A task of its own, so the long-lived future holds only the connection loop, not the
                 // state of the upgrade that preceded it.
-                tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let (rd, wr) = tcp.split();
-                    task.run(rd, wr, pending).await;
-                });
+                tokio::spawn(task.serve_tcp(tcp, pending));
             }
             Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                 Ok(parts) => {
@@ -142,18 +138,14 @@ pub(crate) fn upgrade<H: Handler, B>(
                     let pending = BytesMut::from(&parts.read_buf[..]);
                     drop(parts.read_buf);
                     let tls = parts.io.into_inner();
-                    tokio::spawn(async move {
-                        let (rd, wr) = tokio::io::split(tls);
-                        task.run(rd, wr, pending).await;
-                    });
+                    let (rd, wr) = tokio::io::split(tls);
+                    tokio::spawn(task.serve(rd, wr, pending));
                 }
                 Err(upgraded) => {
                     // Any other stream: `Upgraded` itself replays what hyper had read ahead.
                     tracing::debug!("upgraded connection of an unknown type: using the generic path");
-                    tokio::spawn(async move {
-                        let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-                        task.run(rd, wr, BytesMut::new()).await;
-                    });
+                    let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
+                    tokio::spawn(task.serve(rd, wr, BytesMut::new()));
                 }
             },
         }
@@ -192,7 +184,28 @@ enum Stop {
 }
 
 impl<H: Handler> WsTask<H> {
-    async fn run<R, W>(mut self, mut rd: R, mut wr: W, mut rbuf: BytesMut)
+    // The long-lived future of a connection is the largest part of an idle connection, so its entry
+    // points are plain functions returning an `async move` block over their arguments: an `async fn`
+    // would keep each argument twice (as the argument and as the local it is moved into).
+
+    /// The connection's life on a plain TCP stream, split in place (no `Arc` of the owned halves).
+    fn serve_tcp(mut self, mut tcp: TcpStream, mut rbuf: BytesMut) -> impl Future<Output = ()> + Send {
+        async move {
+            let (mut rd, mut wr) = tcp.split();
+            self.run(&mut rd, &mut wr, &mut rbuf).await;
+        }
+    }
+
+    /// The connection's life on any other stream, already split.
+    fn serve<R, W>(mut self, mut rd: R, mut wr: W, mut rbuf: BytesMut) -> impl Future<Output = ()> + Send
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
+        async move { self.run(&mut rd, &mut wr, &mut rbuf).await }
+    }
+
+    async fn run<R, W>(&mut self, rd: &mut R, wr: &mut W, rbuf: &mut BytesMut)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -214,29 +227,28 @@ impl<H: Handler> WsTask<H> {
             let upgrading = self.upgrading;
             let mut stop = None;
             if std::mem::take(&mut pending_input) {
-                stop = self.process_input(&mut rbuf, &mut control);
+                stop = self.process_input(rbuf, &mut control);
             } else {
                 tokio::select! {
                     biased;
-                    read = read_some(&mut rd, &mut rbuf) => match read {
+                    read = read_some(rd, rbuf) => match read {
                         Ok(0) => stop = Some(Stop::Closed(CloseReason::TransportClose)),
-                        Ok(_) => stop = self.process_input(&mut rbuf, &mut control),
+                        Ok(_) => stop = self.process_input(rbuf, &mut control),
                         Err(_) => stop = Some(Stop::Closed(CloseReason::TransportError)),
                     },
-                    _ = self.conn.writer_wake.notified(), if !upgrading => {}
-                    // A probe whose polling session ends (closed, timed out) closes at once, not at
-                    // the upgrade timeout. `writer_wake` belongs to the pending poll meanwhile.
-                    _ = self.conn.wait_closed(), if upgrading => {}
+                    // Frames to write; or, for a probe, the end of its polling session (closed, timed
+                    // out), which closes the probe at once, not at the upgrade timeout.
+                    _ = wake_or_close(&self.conn, upgrading) => {}
                     _ = &mut timer => stop = self.on_timer(upgrade_deadline),
                 }
             }
             if rbuf.is_empty() && rbuf.capacity() > 0 {
                 // Idle connections keep no read buffer.
-                rbuf = BytesMut::new();
+                *rbuf = BytesMut::new();
             }
             if !control.is_empty() {
                 let frames: Vec<Bytes> = std::mem::take(&mut control);
-                if write_all(&mut wr, &frames).await.is_err() {
+                if write_all(wr, &frames).await.is_err() {
                     break Stop::Closed(CloseReason::TransportError);
                 }
             }
@@ -257,18 +269,34 @@ impl<H: Handler> WsTask<H> {
                 }
                 let (a, b) = frames.as_slices();
                 let write = async {
-                    write_frames(&mut wr, a).await?;
-                    write_frames(&mut wr, b).await
+                    write_frames(&mut *wr, a).await?;
+                    write_frames(&mut *wr, b).await
                 };
+                tokio::pin!(write);
                 // A client that stops reading must not pin this task in a write: the close of a slow
                 // client, or a write stalled past the heartbeat window, ends the connection. (A server
                 // close waits for the write: a graceful shutdown bounds it with its drain timeout.)
-                let stall_limit = self.engine.config.ping_interval + self.engine.config.ping_timeout;
-                let written = tokio::select! {
-                    biased;
-                    written = write => written,
-                    _ = closed(&self.conn) => Err(io::ErrorKind::BrokenPipe.into()),
-                    _ = tokio::time::sleep(stall_limit) => Err(io::ErrorKind::TimedOut.into()),
+                // The heartbeat timer keeps running meanwhile; the stall is counted from its first
+                // tick during the write (so within one ping interval of the write's start), which
+                // costs nothing when the write completes at once, as nearly all do.
+                let mut stall_deadline: Option<Instant> = None;
+                let written = loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written,
+                        _ = closed(&self.conn) => break Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+                        _ = &mut timer => {
+                            let now = Instant::now();
+                            let stall_limit = self.engine.config.ping_interval + self.engine.config.ping_timeout;
+                            let stall_at = *stall_deadline.get_or_insert(now + stall_limit);
+                            if now >= stall_at {
+                                break Err(io::ErrorKind::TimedOut.into());
+                            }
+                            self.on_timer(upgrade_deadline);
+                            let next = self.conn.heartbeat_deadline().max(now + MIN_TIMER_STEP).min(stall_at);
+                            timer.as_mut().reset(next);
+                        }
+                    }
                 };
                 if let Err(e) = written {
                     let reason = match (self.conn.closed_reason(), e.kind()) {
@@ -304,7 +332,7 @@ impl<H: Handler> WsTask<H> {
             self.conn.writer_wake.notify_one();
             let mut close = BytesMut::new();
             ws::encode_close(1000, &mut close);
-            let _ = write_all(&mut wr, &[close.freeze()]).await;
+            let _ = write_all(wr, &[close.freeze()]).await;
             let _ = wr.shutdown().await;
             return;
         }
@@ -313,7 +341,7 @@ impl<H: Handler> WsTask<H> {
             Stop::Fail(code, reason) => {
                 let mut close = BytesMut::new();
                 ws::encode_close(code, &mut close);
-                let _ = write_all(&mut wr, &[close.freeze()]).await;
+                let _ = write_all(wr, &[close.freeze()]).await;
                 reason
             }
         };
@@ -434,6 +462,21 @@ impl<H: Handler> WsTask<H> {
 /// Resolves once the connection is closed for a reason that abandons its queue (woken through the
 /// writer `Notify`). A close the server chose (forced, shutdown) lets the write in progress finish:
 /// what was queued before it is still delivered, then the close frame.
+/// The shortest step of the timer while a write is stalled, so a heartbeat deadline already past
+/// cannot make the write loop spin.
+const MIN_TIMER_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Wakes an open connection's writer when it has frames to send; a probe (`upgrading`), whose
+/// `writer_wake` belongs to the pending poll, wakes when its polling session closes instead. One
+/// future for both keeps the connection's idle future small.
+async fn wake_or_close(conn: &Connection, upgrading: bool) {
+    if upgrading {
+        conn.wait_closed().await
+    } else {
+        conn.writer_wake.notified().await
+    }
+}
+
 async fn closed(conn: &Connection) {
     loop {
         if conn.closed_reason().is_some_and(|reason| !reason.lingers()) {

@@ -94,3 +94,31 @@ async fn unsolicited_pong_is_harmless() {
     ws.send_text("4still here").await;
     assert_eq!(ws.recv_text().await, "4still here");
 }
+
+/// A client that stops reading while the server writes to it: the write stalls (the echo is larger
+/// than the loopback socket buffers, the queue limit is not reached), yet the connection still ends
+/// within the heartbeat window (ping timeout or stalled write), instead of pinning its task.
+#[tokio::test]
+async fn websocket_write_stalled_by_a_client_that_stops_reading_closes_the_connection() {
+    const MESSAGE: usize = 24 * 1024 * 1024;
+    let config = switchyard_engine::EngineConfig {
+        max_payload: MESSAGE + 16,
+        max_queue_bytes: 4 * MESSAGE,
+        ..quick_heartbeat_config()
+    };
+    let mut server = EchoServer::start(config).await;
+    let (mut ws, open) = WsClient::open_session(server.addr, EIO_PATH).await;
+    let sid = open["sid"].as_str().expect("sid").to_string();
+    // The server reads all of it, then its echo blocks: this client never reads again.
+    ws.send_binary(&vec![7u8; MESSAGE]).await;
+    let started = Instant::now();
+    let reason = within("the stalled connection to close", server.closed(&sid)).await;
+    assert!(
+        matches!(reason, CloseReason::SlowClient | CloseReason::PingTimeout),
+        "closed for {reason:?} after {:?}",
+        started.elapsed()
+    );
+    // pingInterval + pingTimeout is 500 ms; the stall is counted from the first timer tick.
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    drop(ws);
+}
