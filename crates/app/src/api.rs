@@ -240,8 +240,22 @@ pub struct Endpoint {
     /// What this endpoint can answer besides 200 and the errors every endpoint can give
     /// ([`COMMON_ERRORS`], and [`BODY_ERRORS`] when it takes a body).
     pub errors: &'static [ErrorKind],
+    /// Operations whose parameter comes from this one's answer (OpenAPI links, which property-based
+    /// testers follow to reach real rooms and sockets).
+    pub links: &'static [Link],
     handler: Handler,
 }
+
+/// An OpenAPI link: `operation_id`'s path parameter `parameter` is `expression` of this answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub operation_id: &'static str,
+    pub parameter: &'static str,
+    pub expression: &'static str,
+}
+
+const FIRST_ROOM: &str = "$response.body#/rooms/0/room";
+const FIRST_SOCKET: &str = "$response.body#/sockets/0/id";
 
 /// Errors every endpoint can answer.
 pub const COMMON_ERRORS: &[ErrorKind] = &[ErrorKind::Unauthorized, ErrorKind::RateLimited];
@@ -273,6 +287,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ErrorKind::InvalidNamespace,
             ErrorKind::NamespaceNotFound,
         ],
+        links: &[],
         handler: emit,
     },
     Endpoint {
@@ -291,6 +306,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ErrorKind::NamespaceNotFound,
             ErrorKind::ClusterUnavailable,
         ],
+        links: &[Link { operation_id: "roomSockets", parameter: "room", expression: FIRST_ROOM }],
         handler: list_rooms,
     },
     Endpoint {
@@ -311,6 +327,11 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ErrorKind::NamespaceNotFound,
             ErrorKind::ClusterUnavailable,
         ],
+        links: &[
+            Link { operation_id: "disconnectSocket", parameter: "id", expression: FIRST_SOCKET },
+            Link { operation_id: "joinRoom", parameter: "id", expression: FIRST_SOCKET },
+            Link { operation_id: "leaveRoom", parameter: "id", expression: FIRST_SOCKET },
+        ],
         handler: room_sockets,
     },
     Endpoint {
@@ -323,6 +344,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         body: None,
         response: presence_schema,
         errors: &[ErrorKind::InvalidPath, ErrorKind::NotFound, ErrorKind::PresenceUnavailable],
+        links: &[],
         handler: presence,
     },
     Endpoint {
@@ -343,6 +365,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ErrorKind::SocketNotFound,
             ErrorKind::ClusterUnavailable,
         ],
+        links: &[],
         handler: disconnect_socket,
     },
     Endpoint {
@@ -363,6 +386,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ErrorKind::SocketNotFound,
             ErrorKind::ClusterUnavailable,
         ],
+        links: &[],
         handler: join_room,
     },
     Endpoint {
@@ -383,6 +407,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ErrorKind::SocketNotFound,
             ErrorKind::ClusterUnavailable,
         ],
+        links: &[],
         handler: leave_room,
     },
 ];
@@ -416,7 +441,7 @@ pub struct EmitRequest {
     pub data: Option<Value>,
     #[serde(default)]
     pub except: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string")]
     pub namespace: Option<String>,
 }
 
@@ -426,7 +451,7 @@ pub struct EmitRequest {
 pub struct RoomRequest {
     #[serde(default)]
     pub room: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string")]
     pub namespace: Option<String>,
 }
 
@@ -434,7 +459,7 @@ pub struct RoomRequest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string")]
     pub namespace: Option<String>,
     /// Close the client's whole connection, not only this namespace.
     #[serde(default)]
@@ -445,6 +470,11 @@ pub struct DisconnectRequest {
 #[derive(Debug, Default, Deserialize)]
 struct NamespaceQuery {
     namespace: Option<String>,
+}
+
+/// A field that, when present, must be a string (`null` is refused, as the schema says).
+fn string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// A field that is present (even as `null`) deserializes to `Some`.
@@ -988,10 +1018,13 @@ pub fn openapi() -> Value {
             })
             .collect();
         let mut responses = Map::new();
-        responses.insert(
-            "200".into(),
-            json!({"description": "Done.", "content": {"application/json": {"schema": (endpoint.response)()}}}),
-        );
+        let mut ok =
+            json!({"description": "Done.", "content": {"application/json": {"schema": (endpoint.response)()}}});
+        for link in endpoint.links {
+            ok["links"][link.operation_id] =
+                json!({"operationId": link.operation_id, "parameters": {link.parameter: link.expression}});
+        }
+        responses.insert("200".into(), ok);
         let mut by_status: BTreeMap<u16, Vec<&'static str>> = BTreeMap::new();
         for kind in endpoint.all_errors() {
             by_status.entry(kind.status().as_u16()).or_default().push(kind.message());
@@ -1135,6 +1168,10 @@ mod tests {
                     "{} does not document {kind:?}",
                     endpoint.path
                 );
+            }
+            for link in endpoint.links {
+                let target = ENDPOINTS.iter().find(|e| e.operation_id == link.operation_id).expect("linked operation");
+                assert!(target.params.iter().any(|p| p.name == link.parameter), "{link:?}");
             }
             for param in endpoint.params.iter().filter(|p| p.location == ParamIn::Path) {
                 assert!(
