@@ -9,7 +9,7 @@
 # (scripts/install-deps.sh), Node.js with tests/node's npm dependencies.
 #   SWITCHYARD_BIN        another binary
 #   SCHEMATHESIS          another schemathesis executable
-#   API_MAX_EXAMPLES      test cases per operation and phase (default 25)
+#   API_MAX_EXAMPLES      test cases per operation and phase (default 15)
 #   API_SEED              the random seed (default 1: every run generates the same cases); "random" for a new one
 #   API_SERVER_LOG=1      show the server's log
 set -euo pipefail
@@ -80,7 +80,7 @@ timeout --kill-after=10 150 "$st" run "$url/api/openapi.json" \
   -H "Authorization: Bearer $key" \
   --checks all \
   --exclude-operation-id presence \
-  --max-examples "${API_MAX_EXAMPLES:-25}" \
+  --max-examples "${API_MAX_EXAMPLES:-15}" \
   "${seed[@]}" \
   --request-timeout 10 \
   --no-color

@@ -631,22 +631,6 @@ impl Api {
         registry.register(Box::new(self.requests.clone()))
     }
 
-    /// Requests answered so far on `route` (its path template) with `status`, over every method.
-    pub fn requests_answered(&self, route: &str, status: u16) -> u64 {
-        let status = status.to_string();
-        let mut total = 0;
-        for family in prometheus::core::Collector::collect(&self.requests) {
-            for metric in family.get_metric() {
-                let label =
-                    |name: &str| metric.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string());
-                if label("route").as_deref() == Some(route) && label("status").as_deref() == Some(status.as_str()) {
-                    total += metric.get_counter().get_value() as u64;
-                }
-            }
-        }
-        total
-    }
-
     /// Every `/api` route: [`ENDPOINTS`], `/api/openapi.json` and a JSON 404 for any other `/api` path.
     pub fn routes(self: &Arc<Self>) -> Router {
         let mut routes: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
@@ -675,12 +659,17 @@ impl Api {
             async move { api.openapi_document(request) }
         };
         let api = self.clone();
+        let wrong_openapi_method = move |request: Request| {
+            let api = api.clone();
+            async move { api.wrong_method("/api/openapi.json", request).await }
+        };
+        let api = self.clone();
         let not_found = move |request: Request| {
             let api = api.clone();
             async move { api.call(None, request).await }
         };
         router
-            .route("/api/openapi.json", on(MethodFilter::GET, openapi))
+            .route("/api/openapi.json", on(MethodFilter::GET, openapi).fallback(wrong_openapi_method))
             .route("/api", any(not_found.clone()))
             .route("/api/", any(not_found.clone()))
             .route("/api/{*rest}", any(not_found))
@@ -709,7 +698,12 @@ impl Api {
         let answer = self.admit(&request).and(Err(ApiError::new(ErrorKind::MethodNotAllowed)));
         let mut response = self.answer(path, &method, answer);
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-            let allowed: Vec<&str> = ENDPOINTS.iter().filter(|e| e.path == path).map(|e| e.method.as_str()).collect();
+            let mut allowed: Vec<&str> =
+                ENDPOINTS.iter().filter(|e| e.path == path).map(|e| e.method.as_str()).collect();
+            if allowed.is_empty() {
+                // `/api/openapi.json`, the one route outside the table.
+                allowed.push("GET");
+            }
             if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
                 response.headers_mut().insert(ALLOW, value);
             }

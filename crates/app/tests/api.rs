@@ -360,6 +360,9 @@ async fn unknown_paths_and_methods() {
     let response = server.call("DELETE", "/api/rooms", None).await;
     assert_error(&response, ErrorKind::MethodNotAllowed);
     assert_eq!(response.header("allow"), Some("GET"));
+    let response = server.call("POST", "/api/openapi.json", None).await;
+    assert_error(&response, ErrorKind::MethodNotAllowed);
+    assert_eq!(response.header("allow"), Some("GET"));
 }
 
 #[tokio::test]

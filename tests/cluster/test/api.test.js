@@ -24,8 +24,9 @@ const KEY = "cluster-test-key-0123456789";
 async function startNode(url, mode) {
   const port = await freePort();
   const args = ["--host", "127.0.0.1", "--port", String(port), "--redis-url", url, "--redis-mode", mode];
-  // No rate limit: the tests poll the API.
-  args.push("--set", "api.requests_per_second=0");
+  // No rate limit: the tests poll the API. No connection state recovery: events arrive with exactly
+  // the arguments emitted (recovery appends an offset).
+  args.push("--set", "api.requests_per_second=0", "--set", "recovery.enabled=false");
   const child = spawn(switchyardBin, args, {
     env: { ...process.env, SWITCHYARD_API_KEY: KEY, RUST_LOG: process.env.RUST_LOG || "warn" },
     stdio: ["ignore", "ignore", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"],
