@@ -55,12 +55,15 @@ SWITCHYARD_API_KEY="$key" "$bin" --host 127.0.0.1 --port "$port" \
   --set api.requests_per_second=0 --set server.chat_page=false --set limits.connections_per_ip=0 \
   --set limits.handshakes_per_second_per_ip=0 >"$server_log" 2>&1 &
 server_pid=$!
+ready() {
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$url/readyz" >/dev/null 2>&1
+}
 for _ in $(seq 1 100); do
-  curl -fs "$url/readyz" >/dev/null 2>&1 && break
+  ready && break
   kill -0 "$server_pid" 2>/dev/null || { echo "tests/api: the server exited" >&2; exit 1; }
   sleep 0.1
 done
-curl -fs "$url/readyz" >/dev/null || { echo "tests/api: the server is not ready after 10 s" >&2; exit 1; }
+ready || { echo "tests/api: the server is not ready after 10 s" >&2; exit 1; }
 
 node clients.mjs "$url" "$key" 4 >"$work/clients.out" 2>&1 &
 clients_pid=$!
