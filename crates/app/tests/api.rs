@@ -461,3 +461,23 @@ fn the_binary_takes_the_key_from_switchyard_api_key_and_never_prints_it() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("api.key: must be at least 16 characters"));
 }
+
+#[test]
+fn docs_api_md_lists_every_error_with_its_status() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/API.md");
+    let text = std::fs::read_to_string(path).expect("docs/API.md");
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // | status | `error` | when |
+            (cells.len() >= 4 && cells[1].parse::<u16>().is_ok() && cells[2].starts_with('`'))
+                .then(|| (cells[1].to_string(), cells[2].trim_matches('`').to_string()))
+        })
+        .collect();
+    for kind in ErrorKind::ALL {
+        let row = (kind.status().as_str().to_string(), kind.message().to_string());
+        assert!(rows.contains(&row), "docs/API.md lacks the row {row:?}");
+    }
+    assert_eq!(rows.len(), ErrorKind::ALL.len(), "docs/API.md lists errors the code does not have: {rows:?}");
+}
