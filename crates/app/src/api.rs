@@ -498,8 +498,16 @@ fn emit_schema() -> Value {
         "properties": {
             "event": {"type": "string", "minLength": 1, "not": {"enum": RESERVED_EVENTS}, "example": "news"},
             "data": {"description": "The event's one argument, any JSON value; absent: no argument."},
-            "rooms": {"type": "array", "items": room_name_schema(), "description": "Rooms to reach; empty or absent: every socket."},
-            "except": {"type": "array", "items": room_name_schema(), "description": "Sockets in any of these rooms are skipped."},
+            "rooms": {
+                "type": "array",
+                "items": room_name_schema(),
+                "description": "Rooms to reach; empty or absent: every socket.",
+            },
+            "except": {
+                "type": "array",
+                "items": room_name_schema(),
+                "description": "Sockets in any of these rooms are skipped.",
+            },
             "namespace": namespace_schema(),
         },
     })

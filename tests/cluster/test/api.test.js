@@ -33,7 +33,8 @@ async function startNode(url, mode) {
   });
   const exited = new Promise((resolve) => child.once("exit", resolve));
   const node = { kind: "switchyard", port, url: `http://127.0.0.1:${port}`, child, exited };
-  await eventually(`node ${port} to be ready`, async () => (await request(node, "GET", "/readyz", undefined, false)).status === 200, 15000);
+  const ready = async () => (await request(node, "GET", "/readyz", undefined, false)).status === 200;
+  await eventually(`node ${port} to be ready`, ready, 15000);
   return node;
 }
 
@@ -99,7 +100,8 @@ for (const mode of ["classic", "sharded"]) {
       await eventually("three servers", async () => (await cmd(onNode, "serverCount")) === 3);
       await eventually("node A to see every socket", async () => {
         const response = await api(a, "GET", "/api/rooms");
-        return response.status === 200 && (await members(a, onB.id)).length === 1 && (await members(a, onNode.id)).length === 1;
+        if (response.status !== 200) return false;
+        return (await members(a, onB.id)).length === 1 && (await members(a, onNode.id)).length === 1;
       });
     });
 
@@ -179,7 +181,8 @@ for (const mode of ["classic", "sharded"]) {
         await assertOk(api(a, "POST", `/api/sockets/${client.id}/disconnect`, {}));
         assert.deepEqual(await reason, ["io server disconnect", undefined]);
       }
-      await eventually("the sockets gone", async () => (await members(a, onB.id)).length === 0 && (await members(a, onNode.id)).length === 0);
+      const gone = async () => (await members(a, onB.id)).length === 0 && (await members(a, onNode.id)).length === 0;
+      await eventually("the sockets gone", gone);
       // Gone from every node: a second disconnect finds nothing.
       await assertError(api(a, "POST", `/api/sockets/${onB.id}/disconnect`), 404, "socket not found");
       // Back on B (same client, new socket id), and disconnected with its whole connection this time.
@@ -195,7 +198,8 @@ for (const mode of ["classic", "sharded"]) {
 
     it("API errors, the cluster's included", async () => {
       await assertError(request(a, "GET", "/api/rooms", undefined, false), 401, "unauthorized");
-      await assertError(api(a, "POST", "/api/sockets/NoSuchSocketAnywhere/join", { room: "r" }), 404, "socket not found");
+      const nobody = "/api/sockets/NoSuchSocketAnywhere/join";
+      await assertError(api(a, "POST", nobody, { room: "r" }), 404, "socket not found");
       await assertError(api(a, "POST", "/api/emit", { event: "x", namespace: "/nowhere" }), 404, "namespace not found");
       await assertError(api(a, "POST", "/api/emit", { event: "disconnect" }), 400, "reserved event");
       await assertError(api(a, "POST", "/api/emit", { data: 1 }), 400, "missing event");
