@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (run as root): Debian packages (Redis,
-# Chromium + ChromeDriver, nginx, Node.js if absent) and the npm dependencies of the JavaScript test and
-# bench directories. Idempotent and non-interactive; a repeat run that finds everything present makes no
+# Chromium + ChromeDriver, nginx, Node.js if absent), the npm dependencies of the JavaScript test and
+# bench directories, and schemathesis (PyPI, in tests/api/.venv) for the HTTP API's test. Idempotent and non-interactive; a repeat run that finds everything present makes no
 # network request and takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,5 +86,27 @@ for dir in tests/node tests/browser tests/cluster bench/node; do
   (cd "$dir" && timeout 600 npm ci --no-audit --no-fund --loglevel=error)
   cp "$dir/package-lock.json" "$stamp"
 done
+
+# schemathesis (PyPI, pinned) for the HTTP API's property-based test (tests/api/run.sh), in its own
+# virtual environment; skipped when that version is already there.
+SCHEMATHESIS_VERSION=4.32.5
+venv=tests/api/.venv
+if [[ -x "$venv/bin/schemathesis" ]] && "$venv/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $SCHEMATHESIS_VERSION"; then
+  echo "install-deps: schemathesis $SCHEMATHESIS_VERSION present"
+else
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "install-deps: python3 with venv is missing and not root; install python3-venv and rerun" >&2
+      exit 1
+    fi
+    echo "install-deps: installing python3 python3-venv"
+    timeout 600 apt-get -o DPkg::Lock::Timeout=300 update -qq
+    timeout 1200 apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends python3 python3-venv
+  fi
+  echo "install-deps: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  rm -rf "$venv"
+  timeout 120 python3 -m venv "$venv"
+  timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
 
 echo "install-deps: done"

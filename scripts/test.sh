@@ -87,6 +87,8 @@ else
   skip fuzz "scripts/fuzz-smoke.sh not present"
 fi
 step node 900 0 bash tests/node/run.sh
+# The HTTP API, property-based: schemathesis against the release binary's /api/openapi.json.
+step api 300 0 bash tests/api/run.sh
 if [[ -f tests/cluster/run.sh ]]; then
   step cluster 600 0 bash tests/cluster/run.sh
 else

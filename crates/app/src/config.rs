@@ -56,6 +56,7 @@ pub struct Config {
     pub log: LogConfig,
     pub redis: RedisSection,
     pub recovery: RecoverySection,
+    pub api: ApiConfig,
 }
 
 /// Where to listen and how to stop.
@@ -292,6 +293,51 @@ impl Default for RecoverySection {
     }
 }
 
+// ---- [api]: the HTTP API (crates/app/src/api.rs, docs/API.md) -------------------------------------
+
+/// The HTTP API under `/api/` on the server's port: off (every `/api` path answers 404) until `key`
+/// is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The key every request carries as `Authorization: Bearer <key>` (`SWITCHYARD_API_KEY`); at
+    /// least [`ApiConfig::MIN_KEY_LEN`] characters. Empty: the API is off.
+    pub key: String,
+    /// Largest request body in bytes; a larger one is answered 413.
+    pub max_body_bytes: usize,
+    /// Requests per second per client IP, with a burst of as many (0: no limit); over it, 429.
+    pub requests_per_second: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { key: String::new(), max_body_bytes: 1_048_576, requests_per_second: 100 }
+    }
+}
+
+impl ApiConfig {
+    /// The shortest key accepted: a short key could be guessed.
+    pub const MIN_KEY_LEN: usize = 16;
+
+    /// True when a key is set.
+    pub fn enabled(&self) -> bool {
+        !self.key.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.into(), reason: reason.into() });
+        if self.enabled() && self.key.len() < Self::MIN_KEY_LEN {
+            return invalid("api.key", "must be at least 16 characters (a random value, e.g. `openssl rand -hex 32`)");
+        }
+        if self.enabled() && self.max_body_bytes == 0 {
+            return invalid("api.max_body_bytes", "must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
+// ---- end of [api] ------------------------------------------------------------------------------------
+
 /// A configuration that cannot start a server: names the key and the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -453,6 +499,7 @@ impl Config {
         if self.recovery.enabled && self.recovery.max_disconnection_ms == 0 {
             return invalid("recovery.max_disconnection_ms", "must be greater than 0 when recovery is enabled");
         }
+        self.api.validate()?;
         Ok(())
     }
 
@@ -462,11 +509,13 @@ impl Config {
             Ok(Value::Table(table)) => table,
             _ => toml::Table::new(),
         };
-        for (_, section) in table.iter_mut() {
+        for (name, section) in table.iter_mut() {
             if let Value::Table(section) = section {
                 for (key, value) in section.iter_mut() {
                     let Some(text) = value.as_str().filter(|s| !s.is_empty()) else { continue };
-                    if SECRET_WORDS.iter().any(|w| key.contains(w)) {
+                    // `api.key` is checked as `api_key`: the section's name counts too.
+                    let qualified = format!("{name}_{key}");
+                    if SECRET_WORDS.iter().any(|w| qualified.contains(w)) {
                         *value = Value::String("<redacted>".into());
                     } else if key.ends_with("url") {
                         *value = Value::String(redact_url_password(text));
@@ -728,5 +777,20 @@ mod tests {
         assert!(text.contains("port = 3000"));
         let round: Config = toml::from_str(&text).unwrap();
         assert_eq!(round.server, config.server);
+    }
+
+    #[test]
+    fn api_key_comes_from_switchyard_api_key_and_is_redacted() {
+        assert_eq!(env_name("api.key"), "SWITCHYARD_API_KEY");
+        let key = "0123456789abcdef-secret";
+        let config = Loader::new().env(env(&[("SWITCHYARD_API_KEY", key)])).load().unwrap();
+        assert_eq!(config.api.key, key);
+        assert!(config.api.enabled());
+        let text = config.to_redacted_toml();
+        assert!(!text.contains(key), "{text}");
+        assert!(text.contains("[api]\nkey = \"<redacted>\""), "{text}");
+        let err = Loader::new().env(env(&[("SWITCHYARD_API_KEY", "short")])).load().unwrap_err();
+        assert!(err.to_string().starts_with("api.key: must be at least 16 characters"), "{err}");
+        assert!(!Config::default().api.enabled());
     }
 }

@@ -13,12 +13,14 @@
 //! - [`shutdown`]: the signal and the order of a graceful stop.
 //! - [`tls`]: https and wss on the same port, certificates reloaded without a restart.
 //! - [`access`]: who a socket is ([`access::Identity`]) and what it may join and publish.
+//! - [`api`]: the HTTP API under `/api/` (emit, rooms, sockets; its OpenAPI document).
 //! - [`chat`]: the demo chat page at `/` and its events.
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls [`App::build`] and [`App::serve`]
 //! (or [`run`]).
 
 pub mod access;
+pub mod api;
 pub mod chat;
 pub mod cluster;
 pub mod config;
@@ -69,6 +71,8 @@ pub struct App {
     metrics: Option<Arc<metrics::Metrics>>,
     /// The policy every join and publish is checked against.
     access: Arc<access::Access>,
+    /// The HTTP API, when `api.key` is set.
+    api: Option<Arc<api::Api>>,
 }
 
 impl App {
@@ -112,7 +116,13 @@ impl App {
             Arc::new(metrics)
         });
         let access = Arc::new(access::Access::allow_all());
-        Ok(App { config, io, cluster, health, tls, limits, metrics, access })
+        let api = api::Api::new(io.clone(), &config.api);
+        if let (Some(api), Some(metrics)) = (&api, &metrics) {
+            if let Err(e) = api.register_metrics(metrics.registry()) {
+                tracing::warn!(error = %e, "registering the API's metrics");
+            }
+        }
+        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -148,14 +158,23 @@ impl App {
         &self.access
     }
 
+    /// The HTTP API, when `api.key` is set.
+    pub fn api(&self) -> Option<&Arc<api::Api>> {
+        self.api.as_ref()
+    }
+
     /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.
     pub fn metrics(&self) -> Option<&Arc<metrics::Metrics>> {
         self.metrics.as_ref()
     }
 
-    /// Every HTTP route on the one port: Socket.IO, health, metrics and the chat page.
+    /// Every HTTP route on the one port: Socket.IO, health, metrics, the HTTP API and the chat page.
     pub fn router(&self) -> Router {
         let mut router = Router::new().merge(self.health.routes());
+        router = match &self.api {
+            Some(api) => router.merge(api.routes()),
+            None => router.merge(api::disabled_routes()),
+        };
         if let Some(metrics) = self.metrics.clone() {
             router = router.route(
                 "/metrics",

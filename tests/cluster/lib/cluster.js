@@ -94,8 +94,9 @@ export async function startRedis(extraArgs = [], port) {
     ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, ...extraArgs],
     { stdio: "ignore" },
   );
+  // Safe to call twice (a test may stop Redis before stopAll does): a killed process has a signalCode.
   const stop = async () => {
-    if (child.exitCode === null) {
+    if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGKILL");
       await new Promise((r) => child.once("exit", r));
     }
