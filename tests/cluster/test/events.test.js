@@ -59,6 +59,21 @@ async function user(node, name) {
 
 const call = (socket, ...args) => within(5000, socket.emitWithAck(...args), `${args[0]} ack`);
 const next = (socket, event, ms = 5000) => within(ms, new Promise((resolve) => socket.once(event, resolve)), `"${event}"`);
+/** The next `event` whose payload passes `accept`. */
+function nextWhere(socket, event, accept, ms = 5000) {
+  return within(
+    ms,
+    new Promise((resolve) => {
+      const listener = (payload) => {
+        if (!accept(payload)) return;
+        socket.off(event, listener);
+        resolve(payload);
+      };
+      socket.on(event, listener);
+    }),
+    `"${event}" matching`,
+  );
+}
 
 describe("built-in events across two nodes", () => {
   let a;
@@ -80,7 +95,8 @@ describe("built-in events across two nodes", () => {
   it("message, typing, presence and signal cross nodes", async () => {
     const alice = await user(a, "alice");
     const bob = await user(b, "bob");
-    const aliceHearsBob = next(alice, "user-connected");
+    // alice hears her own arrival too; this waits for bob's.
+    const aliceHearsBob = nextWhere(alice, "user-connected", (m) => m.user === "bob");
     assert.deepEqual(await call(alice, "join", "lobby"), { ok: true, room: "lobby" });
     assert.deepEqual(await call(bob, "join", "lobby"), { ok: true, room: "lobby" });
     // Presence is cluster-wide, and bob's arrival on node B is announced to alice on node A.
