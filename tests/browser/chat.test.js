@@ -426,7 +426,6 @@ test('the server enforces the built-in events contract (raw Socket.IO frames fro
     results.signalSelf = await call('signal', 'raw', { x: 2 });
     results.signal = await event('signal');
     results.leave = await call('leave', 'raw-room');
-    results.disconnectedLine = await event('user-disconnected');
     results.afterLeave = await call('message', 'raw-room', { text: 'left already' });
     results.unexpected = inbox.slice();
     ws.close();
@@ -451,7 +450,6 @@ test('the server enforces the built-in events contract (raw Socket.IO frames fro
   assert.deepEqual(outcome.signalSelf, [{ ok: true }]);
   assert.deepEqual(outcome.signal, ['signal', { from: 'raw', data: { x: 2 } }]);
   assert.deepEqual(outcome.leave, [{ ok: true, room: 'raw-room' }]);
-  assert.deepEqual(outcome.disconnectedLine, ['user-disconnected', { room: 'raw-room', user: 'raw' }]);
   refused(outcome.afterLeave, 'forbidden', 'message after leaving');
   assert.deepEqual(outcome.unexpected, [], 'no unexpected frames');
   assert.deepEqual(page.problems, []);
