@@ -205,7 +205,7 @@ impl Events {
         };
         tokio::spawn(async move {
             let online = match presence.users(ns.name(), &room).await {
-                Ok(users) => users.iter().any(|u| *u == target),
+                Ok(users) => users.contains(&target),
                 Err(e) => {
                     // The store is away: deliver anyway (the target may well be there).
                     tracing::warn!(error = %e, "presence: cannot tell whether a signal's target is online");

@@ -549,9 +549,9 @@ impl Presence {
         let _ = self.ops.send(op);
     }
 
-    fn member(socket: &Socket, room: &Room) -> Option<Member> {
-        // A socket's own id is never reported as a room; rooms equal to a socket id are not people.
-        Some((socket.ns().name().into(), room.clone(), crate::access::user_of(socket)))
+    /// The (namespace, room, user) of a join or leave (a socket's own id room is never reported).
+    fn member(socket: &Socket, room: &Room) -> Member {
+        (socket.ns().name().into(), room.clone(), crate::access::user_of(socket))
     }
 
     /// This node's (namespace, room) -> users, for the refresh.
@@ -569,7 +569,7 @@ impl Presence {
 
 impl Observer for Presence {
     fn on_join(&self, socket: &Socket, room: &Room) {
-        let Some(member) = Self::member(socket, room) else { return };
+        let member = Self::member(socket, room);
         let mut counts = self.counts.lock();
         let count = counts.entry(member.clone()).or_insert(0);
         *count += 1;
@@ -580,7 +580,7 @@ impl Observer for Presence {
     }
 
     fn on_leave(&self, socket: &Socket, room: &Room) {
-        let Some(member) = Self::member(socket, room) else { return };
+        let member = Self::member(socket, room);
         let mut counts = self.counts.lock();
         let Some(count) = counts.get_mut(&member) else { return };
         *count -= 1;

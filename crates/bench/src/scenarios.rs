@@ -233,7 +233,7 @@ pub enum FanoutEvent {
 
 impl std::str::FromStr for FanoutEvent {
     type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "msg" => Ok(FanoutEvent::Msg),
             "message" => Ok(FanoutEvent::Message),
@@ -313,7 +313,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     for _ in 0..options.receivers {
         let (target, shared, gate, ready, deliveries, mut stopped) =
             (target.clone(), shared.clone(), gate.clone(), ready.clone(), deliveries.clone(), stopped.clone());
-        let event = options.event;
+        let fanout_event = options.event;
         tasks.spawn(async move {
             let mut tally = ReceiverTally::default();
             let permit = gate.acquire_owned().await;
@@ -335,7 +335,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                 let step: Result<()> = async {
                     while let Some(event) = client.try_next_eio().await? {
                         if let EioEvent::Message(text) = event {
-                            match event.seq(&text) {
+                            match fanout_event.seq(&text) {
                                 Some(seq) => {
                                     batch += 1;
                                     if seq != expected_seq {
