@@ -86,8 +86,9 @@ impl Events {
             Ok(room) => room,
             Err(error) => return refuse(socket, "join", ack, error),
         };
-        let own = access::user_room(&access::user_of(socket));
-        if (room.starts_with(USER_ROOM_PREFIX) && room != own) || !self.access.may_join(socket, &room) {
+        // A user's own room: always theirs (the socket is in it already), nobody else's.
+        let own = room == access::user_room(&access::user_of(socket));
+        if !own && (room.starts_with(USER_ROOM_PREFIX) || !self.access.may_join(socket, &room)) {
             return refuse(socket, "join", ack, errors::FORBIDDEN);
         }
         // Joined here, on the connection's task, so that an event the client sends right after

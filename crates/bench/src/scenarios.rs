@@ -389,7 +389,13 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     let joined = ready.load(Ordering::Relaxed);
     result.insert("receivers_joined".into(), json!(joined));
 
-    let mut sender = match connect_with_timeout(target).await {
+    // The built-in `message` is refused to a socket outside the room: that sender joins first (and
+    // so also gets each message back, one delivery per message that the receivers do not count).
+    let sender = match options.event {
+        FanoutEvent::Msg => connect_with_timeout(target).await,
+        FanoutEvent::Message => connect_and_join(target, FANOUT_ROOM).await,
+    };
+    let mut sender = match sender {
         Ok(sender) => sender,
         Err(err) => {
             shared.record_error("sender connect", &err);
