@@ -27,6 +27,9 @@ pub const USER_ROOM_PREFIX: &str = "user:";
 pub const MAX_ROOM_BYTES: usize = 256;
 /// The longest user name (bytes) `signal` accepts.
 pub const MAX_USER_BYTES: usize = 256;
+/// How long `join`, `leave` and `presence` wait for this node's presence changes to reach the store
+/// before answering anyway (the store may be unreachable).
+pub const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The error strings of the acks (docs/EVENTS.md).
 pub mod errors {
@@ -172,7 +175,7 @@ impl Events {
         let nsp = socket.ns().name().to_string();
         tokio::spawn(async move {
             // Changes this socket caused (a join just before) are in the store before it is read.
-            presence.settled().await;
+            let _ = tokio::time::timeout(SETTLE_WAIT, presence.settled()).await;
             match presence.users(&nsp, &room).await {
                 Ok(users) => ack.send(json!({"ok": true, "users": users})),
                 Err(e) => {
@@ -232,7 +235,9 @@ impl Events {
         match self.presence.clone() {
             Some(presence) => {
                 tokio::spawn(async move {
-                    presence.settled().await;
+                    if tokio::time::timeout(SETTLE_WAIT, presence.settled()).await.is_err() {
+                        tracing::warn!("presence store slow: acknowledging before the change reached it");
+                    }
                     ack.send(reply);
                 });
             }

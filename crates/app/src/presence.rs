@@ -196,6 +196,9 @@ pub struct RedisPresence {
     ttl_ms: u64,
     target: switchyard_redis::RedisTarget,
     conn: tokio::sync::Mutex<Option<RedisConn>>,
+    /// When connecting last failed: calls fail at once for [`RETRY_AFTER`] rather than each waiting
+    /// for a connect timeout while Redis is away.
+    failed_at: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Clone)]
@@ -282,6 +285,10 @@ if #all > 0 then redis.call('PEXPIRE', KEYS[1], 3 * ttl) end
 return gone";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed connect, how long calls fail at once before the next attempt.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Rooms refreshed at once (each one script on the multiplexed connection).
+const REFRESH_IN_FLIGHT: usize = 32;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl RedisPresence {
@@ -294,6 +301,7 @@ impl RedisPresence {
             ttl_ms: ttl.as_millis().max(1) as u64,
             target,
             conn: tokio::sync::Mutex::new(None),
+            failed_at: Mutex::new(None),
         })
     }
 
@@ -307,6 +315,17 @@ impl RedisPresence {
         if let Some(conn) = &*slot {
             return Ok(conn.clone());
         }
+        if self.failed_at.lock().is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return Err(PresenceError::Unavailable("Redis unreachable (retrying shortly)".into()));
+        }
+        let conn = self.connect().await;
+        *self.failed_at.lock() = conn.is_err().then(std::time::Instant::now);
+        let conn = conn?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn connect(&self) -> Result<RedisConn, PresenceError> {
         let unavailable = |e: redis::RedisError| PresenceError::Unavailable(e.to_string());
         let conn = match &self.target {
             switchyard_redis::RedisTarget::Single(url) => {
@@ -328,7 +347,6 @@ impl RedisPresence {
                 RedisConn::Cluster(client.get_async_connection().await.map_err(unavailable)?)
             }
         };
-        *slot = Some(conn.clone());
         Ok(conn)
     }
 
@@ -413,15 +431,28 @@ impl PresenceStore for Arc<RedisPresence> {
     }
 
     fn refresh(&self, held: Vec<HeldRoom>) -> PresenceFuture<Vec<Expired>> {
+        use futures_util::stream::{self, StreamExt};
         let this = self.clone();
         Box::pin(async move {
+            // One script per room, up to REFRESH_IN_FLIGHT at once on the multiplexed connection.
+            let results: Vec<(Arc<str>, Room, Result<Vec<String>, PresenceError>)> = stream::iter(held)
+                .map(|HeldRoom { nsp, room, users }| {
+                    let this = this.clone();
+                    async move {
+                        let mut args = vec![this.node.to_string(), this.ttl_ms.to_string()];
+                        args.extend(users.iter().map(|u| u.to_string()));
+                        let gone = this.eval_list(LUA_REFRESH, this.key(&nsp, &room), args).await;
+                        (nsp, room, gone)
+                    }
+                })
+                .buffer_unordered(REFRESH_IN_FLIGHT)
+                .collect()
+                .await;
             let mut expired = Vec::new();
             let mut first_error = None;
-            for HeldRoom { nsp, room, users } in held {
-                let mut args = vec![this.node.to_string(), this.ttl_ms.to_string()];
-                args.extend(users.iter().map(|u| u.to_string()));
-                // One room failing must not keep the others from being refreshed.
-                match this.eval_list(LUA_REFRESH, this.key(&nsp, &room), args).await {
+            for (nsp, room, gone) in results {
+                // One room failing must not keep the others from being refreshed and reported.
+                match gone {
                     Ok(gone) => expired.extend(gone.into_iter().map(|user| Expired {
                         nsp: nsp.clone(),
                         room: room.clone(),
@@ -432,6 +463,7 @@ impl PresenceStore for Arc<RedisPresence> {
                     }
                 }
             }
+            expired.sort();
             match first_error {
                 Some(e) if expired.is_empty() => Err(e),
                 Some(e) => {

@@ -132,4 +132,9 @@ async fn the_store_reports_an_unreachable_redis() {
     );
     let err = bounded("the failing call", store.add("/", "r", "alice")).await.unwrap_err();
     assert!(err.to_string().starts_with("presence store unavailable"), "{err}");
+    // Right after a failed connect, calls fail at once instead of each waiting for a timeout.
+    let started = std::time::Instant::now();
+    let err = bounded("the second call", store.users("/", "r")).await.unwrap_err();
+    assert!(err.to_string().contains("retrying shortly"), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(100));
 }
