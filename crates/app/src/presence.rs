@@ -285,6 +285,9 @@ if #all > 0 then redis.call('PEXPIRE', KEYS[1], 3 * ttl) end
 return gone";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One room's refresh: its namespace, name and the users whose entries expired.
+type RoomRefresh = (Arc<str>, Room, Result<Vec<String>, PresenceError>);
+
 /// After a failed connect, how long calls fail at once before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Rooms refreshed at once (each one script on the multiplexed connection).
@@ -435,7 +438,7 @@ impl PresenceStore for Arc<RedisPresence> {
         let this = self.clone();
         Box::pin(async move {
             // One script per room, up to REFRESH_IN_FLIGHT at once on the multiplexed connection.
-            let results: Vec<(Arc<str>, Room, Result<Vec<String>, PresenceError>)> = stream::iter(held)
+            let results: Vec<RoomRefresh> = stream::iter(held)
                 .map(|HeldRoom { nsp, room, users }| {
                     let this = this.clone();
                     async move {
