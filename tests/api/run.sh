@@ -76,13 +76,11 @@ grep -q ready "$work/clients.out" || { cat "$work/clients.out" >&2; echo "tests/
 
 seed=()
 [[ "${API_SEED:-1}" != random ]] && seed=(--seed "${API_SEED:-1}")
-# GET /api/presence/{room} answers 501 until presence is wired into the API: left out until then.
 # Hypothesis keeps its example database in the work directory, which is removed afterwards.
 cd "$work"
 timeout --kill-after=10 150 "$st" run "$url/api/openapi.json" \
   -H "Authorization: Bearer $key" \
   --checks all \
-  --exclude-operation-id presence \
   --max-examples "${API_MAX_EXAMPLES:-15}" \
   "${seed[@]}" \
   --request-timeout 10 \

@@ -1,4 +1,5 @@
-// Browser test of the chat page: a server under test, headless Debian Chromium, two pages in one room.
+// Browser test of the chat page (a client of the built-in events, docs/EVENTS.md): a server under test,
+// headless Debian Chromium, two pages with different users in one room.
 //
 // Environment:
 //   CHAT_SERVER_CMD   command that starts the server (run by /bin/sh from the repository root, with PORT set);
@@ -194,6 +195,23 @@ async function waitForCount(locator, count) {
   }
 }
 
+function dmLine(page, author, text) {
+  return page.locator('#messages li[data-kind="dm"]').filter({ hasText: text }).filter({
+    has: page.locator('.author', { hasText: author }),
+  });
+}
+
+/** Waits until the member list is exactly `expected` (a bounded wait). */
+async function waitForMembers(page, expected) {
+  const deadline = Date.now() + UI_TIMEOUT_MS;
+  let seen = await memberNames(page);
+  while (JSON.stringify(seen) !== JSON.stringify(expected)) {
+    if (Date.now() > deadline) assert.deepEqual(seen, expected, 'member list');
+    await delay(25);
+    seen = await memberNames(page);
+  }
+}
+
 async function memberNames(page) {
   const entries = await page
     .locator('#members li')
@@ -245,7 +263,7 @@ after(async () => {
   if (artifactDir) console.log(`artifacts (screenshots, server.log): ${artifactDir}`);
 });
 
-test('two pages in one room exchange messages', async () => {
+test('two pages with different users: presence, typing, messages, private messages', async () => {
   const started = Date.now();
   const alicePage = await openChatPage('A', { width: 1000, height: 680 });
   const bobPage = await openChatPage('B', { width: 420, height: 760 });
@@ -253,14 +271,21 @@ test('two pages in one room exchange messages', async () => {
 
   await join(alicePage, 'alice');
   await systemLine(alicePage, 'alice joined').waitFor({ timeout: UI_TIMEOUT_MS });
+  assert.match(await alicePage.textContent('#status'), /Connected as alice/);
 
   await join(bobPage, 'bob');
-  // The join announcement reaches both the member already there and the joiner.
+  // user-connected reaches both the member already there and the joiner.
   await systemLine(alicePage, 'bob joined').waitFor({ timeout: UI_TIMEOUT_MS });
   await systemLine(bobPage, 'bob joined').waitFor({ timeout: UI_TIMEOUT_MS });
-  // The join ack lists the members, so bob sees alice without having seen her join.
+  // bob's list comes from the `presence` ack, alice's from user-connected.
   assert.deepEqual(await memberNames(bobPage), ['alice', 'bob (you)']);
-  assert.deepEqual(await memberNames(alicePage), ['alice (you)', 'bob']);
+  await waitForMembers(alicePage, ['alice (you)', 'bob']);
+
+  // Typing: bob types, alice sees it; bob's message clears it.
+  await bobPage.fill('#message', 'typing a reply');
+  await alicePage.locator('#typing', { hasText: 'bob is typing…' }).waitFor({ timeout: UI_TIMEOUT_MS });
+  assert.equal(await bobPage.textContent('#typing'), '', 'nobody sees their own typing');
+  await bobPage.fill('#message', '');
 
   const tag = Math.random().toString(36).slice(2, 8);
   const hello = `hello from alice ${tag}`;
@@ -277,19 +302,34 @@ test('two pages in one room exchange messages', async () => {
   timings.messageBtoAMs = (await arrivalTime(alicePage, reply)) - sentAt;
   await chatMessage(alicePage, 'bob', reply).waitFor({ timeout: UI_TIMEOUT_MS });
   await chatMessage(bobPage, 'bob', reply).waitFor({ timeout: UI_TIMEOUT_MS });
+  assert.equal(await alicePage.textContent('#typing'), '', 'a message ends the typing indicator');
   // Text is shown as text, never parsed as markup.
   assert.equal(await alicePage.locator('#messages b').count(), 0);
 
-  // Each message appears exactly once on each page, with a server-given id and timestamp.
+  // Each message appears exactly once on each page, with a server-given UUIDv7 id.
   for (const page of [alicePage, bobPage]) {
     assert.equal(await chatMessage(page, 'alice', hello).count(), 1);
     assert.equal(await chatMessage(page, 'bob', reply).count(), 1);
     const ids = await page.locator('#messages li[data-kind="message"]').evaluateAll((items) => items.map((item) => item.dataset.id));
     assert.equal(ids.length, 2);
-    assert.ok(ids.every((id) => typeof id === 'string' && id !== ''), `message ids: ${JSON.stringify(ids)}`);
-    assert.notEqual(ids[0], ids[1]);
+    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.ok(ids[0] < ids[1], 'ids are ordered by time');
     assert.equal(await page.locator('#compose-error').isHidden(), true, 'no send error shown');
   }
+
+  // A private message (signal) from alice to bob, picked from the member list.
+  await alicePage.locator('#members li', { hasText: 'bob' }).click();
+  assert.equal(await alicePage.inputValue('#dm-to'), 'bob');
+  await alicePage.fill('#dm-text', `just between us ${tag}`);
+  await alicePage.click('#dm-send');
+  await dmLine(bobPage, 'alice → you', `just between us ${tag}`).waitFor({ timeout: UI_TIMEOUT_MS });
+  await dmLine(alicePage, 'alice → bob', `just between us ${tag}`).waitFor({ timeout: UI_TIMEOUT_MS });
+  // To somebody with no socket anywhere: refused as offline, shown, the text kept.
+  await alicePage.fill('#dm-to', 'nobody-here');
+  await alicePage.fill('#dm-text', 'hello?');
+  await alicePage.click('#dm-send');
+  await alicePage.locator('#compose-error', { hasText: 'offline' }).waitFor({ timeout: UI_TIMEOUT_MS });
+  assert.equal(await alicePage.inputValue('#dm-text'), 'hello?');
 
   const aliceShot = path.join(artifactDir, 'chat-page-a.png');
   const bobShot = path.join(artifactDir, 'chat-page-b.png');
@@ -302,8 +342,8 @@ test('two pages in one room exchange messages', async () => {
   await bobPage.click('#join', { timeout: UI_TIMEOUT_MS });
   await bobPage.locator('#room-title', { hasText: '#other-room' }).waitFor({ timeout: UI_TIMEOUT_MS });
   await waitForCount(systemLine(alicePage, 'bob left'), 1);
-  assert.deepEqual(await memberNames(alicePage), ['alice (you)']);
-  assert.deepEqual(await memberNames(bobPage), ['bob (you)']);
+  await waitForMembers(alicePage, ['alice (you)']);
+  await waitForMembers(bobPage, ['bob (you)']);
   await send(alicePage, 'anyone there?');
   await chatMessage(alicePage, 'alice', 'anyone there?').waitFor({ timeout: UI_TIMEOUT_MS });
 
@@ -313,14 +353,14 @@ test('two pages in one room exchange messages', async () => {
   const bobProblems = bobPage.problems;
   await bobPage.close();
   await waitForCount(systemLine(alicePage, 'bob left'), 2);
-  assert.deepEqual(await memberNames(alicePage), ['alice (you)']);
+  await waitForMembers(alicePage, ['alice (you)']);
 
   const problems = [...alicePage.problems, ...bobProblems];
   assert.deepEqual(problems, [], 'no errors or warnings inside the pages');
   await alicePage.close();
 });
 
-test('the server enforces the chat contract (raw Socket.IO frames from a page)', async () => {
+test('the server enforces the built-in events contract (raw Socket.IO frames from a page)', async () => {
   const page = await openChatPage('raw', { width: 800, height: 600 });
   // Runs inside the page: a bare WebSocket speaking Engine.IO v4 / Socket.IO v5, independent of chat.js.
   const outcome = await page.evaluate(async (timeoutMs) => {
@@ -368,50 +408,49 @@ test('the server enforces the chat contract (raw Socket.IO frames from a page)',
     };
 
     await next((f) => f.startsWith('0{'), 'open packet');
-    ws.send('40');
+    ws.send('40{"user":"raw"}');
     const connected = JSON.parse((await next((f) => f.startsWith('40{'), 'CONNECT')).slice(2));
     recovery = typeof connected.pid === 'string';
 
     const results = {};
-    results.beforeJoin = await call('chat:message', 'raw-room', 'too early');
-    results.join = await call('chat:join', 'raw-room', 'raw');
-    results.joinedLine = await event('chat:system');
-    results.empty = await call('chat:message', 'raw-room', '');
-    results.tooLong = await call('chat:message', 'raw-room', 'x'.repeat(2001));
-    results.otherRoom = await call('chat:message', 'elsewhere', 'wrong room');
-    results.longest = await call('chat:message', 'raw-room', 'y'.repeat(2000));
-    results.longestEvent = await event('chat:message');
-    results.switchRoom = await call('chat:join', 'raw-room-2', 'raw');
-    await event('chat:system');
-    results.oldRoom = await call('chat:message', 'raw-room', 'left already');
+    results.beforeJoin = await call('message', 'raw-room', { text: 'too early' });
+    results.badRoom = await call('join', 42);
+    results.join = await call('join', 'raw-room');
+    results.connectedLine = await event('user-connected');
+    results.presence = await call('presence', 'raw-room');
+    results.noData = await call('message', 'raw-room');
+    results.sent = await call('message', 'raw-room', { text: 'y'.repeat(2000) });
+    results.message = await event('message');
+    results.otherUsersRoom = await call('join', 'user:someone');
+    results.signalOffline = await call('signal', 'nobody', { x: 1 });
+    results.signalSelf = await call('signal', 'raw', { x: 2 });
+    results.signal = await event('signal');
+    results.leave = await call('leave', 'raw-room');
+    results.afterLeave = await call('message', 'raw-room', { text: 'left already' });
     results.unexpected = inbox.slice();
     ws.close();
     return results;
   }, UI_TIMEOUT_MS);
 
-  const rejected = (reply, label) => {
-    assert.equal(reply.length, 1, `${label}: one ack argument`);
-    assert.equal(reply[0].ok, false, `${label}: ${JSON.stringify(reply)}`);
-    assert.equal(typeof reply[0].error, 'string', `${label}: error text`);
-  };
-  rejected(outcome.beforeJoin, 'message before joining');
-  assert.deepEqual(outcome.join, [{ room: 'raw-room', members: ['raw'] }]);
-  assert.deepEqual(outcome.joinedLine, ['chat:system', { room: 'raw-room', text: 'raw joined' }]);
-  rejected(outcome.empty, 'empty message');
-  rejected(outcome.tooLong, '2001 characters');
-  rejected(outcome.otherRoom, 'room not joined');
-  assert.deepEqual(outcome.longest, [{ ok: true }]);
-  const [name, message] = outcome.longestEvent;
-  assert.equal(name, 'chat:message');
-  assert.equal(message.room, 'raw-room');
-  assert.equal(message.name, 'raw');
-  assert.equal(message.text, 'y'.repeat(2000));
-  assert.equal(typeof message.at, 'number');
-  assert.ok(Math.abs(message.at - Date.now()) < 60000, `at is a ms timestamp: ${message.at}`);
-  assert.equal(typeof message.id, 'string');
-  assert.ok(message.id.length > 0);
-  assert.deepEqual(outcome.switchRoom, [{ room: 'raw-room-2', members: ['raw'] }]);
-  rejected(outcome.oldRoom, 'message to the room left by joining another');
+  const refused = (reply, error, label) => assert.deepEqual(reply, [{ ok: false, error }], label);
+  refused(outcome.beforeJoin, 'forbidden', 'message before joining');
+  refused(outcome.badRoom, 'invalid', 'a room that is not a string');
+  assert.deepEqual(outcome.join, [{ ok: true, room: 'raw-room' }]);
+  assert.deepEqual(outcome.connectedLine, ['user-connected', { room: 'raw-room', user: 'raw' }]);
+  assert.deepEqual(outcome.presence, [{ ok: true, users: ['raw'] }]);
+  refused(outcome.noData, 'invalid', 'message without data');
+  const [ack] = outcome.sent;
+  assert.equal(ack.ok, true);
+  const [name, message] = outcome.message;
+  assert.equal(name, 'message');
+  assert.deepEqual(message, { id: ack.id, room: 'raw-room', user: 'raw', data: { text: 'y'.repeat(2000) }, ts: ack.ts });
+  assert.ok(Math.abs(message.ts - Date.now()) < 60000, `ts is a ms timestamp: ${message.ts}`);
+  refused(outcome.otherUsersRoom, 'forbidden', "another user's room");
+  refused(outcome.signalOffline, 'offline', 'signal to nobody');
+  assert.deepEqual(outcome.signalSelf, [{ ok: true }]);
+  assert.deepEqual(outcome.signal, ['signal', { from: 'raw', data: { x: 2 } }]);
+  assert.deepEqual(outcome.leave, [{ ok: true, room: 'raw-room' }]);
+  refused(outcome.afterLeave, 'forbidden', 'message after leaving');
   assert.deepEqual(outcome.unexpected, [], 'no unexpected frames');
   assert.deepEqual(page.problems, []);
   await page.close();

@@ -1,5 +1,5 @@
-// Reference chat server on the official Node `socket.io` package: serves the page assets from
-// crates/server/assets and implements the chat event contract written at the top of chat.js.
+// Reference server on the official Node `socket.io` package: serves the page assets from
+// crates/app/assets and implements the built-in events (docs/EVENTS.md) on one node, in memory.
 // It exists so the page and the browser test can be checked against a known-good server;
 // the real server under test is the `switchyard` binary.
 //
@@ -7,14 +7,12 @@
 
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Server } from 'socket.io';
 
-const MAX_TEXT_LENGTH = 2000;
 const here = path.dirname(fileURLToPath(import.meta.url));
-const assetDir = path.resolve(here, '../../crates/server/assets');
+const assetDir = path.resolve(here, '../../crates/app/assets');
 const assets = {
   '/': ['index.html', 'text/html; charset=utf-8'],
   '/index.html': ['index.html', 'text/html; charset=utf-8'],
@@ -39,54 +37,119 @@ const httpServer = createServer(async (req, res) => {
 });
 
 const io = new Server(httpServer, { serveClient: false });
-const messagePrefix = randomBytes(4).toString('hex');
-let messageCounter = 0;
 
-const isNonEmptyString = (value) => typeof value === 'string' && value.trim() !== '';
-// Events that omit the ack callback still get handled; the reply just goes nowhere.
+// The contract of docs/EVENTS.md, one node: ids are UUIDv7 (48-bit ms timestamp, version 7, random).
+function uuidv7() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const now = Date.now();
+  for (let i = 0; i < 6; i++) bytes[i] = Math.floor(now / 2 ** (8 * (5 - i))) & 0xff;
+  bytes[6] = 0x70 | (bytes[6] & 0x0f);
+  bytes[8] = 0x80 | (bytes[8] & 0x3f);
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
+  return { id: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`, ts: now };
+}
+
 const ackOf = (maybeAck) => (typeof maybeAck === 'function' ? maybeAck : () => {});
+const refuse = (ack, error) => ack({ ok: false, error });
+const validRoom = (room) => typeof room === 'string' && room.length > 0 && Buffer.byteLength(room) <= 256 && !io.sockets.sockets.has(room);
+const userOf = (socket) => {
+  const user = socket.handshake.auth?.user;
+  const usable = typeof user === 'string' && user.length > 0 && Buffer.byteLength(user) <= 64 && user.trim() === user && !/\p{Cc}/u.test(user);
+  return usable ? user : socket.id;
+};
+// room -> user -> number of sockets
+const presence = new Map();
+
+function arrived(socket, room) {
+  const users = presence.get(room) ?? new Map();
+  presence.set(room, users);
+  const user = userOf(socket);
+  const count = (users.get(user) ?? 0) + 1;
+  users.set(user, count);
+  if (count === 1 && !room.startsWith('user:')) io.to(room).emit('user-connected', { room, user });
+}
+
+function departed(socket, room) {
+  const users = presence.get(room);
+  const user = userOf(socket);
+  if (!users || !users.has(user)) return;
+  const count = users.get(user) - 1;
+  if (count > 0) {
+    users.set(user, count);
+    return;
+  }
+  users.delete(user);
+  if (users.size === 0) presence.delete(room);
+  if (!room.startsWith('user:')) io.to(room).emit('user-disconnected', { room, user });
+}
 
 io.on('connection', (socket) => {
-  socket.on('chat:join', async (room, name, maybeAck) => {
+  const own = `user:${userOf(socket)}`;
+  socket.join(own);
+  arrived(socket, own);
+
+  socket.on('join', (room, maybeAck) => {
     const ack = ackOf(maybeAck);
-    if (!isNonEmptyString(room) || !isNonEmptyString(name)) {
-      ack({ ok: false, error: 'room and name must be non-empty strings' });
-      return;
+    if (!validRoom(room)) return refuse(ack, 'invalid');
+    if (room.startsWith('user:') && room !== own) return refuse(ack, 'forbidden');
+    if (!socket.rooms.has(room)) {
+      socket.join(room);
+      arrived(socket, room);
     }
-    if (socket.data.room) {
-      socket.leave(socket.data.room);
-      io.to(socket.data.room).emit('chat:system', { room: socket.data.room, text: `${socket.data.name} left` });
-    }
-    socket.data.room = room;
-    socket.data.name = name;
-    socket.join(room);
-    const members = (await io.in(room).fetchSockets()).map((peer) => peer.data.name);
-    ack({ room, members });
-    io.to(room).emit('chat:system', { room, text: `${name} joined` });
+    ack({ ok: true, room });
   });
 
-  socket.on('chat:message', (room, text, maybeAck) => {
+  socket.on('leave', (room, maybeAck) => {
     const ack = ackOf(maybeAck);
-    if (typeof room !== 'string' || room !== socket.data.room) {
-      ack({ ok: false, error: 'not in that room' });
-      return;
+    if (!validRoom(room)) return refuse(ack, 'invalid');
+    if (room === own) return refuse(ack, 'forbidden');
+    if (socket.rooms.has(room)) {
+      socket.leave(room);
+      departed(socket, room);
     }
-    if (typeof text !== 'string' || text.length === 0) {
-      ack({ ok: false, error: 'empty message' });
-      return;
-    }
-    if (text.length > MAX_TEXT_LENGTH) {
-      ack({ ok: false, error: `message longer than ${MAX_TEXT_LENGTH} characters` });
-      return;
-    }
-    const id = `${messagePrefix}-${++messageCounter}`;
-    io.to(room).emit('chat:message', { room, name: socket.data.name, text, at: Date.now(), id });
+    ack({ ok: true, room });
+  });
+
+  socket.on('message', (...args) => {
+    const ack = ackOf(args.at(-1));
+    if (typeof args.at(-1) === 'function') args.pop();
+    const [room, data] = args;
+    if (!validRoom(room) || args.length < 2) return refuse(ack, 'invalid');
+    if (!socket.rooms.has(room)) return refuse(ack, 'forbidden');
+    const { id, ts } = uuidv7();
+    io.to(room).emit('message', { id, room, user: userOf(socket), data, ts });
+    ack({ ok: true, id, ts });
+  });
+
+  socket.on('typing', (room, maybeAck) => {
+    const ack = ackOf(maybeAck);
+    if (!validRoom(room)) return refuse(ack, 'invalid');
+    if (!socket.rooms.has(room)) return refuse(ack, 'forbidden');
+    socket.to(room).volatile.emit('typing', { room, user: userOf(socket) });
     ack({ ok: true });
   });
 
-  socket.on('disconnect', () => {
-    const { room, name } = socket.data;
-    if (room) io.to(room).emit('chat:system', { room, text: `${name} left` });
+  socket.on('presence', (room, maybeAck) => {
+    const ack = ackOf(maybeAck);
+    if (!validRoom(room)) return refuse(ack, 'invalid');
+    if (room.startsWith('user:')) return refuse(ack, 'forbidden');
+    ack({ ok: true, users: [...(presence.get(room)?.keys() ?? [])].sort() });
+  });
+
+  socket.on('signal', (...args) => {
+    const ack = ackOf(args.at(-1));
+    if (typeof args.at(-1) === 'function') args.pop();
+    const [user, data] = args;
+    if (typeof user !== 'string' || user.length === 0 || Buffer.byteLength(user) > 256 || args.length < 2) {
+      return refuse(ack, 'invalid');
+    }
+    if (!presence.get(`user:${user}`)?.has(user)) return refuse(ack, 'offline');
+    io.to(`user:${user}`).emit('signal', { from: userOf(socket), data });
+    ack({ ok: true });
+  });
+
+  socket.on('disconnecting', () => {
+    for (const room of socket.rooms) if (room !== socket.id) departed(socket, room);
   });
 });
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the headless Chromium chat test.
 #   tests/browser/run.sh               against target/release/switchyard (build it first)
-#   tests/browser/run.sh --reference   against the Node reference server (tests/browser/reference-server.js)
+#   tests/browser/run.sh --reference   against the Node reference server (tests/browser/reference-server.js: the
+#                                      built-in events of docs/EVENTS.md on one node)
 # CHAT_SERVER_CMD overrides the server command; BROWSER_TEST_TIMEOUT (seconds, default 180) bounds the run.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,16 +1,19 @@
 /*
  * Switchyard chat page: a small Socket.IO v5 / Engine.IO v4 client over the browser WebSocket, and the UI.
  *
- * Chat event contract (namespace "/"):
- *   client -> server  "chat:join"    (room: string, name: string, ack)
- *       The server leaves the previous chat room (telling it "<name> left"), joins `room`, acks
- *       {room, members: [name, ...]} and emits "chat:system" {room, text: "<name> joined"} to the room.
- *   client -> server  "chat:message" (room: string, text: string, ack)
- *       The server emits "chat:message" {room, name, text, at: <ms since epoch>, id: <string>} to everyone in
- *       the room, the sender included, and acks {ok: true}; it acks {ok: false, error} when the sender is not
- *       in that room or the text is empty or longer than 2000 characters.
- *   server -> client  "chat:system"  {room, text}
- *       Also sent to the room as "<name> left" when a member disconnects.
+ * It is a client of the server's built-in events only (docs/EVENTS.md is the contract), on namespace "/":
+ *   CONNECT auth     {user: <name>, token: <JWT>}: with auth configured the token decides who the user is;
+ *                    without, `user` names the user.
+ *   "join"     (room, ack)        ack {ok: true, room} | {ok: false, error}
+ *   "leave"    (room, ack)        ack {ok: true, room} | {ok: false, error}
+ *   "message"  (room, data, ack)  ack {ok: true, id, ts}; the room (sender included) gets
+ *                                 "message" {id, room, user, data, ts}. This page sends data = {text}.
+ *   "typing"   (room)             the others in the room get "typing" {room, user} (volatile).
+ *   "presence" (room, ack)        ack {ok: true, users: [...]}
+ *   "signal"   (user, data, ack)  the user's sockets get "signal" {from, data}; ack {ok: false, error:
+ *                                 "offline"} when they have none. Private messages are signals with
+ *                                 data = {type: "dm", text}.
+ *   server -> client "user-connected" / "user-disconnected" {room, user}.
  */
 (() => {
   'use strict';
@@ -91,6 +94,7 @@
       this.connectTimer = null;
       this.reconnectTimer = null;
       this.heartbeatWindowMs = 0;
+      this.auth = null;
     }
 
     /** Registers a handler for a server event; it gets the event arguments (and a reply function last when
@@ -103,6 +107,32 @@
     /** Runs `handler` after every successful Socket.IO CONNECT (first connect and each reconnect). */
     onConnected(handler) {
       this.connectedHandlers.push(handler);
+    }
+
+    /** Connects again at once (no backoff) with a new CONNECT `auth` object, e.g. another user or token. */
+    reconnectWith(auth) {
+      this.auth = auth;
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) {
+        ws.onmessage = ws.onclose = ws.onerror = null;
+        ws.close();
+      }
+      this.connected = false;
+      clearTimeout(this.heartbeatTimer);
+      clearTimeout(this.connectTimer);
+      for (const [id, pending] of this.pendingAcks) {
+        clearTimeout(pending.timer);
+        pending.reject(new Error('reconnecting as another user'));
+        this.pendingAcks.delete(id);
+      }
+      this.attempt = 0;
+      this.open();
+    }
+
+    /** Emits an event without asking for an acknowledgement. */
+    emit(event, ...args) {
+      if (this.connected) this.sendRaw(EIO_MESSAGE + SIO_EVENT + JSON.stringify([event, ...args]));
     }
 
     open() {
@@ -120,7 +150,7 @@
       ws.onmessage = (event) => {
         if (this.ws !== ws) return;
         if (typeof event.data !== 'string') {
-          // This client is text only; the chat contract never sends binary.
+          // This client is text only; the page never sends binary.
           console.warn('chat: ignoring a binary frame');
           return;
         }
@@ -155,7 +185,7 @@
           // arrives within both, the link is dead even though the socket may not have noticed yet.
           this.heartbeatWindowMs = (Number(handshake.pingInterval) || 25000) + (Number(handshake.pingTimeout) || 20000);
           this.armHeartbeat();
-          this.sendRaw(EIO_MESSAGE + SIO_CONNECT);
+          this.sendRaw(EIO_MESSAGE + SIO_CONNECT + (this.auth ? JSON.stringify(this.auth) : ''));
           break;
         }
         case EIO_PING:
@@ -315,30 +345,44 @@
   // ---------------------------------------------------------------------------------------------------------
   // The page.
 
+  const TYPING_SEND_EVERY_MS = 1500;
+  const TYPING_SHOW_MS = 3000;
+
   const $ = (id) => document.getElementById(id);
   const ui = {
     status: $('status'),
     statusText: $('status-text'),
     joinForm: $('join-form'),
     name: $('name'),
+    token: $('token'),
+    getToken: $('get-token'),
     room: $('room'),
     join: $('join'),
     roomTitle: $('room-title'),
     messages: $('messages'),
+    typing: $('typing'),
     composeForm: $('compose-form'),
     message: $('message'),
     send: $('send'),
     composeError: $('compose-error'),
     members: $('members'),
     memberCount: $('member-count'),
+    dmForm: $('dm-form'),
+    dmTo: $('dm-to'),
+    dmText: $('dm-text'),
+    dmSend: $('dm-send'),
   };
 
   const state = {
     joinedRoom: null, // the room the server confirmed
     joiningRoom: null, // the room asked for and not yet confirmed: its events may arrive before the ack
-    joinedName: null,
+    user: null, // who the page connected as (auth.user)
+    token: '',
     members: new Set(),
     seenMessageIds: new Set(),
+    typists: new Map(), // user -> timer hiding them
+    lastTypingSentAt: 0,
+    connectedWaiters: [],
   };
 
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -349,7 +393,7 @@
       addSystemLine('Connection lost, reconnecting…');
     }
     ui.status.dataset.state = connState;
-    ui.statusText.textContent = detail;
+    ui.statusText.textContent = state.user && connState === 'connected' ? `Connected as ${state.user}` : detail;
     ui.status.title = reason ? `Last disconnect: ${reason}` : '';
     if (reason) console.info(`chat: disconnected (${reason})`);
     updateControls();
@@ -360,6 +404,7 @@
     ui.join.disabled = !socket.connected;
     ui.message.disabled = !canSend;
     ui.send.disabled = !canSend;
+    for (const input of [ui.dmTo, ui.dmText, ui.dmSend]) input.disabled = !canSend;
     if (canSend) ui.message.placeholder = `Message #${state.joinedRoom}`;
     else if (!socket.connected) {
       ui.message.placeholder = ui.status.dataset.state === 'reconnecting' ? 'Offline, waiting for the connection…' : 'Connecting…';
@@ -393,32 +438,35 @@
     appendItem(item);
   }
 
-  function addChatMessage(msg) {
-    if (msg.id !== undefined) {
-      if (state.seenMessageIds.has(msg.id)) return;
-      state.seenMessageIds.add(msg.id);
-    }
+  /** A chat line: kind "message" (a room message) or "dm" (a private message, in or out). */
+  function addLine({ kind, id, author, text, ts, own }) {
     const item = document.createElement('li');
-    item.className = msg.name === state.joinedName ? 'message own' : 'message';
-    item.dataset.kind = 'message';
-    if (msg.id !== undefined) item.dataset.id = String(msg.id);
+    item.className = `message${own ? ' own' : ''}${kind === 'dm' ? ' dm' : ''}`;
+    item.dataset.kind = kind;
+    if (id !== undefined) item.dataset.id = String(id);
 
     const meta = document.createElement('div');
     meta.className = 'meta';
-    const author = document.createElement('span');
-    author.className = 'author';
-    author.textContent = String(msg.name);
+    const authorEl = document.createElement('span');
+    authorEl.className = 'author';
+    authorEl.textContent = author;
     const time = document.createElement('time');
-    if (typeof msg.at === 'number') time.dateTime = new Date(msg.at).toISOString();
-    time.textContent = formatTime(msg.at);
-    meta.append(author, time);
+    if (typeof ts === 'number') time.dateTime = new Date(ts).toISOString();
+    time.textContent = formatTime(ts);
+    meta.append(authorEl, time);
 
     const body = document.createElement('p');
     body.className = 'text';
-    body.textContent = String(msg.text);
+    body.textContent = text;
 
     item.append(meta, body);
     appendItem(item);
+  }
+
+  /** The text of a message's data: this page sends {text}; other clients may send anything. */
+  function textOf(data) {
+    if (data && typeof data === 'object' && typeof data.text === 'string') return data.text;
+    return typeof data === 'string' ? data : JSON.stringify(data);
   }
 
   function renderMembers() {
@@ -427,13 +475,30 @@
     for (const name of names) {
       const item = document.createElement('li');
       item.textContent = name;
-      if (name === state.joinedName) {
+      if (name === state.user) {
         item.classList.add('me');
         item.title = 'you';
+      } else {
+        item.title = `Send ${name} a private message`;
       }
       ui.members.appendChild(item);
     }
     ui.memberCount.textContent = String(names.length);
+  }
+
+  function renderTyping() {
+    const names = [...state.typists.keys()].sort();
+    if (names.length === 0) ui.typing.textContent = '';
+    else if (names.length === 1) ui.typing.textContent = `${names[0]} is typing…`;
+    else ui.typing.textContent = `${names.join(', ')} are typing…`;
+  }
+
+  function stopTyping(user) {
+    const timer = state.typists.get(user);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    state.typists.delete(user);
+    renderTyping();
   }
 
   function showComposeError(text) {
@@ -445,24 +510,57 @@
     return room === state.joinedRoom || (room !== null && room === state.joiningRoom);
   }
 
-  async function joinRoom(room, name) {
+  function refused(reply, what) {
+    return new Error(reply && reply.error ? `${what}: ${reply.error}` : `${what}: unexpected reply`);
+  }
+
+  /** Resolves on the next successful CONNECT. */
+  function nextConnect() {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('could not connect')), CONNECT_TIMEOUT_MS * 2);
+      state.connectedWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Connects as `user` (with `token`) unless the connection already is that. */
+  async function connectAs(user, token) {
+    if (socket.connected && state.user === user && state.token === token) return;
+    state.user = user;
+    state.token = token;
+    state.joinedRoom = null;
+    const auth = { user };
+    if (token) auth.token = token;
+    const connected = nextConnect();
+    socket.reconnectWith(auth);
+    await connected;
+  }
+
+  async function joinRoom(room) {
+    const previous = state.joinedRoom;
     state.joiningRoom = room;
     let reply;
     try {
-      [reply] = await socket.emitWithAck('chat:join', room, name);
+      [reply] = await socket.emitWithAck('join', room);
     } finally {
       if (state.joiningRoom === room) state.joiningRoom = null;
     }
-    if (!reply || typeof reply.room !== 'string') {
-      throw new Error(reply && reply.error ? reply.error : 'unexpected join reply');
+    if (!reply || reply.ok !== true) throw refused(reply, 'join');
+    if (previous !== null && previous !== room) {
+      // One room at a time on this page: the old room hears that we left.
+      await socket.emitWithAck('leave', previous).catch(() => {});
     }
-    const changedRoom = state.joinedRoom !== reply.room;
-    state.joinedRoom = reply.room;
-    state.joinedName = name;
-    state.members = new Set(Array.isArray(reply.members) ? reply.members.map(String) : [name]);
-    ui.roomTitle.textContent = `#${reply.room}`;
-    document.title = `#${reply.room} · Switchyard chat`;
-    if (changedRoom) addSystemLine(`You are in #${reply.room} as ${name}`);
+    const changedRoom = previous !== room;
+    state.joinedRoom = room;
+    for (const user of [...state.typists.keys()]) stopTyping(user);
+    ui.roomTitle.textContent = `#${room}`;
+    document.title = `#${room} · Switchyard chat`;
+    if (changedRoom) addSystemLine(`You are in #${room} as ${state.user}`);
+    const [presence] = await socket.emitWithAck('presence', room);
+    if (!presence || presence.ok !== true || !Array.isArray(presence.users)) throw refused(presence, 'presence');
+    state.members = new Set(presence.users.map(String));
     renderMembers();
     updateControls();
   }
@@ -470,6 +568,7 @@
   ui.joinForm.addEventListener('submit', async (event) => {
     event.preventDefault();
     const name = ui.name.value.trim();
+    const token = ui.token.value.trim();
     const room = ui.room.value.trim() || 'lobby';
     if (!name) {
       ui.name.focus();
@@ -482,7 +581,8 @@
     }
     ui.join.disabled = true;
     try {
-      await joinRoom(room, name);
+      await connectAs(name, token);
+      await joinRoom(room);
       showComposeError('');
       ui.message.focus();
     } catch (err) {
@@ -502,10 +602,8 @@
     }
     ui.message.value = '';
     try {
-      const [reply] = await socket.emitWithAck('chat:message', state.joinedRoom, text);
-      if (!reply || reply.ok !== true) {
-        throw new Error(reply && reply.error ? reply.error : 'rejected by the server');
-      }
+      const [reply] = await socket.emitWithAck('message', state.joinedRoom, { text });
+      if (!reply || reply.ok !== true) throw refused(reply, 'rejected');
       showComposeError('');
     } catch (err) {
       // Give the text back so nothing typed is lost.
@@ -514,28 +612,101 @@
     }
   });
 
-  socket.on('chat:message', (msg) => {
-    if (!msg || typeof msg !== 'object') return;
-    if (!isCurrentRoom(msg.room)) return;
-    addChatMessage(msg);
+  ui.message.addEventListener('input', () => {
+    const now = Date.now();
+    if (state.joinedRoom === null || !ui.message.value || now - state.lastTypingSentAt < TYPING_SEND_EVERY_MS) return;
+    state.lastTypingSentAt = now;
+    socket.emit('typing', state.joinedRoom);
   });
 
-  socket.on('chat:system', (msg) => {
+  ui.members.addEventListener('click', (event) => {
+    const item = event.target.closest('li');
+    if (!item || item.classList.contains('me')) return;
+    ui.dmTo.value = item.textContent;
+    ui.dmText.focus();
+  });
+
+  ui.dmForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const to = ui.dmTo.value.trim();
+    const text = ui.dmText.value;
+    if (!to || !text.trim()) return;
+    ui.dmText.value = '';
+    try {
+      const [reply] = await socket.emitWithAck('signal', to, { type: 'dm', text });
+      if (!reply || reply.ok !== true) throw refused(reply, `to ${to}`);
+      addLine({ kind: 'dm', author: `${state.user} → ${to}`, text, ts: Date.now(), own: true });
+      showComposeError('');
+    } catch (err) {
+      if (!ui.dmText.value) ui.dmText.value = text;
+      showComposeError(`Private message not sent: ${err.message}`);
+    }
+  });
+
+  const tokenEndpoint = document.body.dataset.tokenEndpoint;
+  if (tokenEndpoint) {
+    // A development server may mint tokens; never offered unless the page names the endpoint.
+    ui.getToken.hidden = false;
+    ui.getToken.addEventListener('click', async () => {
+      try {
+        const response = await fetch(tokenEndpoint, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ sub: ui.name.value.trim() }),
+        });
+        const body = await response.json();
+        if (!response.ok || typeof body.token !== 'string') throw new Error(body.error || `HTTP ${response.status}`);
+        ui.token.value = body.token;
+      } catch (err) {
+        showComposeError(`No token: ${err.message}`);
+      }
+    });
+  }
+
+  socket.on('message', (msg) => {
     if (!msg || typeof msg !== 'object' || !isCurrentRoom(msg.room)) return;
-    const text = String(msg.text);
-    addSystemLine(text);
-    // The contract carries membership only in these lines; names are unique enough for a member list.
-    const joined = / joined$/.exec(text);
-    const left = / left$/.exec(text);
-    if (joined) state.members.add(text.slice(0, joined.index));
-    if (left) state.members.delete(text.slice(0, left.index));
-    if (joined || left) renderMembers();
+    if (state.seenMessageIds.has(msg.id)) return;
+    state.seenMessageIds.add(msg.id);
+    stopTyping(String(msg.user));
+    addLine({ kind: 'message', id: msg.id, author: String(msg.user), text: textOf(msg.data), ts: msg.ts, own: msg.user === state.user });
+  });
+
+  socket.on('signal', (msg) => {
+    if (!msg || typeof msg !== 'object' || !msg.data || msg.data.type !== 'dm') return;
+    addLine({ kind: 'dm', author: `${msg.from} → you`, text: textOf(msg.data), ts: Date.now(), own: false });
+  });
+
+  socket.on('typing', (msg) => {
+    if (!msg || typeof msg !== 'object' || msg.room !== state.joinedRoom || msg.user === state.user) return;
+    const user = String(msg.user);
+    clearTimeout(state.typists.get(user));
+    state.typists.set(user, setTimeout(() => stopTyping(user), TYPING_SHOW_MS));
+    renderTyping();
+  });
+
+  socket.on('user-connected', (msg) => {
+    if (!msg || typeof msg !== 'object' || !isCurrentRoom(msg.room)) return;
+    addSystemLine(`${msg.user} joined`);
+    state.members.add(String(msg.user));
+    renderMembers();
+  });
+
+  socket.on('user-disconnected', (msg) => {
+    if (!msg || typeof msg !== 'object' || !isCurrentRoom(msg.room)) return;
+    addSystemLine(`${msg.user} left`);
+    state.members.delete(String(msg.user));
+    stopTyping(String(msg.user));
+    renderMembers();
   });
 
   socket.onConnected(() => {
-    // After a reconnect the server has forgotten us: join the same room again.
-    if (state.joinedRoom !== null && state.joinedName !== null) {
-      joinRoom(state.joinedRoom, state.joinedName).then(
+    for (const resolve of state.connectedWaiters.splice(0)) resolve();
+    setStatus('connected', 'Connected');
+    // After a reconnect the server has forgotten our rooms: join the same room again.
+    if (state.joinedRoom !== null) {
+      const room = state.joinedRoom;
+      state.joinedRoom = null;
+      joinRoom(room).then(
         () => addSystemLine('Reconnected'),
         (err) => showComposeError(`Could not rejoin: ${err.message}`),
       );

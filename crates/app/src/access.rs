@@ -95,13 +95,31 @@ pub fn identity(socket: &Socket) -> Option<Identity> {
     socket.extensions().get::<Identity>()
 }
 
-/// The user a socket speaks as in built-in events: its token's `sub`, else (no auth configured)
-/// the socket id.
+/// The user a socket speaks as in built-in events: its token's `sub`; else (no [`Identity`], which
+/// means no auth is configured: with auth every socket has one) the `user` string of the handshake's
+/// `auth` object when it is a usable name ([`handshake_user`]); else the socket id.
 pub fn user_of(socket: &Socket) -> Arc<str> {
     match identity(socket) {
         Some(identity) => identity.user,
-        None => socket.id().as_str().into(),
+        None => match handshake_user(socket.auth()) {
+            Some(user) => user.into(),
+            None => socket.id().as_str().into(),
+        },
     }
+}
+
+/// The longest user name taken from the handshake's `auth.user` (bytes).
+pub const MAX_HANDSHAKE_USER_BYTES: usize = 64;
+
+/// `auth.user` from a handshake when it is a name: 1 to [`MAX_HANDSHAKE_USER_BYTES`] bytes, no
+/// control characters, no leading or trailing spaces. Only used when no auth is configured.
+pub fn handshake_user(auth: &serde_json::Value) -> Option<&str> {
+    let user = auth.get("user")?.as_str()?;
+    let usable = !user.is_empty()
+        && user.len() <= MAX_HANDSHAKE_USER_BYTES
+        && user.trim() == user
+        && !user.chars().any(char::is_control);
+    usable.then_some(user)
 }
 
 #[cfg(test)]
@@ -116,5 +134,18 @@ mod tests {
         assert!(RoomPattern::new("chat:*").matches("chat:"));
         assert!(!RoomPattern::new("chat:*").matches("chatx"));
         assert!(RoomPattern::new("*").matches("anything"));
+    }
+
+    #[test]
+    fn handshake_users_are_names() {
+        use serde_json::json;
+        assert_eq!(handshake_user(&json!({"user": "alice"})), Some("alice"));
+        assert_eq!(handshake_user(&json!({"user": "Ada Lovelace"})), Some("Ada Lovelace"));
+        assert_eq!(handshake_user(&json!({})), None);
+        assert_eq!(handshake_user(&json!({"user": ""})), None);
+        assert_eq!(handshake_user(&json!({"user": " padded"})), None);
+        assert_eq!(handshake_user(&json!({"user": "a\nb"})), None);
+        assert_eq!(handshake_user(&json!({"user": 7})), None);
+        assert_eq!(handshake_user(&json!({"user": "x".repeat(65)})), None);
     }
 }

@@ -20,6 +20,7 @@
 //! Without `api.key` the API is off: every `/api` path answers 404 and nothing here runs.
 
 use crate::config::ApiConfig;
+use crate::presence::Presence;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, Request};
 use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -87,7 +88,7 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// 429: more requests from this client IP than `api.requests_per_second` (`Retry-After: 1`).
     RateLimited,
-    /// 501: presence is not wired into the API yet.
+    /// 501: presence is off on this server (`events.enabled` or `presence.enabled` is false).
     PresenceUnavailable,
     /// 503: a cluster request failed (Redis unreachable, or a node did not answer in time).
     ClusterUnavailable,
@@ -338,12 +339,22 @@ pub static ENDPOINTS: &[Endpoint] = &[
         method: Method::GET,
         path: "/api/presence/{room}",
         operation_id: "presence",
-        summary: "Users present in a room (not available yet)",
-        description: "Answers 501 until presence is wired into the API.",
-        params: &[ROOM_PATH],
+        summary: "Users present in a room across the cluster",
+        description: "The users (token `sub`, or the handshake's `auth.user` without auth) with at least one \
+                      socket in the room on any node, as the `presence` event answers them (docs/EVENTS.md). \
+                      501 when presence is off.",
+        params: &[ROOM_PATH, NAMESPACE_QUERY],
         body: None,
         response: presence_schema,
-        errors: &[ErrorKind::InvalidPath, ErrorKind::NotFound, ErrorKind::PresenceUnavailable],
+        errors: &[
+            ErrorKind::InvalidQuery,
+            ErrorKind::InvalidPath,
+            ErrorKind::InvalidNamespace,
+            ErrorKind::NotFound,
+            ErrorKind::NamespaceNotFound,
+            ErrorKind::PresenceUnavailable,
+            ErrorKind::ClusterUnavailable,
+        ],
         links: &[],
         handler: presence,
     },
@@ -585,8 +596,12 @@ fn sockets_schema() -> Value {
 fn presence_schema() -> Value {
     json!({
         "type": "object",
-        "required": ["room", "users"],
-        "properties": {"room": {"type": "string"}, "users": {"type": "array", "items": {"type": "string"}}},
+        "required": ["namespace", "room", "users"],
+        "properties": {
+            "namespace": {"type": "string"},
+            "room": {"type": "string"},
+            "users": {"type": "array", "items": {"type": "string"}},
+        },
     })
 }
 
@@ -607,11 +622,14 @@ pub struct Api {
     requests: IntCounterVec,
     refusals_log: LogThrottle,
     openapi: Bytes,
+    /// Who is in which room (`GET /api/presence/{room}`), when presence is on.
+    presence: Option<Arc<Presence>>,
 }
 
 impl Api {
     /// The API of `io` as `config` sets it up; `None` when `api.key` is empty (the API is off).
-    pub fn new(io: SocketIo, config: &ApiConfig) -> Option<Arc<Api>> {
+    /// `presence` answers `GET /api/presence/{room}` (501 without it).
+    pub fn new(io: SocketIo, config: &ApiConfig, presence: Option<Arc<Presence>>) -> Option<Arc<Api>> {
         if !config.enabled() {
             return None;
         }
@@ -631,6 +649,7 @@ impl Api {
             requests,
             refusals_log: LogThrottle::default(),
             openapi,
+            presence,
         }))
     }
 
@@ -958,10 +977,18 @@ fn room_sockets(api: Arc<Api>, call: Call) -> Reply {
     })
 }
 
-// PRESENCE: the lead wires `GET /api/presence/{room}` to the `PresenceStore` (crates/app/src/presence.rs)
-// after merging; until then it answers 501 {"error":"presence not available"}.
-fn presence(_api: Arc<Api>, _call: Call) -> Reply {
-    Box::pin(async move { Err(ApiError::new(ErrorKind::PresenceUnavailable)) })
+fn presence(api: Arc<Api>, call: Call) -> Reply {
+    Box::pin(async move {
+        let presence = api.presence.clone().ok_or_else(|| ApiError::new(ErrorKind::PresenceUnavailable))?;
+        let ns = api.namespace(call.namespace.as_deref())?;
+        let room = call.param("room").to_string();
+        let mut users = presence
+            .users(ns.name(), &room)
+            .await
+            .map_err(|e| ApiError::with_detail(ErrorKind::ClusterUnavailable, e.to_string()))?;
+        users.sort();
+        Ok(json!({"namespace": ns.name(), "room": room, "users": users}))
+    })
 }
 
 fn disconnect_socket(api: Arc<Api>, call: Call) -> Reply {

@@ -57,6 +57,8 @@ pub struct Config {
     pub redis: RedisSection,
     pub recovery: RecoverySection,
     pub api: ApiConfig,
+    pub events: EventsConfig,
+    pub presence: PresenceConfig,
 }
 
 /// Where to listen and how to stop.
@@ -69,7 +71,7 @@ pub struct ServerConfig {
     pub port: u16,
     /// On shutdown, how long outgoing queues may take to drain before transports are closed.
     pub drain_timeout_ms: u64,
-    /// Serve the demo chat page at `/`.
+    /// Serve the demo chat page at `/` (a client of the built-in events).
     pub chat_page: bool,
 }
 
@@ -336,7 +338,57 @@ impl ApiConfig {
     }
 }
 
-// ---- end of [api] ------------------------------------------------------------------------------------
+// ---- the built-in events and presence (docs/EVENTS.md) -------------------------------------------
+
+/// The built-in events (`join`, `leave`, `message`, `typing`, `presence`, `signal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Handle the built-in events on the main namespace.
+    pub enabled: bool,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Who is in which room, across the cluster (`user-connected`, `user-disconnected`, `presence`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Track presence and announce users joining and leaving rooms (needs `events.enabled`).
+    pub enabled: bool,
+    /// `auto` (Redis when `redis.*` is set, else memory), `memory` or `redis`.
+    pub store: String,
+    /// How long a node's entries live without a refresh: a dead node's users are announced gone
+    /// within `ttl_ms` plus a third of it. Nodes refresh every third of it.
+    pub ttl_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true, store: "auto".into(), ttl_ms: 30_000 }
+    }
+}
+
+impl Config {
+    /// The checks of the `events` and `presence` sections.
+    fn validate_events(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.into(), reason: reason.into() });
+        if !matches!(self.presence.store.as_str(), "auto" | "memory" | "redis") {
+            return invalid("presence.store", "must be \"auto\", \"memory\" or \"redis\"");
+        }
+        if self.presence.store == "redis" && self.redis.target().is_none() {
+            return invalid("presence.store", "\"redis\" needs redis.url or redis.cluster_nodes");
+        }
+        if self.presence.ttl_ms < 300 {
+            return invalid("presence.ttl_ms", "must be at least 300");
+        }
+        Ok(())
+    }
+}
 
 /// A configuration that cannot start a server: names the key and the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -500,6 +552,7 @@ impl Config {
             return invalid("recovery.max_disconnection_ms", "must be greater than 0 when recovery is enabled");
         }
         self.api.validate()?;
+        self.validate_events()?;
         Ok(())
     }
 

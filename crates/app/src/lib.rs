@@ -14,7 +14,11 @@
 //! - [`tls`]: https and wss on the same port, certificates reloaded without a restart.
 //! - [`access`]: who a socket is ([`access::Identity`]) and what it may join and publish.
 //! - [`api`]: the HTTP API under `/api/` (emit, rooms, sockets; its OpenAPI document).
-//! - [`chat`]: the demo chat page at `/` and its events.
+//! - [`events`]: the built-in events (`join`, `leave`, `message`, `typing`, `presence`, `signal`;
+//!   docs/EVENTS.md).
+//! - [`presence`]: who is in which room across the cluster: the [`presence::PresenceStore`] trait
+//!   (memory, Redis) and this node's tracker.
+//! - [`chat`]: the demo chat page at `/`, a client of the built-in events.
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls [`App::build`] and [`App::serve`]
 //! (or [`run`]).
@@ -24,10 +28,12 @@ pub mod api;
 pub mod chat;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod health;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod presence;
 pub mod shutdown;
 pub mod tls;
 
@@ -55,6 +61,8 @@ pub enum AppError {
     Bind { address: String, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("presence.store: {0}")]
+    Presence(String),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -73,6 +81,36 @@ pub struct App {
     access: Arc<access::Access>,
     /// The HTTP API, when `api.key` is set.
     api: Option<Arc<api::Api>>,
+    /// This node's presence tracker, when `events.enabled` and `presence.enabled`.
+    presence: Option<Arc<presence::Presence>>,
+}
+
+/// The presence tracker `config` asks for: in Redis when the server joined a cluster (or
+/// `presence.store = "redis"`), else in memory.
+fn start_presence(
+    config: &Config,
+    io: &SocketIo,
+    cluster: Option<&RedisNode>,
+) -> Result<Option<Arc<presence::Presence>>, AppError> {
+    if !config.events.enabled || !config.presence.enabled {
+        return Ok(None);
+    }
+    let ttl = Duration::from_millis(config.presence.ttl_ms);
+    let redis = match config.presence.store.as_str() {
+        "memory" => None,
+        _ => config.redis.target(),
+    };
+    let store: Arc<dyn presence::PresenceStore> = match redis {
+        Some(target) => {
+            let node = match cluster {
+                Some(node) => node.uid().to_string(),
+                None => return Err(AppError::Presence("the Redis store needs the server to join a cluster".into())),
+            };
+            Arc::new(presence::RedisPresence::new(target, &config.redis.key_prefix, &node, ttl))
+        }
+        None => Arc::new(presence::MemoryPresence::new(ttl)),
+    };
+    Ok(Some(presence::Presence::start(io, store, ttl)))
 }
 
 impl App {
@@ -92,11 +130,8 @@ impl App {
         }
         let (io, cluster) = cluster::configure(builder, &config.redis)?;
         limits.bind(&io);
-        if config.server.chat_page {
-            chat::install(&io);
-        }
         // The main namespace always exists, as in Node: clients may connect to `/` with no handler.
-        let _ = io.of("/");
+        let main_ns = io.of("/");
         let health = Health::new(cluster.clone());
         let tls = if config.tls.enabled() { Some(TlsCerts::load(&config.tls)?) } else { None };
         let metrics = socketio_metrics.map(|observer| {
@@ -116,13 +151,17 @@ impl App {
             Arc::new(metrics)
         });
         let access = Arc::new(access::Access::allow_all());
-        let api = api::Api::new(io.clone(), &config.api);
+        let presence = start_presence(&config, &io, cluster.as_ref())?;
+        if config.events.enabled {
+            events::Events::new(access.clone(), presence.clone()).install(&main_ns);
+        }
+        let api = api::Api::new(io.clone(), &config.api, presence.clone());
         if let (Some(api), Some(metrics)) = (&api, &metrics) {
             if let Err(e) = api.register_metrics(metrics.registry()) {
                 tracing::warn!(error = %e, "registering the API's metrics");
             }
         }
-        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api })
+        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -161,6 +200,11 @@ impl App {
     /// The HTTP API, when `api.key` is set.
     pub fn api(&self) -> Option<&Arc<api::Api>> {
         self.api.as_ref()
+    }
+
+    /// The presence tracker, when the built-in events and presence are on.
+    pub fn presence(&self) -> Option<&Arc<presence::Presence>> {
+        self.presence.as_ref()
     }
 
     /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.

@@ -29,6 +29,8 @@ fn config(api: ApiConfig) -> Config {
     config.limits.handshakes_per_second_per_ip = 0;
     // Exact packets on the wire: no recovery offsets appended to broadcasts.
     config.recovery.enabled = false;
+    // Exact packets: no presence announcements (the presence test turns the built-in events on).
+    config.events.enabled = false;
     config.api = api;
     config
 }
@@ -38,8 +40,31 @@ fn api_on() -> ApiConfig {
 }
 
 impl Server {
+    /// The app with the test handlers below on `/` and `/admin` (which replace the built-in events).
     async fn start(config: Config) -> Server {
+        Server::serve(config, true).await
+    }
+
+    /// The app as configured, with no test handlers.
+    async fn start_plain(config: Config) -> Server {
+        Server::serve(config, false).await
+    }
+
+    async fn serve(config: Config, test_handlers: bool) -> Server {
         let app = App::build(config).expect("valid configuration");
+        if test_handlers {
+            Server::install_test_handlers(&app);
+        }
+        let listener = app.bind().await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Server { addr, _stop: stop }
+    }
+
+    fn install_test_handlers(app: &App) {
         // A second namespace whose sockets carry `data`, and whose `whoami` event acks the socket's rooms.
         app.io().of("/admin").on_connection(|socket| {
             socket.set_data(json!({"role": "admin"}));
@@ -53,13 +78,6 @@ impl Server {
                 }
             });
         });
-        let listener = app.bind().await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.serve(listener, async {
-            let _ = stopped.await;
-        }));
-        Server { addr, _stop: stop }
     }
 
     async fn with_api() -> Server {
@@ -343,8 +361,39 @@ async fn disconnect_ends_the_socket_or_its_connection() {
 }
 
 #[tokio::test]
-async fn presence_is_not_available_yet() {
-    let server = Server::with_api().await;
+async fn presence_lists_the_users_in_a_room() {
+    // The built-in events on `/` (no test handlers there): a user joins with the `join` event.
+    let mut config = config(api_on());
+    config.events.enabled = true;
+    let server = Server::start_plain(config).await;
+    let empty = server.call("GET", "/api/presence/lobby", None).await;
+    assert_eq!(empty.status, 200, "{}", empty.text());
+    assert_eq!(empty.json(), json!({"namespace": "/", "room": "lobby", "users": []}));
+
+    let (mut ws, _) = WsClient::open_session(server.addr, SIO_PATH).await;
+    ws.sio_connect("/", Some(r#"{"user":"ada"}"#)).await;
+    ws.sio_send(r#"21["join","lobby"]"#).await;
+    loop {
+        let packet = ws.sio_recv().await;
+        if let Some(ack) = packet.strip_prefix("31") {
+            assert_eq!(serde_json::from_str::<Value>(ack).unwrap(), json!([{"ok": true, "room": "lobby"}]));
+            break;
+        }
+    }
+    let present = server.call("GET", "/api/presence/lobby", None).await;
+    assert_eq!(present.status, 200, "{}", present.text());
+    assert_eq!(present.json(), json!({"namespace": "/", "room": "lobby", "users": ["ada"]}));
+    assert_error(
+        &server.call("GET", "/api/presence/lobby?namespace=/nowhere", None).await,
+        ErrorKind::NamespaceNotFound,
+    );
+}
+
+#[tokio::test]
+async fn presence_answers_501_when_it_is_off() {
+    let mut config = config(api_on());
+    config.presence.enabled = false;
+    let server = Server::start(config).await;
     assert_error(&server.call("GET", "/api/presence/lobby", None).await, ErrorKind::PresenceUnavailable);
 }
 

@@ -39,6 +39,8 @@ impl Server {
         config.server.host = "127.0.0.1".into();
         config.server.port = 0;
         config.server.chat_page = false;
+        // These tests install their own handlers: no built-in events, no presence announcements.
+        config.events.enabled = false;
         config.engine.ping_interval_ms = 20_000;
         config.engine.ping_timeout_ms = 10_000;
         config.limits = limits;

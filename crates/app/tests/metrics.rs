@@ -38,6 +38,8 @@ async fn start() -> (SocketAddr, oneshot::Sender<()>) {
     config.metrics.max_event_names = 5;
     // Without offsets appended to every event, to compare packets exactly.
     config.recovery.enabled = false;
+    // Its own handlers below: no built-in events (their presence broadcasts would count).
+    config.events.enabled = false;
     let app = App::build(config).expect("app");
     app.io().of("/").on_connection(|socket| {
         socket.on("join", |s, _, ack| {

@@ -84,6 +84,10 @@ enum Command {
         /// Stop waiting once no delivery arrived for this many milliseconds.
         #[arg(long, default_value_t = 3000)]
         straggler_ms: u64,
+        /// `msg` (a plain broadcast by the bench server's handler) or `message` (the built-in event,
+        /// docs/EVENTS.md: `bench-server` with BENCH_EVENTS=1, or `switchyard`).
+        #[arg(long, default_value = "msg")]
+        event: scenarios::FanoutEvent,
     },
     /// C clients sending acked `echo` at H per second for S seconds: RTT percentiles.
     Echo {
@@ -236,7 +240,7 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::idle(&target, &options))
         }
-        Command::Fanout { server, receivers, messages, payload_bytes, straggler_ms } => {
+        Command::Fanout { server, receivers, messages, payload_bytes, straggler_ms, event } => {
             let target = server.target(receivers);
             let options = scenarios::FanoutOptions {
                 receivers,
@@ -246,6 +250,7 @@ fn main() -> ExitCode {
                 straggler_wait: Duration::from_millis(straggler_ms),
                 max_wait: Duration::from_secs(120),
                 server_pid: server.server_pid,
+                event,
             };
             runtime.block_on(scenarios::fanout(&target, &options))
         }

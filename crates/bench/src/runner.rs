@@ -403,6 +403,7 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions)
                 straggler_wait: Duration::from_secs(3),
                 max_wait: Duration::from_secs(120),
                 server_pid: pid,
+                event: Default::default(),
             };
             tokio::time::timeout(Duration::from_secs(600), scenarios::fanout(&target, &fanout))
                 .await

@@ -215,6 +215,47 @@ pub struct FanoutOptions {
     /// Absolute bound on the delivery phase.
     pub max_wait: Duration,
     pub server_pid: Option<u32>,
+    /// What the sender emits: a plain broadcast or the built-in `message` event.
+    pub event: FanoutEvent,
+}
+
+/// The event a fanout's sender emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FanoutEvent {
+    /// `msg`(room, payload): the bench server's handler broadcasts `msg`(payload) to the room.
+    #[default]
+    Msg,
+    /// The built-in `message`(room, payload) (docs/EVENTS.md): the room gets
+    /// `message`{id, room, user, data: payload, ts}; needs a server with the built-in events
+    /// (`bench-server` with `BENCH_EVENTS=1`, or `switchyard`).
+    Message,
+}
+
+impl std::str::FromStr for FanoutEvent {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "msg" => Ok(FanoutEvent::Msg),
+            "message" => Ok(FanoutEvent::Message),
+            other => Err(format!("unknown fanout event {other:?} (msg or message)")),
+        }
+    }
+}
+
+impl FanoutEvent {
+    fn name(self) -> &'static str {
+        match self {
+            FanoutEvent::Msg => "msg",
+            FanoutEvent::Message => "message",
+        }
+    }
+
+    fn seq(self, text: &[u8]) -> Option<u64> {
+        match self {
+            FanoutEvent::Msg => fanout_seq(text),
+            FanoutEvent::Message => message_seq(text),
+        }
+    }
 }
 
 pub const FANOUT_ROOM: &str = "fanout";
@@ -232,6 +273,20 @@ pub fn fanout_payload(seq: usize, bytes: usize) -> String {
 /// `2["msg","00000042|xxx"]`. `None` when it is not a `msg` event.
 pub fn fanout_seq(text: &[u8]) -> Option<u64> {
     let rest = text.strip_prefix(b"2[\"msg\",\"")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b'|') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// The sequence number of a built-in `message` delivery:
+/// `2["message",{"id":"..","room":"fanout","user":"..","data":"00000042|xxx","ts":..}]`.
+pub fn message_seq(text: &[u8]) -> Option<u64> {
+    let rest = text.strip_prefix(b"2[\"message\",{")?;
+    const KEY: &[u8] = b"\"data\":\"";
+    let at = rest.windows(KEY.len()).position(|w| w == KEY)?;
+    let rest = &rest[at + KEY.len()..];
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || rest.get(digits) != Some(&b'|') {
         return None;
@@ -258,6 +313,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     for _ in 0..options.receivers {
         let (target, shared, gate, ready, deliveries, mut stopped) =
             (target.clone(), shared.clone(), gate.clone(), ready.clone(), deliveries.clone(), stopped.clone());
+        let fanout_event = options.event;
         tasks.spawn(async move {
             let mut tally = ReceiverTally::default();
             let permit = gate.acquire_owned().await;
@@ -279,7 +335,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                 let step: Result<()> = async {
                     while let Some(event) = client.try_next_eio().await? {
                         if let EioEvent::Message(text) = event {
-                            match fanout_seq(&text) {
+                            match fanout_event.seq(&text) {
                                 Some(seq) => {
                                     batch += 1;
                                     if seq != expected_seq {
@@ -326,13 +382,20 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
 
     let mut result = Map::new();
     result.insert("scenario".into(), json!("fanout"));
+    result.insert("event".into(), json!(options.event.name()));
     result.insert("receivers".into(), json!(options.receivers));
     result.insert("messages".into(), json!(options.messages));
     result.insert("payload_bytes".into(), json!(options.payload_bytes));
     let joined = ready.load(Ordering::Relaxed);
     result.insert("receivers_joined".into(), json!(joined));
 
-    let mut sender = match connect_with_timeout(target).await {
+    // The built-in `message` is refused to a socket outside the room: that sender joins first (and
+    // so also gets each message back, one delivery per message that the receivers do not count).
+    let sender = match options.event {
+        FanoutEvent::Msg => connect_with_timeout(target).await,
+        FanoutEvent::Message => connect_and_join(target, FANOUT_ROOM).await,
+    };
+    let mut sender = match sender {
         Ok(sender) => sender,
         Err(err) => {
             shared.record_error("sender connect", &err);
@@ -347,7 +410,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     for seq in 0..options.messages {
         text.clear();
         crate::client::encode_event(
-            &json!(["msg", FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]),
+            &json!([options.event.name(), FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]),
             None,
             &mut text,
         );
@@ -733,6 +796,17 @@ async fn connect_burst(target: &Target, options: &ConnectOptions, transport: Tra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_deliveries_carry_their_sequence_in_data() {
+        let text = br#"2["message",{"id":"0193-7","room":"fanout","user":"u","data":"00000042|xx","ts":1}]"#;
+        assert_eq!(message_seq(text), Some(42));
+        assert_eq!(FanoutEvent::Message.seq(text), Some(42));
+        assert_eq!(message_seq(br#"2["msg","00000042|xx"]"#), None);
+        assert_eq!(message_seq(br#"2["message",{"data":"x"}]"#), None);
+        assert_eq!("message".parse::<FanoutEvent>(), Ok(FanoutEvent::Message));
+        assert!("other".parse::<FanoutEvent>().is_err());
+    }
 
     #[test]
     fn fanout_payload_has_the_requested_size_and_sequence() {

@@ -189,6 +189,7 @@ impl<H: Handler> WsTask<H> {
     // would keep each argument twice (as the argument and as the local it is moved into).
 
     /// The connection's life on a plain TCP stream, split in place (no `Arc` of the owned halves).
+    #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
     fn serve_tcp(mut self, mut tcp: TcpStream, mut rbuf: BytesMut) -> impl Future<Output = ()> + Send {
         async move {
             let (mut rd, mut wr) = tcp.split();
@@ -197,6 +198,7 @@ impl<H: Handler> WsTask<H> {
     }
 
     /// The connection's life on any other stream, already split.
+    #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
     fn serve<R, W>(mut self, mut rd: R, mut wr: W, mut rbuf: BytesMut) -> impl Future<Output = ()> + Send
     where
         R: AsyncRead + Unpin + Send,

@@ -99,19 +99,19 @@ describe("failover behind nginx on SIGTERM", () => {
 
     // Events both ways on the surviving node.
     const friend = friends[survivor];
-    await within(3000, client.emitWithAck("chat:join", "lobby", "roamer"), "the client to join");
-    const joined = await within(
-      3000,
-      new Promise((resolve) => friend.emitWithAck("chat:join", "lobby", "friend").then(resolve)),
-      "the friend to join",
-    );
-    assert.deepEqual(joined.members.sort(), ["friend", "roamer"]);
-    const got = new Promise((resolve) => client.once("chat:message", resolve));
-    const ack = await within(3000, friend.emitWithAck("chat:message", "lobby", "welcome"), "the message ack");
+    // The built-in events (docs/EVENTS.md): join, presence and message on the surviving node.
+    await within(3000, client.emitWithAck("join", "lobby"), "the client to join");
+    const joined = await within(3000, friend.emitWithAck("join", "lobby"), "the friend to join");
+    assert.deepEqual(joined, { ok: true, room: "lobby" });
+    const here = await within(3000, friend.emitWithAck("presence", "lobby"), "presence");
+    assert.deepEqual(here.users.sort(), [client.id, friend.id].sort());
+    const got = new Promise((resolve) => client.once("message", resolve));
+    const ack = await within(3000, friend.emitWithAck("message", "lobby", "welcome"), "the message ack");
     assert.equal(ack.ok, true);
     const message = await within(3000, got, "the message on the client");
-    assert.equal(message.text, "welcome");
-    const back = await within(3000, client.emitWithAck("chat:message", "lobby", "thanks"), "the client's message");
+    assert.equal(message.data, "welcome");
+    assert.equal(message.id, ack.id);
+    const back = await within(3000, client.emitWithAck("message", "lobby", "thanks"), "the client's message");
     assert.equal(back.ok, true);
 
     const { code, signal } = await within(DRAIN_MS + 5000, nodes[victim].exited, "the stopped node to exit");

@@ -1,0 +1,274 @@
+//! The built-in events: `join`, `leave`, `message`, `typing`, `presence` and `signal`, on every
+//! namespace the application serves. docs/EVENTS.md is the contract (every argument, ack and error).
+//!
+//! They are ordinary event handlers, so the server-wide limits (event rate, payload size) and every
+//! message middleware apply to them as to any event. Who may join and publish where is
+//! [`Access`]'s answer; who a socket is, [`access::user_of`]. Broadcasts go through the namespace's
+//! operator and adapter: encoded once, and over Redis to every node of a cluster.
+//!
+//! ```no_run
+//! # fn demo(io: &switchyard_socketio::SocketIo) {
+//! use std::sync::Arc;
+//! use switchyard::{access::Access, events::Events};
+//! let events = Events::new(Arc::new(Access::allow_all()), None);
+//! events.install(&io.of("/"));
+//! # }
+//! ```
+
+use crate::access::{self, Access};
+use crate::presence::Presence;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use switchyard_socketio::{AckSender, Namespace, Payload, Sid, Socket};
+
+/// Rooms whose names start with this are users' own rooms (`user:<name>`).
+pub const USER_ROOM_PREFIX: &str = "user:";
+/// The longest room name (bytes) the events accept.
+pub const MAX_ROOM_BYTES: usize = 256;
+/// The longest user name (bytes) `signal` accepts.
+pub const MAX_USER_BYTES: usize = 256;
+/// How long `join`, `leave` and `presence` wait for this node's presence changes to reach the store
+/// before answering anyway (the store may be unreachable).
+pub const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The error strings of the acks (docs/EVENTS.md).
+pub mod errors {
+    /// An argument is missing or has the wrong type or size.
+    pub const INVALID: &str = "invalid";
+    /// The access policy refuses it, or the socket has not joined the room.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// The socket is in as many rooms as `limits.rooms_per_socket` allows.
+    pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
+    /// `signal`'s target has no socket anywhere.
+    pub const OFFLINE: &str = "offline";
+    /// Presence is off or its store cannot be reached.
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// The built-in events of one server.
+pub struct Events {
+    access: Arc<Access>,
+    presence: Option<Arc<Presence>>,
+}
+
+impl Events {
+    /// Events checked against `access`, with presence when `presence` is given.
+    pub fn new(access: Arc<Access>, presence: Option<Arc<Presence>>) -> Arc<Events> {
+        Arc::new(Events { access, presence })
+    }
+
+    /// Handles the built-in events on every socket that connects to `ns` (this takes the namespace's
+    /// connection handler; code that needs its own calls [`Events::attach`] from it instead).
+    pub fn install(self: &Arc<Self>, ns: &Arc<Namespace>) {
+        let events = self.clone();
+        ns.on_connection(move |socket| events.attach(&socket));
+    }
+
+    /// Registers the built-in events on one socket and puts it in its user's room (`user:<user>`).
+    pub fn attach(self: &Arc<Self>, socket: &Arc<Socket>) {
+        let user_room = access::user_room(&access::user_of(socket));
+        if let Err(e) = socket.join(user_room.as_str()) {
+            tracing::debug!(socket = %socket.id(), error = %e, "could not join the user's own room");
+        }
+        let events = self.clone();
+        socket.on("join", move |socket, payload, ack| events.on_join(socket, payload, ack));
+        let events = self.clone();
+        socket.on("leave", move |socket, payload, ack| events.on_leave(socket, payload, ack));
+        let events = self.clone();
+        socket.on("message", move |socket, payload, ack| events.on_message(socket, payload, ack));
+        let events = self.clone();
+        socket.on("typing", move |socket, payload, ack| events.on_typing(socket, payload, ack));
+        let events = self.clone();
+        socket.on("presence", move |socket, payload, ack| events.on_presence(socket, payload, ack));
+        let events = self.clone();
+        socket.on("signal", move |socket, payload, ack| events.on_signal(socket, payload, ack));
+    }
+
+    fn on_join(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {
+        let room = match room_arg(&payload) {
+            Ok(room) => room,
+            Err(error) => return refuse(socket, "join", ack, error),
+        };
+        // A user's own room: always theirs (the socket is in it already), nobody else's.
+        let own = room == access::user_room(&access::user_of(socket));
+        if !own && (room.starts_with(USER_ROOM_PREFIX) || !self.access.may_join(socket, &room)) {
+            return refuse(socket, "join", ack, errors::FORBIDDEN);
+        }
+        // Joined here, on the connection's task, so that an event the client sends right after
+        // `join` (without waiting for the ack) already finds the socket in the room.
+        if socket.join(room.as_str()).is_err() {
+            return refuse(socket, "join", ack, errors::TOO_MANY_ROOMS);
+        }
+        self.reply_when_settled(ack, json!({"ok": true, "room": room}));
+    }
+
+    fn on_leave(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {
+        let room = match room_arg(&payload) {
+            Ok(room) => room,
+            Err(error) => return refuse(socket, "leave", ack, error),
+        };
+        if room == access::user_room(&access::user_of(socket)) {
+            return refuse(socket, "leave", ack, errors::FORBIDDEN);
+        }
+        socket.leave(&room);
+        self.reply_when_settled(ack, json!({"ok": true, "room": room}));
+    }
+
+    fn on_message(&self, socket: &Arc<Socket>, mut payload: Payload, ack: Option<AckSender>) {
+        let room = match room_arg(&payload) {
+            Ok(room) => room,
+            Err(error) => return refuse(socket, "message", ack, error),
+        };
+        if payload.args.len() < 2 {
+            return refuse(socket, "message", ack, errors::INVALID);
+        }
+        if !joined(socket, &room) || !self.access.may_publish(socket, &room) {
+            return refuse(socket, "message", ack, errors::FORBIDDEN);
+        }
+        let data = std::mem::take(&mut payload.args[1]);
+        let id = uuid::Uuid::now_v7();
+        let ts = id
+            .get_timestamp()
+            .map(|t| {
+                let (secs, nanos) = t.to_unix();
+                secs * 1000 + u64::from(nanos / 1_000_000)
+            })
+            .unwrap_or_default();
+        let id = id.to_string();
+        let message = json!({"id": id, "room": room, "user": &*access::user_of(socket), "data": data, "ts": ts});
+        // Binary attachments of `data` keep their placeholders: the packet carries them unchanged.
+        socket.ns().to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
+        if let Some(ack) = ack {
+            ack.send(json!({"ok": true, "id": id, "ts": ts}));
+        }
+    }
+
+    fn on_typing(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {
+        let room = match room_arg(&payload) {
+            Ok(room) => room,
+            Err(error) => return refuse(socket, "typing", ack, error),
+        };
+        if !joined(socket, &room) || !self.access.may_publish(socket, &room) {
+            return refuse(socket, "typing", ack, errors::FORBIDDEN);
+        }
+        socket.to(room.as_str()).volatile().emit("typing", json!({"room": room, "user": &*access::user_of(socket)}));
+        if let Some(ack) = ack {
+            ack.send(json!({"ok": true}));
+        }
+    }
+
+    fn on_presence(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {
+        let room = match room_arg(&payload) {
+            Ok(room) => room,
+            Err(error) => return refuse(socket, "presence", ack, error),
+        };
+        if room.starts_with(USER_ROOM_PREFIX) || !self.access.may_join(socket, &room) {
+            return refuse(socket, "presence", ack, errors::FORBIDDEN);
+        }
+        let Some(presence) = self.presence.clone() else {
+            return refuse(socket, "presence", ack, errors::UNAVAILABLE);
+        };
+        let Some(ack) = ack else {
+            tracing::debug!(socket = %socket.id(), "presence without an ack: nothing to answer");
+            return;
+        };
+        let nsp = socket.ns().name().to_string();
+        tokio::spawn(async move {
+            // Changes this socket caused (a join just before) are in the store before it is read.
+            let _ = tokio::time::timeout(SETTLE_WAIT, presence.settled()).await;
+            match presence.users(&nsp, &room).await {
+                Ok(users) => ack.send(json!({"ok": true, "users": users})),
+                Err(e) => {
+                    tracing::warn!(error = %e, room = %room, "presence: reading the store failed");
+                    ack.send(refusal(errors::UNAVAILABLE));
+                }
+            }
+        });
+    }
+
+    fn on_signal(&self, socket: &Arc<Socket>, mut payload: Payload, ack: Option<AckSender>) {
+        let target = match payload.args.first() {
+            Some(Value::String(user)) if !user.is_empty() && user.len() <= MAX_USER_BYTES => user.clone(),
+            _ => return refuse(socket, "signal", ack, errors::INVALID),
+        };
+        if payload.args.len() < 2 {
+            return refuse(socket, "signal", ack, errors::INVALID);
+        }
+        let data = std::mem::take(&mut payload.args[1]);
+        let message =
+            Payload { args: vec![json!({"from": &*access::user_of(socket), "data": data})], binary: payload.binary };
+        let room = access::user_room(&target);
+        let ns = socket.ns().clone();
+        let Some(presence) = self.presence.clone() else {
+            // Without presence nobody knows cheaply whether the target is connected: sent blindly.
+            ns.to(room.as_str()).emit("signal", message);
+            if let Some(ack) = ack {
+                ack.send(json!({"ok": true}));
+            }
+            return;
+        };
+        tokio::spawn(async move {
+            let online = match presence.users(ns.name(), &room).await {
+                Ok(users) => users.contains(&target),
+                Err(e) => {
+                    // The store is away: deliver anyway (the target may well be there).
+                    tracing::warn!(error = %e, "presence: cannot tell whether a signal's target is online");
+                    true
+                }
+            };
+            let reply = if online {
+                ns.to(room.as_str()).emit("signal", message);
+                json!({"ok": true})
+            } else {
+                refusal(errors::OFFLINE)
+            };
+            if let Some(ack) = ack {
+                ack.send(reply);
+            }
+        });
+    }
+
+    /// Acks once this node's presence changes so far are in the store (so that a `presence` right
+    /// after the ack sees them), at once without presence.
+    fn reply_when_settled(&self, ack: Option<AckSender>, reply: Value) {
+        let Some(ack) = ack else { return };
+        match self.presence.clone() {
+            Some(presence) => {
+                tokio::spawn(async move {
+                    if tokio::time::timeout(SETTLE_WAIT, presence.settled()).await.is_err() {
+                        tracing::warn!("presence store slow: acknowledging before the change reached it");
+                    }
+                    ack.send(reply);
+                });
+            }
+            None => ack.send(reply),
+        }
+    }
+}
+
+/// The room argument: a non-empty string of at most [`MAX_ROOM_BYTES`], not a socket id (a socket's
+/// id is a room holding that socket: joining it would receive what is sent to that socket).
+fn room_arg(payload: &Payload) -> Result<String, &'static str> {
+    match payload.args.first() {
+        Some(Value::String(room)) if !room.is_empty() && room.len() <= MAX_ROOM_BYTES && Sid::parse(room).is_none() => {
+            Ok(room.clone())
+        }
+        _ => Err(errors::INVALID),
+    }
+}
+
+fn joined(socket: &Socket, room: &str) -> bool {
+    socket.rooms().iter().any(|r| &**r == room)
+}
+
+fn refusal(error: &str) -> Value {
+    json!({"ok": false, "error": error})
+}
+
+/// Answers a refused event's ack; without an ack the refusal is logged (never dropped unseen).
+fn refuse(socket: &Socket, event: &str, ack: Option<AckSender>, error: &str) {
+    match ack {
+        Some(ack) => ack.send(refusal(error)),
+        None => tracing::debug!(socket = %socket.id(), event, error, "built-in event refused (no ack to answer)"),
+    }
+}

@@ -1,0 +1,73 @@
+//! The built-in events at the wire, in process: the access policy's answers (a deny-by-default
+//! policy, an identity with room patterns), and the events without presence. The full contract with
+//! the official client is tests/node/test/events.test.js; across nodes, tests/cluster.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use switchyard::access::{Access, Identity, RoomPattern};
+use switchyard::events::Events;
+use switchyard_fixtures::{sio_config, within, SioServer, WsClient};
+
+async fn call(ws: &mut WsClient, id: u64, args: Value) -> Value {
+    ws.sio_send(&format!("2{id}{args}")).await;
+    let prefix = format!("3{id}");
+    loop {
+        let packet = within("the ack", ws.sio_recv()).await;
+        if let Some(rest) = packet.strip_prefix(&prefix) {
+            let args: Value = serde_json::from_str(rest).expect("ack JSON");
+            return args[0].clone();
+        }
+    }
+}
+
+/// A server with the built-in events on `/` under `access` and no presence; sockets whose handshake
+/// `auth` has `rooms` get an [`Identity`] with those patterns (as auth will give them).
+async fn server(access: Access) -> SioServer {
+    SioServer::start(sio_config(), move |io| {
+        let events = Events::new(Arc::new(access), None);
+        io.of("/").on_connection(move |socket| {
+            if let Some(rooms) = socket.auth().get("rooms").and_then(Value::as_array) {
+                let patterns: Vec<RoomPattern> = rooms.iter().filter_map(Value::as_str).map(RoomPattern::new).collect();
+                let user = socket.auth().get("sub").and_then(Value::as_str).unwrap_or("anon");
+                socket.extensions().insert(Identity {
+                    user: user.into(),
+                    rooms: Some(patterns.into()),
+                    publish: None,
+                    expires_at: None,
+                });
+            }
+            events.attach(&socket);
+        });
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_deny_policy_refuses_joins_and_messages_but_not_the_users_own_room() {
+    let server = server(Access::new(false)).await;
+    let (mut ws, _) = server.connect("/", Some(r#"{"user":"dora"}"#)).await;
+    let forbidden = json!({"ok": false, "error": "forbidden"});
+    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await, forbidden);
+    assert_eq!(call(&mut ws, 2, json!(["message", "lobby", "hi"])).await, forbidden);
+    assert_eq!(call(&mut ws, 3, json!(["join", "user:dora"])).await, json!({"ok": true, "room": "user:dora"}));
+    // Without presence: presence is unavailable, and a signal is sent without the offline check.
+    assert_eq!(call(&mut ws, 4, json!(["presence", "lobby"])).await, forbidden, "the policy first");
+    assert_eq!(call(&mut ws, 5, json!(["signal", "nobody", {}])).await, json!({"ok": true}));
+}
+
+#[tokio::test]
+async fn room_patterns_decide_joins_and_publishing() {
+    let server = server(Access::new(false)).await;
+    let (mut ws, _) = server.connect("/", Some(r#"{"sub":"erin","rooms":["chat:*"]}"#)).await;
+    assert_eq!(call(&mut ws, 1, json!(["join", "chat:general"])).await, json!({"ok": true, "room": "chat:general"}));
+    assert_eq!(call(&mut ws, 2, json!(["join", "ops"])).await, json!({"ok": false, "error": "forbidden"}));
+    // The identity's user is the one the events speak as.
+    assert_eq!(call(&mut ws, 3, json!(["join", "user:erin"])).await, json!({"ok": true, "room": "user:erin"}));
+    let ack = call(&mut ws, 4, json!(["message", "chat:general", {"text": "hi"}])).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    assert_eq!(
+        call(&mut ws, 5, json!(["presence", "chat:general"])).await,
+        json!({"ok": false, "error": "unavailable"}),
+        "presence off"
+    );
+}

@@ -1,0 +1,140 @@
+//! The Redis presence store against a real redis-server (started on a free loopback port, killed at
+//! the end): the same contract as the memory store, several nodes sharing one Redis, a dead node's
+//! entries expiring and being reported by exactly one sweeper.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard::presence::{Expired, HeldRoom, PresenceStore, RedisPresence};
+use switchyard_redis::RedisTarget;
+use tokio::process::{Child, Command};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct RedisServer {
+    port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("switchyard-presence-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server (scripts/install-deps.sh installs it)");
+        let server = RedisServer { port, child, dir };
+        tokio::time::timeout(WAIT, async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("redis-server listening within 10 s");
+        server
+    }
+
+    fn store(&self, node: &str, ttl: Duration) -> Arc<RedisPresence> {
+        RedisPresence::new(RedisTarget::Single(format!("redis://127.0.0.1:{}/", self.port)), "test", node, ttl)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn held(room: &str, users: &[&str]) -> HeldRoom {
+    HeldRoom { nsp: "/".into(), room: room.into(), users: users.iter().map(|u| Arc::from(*u)).collect() }
+}
+
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| panic!("{what} within {WAIT:?}"))
+}
+
+#[tokio::test]
+async fn first_add_and_last_remove_across_nodes() {
+    let redis = RedisServer::start().await;
+    let a = redis.store("a", Duration::from_secs(30));
+    let b = redis.store("b", Duration::from_secs(30));
+    bounded("the calls", async {
+        assert!(a.add("/", "r", "alice").await.unwrap(), "first anywhere");
+        assert!(!b.add("/", "r", "alice").await.unwrap(), "present through node a already");
+        assert!(!a.add("/", "r", "alice").await.unwrap(), "adding twice is not a new arrival");
+        assert!(a.add("/", "r", "bob").await.unwrap());
+        assert!(a.add("/", "other", "alice").await.unwrap(), "rooms are separate");
+        assert!(a.add("/chat", "r", "alice").await.unwrap(), "namespaces are separate");
+        assert_eq!(b.users("/", "r").await.unwrap(), vec!["alice", "bob"]);
+        assert!(!a.remove("/", "r", "alice").await.unwrap(), "still present through node b");
+        assert_eq!(a.users("/", "r").await.unwrap(), vec!["alice", "bob"]);
+        assert!(b.remove("/", "r", "alice").await.unwrap(), "gone everywhere");
+        assert!(b.remove("/", "r", "alice").await.unwrap(), "an absent user stays absent");
+        assert_eq!(a.users("/", "r").await.unwrap(), vec!["bob"]);
+        assert!(a.users("/", "nowhere").await.unwrap().is_empty());
+        // Names with separators and non-ASCII survive the JSON inside Redis.
+        assert!(a.add("/", "r:ü \"q\"", "zoë:1").await.unwrap());
+        assert_eq!(b.users("/", "r:ü \"q\"").await.unwrap(), vec!["zoë:1"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_nodes_entries_expire_and_exactly_one_sweeper_reports_them() {
+    let redis = RedisServer::start().await;
+    let ttl = Duration::from_millis(600);
+    let (a, b, c) = (redis.store("a", ttl), redis.store("b", ttl), redis.store("c", ttl));
+    bounded("the calls", async {
+        a.add("/", "r", "alice").await.unwrap();
+        b.add("/", "r", "bob").await.unwrap();
+        b.add("/", "r", "alice").await.unwrap();
+        c.add("/", "r", "carol").await.unwrap();
+        // b dies: no more refreshes. a and c refresh what they hold every 200 ms.
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(a.refresh(vec![held("r", &["alice"])]).await.unwrap().is_empty());
+            assert!(c.refresh(vec![held("r", &["carol"])]).await.unwrap().is_empty());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Past the TTL, bob is not listed, even before a sweep.
+        assert_eq!(a.users("/", "r").await.unwrap(), vec!["alice", "carol"]);
+        // Both survivors sweep at once: exactly one of them reports bob.
+        let (from_a, from_c) =
+            tokio::join!(a.refresh(vec![held("r", &["alice"])]), c.refresh(vec![held("r", &["carol"])]));
+        let mut reported = from_a.unwrap();
+        reported.extend(from_c.unwrap());
+        assert_eq!(reported, vec![Expired { nsp: "/".into(), room: "r".into(), user: "bob".into() }]);
+        assert_eq!(c.users("/", "r").await.unwrap(), vec!["alice", "carol"]);
+        // bob back through a live node: a new arrival.
+        assert!(c.add("/", "r", "bob").await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_store_reports_an_unreachable_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = RedisPresence::new(
+        RedisTarget::Single(format!("redis://127.0.0.1:{port}/")),
+        "test",
+        "a",
+        Duration::from_secs(30),
+    );
+    let err = bounded("the failing call", store.add("/", "r", "alice")).await.unwrap_err();
+    assert!(err.to_string().starts_with("presence store unavailable"), "{err}");
+    // Right after a failed connect, calls fail at once instead of each waiting for a timeout.
+    let started = std::time::Instant::now();
+    let err = bounded("the second call", store.users("/", "r")).await.unwrap_err();
+    assert!(err.to_string().contains("retrying shortly"), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
