@@ -216,12 +216,12 @@ impl Writer {
 }
 
 /// The attachment a placeholder object stands for, as socket.io-parser recognises one.
-fn placeholder_target<'a>(map: &Map<String, Value>, binary: &'a [Bytes]) -> Option<&'a [u8]> {
+fn placeholder_target<'a>(map: &Map<String, Value>, binary: &'a [Bytes]) -> Option<&'a Bytes> {
     if binary.is_empty() || map.get("_placeholder") != Some(&Value::Bool(true)) {
         return None;
     }
     let num = map.get("num")?.as_u64()?;
-    binary.get(usize::try_from(num).ok()?).map(|b| &b[..])
+    binary.get(usize::try_from(num).ok()?)
 }
 
 /// Encodes `value` (placeholders resolved against `binary`) as one msgpack document.
@@ -354,7 +354,7 @@ impl<'a> Reader<'a> {
         for _ in 0..len {
             let key = match self.value(depth + 1)?.unwrap_or(Value::Null) {
                 Value::String(s) => s,
-                other => other.to_string(),
+                other => js_key(&other),
             };
             if let Some(item) = self.value(depth + 1)? {
                 map.insert(key, item);
@@ -391,6 +391,36 @@ impl<'a> Reader<'a> {
                 Ok(Some(Value::String(iso_time(secs, nanos))))
             }
             _ => Ok(Some(Value::Null)),
+        }
+    }
+}
+
+/// The property name JavaScript makes of a non-string map key (`String(key)`): numbers, booleans and
+/// null as written, arrays joined with commas, objects `[object Object]`. Linear in the key's size:
+/// JSON text would escape nested keys again at each level and grow exponentially with the nesting.
+fn js_key(key: &Value) -> String {
+    fn write(key: &Value, out: &mut String) {
+        match key {
+            Value::Null => {}
+            Value::String(s) => out.push_str(s),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+            }
+            Value::Object(_) => out.push_str("[object Object]"),
+            Value::Bool(_) | Value::Number(_) => out.push_str(&key.to_string()),
+        }
+    }
+    match key {
+        Value::Null => "null".to_string(),
+        other => {
+            let mut out = String::new();
+            write(other, &mut out);
+            out
         }
     }
 }
@@ -440,7 +470,8 @@ fn renumber(value: &mut Value, from: &[Bytes], to: &mut Vec<Bytes>) {
         Value::Array(items) => items.iter_mut().for_each(|item| renumber(item, from, to)),
         Value::Object(map) => {
             if let Some(data) = placeholder_target(map, from) {
-                to.push(Bytes::copy_from_slice(data));
+                // A shared handle, not a copy: many placeholders may name one large attachment.
+                to.push(data.clone());
                 *value = crate::socketio::placeholder(to.len() - 1);
                 return;
             }
@@ -519,6 +550,22 @@ mod tests {
         let undefined_in_map = [0x82, 0xa1, b'a', 0xd4, 0x00, 0x00, 0xa1, b'b', 0x01];
         assert_eq!(decode(&undefined_in_map).unwrap().value, json!({"b": 1}));
         assert_eq!(decode(&[0x91, 0xd4, 0x00, 0x00]).unwrap().value, json!([null]));
+    }
+
+    #[test]
+    fn keys_that_are_not_strings_read_as_javascript_names_them() {
+        // {1: "a", true: "b", null: "c", [1, [2, null]]: "d", {x: 1}: "e"} written with msgpack keys.
+        let input = [
+            0x85, 0x01, 0xa1, b'a', 0xc3, 0xa1, b'b', 0xc0, 0xa1, b'c', 0x92, 0x01, 0x92, 0x02, 0xc0, 0xa1, b'd', 0x81,
+            0xa1, b'x', 0x01, 0xa1, b'e',
+        ];
+        let expected = json!({"1": "a", "true": "b", "null": "c", "1,2,": "d", "[object Object]": "e"});
+        assert_eq!(decode(&input).unwrap().value, expected);
+        // Maps nested as keys stay cheap: no escaping at each level.
+        let mut nested = vec![0x81; 120];
+        nested.extend_from_slice(&[0xa1, b'k', 0x01]);
+        nested.extend(std::iter::repeat_n(0x01, 119));
+        assert_eq!(decode(&nested).unwrap().value, json!({"[object Object]": 1}));
     }
 
     #[test]
