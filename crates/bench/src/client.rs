@@ -262,6 +262,8 @@ pub enum EioEvent {
     Message(Bytes),
     /// Anything else the caller may care about (`0` open, `3probe`, `6` noop ...).
     Other(engine::Packet),
+    /// A binary attachment of a JSON BINARY_EVENT, by its length (the benchmark only counts it).
+    Attachment(usize),
 }
 
 /// A Socket.IO client connected to namespace `/` over WebSocket.
@@ -356,9 +358,11 @@ impl SioClient {
                     _ => Ok(Some(EioEvent::Other(packet))),
                 }
             }
-            // Each msgpack packet is one binary message; JSON binary attachments are not used by the
-            // benchmark handlers.
-            WsMessage::Binary(data) => Ok((self.parser == WireParser::Msgpack).then_some(EioEvent::Message(data))),
+            // Each msgpack packet is one binary message; a JSON binary attachment follows its text packet.
+            WsMessage::Binary(data) => Ok(Some(match self.parser {
+                WireParser::Msgpack => EioEvent::Message(data),
+                WireParser::Json => EioEvent::Attachment(data.len()),
+            })),
         }
     }
 
@@ -374,15 +378,41 @@ impl SioClient {
         }
     }
 
-    /// Appends the masked frame of an event on `/` to `out` (for senders batching many messages).
-    pub fn frame_event_into(&mut self, args: &Value, out: &mut BytesMut) {
+    /// Appends the masked frames of an event on `/` to `out` (for senders batching many messages);
+    /// placeholders in `args` stand for `binary` (JSON: a BINARY_EVENT and one frame per attachment;
+    /// msgpack: one frame, binary inline).
+    pub fn frame_event_into(&mut self, args: &Value, binary: &[Bytes], out: &mut BytesMut) {
         match self.parser {
             WireParser::Json => {
                 let mut text = BytesMut::with_capacity(64);
-                encode_event(args, None, &mut text);
+                text.extend_from_slice(b"4");
+                let kind =
+                    if binary.is_empty() { socketio::PacketType::Event } else { socketio::PacketType::BinaryEvent };
+                let packet = socketio::Packet {
+                    kind,
+                    nsp: "/".to_owned(),
+                    id: None,
+                    data: Some(args.clone()),
+                    attachments: binary.to_vec(),
+                };
+                socketio::encode(&packet, &mut text);
                 self.ws.frame_text_into(&text, out);
+                for attachment in binary {
+                    self.ws.frame_binary_into(attachment, out);
+                }
             }
-            WireParser::Msgpack => self.ws.frame_binary_into(&encode_event_msgpack(args, None), out),
+            WireParser::Msgpack => {
+                let packet = socketio::Packet {
+                    kind: socketio::PacketType::Event,
+                    nsp: "/".to_owned(),
+                    id: None,
+                    data: Some(args.clone()),
+                    attachments: binary.to_vec(),
+                };
+                let mut data = Vec::with_capacity(64);
+                socketio_msgpack::encode(&packet, &mut data);
+                self.ws.frame_binary_into(&data, out);
+            }
         }
     }
 

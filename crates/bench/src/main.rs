@@ -87,6 +87,9 @@ enum Command {
         messages: usize,
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
+        /// Send the payload as a binary buffer (JSON: an attachment frame; msgpack: inline bin).
+        #[arg(long)]
+        binary: bool,
         /// Stop waiting once no delivery arrived for this many milliseconds.
         #[arg(long, default_value_t = 3000)]
         straggler_ms: u64,
@@ -242,12 +245,13 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::idle(&target, &options))
         }
-        Command::Fanout { server, receivers, messages, payload_bytes, straggler_ms } => {
+        Command::Fanout { server, receivers, messages, payload_bytes, binary, straggler_ms } => {
             let target = server.target(receivers);
             let options = scenarios::FanoutOptions {
                 receivers,
                 messages,
                 payload_bytes,
+                binary,
                 concurrency: server.concurrency,
                 straggler_wait: Duration::from_millis(straggler_ms),
                 max_wait: Duration::from_secs(120),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
@@ -209,6 +209,9 @@ pub struct FanoutOptions {
     pub receivers: usize,
     pub messages: usize,
     pub payload_bytes: usize,
+    /// Send the payload as binary (a buffer of `payload_bytes` after a short sequence string) instead
+    /// of a string.
+    pub binary: bool,
     pub concurrency: usize,
     /// Give up waiting once no delivery arrived for this long.
     pub straggler_wait: Duration,
@@ -231,7 +234,8 @@ pub fn fanout_payload(seq: usize, bytes: usize) -> String {
 /// The sequence number of a fanout delivery: `text` is the Socket.IO packet after the Engine.IO `4`,
 /// `2["msg","00000042|xxx"]`. `None` when it is not a `msg` event.
 pub fn fanout_seq(text: &[u8]) -> Option<u64> {
-    let rest = text.strip_prefix(b"2[\"msg\",\"")?;
+    // `2["msg","<seq>|..."]`, or with a binary payload `51-["msg","<seq>|",{"_placeholder":...}]`.
+    let rest = text.strip_prefix(b"2[\"msg\",\"").or_else(|| text.strip_prefix(b"51-[\"msg\",\""))?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || rest.get(digits) != Some(&b'|') {
         return None;
@@ -246,8 +250,13 @@ pub fn fanout_seq_with(parser: WireParser, data: &[u8]) -> Option<u64> {
     if parser == WireParser::Json {
         return fanout_seq(data);
     }
-    const PREFIX: &[u8] = b"\x83\xa4type\x02\xa4data\x92\xa3msg";
-    let payload: std::borrow::Cow<'_, [u8]> = match data.strip_prefix(PREFIX) {
+    const PREFIX: &[u8] = b"\x83\xa4type\x02\xa4data";
+    // `data` is `["msg", "<seq>|..."]` or, with a binary payload, `["msg", "<seq>|", <bin>]`.
+    let after_data = data.strip_prefix(PREFIX).and_then(|rest| match rest {
+        [0x92 | 0x93, rest @ ..] => rest.strip_prefix(b"\xa3msg"),
+        _ => None,
+    });
+    let payload: std::borrow::Cow<'_, [u8]> = match after_data {
         Some(rest) => match rest.first()? {
             0xa0..=0xbf => rest.get(1..)?.into(),
             0xd9 => rest.get(2..)?.into(),
@@ -259,7 +268,9 @@ pub fn fanout_seq_with(parser: WireParser, data: &[u8]) -> Option<u64> {
             let packet = decode_packet(parser, data).ok()?;
             let serde_json::Value::Array(items) = packet.data? else { return None };
             match items.as_slice() {
-                [Value::String(name), Value::String(payload)] if name == "msg" => payload.clone().into_bytes().into(),
+                [Value::String(name), Value::String(payload), ..] if name == "msg" => {
+                    payload.clone().into_bytes().into()
+                }
                 _ => return None,
             }
         }
@@ -322,6 +333,9 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                 let mut batch = 0u64;
                 let step: Result<()> = async {
                     while let Some(event) = client.try_next_eio().await? {
+                        if let EioEvent::Attachment(len) = event {
+                            tally.wire_bytes += ws_frame_bytes(len);
+                        }
                         if let EioEvent::Message(text) = event {
                             match fanout_seq_with(client.parser, &text) {
                                 Some(seq) => {
@@ -390,8 +404,19 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     };
     // Every message is framed before the clock starts, then written back to back.
     let mut frames = BytesMut::with_capacity(options.messages * (options.payload_bytes + 40));
+    let blob = Bytes::from(vec![0xa5u8; options.payload_bytes]);
     for seq in 0..options.messages {
-        sender.frame_event_into(&json!(["msg", FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]), &mut frames);
+        if options.binary {
+            let args =
+                json!(["msg", FANOUT_ROOM, fanout_payload(seq, 0), switchyard_protocol::socketio::placeholder(0)]);
+            sender.frame_event_into(&args, std::slice::from_ref(&blob), &mut frames);
+        } else {
+            sender.frame_event_into(
+                &json!(["msg", FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]),
+                &[],
+                &mut frames,
+            );
+        }
     }
     let expected = joined * options.messages as u64;
     let bar = progress_bar(expected, "fanout deliveries");
@@ -436,6 +461,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     let wire_bytes: u64 = tallies.iter().map(|t| t.wire_bytes).sum();
     let lost = expected.saturating_sub(delivered);
     result.insert("parser".into(), json!(format!("{:?}", target.parser).to_lowercase()));
+    result.insert("binary".into(), json!(options.binary));
     result.insert(
         "wire_bytes_per_delivery".into(),
         json!(if delivered > 0 { round3(wire_bytes as f64 / delivered as f64) } else { 0.0 }),
@@ -817,6 +843,12 @@ mod tests {
         encode_message("/", Some("other"), &[json!("00000001|x")], &[], None, &mut not_msg);
         assert_eq!(fanout_seq_with(WireParser::Msgpack, &not_msg), None);
         assert_eq!(fanout_seq_with(WireParser::Msgpack, b"junk"), None);
+        // A binary payload: ["msg", "<seq>|", <bin>].
+        let mut binary = Vec::new();
+        let args = [json!(fanout_payload(77, 0)), switchyard_protocol::socketio::placeholder(0)];
+        encode_message("/", Some("msg"), &args, &[Bytes::from_static(&[1; 100])], None, &mut binary);
+        assert_eq!(fanout_seq_with(WireParser::Msgpack, &binary), Some(77));
+        assert_eq!(fanout_seq(br#"51-["msg","00000077|",{"_placeholder":true,"num":0}]"#), Some(77));
         assert_eq!(ws_frame_bytes(100), 102);
         assert_eq!(ws_frame_bytes(200), 204);
     }
