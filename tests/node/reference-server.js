@@ -3,7 +3,8 @@
 // Usage: PORT=3000 node reference-server.js   (listens on 127.0.0.1:$PORT)
 //
 // The contract (namespace "/" unless said otherwise):
-// - server options: pingInterval 2000, pingTimeout 2000, CORS origin "*".
+// - server options: pingInterval 2000, pingTimeout 2000, CORS origin "*"; with INTEROP_PARSER=msgpack
+//   the socket.io-msgpack-parser parser (clients must use it too).
 // - "/" middleware: handshake auth.token === "bad" -> refused, message "unauthorized", data {reason:"bad token"}.
 // - on connection: emit("hello", {id, nsp, auth: handshake auth, query: handshake query minus EIO/transport/t}).
 // - "echo"(...args)           -> emit("echo", ...args), binary preserved.
@@ -23,6 +24,7 @@
 // - any other namespace is unknown ("Invalid namespace").
 import { createServer } from "node:http";
 import { Server } from "socket.io";
+import msgpackParser from "socket.io-msgpack-parser";
 
 const port = Number(process.env.PORT || 3000);
 
@@ -33,6 +35,8 @@ const io = new Server(httpServer, {
   cors: { origin: "*" },
   // INTEROP_RECOVERY=1: connection state recovery (test/recovery.test.js).
   ...(process.env.INTEROP_RECOVERY === "1" ? { connectionStateRecovery: {} } : {}),
+  // INTEROP_PARSER=msgpack: socket.io-msgpack-parser instead of the default parser (test/msgpack.test.js).
+  ...(process.env.INTEROP_PARSER === "msgpack" ? { parser: msgpackParser } : {}),
 });
 
 // Engine.IO bookkeeping parameters are not part of what the client asked for.

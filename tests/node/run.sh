@@ -4,6 +4,7 @@
 #   tests/node/run.sh --reference     against the Node reference server (tests/node/reference-server.js)
 #   tests/node/run.sh [--reference] test/acks.test.js ...   only the given files
 # INTEROP_SERVER_CMD overrides the server command (a shell command; it gets PORT in its environment).
+# test/msgpack.test.js starts its server with INTEROP_PARSER=msgpack (the client uses socket.io-msgpack-parser).
 # INTEROP_SUITE_TIMEOUT (seconds, default 600) bounds the whole run; INTEROP_SERVER_LOG=1 shows server output.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -124,12 +124,39 @@ pub struct SocketIoSection {
     pub connect_timeout_ms: u64,
     /// Largest number of binary attachments in one packet.
     pub max_attachments: usize,
+    /// `json` (Node's default parser) or `msgpack` (npm `socket.io-msgpack-parser`); every client of
+    /// the server must use the same one.
+    pub parser: ParserKind,
 }
 
 impl Default for SocketIoSection {
     fn default() -> Self {
         let d = switchyard_socketio::SocketIoConfig::default();
-        Self { connect_timeout_ms: d.connect_timeout.as_millis() as u64, max_attachments: d.max_attachments }
+        Self {
+            connect_timeout_ms: d.connect_timeout.as_millis() as u64,
+            max_attachments: d.max_attachments,
+            parser: ParserKind::Json,
+        }
+    }
+}
+
+/// The Socket.IO parser (`socketio.parser`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ParserKind {
+    /// Text packets with JSON data, binary as attachments.
+    #[default]
+    Json,
+    /// MessagePack: one binary message per packet.
+    Msgpack,
+}
+
+impl From<ParserKind> for switchyard_socketio::Parser {
+    fn from(kind: ParserKind) -> Self {
+        match kind {
+            ParserKind::Json => switchyard_socketio::Parser::Json,
+            ParserKind::Msgpack => switchyard_socketio::Parser::Msgpack,
+        }
     }
 }
 
@@ -614,6 +641,7 @@ impl Config {
             }),
             max_namespaces_per_connection: self.limits.namespaces_per_connection as usize,
             max_rooms_per_socket: self.limits.rooms_per_socket as usize,
+            parser: self.socketio.parser.into(),
         }
     }
 }
@@ -736,6 +764,16 @@ mod tests {
     #[test]
     fn defaults_load_and_validate() {
         assert_eq!(Loader::new().load().unwrap(), Config::default());
+    }
+
+    #[test]
+    fn socketio_parser_reaches_the_socketio_config() {
+        assert_eq!(Config::default().socketio_config().parser, switchyard_socketio::Parser::Json);
+        let config = Loader::new().env(env(&[("SWITCHYARD_SOCKETIO_PARSER", "msgpack")])).load().unwrap();
+        assert_eq!(config.socketio.parser, ParserKind::Msgpack);
+        assert_eq!(config.socketio_config().parser, switchyard_socketio::Parser::Msgpack);
+        let err = Loader::new().flag("socketio.parser", "xml").load().unwrap_err();
+        assert!(err.to_string().contains("socketio.parser"), "{err}");
     }
 
     #[test]

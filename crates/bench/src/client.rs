@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use switchyard_protocol::engine::{self, PacketData, PacketType};
 use switchyard_protocol::socketio;
+use switchyard_protocol::socketio_msgpack;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -106,6 +107,21 @@ impl WsConn {
         wsframe::encode_client_frame(wsframe::OP_TEXT, payload, mask, &mut self.scratch);
         self.stream.write_all(&self.scratch).await?;
         Ok(())
+    }
+
+    /// Sends one binary message.
+    pub async fn send_binary(&mut self, payload: &[u8]) -> Result<()> {
+        self.scratch.clear();
+        let mask = self.masks.next_mask();
+        wsframe::encode_client_frame(wsframe::OP_BINARY, payload, mask, &mut self.scratch);
+        self.stream.write_all(&self.scratch).await?;
+        Ok(())
+    }
+
+    /// Appends one masked binary frame to `out`.
+    pub fn frame_binary_into(&mut self, payload: &[u8], out: &mut BytesMut) {
+        let mask = self.masks.next_mask();
+        wsframe::encode_client_frame(wsframe::OP_BINARY, payload, mask, out);
     }
 
     /// Appends one masked text frame to `out` (for callers batching many messages into one write).
@@ -229,25 +245,38 @@ pub fn check_upgrade_response(head: &[u8], key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The Socket.IO parser a client speaks: JSON text packets (`42[...]`) or `socket.io-msgpack-parser`
+/// binary packets (the server must be started with the same, e.g. `SWITCHYARD_SOCKETIO_PARSER=msgpack`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WireParser {
+    #[default]
+    Json,
+    Msgpack,
+}
+
 /// An Engine.IO message seen by a Socket.IO client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EioEvent {
-    /// A `4` message: the Socket.IO packet text after the `4`.
+    /// A `4` message: the Socket.IO packet text after the `4`; with the msgpack parser, a binary
+    /// message (the whole msgpack packet).
     Message(Bytes),
     /// Anything else the caller may care about (`0` open, `3probe`, `6` noop ...).
     Other(engine::Packet),
+    /// A binary attachment of a JSON BINARY_EVENT, by its length (the benchmark only counts it).
+    Attachment(usize),
 }
 
 /// A Socket.IO client connected to namespace `/` over WebSocket.
 pub struct SioClient {
     pub ws: WsConn,
+    pub parser: WireParser,
 }
 
 impl SioClient {
     /// Engine.IO handshake over a direct WebSocket, then the Socket.IO CONNECT to `/`.
     pub async fn connect(target: &Target) -> Result<SioClient> {
         let ws = WsConn::connect(target, "/socket.io/?EIO=4&transport=websocket").await?;
-        let mut client = SioClient { ws };
+        let mut client = SioClient { ws, parser: target.parser };
         match client.next_eio().await? {
             EioEvent::Other(packet) if packet.kind == PacketType::Open => {
                 let PacketData::Text(text) = &packet.data else {
@@ -257,7 +286,14 @@ impl SioClient {
             }
             other => return Err(BenchError::new(format!("expected an Engine.IO open packet, got {other:?}"))),
         }
-        client.ws.send_text(b"40").await?;
+        match client.parser {
+            WireParser::Json => client.ws.send_text(b"40").await?,
+            WireParser::Msgpack => {
+                let mut connect = Vec::new();
+                socketio_msgpack::encode_control(socketio::PacketType::Connect, "/", None, &mut connect);
+                client.ws.send_binary(&connect).await?;
+            }
+        }
         client.wait_connect_reply().await?;
         Ok(client)
     }
@@ -266,10 +302,8 @@ impl SioClient {
     pub async fn wait_connect_reply(&mut self) -> Result<()> {
         loop {
             if let EioEvent::Message(text) = self.next_eio().await? {
-                let text = std::str::from_utf8(&text).map_err(|_| BenchError::new("non UTF-8 Socket.IO packet"))?;
-                let mut decoder = socketio::Decoder::default();
-                match decoder.decode_text(text) {
-                    Ok(Some(packet)) if packet.nsp == "/" => match packet.kind {
+                match decode_packet(self.parser, &text) {
+                    Ok(packet) if packet.nsp == "/" => match packet.kind {
                         socketio::PacketType::Connect => return Ok(()),
                         socketio::PacketType::ConnectError => {
                             return Err(BenchError::new(format!(
@@ -280,7 +314,7 @@ impl SioClient {
                         _ => {}
                     },
                     Ok(_) => {}
-                    Err(err) => return Err(BenchError::new(format!("bad Socket.IO packet: {err}"))),
+                    Err(err) => return Err(err),
                 }
             }
         }
@@ -324,23 +358,69 @@ impl SioClient {
                     _ => Ok(Some(EioEvent::Other(packet))),
                 }
             }
-            // Binary attachments are not used by the benchmark handlers.
-            WsMessage::Binary(_) => Ok(None),
+            // Each msgpack packet is one binary message; a JSON binary attachment follows its text packet.
+            WsMessage::Binary(data) => Ok(Some(match self.parser {
+                WireParser::Msgpack => EioEvent::Message(data),
+                WireParser::Json => EioEvent::Attachment(data.len()),
+            })),
         }
     }
 
     /// Sends a Socket.IO event on `/`: `42[<args>]`, or `42<id>[<args>]` when an ack is wanted.
     pub async fn emit(&mut self, args: &Value, ack_id: Option<u64>) -> Result<()> {
-        let mut text = BytesMut::with_capacity(64);
-        encode_event(args, ack_id, &mut text);
-        self.ws.send_text(&text).await
+        match self.parser {
+            WireParser::Json => {
+                let mut text = BytesMut::with_capacity(64);
+                encode_event(args, ack_id, &mut text);
+                self.ws.send_text(&text).await
+            }
+            WireParser::Msgpack => self.ws.send_binary(&encode_event_msgpack(args, ack_id)).await,
+        }
+    }
+
+    /// Appends the masked frames of an event on `/` to `out` (for senders batching many messages);
+    /// placeholders in `args` stand for `binary` (JSON: a BINARY_EVENT and one frame per attachment;
+    /// msgpack: one frame, binary inline).
+    pub fn frame_event_into(&mut self, args: &Value, binary: &[Bytes], out: &mut BytesMut) {
+        match self.parser {
+            WireParser::Json => {
+                let mut text = BytesMut::with_capacity(64);
+                text.extend_from_slice(b"4");
+                let kind =
+                    if binary.is_empty() { socketio::PacketType::Event } else { socketio::PacketType::BinaryEvent };
+                let packet = socketio::Packet {
+                    kind,
+                    nsp: "/".to_owned(),
+                    id: None,
+                    data: Some(args.clone()),
+                    attachments: binary.to_vec(),
+                };
+                socketio::encode(&packet, &mut text);
+                self.ws.frame_text_into(&text, out);
+                for attachment in binary {
+                    self.ws.frame_binary_into(attachment, out);
+                }
+            }
+            WireParser::Msgpack => {
+                let packet = socketio::Packet {
+                    kind: socketio::PacketType::Event,
+                    nsp: "/".to_owned(),
+                    id: None,
+                    data: Some(args.clone()),
+                    attachments: binary.to_vec(),
+                };
+                let mut data = Vec::with_capacity(64);
+                socketio_msgpack::encode(&packet, &mut data);
+                self.ws.frame_binary_into(&data, out);
+            }
+        }
     }
 
     /// Reads until the ack `ack_id` arrives (other packets are ignored) and returns its data.
     pub async fn wait_ack(&mut self, ack_id: u64) -> Result<Value> {
         loop {
             if let EioEvent::Message(text) = self.next_eio().await? {
-                if let Some((id, data)) = decode_ack(&text)? {
+                if let Some((id, data)) = decode_ack_with(self.parser, &text)? {
                     if id == ack_id {
                         return Ok(data);
                     }
@@ -367,6 +447,52 @@ pub fn encode_event(args: &Value, ack_id: Option<u64>, out: &mut BytesMut) {
         attachments: Vec::new(),
     };
     socketio::encode(&packet, out);
+}
+
+/// A msgpack EVENT on `/` with `args` (`[event, ...]`) as data.
+pub fn encode_event_msgpack(args: &Value, ack_id: Option<u64>) -> Vec<u8> {
+    let packet = socketio::Packet {
+        kind: socketio::PacketType::Event,
+        nsp: "/".to_owned(),
+        id: ack_id,
+        data: Some(args.clone()),
+        attachments: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(64);
+    socketio_msgpack::encode(&packet, &mut out);
+    out
+}
+
+/// Decodes one Socket.IO packet (the text after the Engine.IO `4`, or a msgpack binary message).
+pub fn decode_packet(parser: WireParser, data: &[u8]) -> Result<socketio::Packet> {
+    match parser {
+        WireParser::Json => {
+            let text = std::str::from_utf8(data).map_err(|_| BenchError::new("non UTF-8 Socket.IO packet"))?;
+            let mut decoder = socketio::Decoder::default();
+            match decoder.decode_text(text) {
+                Ok(Some(packet)) => Ok(packet),
+                Ok(None) => Err(BenchError::new("binary packets are not used by the benchmark")),
+                Err(err) => Err(BenchError::new(format!("bad Socket.IO packet: {err}"))),
+            }
+        }
+        WireParser::Msgpack => socketio_msgpack::decode(data, socketio::DEFAULT_MAX_ATTACHMENTS)
+            .map_err(|err| BenchError::new(format!("bad msgpack Socket.IO packet: {err}"))),
+    }
+}
+
+/// `decode_ack` for either parser.
+pub fn decode_ack_with(parser: WireParser, data: &[u8]) -> Result<Option<(u64, Value)>> {
+    match parser {
+        WireParser::Json => decode_ack(data),
+        WireParser::Msgpack => {
+            let packet = decode_packet(parser, data)?;
+            if packet.kind != socketio::PacketType::Ack || packet.nsp != "/" {
+                return Ok(None);
+            }
+            let id = packet.id.ok_or_else(|| BenchError::new("ack without an id"))?;
+            Ok(Some((id, packet.data.unwrap_or(Value::Null))))
+        }
+    }
 }
 
 /// `Some((id, data))` when `text` (a Socket.IO packet, after the Engine.IO `4`) is an ACK on `/`.
@@ -408,6 +534,22 @@ mod tests {
         assert_eq!(decode_ack(b"3/admin,1[1]").unwrap(), None);
         assert!(decode_ack(b"3[\"no id\"]").is_err());
         assert!(decode_ack(b"31[oops").is_err());
+    }
+
+    #[test]
+    fn msgpack_events_and_acks() {
+        let event = encode_event_msgpack(&json!(["echo", "x"]), Some(17));
+        let packet = decode_packet(WireParser::Msgpack, &event).unwrap();
+        assert_eq!(
+            (packet.kind, packet.id, packet.data),
+            (socketio::PacketType::Event, Some(17), Some(json!(["echo", "x"])))
+        );
+        let mut ack = Vec::new();
+        socketio_msgpack::encode_message("/", None, &[json!("x")], &[], Some(17), &mut ack);
+        assert_eq!(decode_ack_with(WireParser::Msgpack, &ack).unwrap(), Some((17, json!(["x"]))));
+        assert_eq!(decode_ack_with(WireParser::Msgpack, &event).unwrap(), None);
+        assert!(decode_ack_with(WireParser::Msgpack, b"31[\"x\"]").is_err());
+        assert_eq!(decode_ack_with(WireParser::Json, b"317[\"x\"]").unwrap(), Some((17, json!(["x"]))));
     }
 
     #[test]

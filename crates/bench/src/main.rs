@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::WireParser;
 use crate::net::{raise_nofile_limit, sources_for, Target};
 
 #[derive(Parser)]
@@ -48,6 +49,10 @@ struct ServerArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
+    /// The server's Socket.IO parser (idle, fanout, echo): `msgpack` for a server started with
+    /// `socketio.parser = "msgpack"` (bench-server: `SWITCHYARD_SOCKETIO_PARSER=msgpack`).
+    #[arg(long, value_enum, default_value_t = WireParser::Json)]
+    parser: WireParser,
 }
 
 impl ServerArgs {
@@ -56,6 +61,7 @@ impl ServerArgs {
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port),
             self.sources.unwrap_or_else(|| sources_for(connections)),
         )
+        .with_parser(self.parser)
     }
 }
 
@@ -81,6 +87,9 @@ enum Command {
         messages: usize,
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
+        /// Send the payload as a binary buffer (JSON: an attachment frame; msgpack: inline bin).
+        #[arg(long)]
+        binary: bool,
         /// Stop waiting once no delivery arrived for this many milliseconds.
         #[arg(long, default_value_t = 3000)]
         straggler_ms: u64,
@@ -240,12 +249,13 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::idle(&target, &options))
         }
-        Command::Fanout { server, receivers, messages, payload_bytes, straggler_ms, event } => {
+        Command::Fanout { server, receivers, messages, payload_bytes, binary, straggler_ms, event } => {
             let target = server.target(receivers);
             let options = scenarios::FanoutOptions {
                 receivers,
                 messages,
                 payload_bytes,
+                binary,
                 concurrency: server.concurrency,
                 straggler_wait: Duration::from_millis(straggler_ms),
                 max_wait: Duration::from_secs(120),

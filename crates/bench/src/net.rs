@@ -14,6 +14,8 @@ use tokio::net::{TcpSocket, TcpStream};
 pub struct Target {
     pub server: SocketAddrV4,
     sources: Arc<SourcePool>,
+    /// The Socket.IO parser the server speaks (and its clients must speak).
+    pub parser: crate::client::WireParser,
 }
 
 #[derive(Debug)]
@@ -25,7 +27,17 @@ struct SourcePool {
 impl Target {
     /// `source_count` source addresses, 127.0.0.1 upwards (at most 254, all inside 127.0.0.0/8).
     pub fn new(server: SocketAddrV4, source_count: usize) -> Self {
-        Self { server, sources: Arc::new(SourcePool { count: source_count.clamp(1, 254), next: AtomicUsize::new(0) }) }
+        Self {
+            server,
+            sources: Arc::new(SourcePool { count: source_count.clamp(1, 254), next: AtomicUsize::new(0) }),
+            parser: crate::client::WireParser::Json,
+        }
+    }
+
+    /// The same server, spoken to with `parser`.
+    pub fn with_parser(mut self, parser: crate::client::WireParser) -> Self {
+        self.parser = parser;
+        self
     }
 
     /// `host:port` for the HTTP `Host` header.

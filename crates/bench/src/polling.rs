@@ -192,7 +192,7 @@ pub async fn connect_with_upgrade(target: &Target) -> Result<SioClient> {
         }
     }
     let ws = WsConn::connect(target, &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}")).await?;
-    let mut client = SioClient { ws };
+    let mut client = SioClient { ws, parser: crate::client::WireParser::Json };
     client.ws.send_text(b"2probe").await?;
     loop {
         match client.next_eio().await? {

@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::client::{decode_ack, EioEvent, SioClient};
+use crate::client::{decode_ack_with, decode_packet, EioEvent, SioClient, WireParser};
 use crate::error::{BenchError, Result};
 use crate::net::Target;
 use crate::polling;
@@ -209,6 +209,9 @@ pub struct FanoutOptions {
     pub receivers: usize,
     pub messages: usize,
     pub payload_bytes: usize,
+    /// Send the payload as binary (a buffer of `payload_bytes` after a short sequence string) instead
+    /// of a string.
+    pub binary: bool,
     pub concurrency: usize,
     /// Give up waiting once no delivery arrived for this long.
     pub straggler_wait: Duration,
@@ -272,7 +275,8 @@ pub fn fanout_payload(seq: usize, bytes: usize) -> String {
 /// The sequence number of a fanout delivery: `text` is the Socket.IO packet after the Engine.IO `4`,
 /// `2["msg","00000042|xxx"]`. `None` when it is not a `msg` event.
 pub fn fanout_seq(text: &[u8]) -> Option<u64> {
-    let rest = text.strip_prefix(b"2[\"msg\",\"")?;
+    // `2["msg","<seq>|..."]`, or with a binary payload `51-["msg","<seq>|",{"_placeholder":...}]`.
+    let rest = text.strip_prefix(b"2[\"msg\",\"").or_else(|| text.strip_prefix(b"51-[\"msg\",\""))?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || rest.get(digits) != Some(&b'|') {
         return None;
@@ -294,9 +298,60 @@ pub fn message_seq(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
+/// `fanout_seq` for either parser. A msgpack delivery `{type: 2, data: ["msg", "<seq>|xxx"], nsp: "/"}`
+/// is read by its fixed prefix (the layout Switchyard and Node both write), anything else by a full
+/// decode.
+pub fn fanout_seq_with(parser: WireParser, data: &[u8]) -> Option<u64> {
+    if parser == WireParser::Json {
+        return fanout_seq(data);
+    }
+    const PREFIX: &[u8] = b"\x83\xa4type\x02\xa4data";
+    // `data` is `["msg", "<seq>|..."]` or, with a binary payload, `["msg", "<seq>|", <bin>]`.
+    let after_data = data.strip_prefix(PREFIX).and_then(|rest| match rest {
+        [0x92 | 0x93, rest @ ..] => rest.strip_prefix(b"\xa3msg"),
+        _ => None,
+    });
+    let payload: std::borrow::Cow<'_, [u8]> = match after_data {
+        Some(rest) => match rest.first()? {
+            0xa0..=0xbf => rest.get(1..)?.into(),
+            0xd9 => rest.get(2..)?.into(),
+            0xda => rest.get(3..)?.into(),
+            0xdb => rest.get(5..)?.into(),
+            _ => return None,
+        },
+        None => {
+            let packet = decode_packet(parser, data).ok()?;
+            let serde_json::Value::Array(items) = packet.data? else { return None };
+            match items.as_slice() {
+                [Value::String(name), Value::String(payload), ..] if name == "msg" => {
+                    payload.clone().into_bytes().into()
+                }
+                _ => return None,
+            }
+        }
+    };
+    let digits = payload.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || payload.get(digits) != Some(&b'|') {
+        return None;
+    }
+    std::str::from_utf8(&payload[..digits]).ok()?.parse().ok()
+}
+
+/// Bytes of a server WebSocket frame carrying `payload` bytes (header included).
+fn ws_frame_bytes(payload: usize) -> u64 {
+    let header = match payload {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    };
+    (header + payload) as u64
+}
+
 #[derive(Default)]
 struct ReceiverTally {
     received: u64,
+    /// WebSocket bytes of the deliveries (frame headers included).
+    wire_bytes: u64,
     out_of_order: u64,
     other_events: u64,
 }
@@ -334,10 +389,21 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                 let mut batch = 0u64;
                 let step: Result<()> = async {
                     while let Some(event) = client.try_next_eio().await? {
+                        if let EioEvent::Attachment(len) = event {
+                            tally.wire_bytes += ws_frame_bytes(len);
+                        }
                         if let EioEvent::Message(text) = event {
-                            match fanout_event.seq(&text) {
+                            let seq = if client.parser == WireParser::Json {
+                                fanout_event.seq(&text)
+                            } else {
+                                fanout_seq_with(client.parser, &text)
+                            };
+                            match seq {
                                 Some(seq) => {
                                     batch += 1;
+                                    // JSON: the Engine.IO `4` was stripped from the text.
+                                    let eio_len = text.len() + usize::from(client.parser == WireParser::Json);
+                                    tally.wire_bytes += ws_frame_bytes(eio_len);
                                     if seq != expected_seq {
                                         tally.out_of_order += 1;
                                     }
@@ -406,15 +472,23 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     };
     // Every message is framed before the clock starts, then written back to back.
     let mut frames = BytesMut::with_capacity(options.messages * (options.payload_bytes + 40));
-    let mut text = BytesMut::with_capacity(options.payload_bytes + 40);
+    let blob = Bytes::from(vec![0xa5u8; options.payload_bytes]);
     for seq in 0..options.messages {
-        text.clear();
-        crate::client::encode_event(
-            &json!([options.event.name(), FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]),
-            None,
-            &mut text,
-        );
-        sender.ws.frame_text_into(&text, &mut frames);
+        if options.binary {
+            let args = json!([
+                options.event.name(),
+                FANOUT_ROOM,
+                fanout_payload(seq, 0),
+                switchyard_protocol::socketio::placeholder(0)
+            ]);
+            sender.frame_event_into(&args, std::slice::from_ref(&blob), &mut frames);
+        } else {
+            sender.frame_event_into(
+                &json!([options.event.name(), FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]),
+                &[],
+                &mut frames,
+            );
+        }
     }
     let expected = joined * options.messages as u64;
     let bar = progress_bar(expected, "fanout deliveries");
@@ -456,7 +530,14 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     let delivered: u64 = tallies.iter().map(|t| t.received).sum();
     let out_of_order: u64 = tallies.iter().map(|t| t.out_of_order).sum();
     let other_events: u64 = tallies.iter().map(|t| t.other_events).sum();
+    let wire_bytes: u64 = tallies.iter().map(|t| t.wire_bytes).sum();
     let lost = expected.saturating_sub(delivered);
+    result.insert("parser".into(), json!(format!("{:?}", target.parser).to_lowercase()));
+    result.insert("binary".into(), json!(options.binary));
+    result.insert(
+        "wire_bytes_per_delivery".into(),
+        json!(if delivered > 0 { round3(wire_bytes as f64 / delivered as f64) } else { 0.0 }),
+    );
     result.insert("all_joined".into(), json!(all_joined));
     result.insert("expected".into(), json!(expected));
     result.insert("delivered".into(), json!(delivered));
@@ -599,7 +680,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
                             read?;
                             while let Some(event) = client.try_next_eio().await? {
                                 let EioEvent::Message(text) = event else { continue };
-                                let Some((id, data)) = decode_ack(&text)? else { continue };
+                                let Some((id, data)) = decode_ack_with(client.parser, &text)? else { continue };
                                 if let Some(at) = pending.iter().position(|(pid, _)| *pid == id) {
                                     let (_, sent_at) = pending.remove(at).unwrap_or((id, Instant::now()));
                                     record_micros(&mut tally.histogram, sent_at.elapsed().as_micros() as u64);
@@ -825,5 +906,33 @@ mod tests {
         assert_eq!(fanout_seq(b"2[\"msg\",\"|x\"]"), None);
         assert_eq!(fanout_seq(b"2[\"msg\",\"12x\"]"), None);
         assert_eq!(fanout_seq(b"3[\"msg\"]"), None);
+    }
+
+    #[test]
+    fn reads_the_sequence_of_a_msgpack_delivery() {
+        use switchyard_protocol::socketio_msgpack::encode_message;
+        for bytes in [20, 100, 300, 70_000] {
+            let mut packet = Vec::new();
+            encode_message("/", Some("msg"), &[json!(fanout_payload(123, bytes))], &[], None, &mut packet);
+            assert_eq!(fanout_seq_with(WireParser::Msgpack, &packet), Some(123), "{bytes} bytes");
+        }
+        // Another key order takes the slow path.
+        let other = switchyard_protocol::cluster::msgpack::encode(
+            &json!({"data": ["msg", "00000009|x"], "nsp": "/", "type": 2}),
+            &[],
+        );
+        assert_eq!(fanout_seq_with(WireParser::Msgpack, &other), Some(9));
+        let mut not_msg = Vec::new();
+        encode_message("/", Some("other"), &[json!("00000001|x")], &[], None, &mut not_msg);
+        assert_eq!(fanout_seq_with(WireParser::Msgpack, &not_msg), None);
+        assert_eq!(fanout_seq_with(WireParser::Msgpack, b"junk"), None);
+        // A binary payload: ["msg", "<seq>|", <bin>].
+        let mut binary = Vec::new();
+        let args = [json!(fanout_payload(77, 0)), switchyard_protocol::socketio::placeholder(0)];
+        encode_message("/", Some("msg"), &args, &[Bytes::from_static(&[1; 100])], None, &mut binary);
+        assert_eq!(fanout_seq_with(WireParser::Msgpack, &binary), Some(77));
+        assert_eq!(fanout_seq(br#"51-["msg","00000077|",{"_placeholder":true,"num":0}]"#), Some(77));
+        assert_eq!(ws_frame_bytes(100), 102);
+        assert_eq!(ws_frame_bytes(200), 204);
     }
 }

@@ -38,6 +38,16 @@ impl Frame {
         Self::finish(buf, OpCode::Binary)
     }
 
+    /// A binary `message` packet whose bytes `write_body` appends to a vector (the msgpack writer's
+    /// buffer), framed in place like [`Frame::text`].
+    pub fn binary_with(capacity_hint: usize, write_body: impl FnOnce(&mut Vec<u8>)) -> Frame {
+        let mut buf = Vec::with_capacity(MAX_HEADER_LEN + capacity_hint);
+        buf.resize(MAX_HEADER_LEN, 0);
+        write_body(&mut buf);
+        // Vec -> Bytes -> BytesMut reuses the allocation (the buffer is unique).
+        Self::finish(BytesMut::from(Bytes::from(buf)), OpCode::Binary)
+    }
+
     fn finish(mut buf: BytesMut, opcode: OpCode) -> Frame {
         let payload_len = buf.len() - MAX_HEADER_LEN;
         let mut header = [0u8; MAX_HEADER_LEN];
@@ -113,5 +123,16 @@ mod tests {
         assert_eq!(f.payload(), &[1, 2, 3]);
         assert_eq!(&f.ws_bytes()[..2], &[0x82, 3]);
         assert!(f.is_binary());
+    }
+
+    #[test]
+    fn binary_frame_written_in_place() {
+        let f = Frame::binary_with(4, |out| out.extend_from_slice(&[0x81, 0xa1, b'a', 1]));
+        assert_eq!(f.payload(), &[0x81, 0xa1, b'a', 1]);
+        assert_eq!(&f.ws_bytes()[..], &[0x82, 4, 0x81, 0xa1, b'a', 1]);
+        assert!(f.is_binary());
+        let long = Frame::binary_with(0, |out| out.resize(out.len() + 300, 7));
+        assert_eq!(&long.ws_bytes()[..4], &[0x82, 126, 0x01, 0x2c]);
+        assert_eq!(long.payload(), &[7; 300][..]);
     }
 }

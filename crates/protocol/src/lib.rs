@@ -1,6 +1,7 @@
 //! Pure protocol code for Switchyard: Engine.IO v4 packets and polling payloads, Socket.IO v5 packets
-//! with binary attachments, the server side of RFC 6455 WebSocket framing, and the MessagePack and
-//! message codecs of the Redis cluster wire.
+//! with binary attachments (JSON) and as `socket.io-msgpack-parser` writes them (MessagePack), the
+//! server side of RFC 6455 WebSocket framing, and the MessagePack and message codecs of the Redis
+//! cluster wire.
 //!
 //! Nothing here does I/O or allocates more than the packet itself needs, so every decoder can be fuzzed
 //! and every encoder shared by the engine, the Redis adapter and the benchmark client.
@@ -8,4 +9,5 @@
 pub mod cluster;
 pub mod engine;
 pub mod socketio;
+pub mod socketio_msgpack;
 pub mod websocket;

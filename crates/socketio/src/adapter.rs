@@ -5,7 +5,7 @@
 //! cluster adapter overrides what crosses nodes.
 
 use crate::namespace::Namespace;
-use crate::payload::{encode_packet, Payload};
+use crate::payload::Payload;
 use crate::recovery::{RestoredSession, SessionToPersist};
 use futures_util::future::BoxFuture;
 use std::collections::HashSet;
@@ -78,8 +78,8 @@ pub trait Adapter: Send + Sync + 'static {
     /// Delivers an event to every socket `opts` selects.
     fn broadcast(&self, ns: &Arc<Namespace>, event: &str, payload: &Payload, opts: &BroadcastOptions) {
         let frames = match ns.recovery().filter(|_| !opts.flags.volatile) {
-            Some(store) => encode_packet(ns.name(), Some(event), &store.record(event, payload, opts), None),
-            None => encode_packet(ns.name(), Some(event), payload, None),
+            Some(store) => ns.parser().encode_packet(ns.name(), Some(event), &store.record(event, payload, opts), None),
+            None => ns.parser().encode_packet(ns.name(), Some(event), payload, None),
         };
         ns.local_broadcast(&frames, opts);
     }
@@ -190,7 +190,7 @@ pub fn local_broadcast_with_ack(
     let mut count = 0;
     for socket in ns.local_targets(opts) {
         let (id, rx) = socket.register_ack();
-        let frames = encode_packet(ns.name(), Some(event), payload, Some(id));
+        let frames = ns.parser().encode_packet(ns.name(), Some(event), payload, Some(id));
         if socket.send_frames(&frames).is_err() {
             continue;
         }

@@ -1,8 +1,8 @@
 //! One engine connection seen by Socket.IO: decodes packets, connects namespaces (through their
 //! middleware), and routes events and acks to the sockets multiplexed on the connection.
 
+use crate::config::Parser;
 use crate::namespace::Namespace;
-use crate::payload::encode_control;
 use crate::server::ServerInner;
 use crate::socket::{DisconnectReason, Socket};
 use parking_lot::Mutex;
@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use switchyard_engine::protocol::socketio::{Decoder, Packet, PacketType};
+use switchyard_engine::protocol::socketio_msgpack;
 use switchyard_engine::{CloseReason, Connection, Handler, Incoming, OpenRequest, TransportKind};
 
 /// Request headers kept in one allocation (`name:value\n` lines, names lowercase): an idle connection
@@ -124,6 +125,7 @@ pub struct Client {
     conn: Arc<Connection>,
     server: Arc<ServerInner>,
     pub(crate) handshake: Arc<Handshake>,
+    /// The JSON parser's decoder (binary reassembly is state); the msgpack parser needs none.
     decoder: Mutex<Decoder>,
     sockets: Mutex<SmallVec<[Arc<Socket>; 1]>>,
     /// The connect-timeout timer, cancelled by the first namespace join.
@@ -150,6 +152,10 @@ impl Client {
             socket.on_close(reason);
         }
         self.conn.close(close);
+    }
+
+    fn parser(&self) -> Parser {
+        self.server.config.parser
     }
 
     pub(crate) fn max_rooms_per_socket(&self) -> usize {
@@ -210,12 +216,12 @@ impl Client {
             self.server.limit_stats.namespaces_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(sid = %self.conn.sid(), nsp = %nsp, max, "CONNECT refused: too many namespaces");
             let error = json!({"message": "Too many namespaces"});
-            let _ = self.conn.send(encode_control(PacketType::ConnectError, &nsp, Some(&error)));
+            let _ = self.conn.send(self.parser().encode_control(PacketType::ConnectError, &nsp, Some(&error)));
             return;
         }
         let Some(ns) = self.server.namespace(&nsp) else {
             let error = json!({"message": "Invalid namespace"});
-            let _ = self.conn.send(encode_control(PacketType::ConnectError, &nsp, Some(&error)));
+            let _ = self.conn.send(self.parser().encode_control(PacketType::ConnectError, &nsp, Some(&error)));
             return;
         };
         let recovery = match (ns.recovery(), auth.get("pid"), auth.get("offset")) {
@@ -238,7 +244,8 @@ impl Client {
             if !skip {
                 if let Err(error) = ns.run_middleware(&socket).await {
                     let data = error.to_json();
-                    let _ = client.conn.send(encode_control(PacketType::ConnectError, ns.name(), Some(&data)));
+                    let refusal = client.parser().encode_control(PacketType::ConnectError, ns.name(), Some(&data));
+                    let _ = client.conn.send(refusal);
                     return;
                 }
             }
@@ -265,7 +272,7 @@ impl Client {
             Some(pid) => json!({"sid": socket.id().as_str(), "pid": pid}),
             None => json!({"sid": socket.id().as_str()}),
         };
-        let _ = self.conn.send(encode_control(PacketType::Connect, ns.name(), Some(&reply)));
+        let _ = self.conn.send(self.parser().encode_control(PacketType::Connect, ns.name(), Some(&reply)));
         if let Some(restored) = restored {
             for room in &restored.session.rooms {
                 // A room over the limit (lowered since the session was stored) is counted and skipped.
@@ -273,22 +280,31 @@ impl Client {
             }
             socket.set_data(restored.session.data);
             for (event, payload) in &restored.missed {
-                let _ = socket.send_frames(&crate::payload::encode_packet(ns.name(), Some(event), payload, None));
+                let _ = socket.send_frames(&ns.parser().encode_packet(ns.name(), Some(event), payload, None));
             }
         }
         ns.on_socket_connected(&socket);
     }
 
     fn decode(self: &Arc<Self>, message: Incoming) {
-        let decoded = {
-            let mut decoder = self.decoder.lock();
-            match &message {
-                Incoming::Text(text) => match std::str::from_utf8(text) {
-                    Ok(text) => decoder.decode_text(text),
-                    Err(_) => Err(switchyard_engine::protocol::socketio::DecodeError::InvalidPayload),
-                },
-                Incoming::Binary(data) => decoder.decode_binary(data.clone()),
+        let decoded = match self.parser() {
+            Parser::Json => {
+                let mut decoder = self.decoder.lock();
+                match &message {
+                    Incoming::Text(text) => match std::str::from_utf8(text) {
+                        Ok(text) => decoder.decode_text(text),
+                        Err(_) => Err(switchyard_engine::protocol::socketio::DecodeError::InvalidPayload),
+                    },
+                    Incoming::Binary(data) => decoder.decode_binary(data.clone()),
+                }
+                .map_err(|e| e.to_string())
             }
+            // One binary message per packet, binary data inline; a text message is an error.
+            Parser::Msgpack => match &message {
+                Incoming::Binary(data) => socketio_msgpack::decode(data, self.server.config.max_attachments).map(Some),
+                Incoming::Text(_) => Err(socketio_msgpack::DecodeError::UnexpectedText),
+            }
+            .map_err(|e| e.to_string()),
         };
         match decoded {
             Ok(Some(packet)) => self.on_packet(packet),

@@ -21,6 +21,19 @@ pub struct SocketIoConfig {
     /// over it fails with [`JoinError::TooManyRooms`](crate::JoinError) and is counted in
     /// [`LimitStats::rooms_refused`].
     pub max_rooms_per_socket: usize,
+    /// How packets are written on the wire: JSON text (the default, Node's) or MessagePack binary
+    /// (npm `socket.io-msgpack-parser`). Every client of the server must use the same parser.
+    pub parser: Parser,
+}
+
+/// The Socket.IO parser, as Node's `parser` server option chooses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Parser {
+    /// Text packets `<type>[<nsp>,][<id>][JSON]`, binary data as separate attachments.
+    #[default]
+    Json,
+    /// `socket.io-msgpack-parser`: each packet one binary message, binary data inline as msgpack `bin`.
+    Msgpack,
 }
 
 /// Refusals of the Socket.IO limits, since the server started.
@@ -41,6 +54,7 @@ impl Default for SocketIoConfig {
             recovery: None,
             max_namespaces_per_connection: 0,
             max_rooms_per_socket: 0,
+            parser: Parser::Json,
         }
     }
 }

@@ -37,7 +37,7 @@ mod types;
 
 pub use adapter::{local_broadcast_with_ack, AckStream, Adapter, AdapterError, BoxError, MemoryAdapter};
 pub use client::{CompactHeaders, Handshake, SioHandler};
-pub use config::{LimitStats, SocketIoConfig};
+pub use config::{LimitStats, Parser, SocketIoConfig};
 pub use middleware::{Extensions, Rejection};
 pub use namespace::{ConnectError, Namespace, ServerSideHandler};
 pub use observe::Observer;

@@ -2,6 +2,7 @@
 //! broadcasts walk.
 
 use crate::adapter::{Adapter, BroadcastOptions, Room};
+use crate::config::Parser;
 use crate::middleware::{EventMiddleware, Rejection};
 use crate::observe::Observers;
 use crate::operators::BroadcastOperator;
@@ -70,6 +71,8 @@ pub struct Namespace {
     ack_ids: AtomicU64,
     /// The server's observers.
     observers: Arc<Observers>,
+    /// The server's parser: how this namespace's packets are encoded.
+    parser: Parser,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -84,8 +87,9 @@ impl Namespace {
         adapter: Arc<dyn Adapter>,
         recovery: Option<RecoveryConfig>,
         observers: Arc<Observers>,
+        parser: Parser,
     ) -> Arc<Self> {
-        Self::build(name, None, adapter, recovery, observers)
+        Self::build(name, None, adapter, recovery, observers, parser)
     }
 
     pub(crate) fn new_child(
@@ -94,8 +98,9 @@ impl Namespace {
         adapter: Arc<dyn Adapter>,
         recovery: Option<RecoveryConfig>,
         observers: Arc<Observers>,
+        parser: Parser,
     ) -> Arc<Self> {
-        Self::build(name, Some(parent.clone()), adapter, recovery, observers)
+        Self::build(name, Some(parent.clone()), adapter, recovery, observers, parser)
     }
 
     fn build(
@@ -104,8 +109,10 @@ impl Namespace {
         adapter: Arc<dyn Adapter>,
         recovery: Option<RecoveryConfig>,
         observers: Arc<Observers>,
+        parser: Parser,
     ) -> Arc<Self> {
         let ns = Arc::new(Namespace {
+            parser,
             name: name.into(),
             middleware: RwLock::default(),
             event_middleware: RwLock::new(Arc::new([])),
@@ -126,6 +133,12 @@ impl Namespace {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The parser the server's clients speak: encode packets for this namespace's sockets with it
+    /// (`ns.parser().encode_packet(..)`), as the adapter's broadcast does.
+    pub fn parser(&self) -> Parser {
+        self.parser
     }
 
     pub fn adapter(&self) -> &Arc<dyn Adapter> {

@@ -23,7 +23,10 @@ use serde_json::Value;
 use smallvec::SmallVec;
 use switchyard_engine::protocol::engine::PacketType as EioType;
 use switchyard_engine::protocol::socketio::{self as sio, PacketType};
+use switchyard_engine::protocol::socketio_msgpack;
 use switchyard_engine::Frame;
+
+use crate::config::Parser;
 
 /// Arguments of an event or an ack. Binary data sits in `binary`; the JSON holds
 /// `{"_placeholder":true,"num":N}` where each buffer goes, as on the wire.
@@ -182,6 +185,37 @@ pub fn encode_packet(nsp: &str, event: Option<&str>, payload: &Payload, id: Opti
     frames
 }
 
+impl Parser {
+    /// Encodes an EVENT (with `event`) or an ACK (without) for namespace `nsp` as this parser writes
+    /// it, once, into frames that can be sent to any number of connections: for JSON the text packet
+    /// and one binary frame per attachment ([`encode_packet`]), for MessagePack one binary frame
+    /// holding the whole packet, attachments inline.
+    pub fn encode_packet(self, nsp: &str, event: Option<&str>, payload: &Payload, id: Option<u64>) -> Frames {
+        match self {
+            Parser::Json => encode_packet(nsp, event, payload, id),
+            Parser::Msgpack => {
+                let binary_len: usize = payload.binary.iter().map(Bytes::len).sum();
+                let frame = Frame::binary_with(48 + nsp.len() + binary_len, |out| {
+                    socketio_msgpack::encode_message(nsp, event, &payload.args, &payload.binary, id, out)
+                });
+                let mut frames = Frames::new();
+                frames.push(frame);
+                frames
+            }
+        }
+    }
+
+    /// A CONNECT, CONNECT_ERROR or DISCONNECT packet.
+    pub(crate) fn encode_control(self, kind: PacketType, nsp: &str, data: Option<&Value>) -> Frame {
+        match self {
+            Parser::Json => encode_control(kind, nsp, data),
+            Parser::Msgpack => {
+                Frame::binary_with(48 + nsp.len(), |out| socketio_msgpack::encode_control(kind, nsp, data, out))
+            }
+        }
+    }
+}
+
 /// Writes `[event, ...args]` (or `[...args]`) as JSON.
 fn write_array(out: &mut BytesMut, event: Option<&str>, args: &[Value]) {
     out.put_u8(b'[');
@@ -200,8 +234,8 @@ fn write_array(out: &mut BytesMut, event: Option<&str>, args: &[Value]) {
     out.put_u8(b']');
 }
 
-/// A CONNECT, CONNECT_ERROR or DISCONNECT packet.
-pub(crate) fn encode_control(kind: PacketType, nsp: &str, data: Option<&Value>) -> Frame {
+/// A CONNECT, CONNECT_ERROR or DISCONNECT packet (JSON).
+fn encode_control(kind: PacketType, nsp: &str, data: Option<&Value>) -> Frame {
     Frame::text(EioType::Message, 48 + nsp.len(), |out| {
         sio::encode_header(kind, 0, nsp, None, out);
         if let Some(data) = data {
@@ -266,5 +300,27 @@ mod tests {
         let f = encode_control(PacketType::ConnectError, "/x", Some(&json!({"message": "Invalid namespace"})));
         assert_eq!(f.payload(), br#"44/x,{"message":"Invalid namespace"}"#);
         assert_eq!(encode_control(PacketType::Disconnect, "/", None).payload(), b"41");
+    }
+
+    #[test]
+    fn msgpack_packets_are_one_binary_frame() {
+        let p = Payload::empty().push(json!("x")).push_binary(vec![1u8, 2, 3]);
+        let frames = Parser::Msgpack.encode_packet("/", Some("bin"), &p, Some(3));
+        assert_eq!(frames.len(), 1);
+        assert!(frames[0].is_binary());
+        let mut expected = Vec::new();
+        socketio_msgpack::encode_message("/", Some("bin"), &p.args, &p.binary, Some(3), &mut expected);
+        assert_eq!(frames[0].payload(), &expected[..]);
+        let decoded = socketio_msgpack::decode(frames[0].payload(), 10).unwrap();
+        assert_eq!(decoded.kind, PacketType::Event);
+        assert_eq!(decoded.data, Some(json!(["bin", "x", sio::placeholder(0)])));
+        assert_eq!(decoded.attachments, p.binary);
+
+        let f = Parser::Msgpack.encode_control(PacketType::Disconnect, "/chat", None);
+        assert!(f.is_binary());
+        let decoded = socketio_msgpack::decode(f.payload(), 10).unwrap();
+        assert_eq!((decoded.kind, decoded.nsp.as_str(), decoded.data), (PacketType::Disconnect, "/chat", None));
+        // JSON stays text with attachments.
+        assert_eq!(Parser::Json.encode_packet("/", Some("bin"), &p, Some(3)).len(), 2);
     }
 }

@@ -67,6 +67,7 @@ impl ServerInner {
                     self.make_adapter(name),
                     self.config.recovery.clone(),
                     self.observers.clone(),
+                    self.config.parser,
                 )
             })
             .clone();
@@ -86,7 +87,13 @@ impl ServerInner {
         namespaces
             .entry(name.to_string())
             .or_insert_with(|| {
-                Namespace::new(&name, self.make_adapter(&name), self.config.recovery.clone(), self.observers.clone())
+                Namespace::new(
+                    &name,
+                    self.make_adapter(&name),
+                    self.config.recovery.clone(),
+                    self.observers.clone(),
+                    self.config.parser,
+                )
             })
             .clone()
     }
@@ -219,7 +226,13 @@ impl SocketIo {
     /// Namespaces created on demand for every name `matcher` accepts (Node's `io.of(regex)` or
     /// `io.of(fn)`). Configure the returned parent: its middleware and handler serve every child.
     pub fn dynamic_namespace(&self, matcher: impl Fn(&str) -> bool + Send + Sync + 'static) -> Arc<Namespace> {
-        let parent = Namespace::new("/_dynamic", Arc::new(MemoryAdapter), None, self.inner.observers.clone());
+        let parent = Namespace::new(
+            "/_dynamic",
+            Arc::new(MemoryAdapter),
+            None,
+            self.inner.observers.clone(),
+            self.inner.config.parser,
+        );
         self.inner.dynamic.write().push(DynamicNamespace { matcher: Box::new(matcher), parent: parent.clone() });
         parent
     }

@@ -33,7 +33,7 @@ use crate::client::{Client, Handshake};
 use crate::middleware::{EventMiddleware, Extensions, Rejection};
 use crate::namespace::Namespace;
 use crate::operators::BroadcastOperator;
-use crate::payload::{encode_control, encode_packet, Frames, Payload};
+use crate::payload::{Frames, Payload};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use smallvec::SmallVec;
@@ -181,7 +181,8 @@ pub struct AckSender {
 impl AckSender {
     /// Answers the client's ack with `payload`.
     pub fn send(self, payload: impl Into<Payload>) {
-        let frames = encode_packet(self.socket.ns.name(), None, &payload.into(), Some(self.id));
+        let ns = &self.socket.ns;
+        let frames = ns.parser().encode_packet(ns.name(), None, &payload.into(), Some(self.id));
         let _ = self.socket.send_frames(&frames);
     }
 }
@@ -382,7 +383,7 @@ impl Socket {
                 Err(EmitError::Disconnected)
             }
         } else {
-            let frames = encode_packet(self.ns.name(), Some(event), &payload, None);
+            let frames = self.ns.parser().encode_packet(self.ns.name(), Some(event), &payload, None);
             self.send_frames(&frames).map_err(|e| match e {
                 SendError::Closed => EmitError::Disconnected,
                 SendError::QueueFull => EmitError::SlowClient,
@@ -416,7 +417,7 @@ impl Socket {
         let payload = payload.into();
         self.notify_outgoing(event, &payload);
         let (id, rx) = self.register_ack();
-        let frames = encode_packet(self.ns.name(), Some(event), &payload, Some(id));
+        let frames = self.ns.parser().encode_packet(self.ns.name(), Some(event), &payload, Some(id));
         if let Err(e) = self.send_frames(&frames) {
             self.acks.lock().remove(&id);
             return Err(match e {
@@ -537,7 +538,8 @@ impl Socket {
 
     pub(crate) fn send_disconnect_packet(&self) {
         if self.connected() {
-            let _ = self.client.connection().send(encode_control(PacketType::Disconnect, self.ns.name(), None));
+            let frame = self.ns.parser().encode_control(PacketType::Disconnect, self.ns.name(), None);
+            let _ = self.client.connection().send(frame);
         }
     }
 

@@ -4,8 +4,8 @@
 //! (the form Socket.IO payloads keep, see [`crate::socketio::placeholder`]), so a Node peer sees a
 //! `Buffer` in place.
 //! Decoding does the reverse: every `bin` becomes a placeholder and its bytes go to a side list.
-//! notepack's timestamps (ext -1, its encoding of `Date`) decode to the ISO string `JSON.stringify`
-//! would give; its `undefined` (fixext 1, type 0) decodes to null in arrays and drops from maps.
+//! notepack's timestamps (ext -1, its encoding of `Date`; fixext 8 type 0 in notepack 2.x) decode to
+//! the ISO string `JSON.stringify` would give; its `undefined` (fixext 1, type 0) decodes to null in arrays and drops from maps.
 
 use bytes::Bytes;
 use serde_json::{Map, Number, Value};
@@ -23,6 +23,8 @@ pub enum DecodeError {
     TooDeep,
     #[error("{0} bytes left after the msgpack value")]
     TrailingBytes(usize),
+    #[error("more than {0} msgpack bin values")]
+    TooManyBinary(usize),
 }
 
 /// A decoded message: JSON with placeholders, and the binary blobs they point at.
@@ -43,6 +45,11 @@ pub struct Writer {
 impl Writer {
     pub fn with_capacity(capacity: usize) -> Self {
         Writer { out: Vec::with_capacity(capacity) }
+    }
+
+    /// Appends to `out` (whatever it already holds stays in front).
+    pub fn from_vec(out: Vec<u8>) -> Self {
+        Writer { out }
     }
 
     pub fn finish(self) -> Vec<u8> {
@@ -209,12 +216,12 @@ impl Writer {
 }
 
 /// The attachment a placeholder object stands for, as socket.io-parser recognises one.
-fn placeholder_target<'a>(map: &Map<String, Value>, binary: &'a [Bytes]) -> Option<&'a [u8]> {
+fn placeholder_target<'a>(map: &Map<String, Value>, binary: &'a [Bytes]) -> Option<&'a Bytes> {
     if binary.is_empty() || map.get("_placeholder") != Some(&Value::Bool(true)) {
         return None;
     }
     let num = map.get("num")?.as_u64()?;
-    binary.get(usize::try_from(num).ok()?).map(|b| &b[..])
+    binary.get(usize::try_from(num).ok()?)
 }
 
 /// Encodes `value` (placeholders resolved against `binary`) as one msgpack document.
@@ -228,7 +235,13 @@ pub fn encode(value: &Value, binary: &[Bytes]) -> Vec<u8> {
 
 /// Decodes one msgpack document; `bin` values become placeholders.
 pub fn decode(input: &[u8]) -> Result<Decoded, DecodeError> {
-    let mut reader = Reader { input, pos: 0, binary: Vec::new() };
+    decode_limited(input, usize::MAX)
+}
+
+/// Decodes one msgpack document holding at most `max_binary` `bin` values (each one costs a
+/// placeholder object, far more memory than its two bytes of input).
+pub fn decode_limited(input: &[u8], max_binary: usize) -> Result<Decoded, DecodeError> {
+    let mut reader = Reader { input, pos: 0, binary: Vec::new(), max_binary };
     let value = reader.value(0)?.unwrap_or(Value::Null);
     if reader.pos != input.len() {
         return Err(DecodeError::TrailingBytes(input.len() - reader.pos));
@@ -240,6 +253,7 @@ struct Reader<'a> {
     input: &'a [u8],
     pos: usize,
     binary: Vec<Bytes>,
+    max_binary: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -277,6 +291,9 @@ impl<'a> Reader<'a> {
             0xc2 => Value::Bool(false),
             0xc3 => Value::Bool(true),
             0xc4..=0xc6 => {
+                if self.binary.len() >= self.max_binary {
+                    return Err(DecodeError::TooManyBinary(self.max_binary));
+                }
                 let len = self.be(1 << (kind - 0xc4))? as usize;
                 let data = Bytes::copy_from_slice(self.take(len)?);
                 self.binary.push(data);
@@ -337,7 +354,7 @@ impl<'a> Reader<'a> {
         for _ in 0..len {
             let key = match self.value(depth + 1)?.unwrap_or(Value::Null) {
                 Value::String(s) => s,
-                other => other.to_string(),
+                other => js_key(&other),
             };
             if let Some(item) = self.value(depth + 1)? {
                 map.insert(key, item);
@@ -352,6 +369,12 @@ impl<'a> Reader<'a> {
         let data = self.take(len)?;
         match (kind, len) {
             (0, 1) => Ok(None),
+            // notepack 2.x (socket.io-msgpack-parser's) writes a Date as fixext 8 type 0: milliseconds.
+            (0, 8) => {
+                let ms = i64::from_be_bytes(data.try_into().unwrap_or_default());
+                let nanos = (ms.rem_euclid(1000) * 1_000_000) as u32;
+                Ok(Some(Value::String(iso_time(ms.div_euclid(1000), nanos))))
+            }
             (-1, 4) => {
                 let secs = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
                 Ok(Some(Value::String(iso_time(i64::from(secs), 0))))
@@ -368,6 +391,36 @@ impl<'a> Reader<'a> {
                 Ok(Some(Value::String(iso_time(secs, nanos))))
             }
             _ => Ok(Some(Value::Null)),
+        }
+    }
+}
+
+/// The property name JavaScript makes of a non-string map key (`String(key)`): numbers, booleans and
+/// null as written, arrays joined with commas, objects `[object Object]`. Linear in the key's size:
+/// JSON text would escape nested keys again at each level and grow exponentially with the nesting.
+fn js_key(key: &Value) -> String {
+    fn write(key: &Value, out: &mut String) {
+        match key {
+            Value::Null => {}
+            Value::String(s) => out.push_str(s),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+            }
+            Value::Object(_) => out.push_str("[object Object]"),
+            Value::Bool(_) | Value::Number(_) => out.push_str(&key.to_string()),
+        }
+    }
+    match key {
+        Value::Null => "null".to_string(),
+        other => {
+            let mut out = String::new();
+            write(other, &mut out);
+            out
         }
     }
 }
@@ -417,7 +470,8 @@ fn renumber(value: &mut Value, from: &[Bytes], to: &mut Vec<Bytes>) {
         Value::Array(items) => items.iter_mut().for_each(|item| renumber(item, from, to)),
         Value::Object(map) => {
             if let Some(data) = placeholder_target(map, from) {
-                to.push(Bytes::copy_from_slice(data));
+                // A shared handle, not a copy: many placeholders may name one large attachment.
+                to.push(data.clone());
                 *value = crate::socketio::placeholder(to.len() - 1);
                 return;
             }
@@ -488,9 +542,30 @@ mod tests {
         assert_eq!(decode(&[0xd6, 0xff, 0, 0, 0, 0]).unwrap().value, json!("1970-01-01T00:00:00.000Z"));
         let ts = 1_700_000_000u32.to_be_bytes();
         assert_eq!(decode(&[0xd6, 0xff, ts[0], ts[1], ts[2], ts[3]]).unwrap().value, json!("2023-11-14T22:13:20.000Z"));
+        // notepack 2.x: new Date(1700000000123) -> d7 00 <int64 milliseconds>.
+        let ms = 1_700_000_000_123i64.to_be_bytes();
+        let mut date2 = vec![0xd7, 0x00];
+        date2.extend_from_slice(&ms);
+        assert_eq!(decode(&date2).unwrap().value, json!("2023-11-14T22:13:20.123Z"));
         let undefined_in_map = [0x82, 0xa1, b'a', 0xd4, 0x00, 0x00, 0xa1, b'b', 0x01];
         assert_eq!(decode(&undefined_in_map).unwrap().value, json!({"b": 1}));
         assert_eq!(decode(&[0x91, 0xd4, 0x00, 0x00]).unwrap().value, json!([null]));
+    }
+
+    #[test]
+    fn keys_that_are_not_strings_read_as_javascript_names_them() {
+        // {1: "a", true: "b", null: "c", [1, [2, null]]: "d", {x: 1}: "e"} written with msgpack keys.
+        let input = [
+            0x85, 0x01, 0xa1, b'a', 0xc3, 0xa1, b'b', 0xc0, 0xa1, b'c', 0x92, 0x01, 0x92, 0x02, 0xc0, 0xa1, b'd', 0x81,
+            0xa1, b'x', 0x01, 0xa1, b'e',
+        ];
+        let expected = json!({"1": "a", "true": "b", "null": "c", "1,2,": "d", "[object Object]": "e"});
+        assert_eq!(decode(&input).unwrap().value, expected);
+        // Maps nested as keys stay cheap: no escaping at each level.
+        let mut nested = vec![0x81; 120];
+        nested.extend_from_slice(&[0xa1, b'k', 0x01]);
+        nested.extend(std::iter::repeat_n(0x01, 119));
+        assert_eq!(decode(&nested).unwrap().value, json!({"[object Object]": 1}));
     }
 
     #[test]

@@ -170,8 +170,13 @@ pub struct Node {
 
 impl Node {
     pub async fn start(target: RedisTarget, config: RedisAdapterConfig) -> Node {
+        Node::start_with(target, config, SocketIoConfig::default()).await
+    }
+
+    /// A node with these Socket.IO settings (the parser, say).
+    pub async fn start_with(target: RedisTarget, config: RedisAdapterConfig, sio: SocketIoConfig) -> Node {
         let redis = RedisNode::start(target, config).expect("valid Redis address");
-        let io = SocketIo::builder().config(SocketIoConfig::default()).adapter(redis.adapter_factory()).build();
+        let io = SocketIo::builder().config(sio).adapter(redis.adapter_factory()).build();
         // Clients ack "ask" with their own id and answer "whoami" likewise; every node answers the
         // server-side "ping" with its uid.
         let ns = io.of("/");

@@ -11,4 +11,5 @@ mod disconnect;
 mod events;
 mod extensions;
 mod malformed;
+mod msgpack;
 mod rooms;
