@@ -222,7 +222,7 @@ impl Client {
             (Some(_), Some(Value::String(pid)), Some(Value::String(offset))) => Some((pid.clone(), offset.clone())),
             _ => None,
         };
-        if recovery.is_none() && !ns.has_middleware() {
+        if recovery.is_none() && self.server.connect_middleware.is_empty() && !ns.has_middleware() {
             let socket = Socket::new(ns.clone(), self.clone(), auth, None);
             self.finish_connect(&ns, socket, None);
             return;
@@ -234,13 +234,23 @@ impl Client {
                 None => None,
             };
             let socket = Socket::new(ns.clone(), client.clone(), auth, restored.as_ref().map(|r| &r.session));
+            // Server-wide middleware always runs (authentication sees every socket); the namespace's
+            // may be skipped for a restored session.
             let skip = restored.is_some() && ns.recovery().is_some_and(|r| r.config().skip_middlewares);
-            if !skip {
-                if let Err(error) = ns.run_middleware(&socket).await {
-                    let data = error.to_json();
-                    let _ = client.conn.send(encode_control(PacketType::ConnectError, ns.name(), Some(&data)));
-                    return;
+            let mut result = Ok(());
+            for middleware in client.server.connect_middleware.iter() {
+                result = middleware(socket.clone()).await;
+                if result.is_err() {
+                    break;
                 }
+            }
+            if result.is_ok() && !skip {
+                result = ns.run_middleware(&socket).await;
+            }
+            if let Err(error) = result {
+                let data = error.to_json();
+                let _ = client.conn.send(encode_control(PacketType::ConnectError, ns.name(), Some(&data)));
+                return;
             }
             client.finish_connect(&ns, socket, restored);
         });
