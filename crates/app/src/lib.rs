@@ -13,12 +13,15 @@
 //! - [`shutdown`]: the signal and the order of a graceful stop.
 //! - [`tls`]: https and wss on the same port, certificates reloaded without a restart.
 //! - [`access`]: who a socket is ([`access::Identity`]) and what it may join and publish.
+//! - [`auth`]: JWTs checked on every connection (`[auth]`), the user and handshake rooms (`[rooms]`),
+//!   token expiry, `switchyard token`.
 //! - [`chat`]: the demo chat page at `/` and its events.
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls [`App::build`] and [`App::serve`]
 //! (or [`run`]).
 
 pub mod access;
+pub mod auth;
 pub mod chat;
 pub mod cluster;
 pub mod config;
@@ -53,6 +56,9 @@ pub enum AppError {
     Bind { address: String, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// A JWT key that cannot be used (an invalid configuration: the binary exits with status 2).
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -69,6 +75,8 @@ pub struct App {
     metrics: Option<Arc<metrics::Metrics>>,
     /// The policy every join and publish is checked against.
     access: Arc<access::Access>,
+    /// Authentication and handshake rooms (installed only when configured).
+    auth: Arc<auth::Auth>,
 }
 
 impl App {
@@ -78,8 +86,11 @@ impl App {
         // The event rate is server-wide message middleware, set on the builder: it covers every
         // namespace a client can reach (static, dynamic children, and those added after build).
         let limits = limits::Limits::new(&config.limits);
-        let mut builder = limits
-            .install(SocketIo::builder().config(config.socketio_config()))
+        // Authentication is server-wide connect middleware, so it also covers every namespace.
+        let access = Arc::new(access::Access::new(config.rooms.default_allow(config.auth.enabled())));
+        let auth = auth::Auth::new(&config, access.clone())?;
+        let mut builder = auth
+            .install(limits.install(SocketIo::builder().config(config.socketio_config())))
             .observer(Arc::new(logging::ConnectionLog));
         let socketio_metrics =
             config.metrics.enabled.then(|| metrics::SocketIoMetrics::new(config.metrics.max_event_names));
@@ -103,6 +114,9 @@ impl App {
             if let Err(e) = limits.register_metrics(registry) {
                 tracing::warn!(error = %e, "registering the limits' metrics");
             }
+            if let Err(e) = auth.register_metrics(registry) {
+                tracing::warn!(error = %e, "registering the auth metrics");
+            }
             if let Some(node) = &cluster {
                 metrics::RedisCollector::register_metrics(node, registry);
             }
@@ -111,8 +125,7 @@ impl App {
             }
             Arc::new(metrics)
         });
-        let access = Arc::new(access::Access::allow_all());
-        Ok(App { config, io, cluster, health, tls, limits, metrics, access })
+        Ok(App { config, io, cluster, health, tls, limits, metrics, access, auth })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -146,6 +159,11 @@ impl App {
     /// The access policy (room patterns from tokens, the default policy).
     pub fn access(&self) -> &Arc<access::Access> {
         &self.access
+    }
+
+    /// Authentication (`[auth]`) and handshake rooms (`[rooms]`).
+    pub fn auth(&self) -> &Arc<auth::Auth> {
+        &self.auth
     }
 
     /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.
@@ -213,7 +231,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let app = App::build(config)?;
     let listener = app.bind().await?;
     let address = listener.local_addr().map_err(AppError::Serve)?;
-    tracing::info!(%address, tls = app.tls.is_some(), "switchyard listening");
+    tracing::info!(%address, tls = app.tls.is_some(), auth = app.auth.enabled(), "switchyard listening");
     app.serve(listener, shutdown::signal()).await.map_err(AppError::Serve)
 }
 
