@@ -123,7 +123,10 @@ struct KeyEntry {
 enum Keys {
     One(KeyEntry),
     /// A JWKS: keys by `kid`, and the key to use for tokens without `kid` when the set has one key.
-    Set { by_kid: HashMap<String, KeyEntry>, single: Option<KeyEntry> },
+    Set {
+        by_kid: HashMap<String, KeyEntry>,
+        single: Option<KeyEntry>,
+    },
 }
 
 /// Checks tokens against the key of `[auth.jwt]` and turns their claims into an [`Identity`].
@@ -140,14 +143,8 @@ impl std::fmt::Debug for Verifier {
 }
 
 const HMAC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
-const RSA: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-];
+const RSA: &[Algorithm] =
+    &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
 const EC: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384];
 const ED: &[Algorithm] = &[Algorithm::EdDSA];
 
@@ -164,13 +161,16 @@ impl Verifier {
             v.validate_exp = true;
             v.validate_nbf = true;
             v.set_required_spec_claims(&["exp", "sub"]);
+            // A configured issuer or audience must be present, not only right when present.
             if !jwt.issuer.is_empty() {
                 v.set_issuer(&[&jwt.issuer]);
+                v.required_spec_claims.insert("iss".into());
             }
             // Without a configured audience (validation's `aud` unset), a token naming one is refused:
             // it was meant for another service.
             if !jwt.audience.is_empty() {
                 v.set_audience(&[&jwt.audience]);
+                v.required_spec_claims.insert("aud".into());
             }
             v
         };
@@ -182,8 +182,9 @@ impl Verifier {
                 let key_name = source.key();
                 let path = &jwt.public_key_file;
                 let pem = std::fs::read(path).map_err(|e| AuthError::new(key_name, format!("{path}: {e}")))?;
-                let (key, algorithms) = pem_public_key(&pem)
-                    .ok_or_else(|| AuthError::new(key_name, format!("{path}: not a PEM public key (RSA, EC or Ed25519)")))?;
+                let (key, algorithms) = pem_public_key(&pem).ok_or_else(|| {
+                    AuthError::new(key_name, format!("{path}: not a PEM public key (RSA, EC or Ed25519)"))
+                })?;
                 Keys::One(KeyEntry { key, validation: base(algorithms) })
             }
             KeySource::JwksFile => {
@@ -205,7 +206,8 @@ impl Verifier {
                     match &jwk.common.key_id {
                         Some(kid) => {
                             if count == 1 {
-                                single = Some(KeyEntry { key: entry.key.clone(), validation: entry.validation.clone() });
+                                single =
+                                    Some(KeyEntry { key: entry.key.clone(), validation: entry.validation.clone() });
                             }
                             if by_kid.insert(kid.clone(), entry).is_some() {
                                 return Err(AuthError::new(key_name, format!("{path}: two keys with kid {kid:?}")));
@@ -289,7 +291,7 @@ fn refusal_of(kind: &ErrorKind) -> Refusal {
         ErrorKind::InvalidIssuer => Refusal::invalid("wrong issuer"),
         ErrorKind::InvalidAudience => Refusal::invalid("wrong audience"),
         ErrorKind::InvalidSubject => Refusal::invalid("wrong subject"),
-        ErrorKind::MissingRequiredClaim(_) => Refusal::invalid("missing exp or sub"),
+        ErrorKind::MissingRequiredClaim(_) => Refusal::invalid("missing a required claim"),
         ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
             Refusal::invalid("malformed")
         }
@@ -732,5 +734,343 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
         Some(0) => Err(format!("{text:?}: must be at least 1 s")),
         Some(secs) => Ok(Duration::from_secs(secs)),
         None => Err(format!("{text:?}: too long")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use jsonwebtoken::encode;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn claims(sub: &str, exp_in: i64) -> Value {
+        json!({"sub": sub, "exp": (unix_now() as i64 + exp_in) as u64, "rooms": ["chat:*"]})
+    }
+
+    fn config(set: impl FnOnce(&mut Config)) -> Config {
+        let mut config = Config::default();
+        config.auth.jwt.leeway_seconds = 0;
+        set(&mut config);
+        config
+    }
+
+    fn verifier(config: &Config) -> Verifier {
+        Verifier::from_config(&config.auth, &config.rooms).expect("usable key").expect("a key is set")
+    }
+
+    fn hs(alg: Algorithm, claims: &Value, secret: &[u8]) -> String {
+        encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn refused(verifier: &Verifier, token: &str) -> Refusal {
+        verifier.verify(token).expect_err("refused")
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// A PEM key pair (private PKCS#8, public SPKI) made now by rcgen.
+    fn generated(alg: &'static rcgen::SignatureAlgorithm) -> (String, String) {
+        let pair = rcgen::KeyPair::generate_for(alg).unwrap();
+        (pair.serialize_pem(), pair.public_key_pem())
+    }
+
+    /// An RSA key pair made now by the openssl command (ring cannot generate RSA keys).
+    fn generated_rsa(dir: &tempfile::TempDir) -> (String, String) {
+        let private = dir.path().join("rsa.pem");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("the openssl command (Debian package openssl, installed by scripts/install-deps.sh)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        };
+        let private_path = private.to_str().unwrap();
+        run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", private_path]);
+        let public = run(&["pkey", "-in", private_path, "-pubout"]);
+        (std::fs::read_to_string(&private).unwrap(), String::from_utf8(public).unwrap())
+    }
+
+    #[test]
+    fn hmac_tokens_give_the_identity() {
+        let v = verifier(&config(|c| c.auth.jwt.secret = SECRET.into()));
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let identity = v.verify(&hs(alg, &claims("alice", 60), SECRET.as_bytes())).expect("valid");
+            assert_eq!(&*identity.user, "alice");
+            assert_eq!(identity.rooms.as_deref(), Some(&[RoomPattern::new("chat:*")][..]));
+            assert!(identity.publish.is_none());
+            assert!(identity.expires_at.unwrap() > unix_now());
+        }
+        // Configured claim names; one string is one pattern.
+        let v = verifier(&config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.rooms.claim = "chans".into();
+            c.rooms.publish_claim = "say".into();
+        }));
+        let token = hs(
+            Algorithm::HS256,
+            &json!({"sub": "bob", "exp": unix_now() + 60, "chans": "lobby", "say": []}),
+            SECRET.as_bytes(),
+        );
+        let identity = v.verify(&token).unwrap();
+        assert_eq!(identity.rooms.as_deref(), Some(&[RoomPattern::new("lobby")][..]));
+        assert_eq!(identity.publish.as_deref(), Some(&[][..]));
+    }
+
+    #[test]
+    fn every_refusal_has_its_reason() {
+        let v = verifier(&config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.auth.jwt.issuer = "https://issuer.test".into();
+            c.auth.jwt.audience = "switchyard".into();
+        }));
+        let good = json!({"sub": "alice", "exp": unix_now() + 60, "iss": "https://issuer.test", "aud": "switchyard"});
+        assert!(v.verify(&hs(Algorithm::HS256, &good, SECRET.as_bytes())).is_ok());
+        let with = |key: &str, value: Value| {
+            let mut c = good.clone();
+            match value {
+                Value::Null => {
+                    c.as_object_mut().unwrap().remove(key);
+                }
+                value => c[key] = value,
+            }
+            hs(Algorithm::HS256, &c, SECRET.as_bytes())
+        };
+        let invalid = |token: &str, detail: &str| {
+            let r = refused(&v, token);
+            assert_eq!((r.failure, r.detail), (Failure::Invalid, detail), "{token}");
+        };
+        assert_eq!(refused(&v, "").failure, Failure::Missing);
+        invalid("not-a-token", "malformed");
+        invalid("a.b.c", "malformed");
+        invalid(&"x".repeat(MAX_TOKEN_BYTES + 1), "token too long");
+        invalid(&hs(Algorithm::HS256, &good, b"another secret, 32 bytes or more!"), "bad signature");
+        // A signature from the right key on a changed payload.
+        let token = hs(Algorithm::HS256, &good, SECRET.as_bytes());
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = b64(serde_json::to_string(&with_sub(&good, "admin")).unwrap().as_bytes());
+        invalid(&format!("{}.{forged}.{}", parts[0], parts[2]), "bad signature");
+        // alg: none, with or without a signature.
+        let none = b64(br#"{"alg":"none","typ":"JWT"}"#);
+        invalid(&format!("{none}.{}.", parts[1]), "malformed");
+        invalid(&format!("{none}.{}.{}", parts[1], parts[2]), "malformed");
+        let expired = refused(&v, &with("exp", json!(unix_now() - 10)));
+        assert_eq!(expired.failure, Failure::Expired);
+        invalid(&with("nbf", json!(unix_now() + 3600)), "not yet valid (nbf)");
+        invalid(&with("iss", json!("https://evil.test")), "wrong issuer");
+        invalid(&with("iss", Value::Null), "missing a required claim");
+        invalid(&with("aud", json!("another-service")), "wrong audience");
+        invalid(&with("aud", Value::Null), "missing a required claim");
+        invalid(&with("exp", Value::Null), "missing a required claim");
+        invalid(&with("exp", json!("tomorrow")), "missing a required claim");
+        invalid(&with("sub", Value::Null), "missing a required claim");
+        invalid(&with("sub", json!("")), "sub must be a non-empty string");
+        invalid(&with("sub", json!(42)), "missing a required claim");
+        invalid(&with("rooms", json!([1, 2])), "rooms claim");
+        invalid(&with("publish", json!({"a": 1})), "publish claim");
+        // Without a configured audience, a token meant for some audience is refused.
+        let v = verifier(&config(|c| c.auth.jwt.secret = SECRET.into()));
+        let r = refused(
+            &v,
+            &hs(Algorithm::HS256, &json!({"sub": "a", "exp": unix_now() + 60, "aud": "x"}), SECRET.as_bytes()),
+        );
+        assert_eq!((r.failure, r.detail), (Failure::Invalid, "wrong audience"));
+        // A leeway lets a just-expired token in.
+        let v = verifier(&config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.auth.jwt.leeway_seconds = 30;
+        }));
+        assert!(v.verify(&hs(Algorithm::HS256, &claims("a", -10), SECRET.as_bytes())).is_ok());
+        assert_eq!(refused(&v, &hs(Algorithm::HS256, &claims("a", -40), SECRET.as_bytes())).failure, Failure::Expired);
+    }
+
+    fn with_sub(claims: &Value, sub: &str) -> Value {
+        let mut c = claims.clone();
+        c["sub"] = json!(sub);
+        c
+    }
+
+    #[test]
+    fn public_keys_verify_their_own_algorithms_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &'static rcgen::SignatureAlgorithm, Algorithm, Algorithm); 3] = [
+            ("p256", &rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256, Algorithm::ES384),
+            ("p384", &rcgen::PKCS_ECDSA_P384_SHA384, Algorithm::ES384, Algorithm::ES256),
+            ("ed25519", &rcgen::PKCS_ED25519, Algorithm::EdDSA, Algorithm::ES256),
+        ];
+        for (name, kind, alg, wrong_alg) in cases {
+            let (private, public) = generated(kind);
+            let path = write(&dir, &format!("{name}.pem"), &public);
+            let v = verifier(&config(|c| c.auth.jwt.public_key_file = path.clone()));
+            let signing = match alg {
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(private.as_bytes()).unwrap(),
+                _ => EncodingKey::from_ec_pem(private.as_bytes()).unwrap(),
+            };
+            let token = encode(&Header::new(alg), &claims("alice", 60), &signing).unwrap();
+            assert_eq!(&*v.verify(&token).expect(name).user, "alice", "{name}");
+            // The same key under another algorithm's name.
+            let parts: Vec<&str> = token.split('.').collect();
+            let header = b64(format!(r#"{{"alg":"{wrong_alg:?}","typ":"JWT"}}"#).as_bytes());
+            assert_eq!(refused(&v, &format!("{header}.{}.{}", parts[1], parts[2])).failure, Failure::Invalid, "{name}");
+            // HS256 with the public key's PEM as the shared secret (the classic confusion attack).
+            let confused = hs(Algorithm::HS256, &claims("admin", 60), public.as_bytes());
+            let r = refused(&v, &confused);
+            assert_eq!((r.failure, r.detail), (Failure::Invalid, "algorithm not allowed for the key"), "{name}");
+            // Another key of the same kind.
+            let (other, _) = generated(kind);
+            let other = match alg {
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(other.as_bytes()).unwrap(),
+                _ => EncodingKey::from_ec_pem(other.as_bytes()).unwrap(),
+            };
+            let token = encode(&Header::new(alg), &claims("alice", 60), &other).unwrap();
+            assert_eq!(refused(&v, &token).detail, "bad signature", "{name}");
+        }
+    }
+
+    #[test]
+    fn rsa_keys_verify_rs_and_ps_and_refuse_the_hmac_confusion() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = generated_rsa(&dir);
+        let path = write(&dir, "rsa-public.pem", &public);
+        let v = verifier(&config(|c| c.auth.jwt.public_key_file = path));
+        let key = EncodingKey::from_rsa_pem(private.as_bytes()).unwrap();
+        for alg in [Algorithm::RS256, Algorithm::RS512, Algorithm::PS256] {
+            let token = encode(&Header::new(alg), &claims("alice", 60), &key).unwrap();
+            assert_eq!(&*v.verify(&token).unwrap().user, "alice", "{alg:?}");
+        }
+        let confused = hs(Algorithm::HS256, &claims("admin", 60), public.as_bytes());
+        let r = refused(&v, &confused);
+        assert_eq!((r.failure, r.detail), (Failure::Invalid, "algorithm not allowed for the key"));
+        let expired = encode(&Header::new(Algorithm::RS256), &claims("alice", -5), &key).unwrap();
+        assert_eq!(refused(&v, &expired).failure, Failure::Expired);
+    }
+
+    #[test]
+    fn jwks_picks_the_key_by_kid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ec_private, _) = generated(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let ec_signing = EncodingKey::from_ec_pem(ec_private.as_bytes()).unwrap();
+        // The public JWK of the EC key, from the x and y of its uncompressed point.
+        let pair = rcgen::KeyPair::from_pem(&ec_private).unwrap();
+        let point = pair.public_key_raw();
+        assert_eq!(point.len(), 65);
+        let ec_jwk = json!({"kty": "EC", "crv": "P-256", "kid": "ec-1", "alg": "ES256",
+                            "x": b64(&point[1..33]), "y": b64(&point[33..])});
+        let oct_jwk = json!({"kty": "oct", "kid": "hmac-1", "k": b64(SECRET.as_bytes())});
+        let path = write(&dir, "keys.json", &json!({"keys": [ec_jwk, oct_jwk]}).to_string());
+        let v = verifier(&config(|c| c.auth.jwt.jwks_file = path));
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("ec-1".into());
+        assert_eq!(&*v.verify(&encode(&header, &claims("ec", 60), &ec_signing).unwrap()).unwrap().user, "ec");
+        let mut header = Header::new(Algorithm::HS512);
+        header.kid = Some("hmac-1".into());
+        let token = encode(&header, &claims("oct", 60), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(&*v.verify(&token).unwrap().user, "oct");
+        // The HMAC key under the EC key's kid, an unknown kid, no kid among several keys.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("ec-1".into());
+        let token = encode(&header, &claims("x", 60), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(refused(&v, &token).detail, "algorithm not allowed for the key");
+        header.kid = Some("nope".into());
+        let token = encode(&header, &claims("x", 60), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(refused(&v, &token).detail, "unknown kid");
+        let token = hs(Algorithm::HS256, &claims("x", 60), SECRET.as_bytes());
+        assert_eq!(refused(&v, &token).detail, "no kid");
+        // The key's alg is the only one it verifies: ES384 under an ES256 key.
+        let mut header = Header::new(Algorithm::ES384);
+        header.kid = Some("ec-1".into());
+        let parts: Vec<String> = encode(&Header::new(Algorithm::ES256), &claims("x", 60), &ec_signing)
+            .unwrap()
+            .split('.')
+            .map(String::from)
+            .collect();
+        let forged = format!("{}.{}.{}", b64(br#"{"alg":"ES384","kid":"ec-1"}"#), parts[1], parts[2]);
+        assert_eq!(refused(&v, &forged).detail, "algorithm not allowed for the key");
+        // A single key without kid serves tokens without kid.
+        let one = write(&dir, "one.json", &json!({"keys": [{"kty": "oct", "k": b64(SECRET.as_bytes())}]}).to_string());
+        let v = verifier(&config(|c| c.auth.jwt.jwks_file = one));
+        assert!(v.verify(&hs(Algorithm::HS256, &claims("x", 60), SECRET.as_bytes())).is_ok());
+    }
+
+    #[test]
+    fn unusable_key_files_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = |set: &dyn Fn(&mut Config)| {
+            let mut config = Config::default();
+            set(&mut config);
+            Verifier::from_config(&config.auth, &config.rooms).expect_err("refused")
+        };
+        let e = error(&|c| c.auth.jwt.public_key_file = "/nonexistent/key.pem".into());
+        assert_eq!(e.key, "auth.jwt.public_key_file");
+        assert!(e.to_string().starts_with("auth.jwt.public_key_file: /nonexistent/key.pem: "), "{e}");
+        let garbage = write(&dir, "garbage.pem", "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n");
+        let e = error(&|c| c.auth.jwt.public_key_file = garbage.clone());
+        assert!(e.reason.ends_with("not a PEM public key (RSA, EC or Ed25519)"), "{e}");
+        let (private, _) = generated(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let private = write(&dir, "private.pem", &private);
+        let e = error(&|c| c.auth.jwt.public_key_file = private.clone());
+        assert!(
+            e.reason.ends_with("not a PEM public key (RSA, EC or Ed25519)"),
+            "a private key is not a public key: {e}"
+        );
+        let bad_json = write(&dir, "bad.json", "{\"keys\": 1}");
+        let e = error(&|c| c.auth.jwt.jwks_file = bad_json.clone());
+        assert_eq!(e.key, "auth.jwt.jwks_file");
+        assert!(e.reason.contains("not a JWKS"), "{e}");
+        let empty = write(&dir, "empty.json", "{\"keys\": []}");
+        assert!(error(&|c| c.auth.jwt.jwks_file = empty.clone()).reason.ends_with("the set has no keys"));
+        let two = json!({"keys": [{"kty": "oct", "k": "YQ"}, {"kty": "oct", "k": "Yg"}]}).to_string();
+        let two = write(&dir, "two.json", &two);
+        assert!(error(&|c| c.auth.jwt.jwks_file = two.clone()).reason.contains("has no kid"));
+        let wrong_alg = json!({"keys": [{"kty": "oct", "k": "YQ", "alg": "RS256"}]}).to_string();
+        let wrong_alg = write(&dir, "wrong-alg.json", &wrong_alg);
+        assert!(error(&|c| c.auth.jwt.jwks_file = wrong_alg.clone()).reason.contains("does not fit the key type"));
+        assert!(Verifier::from_config(&Config::default().auth, &Config::default().rooms).unwrap().is_none());
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_carry_the_claims() {
+        let config = config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.auth.jwt.issuer = "me".into();
+            c.auth.jwt.audience = "us".into();
+        });
+        let request = TokenRequest {
+            sub: "alice".into(),
+            rooms: vec!["chat:*".into()],
+            publish: vec!["chat:general".into()],
+            ttl: Duration::from_secs(3600),
+        };
+        let identity = verifier(&config).verify(&mint(&config, &request).unwrap()).unwrap();
+        assert_eq!(&*identity.user, "alice");
+        assert_eq!(identity.rooms.as_deref(), Some(&[RoomPattern::new("chat:*")][..]));
+        assert_eq!(identity.publish.as_deref(), Some(&[RoomPattern::new("chat:general")][..]));
+        let exp = identity.expires_at.unwrap();
+        assert!((unix_now() + 3590..=unix_now() + 3600).contains(&exp));
+        let e = mint(&Config::default(), &request).unwrap_err();
+        assert_eq!(e.key, "auth.jwt.secret");
+        assert!(mint(&config, &TokenRequest { sub: String::new(), ..request }).is_err());
+    }
+
+    #[test]
+    fn ttls_parse_with_units() {
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "h", "1w", "0", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?}");
+        }
     }
 }
