@@ -257,7 +257,7 @@ impl SioClient {
             }
             other => return Err(BenchError::new(format!("expected an Engine.IO open packet, got {other:?}"))),
         }
-        client.ws.send_text(b"40").await?;
+        client.ws.send_text(target.connect_packet()).await?;
         client.wait_connect_reply().await?;
         Ok(client)
     }

@@ -14,6 +14,8 @@ use tokio::net::{TcpSocket, TcpStream};
 pub struct Target {
     pub server: SocketAddrV4,
     sources: Arc<SourcePool>,
+    /// The Socket.IO CONNECT packet every client sends: `40`, or `40{"token":...}` with a token.
+    connect_packet: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -25,7 +27,24 @@ struct SourcePool {
 impl Target {
     /// `source_count` source addresses, 127.0.0.1 upwards (at most 254, all inside 127.0.0.0/8).
     pub fn new(server: SocketAddrV4, source_count: usize) -> Self {
-        Self { server, sources: Arc::new(SourcePool { count: source_count.clamp(1, 254), next: AtomicUsize::new(0) }) }
+        Self {
+            server,
+            sources: Arc::new(SourcePool { count: source_count.clamp(1, 254), next: AtomicUsize::new(0) }),
+            connect_packet: "40".into(),
+        }
+    }
+
+    /// Every client connects with `{"token": token}` as its handshake `auth` (a server with JWT auth).
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        if let Some(token) = token {
+            self.connect_packet = format!("40{}", serde_json::json!({ "token": token })).into();
+        }
+        self
+    }
+
+    /// The Socket.IO CONNECT packet to `/` (with the token's `auth`, if any).
+    pub fn connect_packet(&self) -> &[u8] {
+        self.connect_packet.as_bytes()
     }
 
     /// `host:port` for the HTTP `Host` header.
