@@ -186,7 +186,9 @@ impl SocketIoBuilder {
     /// [`RecoveryConfig::skip_middlewares`](crate::RecoveryConfig) says: authentication sees every
     /// socket. The socket is not in its namespace yet: store what the middleware learns in
     /// [`Socket::extensions`](crate::Socket::extensions) and join rooms once connected (an
-    /// [`Observer::on_connect`], or the connection handler).
+    /// [`Observer::on_connect`], or the connection handler). Middleware whose future completes at its
+    /// first poll (synchronous checks) runs on the connection's task without spawning; one that has to
+    /// wait continues in a task of its own.
     pub fn connect_middleware<F, Fut>(mut self, middleware: F) -> Self
     where
         F: Fn(Arc<crate::Socket>) -> Fut + Send + Sync + 'static,

@@ -625,3 +625,39 @@ async fn server_wide_connect_middleware_covers_every_namespace() {
     assert_eq!(seen.recv().await.unwrap(), "server:/");
     assert!(seen.try_recv().is_err());
 }
+
+/// Middleware that completes at once runs on the connection's task; middleware that waits goes on in a
+/// task of its own. Both connect (or refuse) the same way, in the order of their CONNECTs' outcomes.
+#[tokio::test]
+async fn connect_middleware_that_waits_still_connects_and_refuses() {
+    let io = SocketIo::builder()
+        .config(sio_config())
+        .connect_middleware(|socket: Arc<Socket>| async move {
+            if socket.ns().name().starts_with("/slow") {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            match socket.ns().name() {
+                "/slow-refused" | "/fast-refused" => Err(ConnectError::new("no")),
+                _ => Ok(()),
+            }
+        })
+        .build();
+    for nsp in ["/slow", "/slow-refused", "/fast", "/fast-refused"] {
+        let _ = io.of(nsp);
+    }
+    let server = serve_io(&io).await;
+    let (mut ws, _) = WsClient::open_session(server.addr, SIO_PATH).await;
+    ws.sio_send("0/slow,").await;
+    ws.sio_send("0/slow-refused,").await;
+    // An event right behind a CONNECT whose middleware completes at once finds its socket.
+    ws.sio_send("0/fast,").await;
+    ws.sio_send(r#"2/fast,["hello"]"#).await;
+    ws.sio_send("0/fast-refused,").await;
+    assert!(ws.sio_recv().await.starts_with(r#"0/fast,{"sid":"#));
+    assert_eq!(ws.sio_recv().await, r#"4/fast-refused,{"message":"no"}"#);
+    let mut rest = vec![ws.sio_recv().await, ws.sio_recv().await];
+    rest.sort();
+    assert!(rest[0].starts_with(r#"0/slow,{"sid":"#), "{rest:?}");
+    assert_eq!(rest[1], r#"4/slow-refused,{"message":"no"}"#);
+    assert_eq!(io.of("/fast").local_socket_count() + io.of("/slow").local_socket_count(), 2);
+}
