@@ -4,7 +4,8 @@
 # "none" hold even on a noisy machine. Each round starts a fresh server per variant, in rotated order.
 #   bash bench/auth-handshakes.sh [rounds (3)] [handshakes per burst (2000)]
 # Needs: cargo build --release -p switchyard -p switchyard-bench. Prints one JSON line per run, then
-# the medians and the ratios (WebSocket, and polling + upgrade). Only loopback traffic.
+# the medians and the ratios (WebSocket, and polling + upgrade). Only loopback traffic. Connection
+# state recovery is off: its store is scanned on every disconnect, which dominates a connect burst.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
@@ -24,7 +25,7 @@ run_one() { # variant
     token="$(node -e 'console.log(require(process.argv[1]).token)' "$dir/$variant.json")"
   fi
   env "${env[@]}" SWITCHYARD_SERVER_HOST=127.0.0.1 SWITCHYARD_SERVER_PORT="$port" SWITCHYARD_LOG_LEVEL=warn \
-    SWITCHYARD_LIMITS_HANDSHAKES_PER_SECOND_PER_IP=0 SWITCHYARD_LIMITS_CONNECTIONS_PER_IP=0 \
+    SWITCHYARD_LIMITS_HANDSHAKES_PER_SECOND_PER_IP=0 SWITCHYARD_LIMITS_CONNECTIONS_PER_IP=0 SWITCHYARD_RECOVERY_ENABLED=false \
     "$bin/switchyard" > "$dir/server-$variant.log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break; sleep 0.1; done
