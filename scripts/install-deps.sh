@@ -16,6 +16,8 @@ declare -A PACKAGE_COMMAND=(
   [nginx]=nginx
   [ca-certificates]=update-ca-certificates
   [procps]=ps
+  # RSA keys for the JWT tests (crates/app/src/auth.rs) are generated with the openssl command.
+  [openssl]=openssl
 )
 
 is_installed() {

@@ -47,9 +47,12 @@ pub struct Identity {
     pub expires_at: Option<u64>,
 }
 
+/// The prefix of user rooms (`user:<sub>`).
+pub const USER_ROOM_PREFIX: &str = "user:";
+
 /// The room every socket of `user` joins, so `io.to("user:alice")` reaches all of Alice's tabs.
 pub fn user_room(user: &str) -> String {
-    format!("user:{user}")
+    format!("{USER_ROOM_PREFIX}{user}")
 }
 
 /// The access policy: the `rooms` claim of a socket's [`Identity`], else the default policy.
@@ -70,11 +73,20 @@ impl Access {
         Access::new(true)
     }
 
-    /// Whether `socket` may join `room`.
+    /// Whether `socket` may join `room`. A user room (`user:<sub>`) is its user's alone: only a
+    /// socket authenticated as that user may join it, whatever the patterns or the default policy
+    /// say (otherwise anyone could read another user's private messages).
     pub fn may_join(&self, socket: &Socket, room: &str) -> bool {
-        match identity(socket) {
+        self.may_join_as(identity(socket).as_ref(), room)
+    }
+
+    /// [`Access::may_join`] for a socket with `identity`.
+    pub fn may_join_as(&self, identity: Option<&Identity>, room: &str) -> bool {
+        if let Some(owner) = room.strip_prefix(USER_ROOM_PREFIX) {
+            return identity.is_some_and(|identity| *identity.user == *owner);
+        }
+        match identity {
             Some(Identity { rooms: Some(patterns), .. }) => patterns.iter().any(|p| p.matches(room)),
-            Some(Identity { user, .. }) if room == user_room(&user) => true,
             _ => self.default_allow,
         }
     }
@@ -82,7 +94,12 @@ impl Access {
     /// Whether `socket` may publish (`message`, `typing`) to `room`; whether it has joined is the
     /// caller's check.
     pub fn may_publish(&self, socket: &Socket, room: &str) -> bool {
-        match identity(socket) {
+        self.may_publish_as(identity(socket).as_ref(), room)
+    }
+
+    /// [`Access::may_publish`] for a socket with `identity`.
+    pub fn may_publish_as(&self, identity: Option<&Identity>, room: &str) -> bool {
+        match identity {
             Some(Identity { publish: Some(patterns), .. }) => patterns.iter().any(|p| p.matches(room)),
             Some(Identity { publish: None, rooms: Some(patterns), .. }) => patterns.iter().any(|p| p.matches(room)),
             _ => self.default_allow,
@@ -147,5 +164,40 @@ mod tests {
         assert_eq!(handshake_user(&json!({"user": "a\nb"})), None);
         assert_eq!(handshake_user(&json!({"user": 7})), None);
         assert_eq!(handshake_user(&json!({"user": "x".repeat(65)})), None);
+    }
+
+    fn alice(rooms: Option<&[&str]>, publish: Option<&[&str]>) -> Identity {
+        let list = |l: &[&str]| -> Arc<[RoomPattern]> { l.iter().map(|p| RoomPattern::new(p)).collect() };
+        Identity { user: "alice".into(), rooms: rooms.map(list), publish: publish.map(list), expires_at: None }
+    }
+
+    #[test]
+    fn claims_decide_and_the_default_policy_fills_in() {
+        let deny = Access::new(false);
+        let allow = Access::allow_all();
+        let chat = alice(Some(&["chat:*", "lobby"]), None);
+        assert!(deny.may_join_as(Some(&chat), "chat:general"));
+        assert!(deny.may_join_as(Some(&chat), "lobby"));
+        assert!(!allow.may_join_as(Some(&chat), "ops"), "the claim restricts even under allow");
+        assert!(deny.may_publish_as(Some(&chat), "lobby"), "publish falls back to rooms");
+        let readonly = alice(Some(&["news"]), Some(&[]));
+        assert!(deny.may_join_as(Some(&readonly), "news"));
+        assert!(!allow.may_publish_as(Some(&readonly), "news"), "an empty publish claim allows nothing");
+        let no_claim = alice(None, None);
+        assert!(!deny.may_join_as(Some(&no_claim), "lobby"));
+        assert!(allow.may_join_as(Some(&no_claim), "lobby"));
+        assert!(!deny.may_publish_as(None, "lobby"));
+        assert!(allow.may_publish_as(None, "lobby"));
+    }
+
+    #[test]
+    fn user_rooms_belong_to_their_user() {
+        let allow = Access::allow_all();
+        let everything = alice(Some(&["*"]), None);
+        assert!(allow.may_join_as(Some(&everything), "user:alice"));
+        assert!(!allow.may_join_as(Some(&everything), "user:bob"), "\"*\" does not open other users' rooms");
+        assert!(!allow.may_join_as(Some(&alice(None, None)), "user:bob"));
+        assert!(!allow.may_join_as(None, "user:bob"), "nor does the default policy");
+        assert!(allow.may_join_as(None, "users"), "only the exact prefix is reserved");
     }
 }

@@ -1,7 +1,8 @@
 //! One configuration: a TOML file, `SWITCHYARD_<SECTION>_<KEY>` environment variables and flags, with
 //! the precedence flags > environment > file > defaults, parsed into one typed [`Config`].
 //!
-//! Every key lives in a section (`server.port`, `tls.cert_file`, ...). The list of keys is the
+//! Every key lives in a section (`server.port`, `tls.cert_file`, ...), or in a subsection of one
+//! (`auth.jwt.secret`, the table `[auth.jwt]` in a file). The list of keys is the
 //! serialized form of [`Config::default`], so the environment variables, `switchyard config` and the
 //! docs/CONFIG.md check all follow the struct: a new field is a new key everywhere.
 //!
@@ -59,6 +60,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub events: EventsConfig,
     pub presence: PresenceConfig,
+    pub auth: AuthConfig,
+    pub rooms: RoomsConfig,
 }
 
 /// Where to listen and how to stop.
@@ -400,6 +403,140 @@ impl Default for PresenceConfig {
     }
 }
 
+// ---- auth and rooms (issue 8) ------------------------------------------------------------------
+
+/// Authentication: a JWT on every connection once a key is set (see `crate::auth`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The cookie a token may come in (only when `limits.allowed_origins` is set).
+    pub cookie: String,
+    /// Namespaces that need no token (the admin UI's, which has its own login).
+    pub exempt_namespaces: Vec<String>,
+    /// The key tokens are checked with; none set: no authentication.
+    pub jwt: JwtConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { cookie: "token".into(), exempt_namespaces: Vec::new(), jwt: JwtConfig::default() }
+    }
+}
+
+impl AuthConfig {
+    /// True when a key is configured, so every connection needs a token.
+    pub fn enabled(&self) -> bool {
+        self.jwt.key_source().is_some()
+    }
+}
+
+/// `[auth.jwt]`: one key source (a secret, a PEM public key or a local JWKS) and the claims checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Shared secret for HS256/HS384/HS512 (at least 32 bytes).
+    pub secret: String,
+    /// PEM public key file: RSA (RS256/384/512, PS256/384/512), EC (ES256/384) or Ed25519 (EdDSA).
+    pub public_key_file: String,
+    /// Local JWKS file; the key is chosen by the token's `kid`.
+    pub jwks_file: String,
+    /// Required `iss` claim (empty: not checked).
+    pub issuer: String,
+    /// Required `aud` claim (empty: not checked; tokens carrying an `aud` are then refused).
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            secret: String::new(),
+            public_key_file: String::new(),
+            jwks_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_seconds: 60,
+        }
+    }
+}
+
+/// Which key option of `[auth.jwt]` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Secret,
+    PublicKeyFile,
+    JwksFile,
+}
+
+impl KeySource {
+    /// The configuration key of this source.
+    pub fn key(self) -> &'static str {
+        match self {
+            KeySource::Secret => "auth.jwt.secret",
+            KeySource::PublicKeyFile => "auth.jwt.public_key_file",
+            KeySource::JwksFile => "auth.jwt.jwks_file",
+        }
+    }
+}
+
+impl JwtConfig {
+    /// The key source set (the first of secret, public key file, JWKS file; `validate` refuses several).
+    pub fn key_source(&self) -> Option<KeySource> {
+        self.key_sources().first().copied()
+    }
+
+    fn key_sources(&self) -> Vec<KeySource> {
+        [
+            (KeySource::Secret, &self.secret),
+            (KeySource::PublicKeyFile, &self.public_key_file),
+            (KeySource::JwksFile, &self.jwks_file),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(source, _)| source)
+        .collect()
+    }
+}
+
+/// Rooms: the room from the handshake, the claims that list allowed rooms, the default policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Join the room named by the handshake's `auth.room` (or `room` header) at connect; refuse
+    /// connections without one.
+    pub from_handshake: bool,
+    /// The claim listing the room patterns a user may join.
+    pub claim: String,
+    /// The claim listing where a user may publish (absent: the `claim` list).
+    pub publish_claim: String,
+    /// `allow`, `deny`, or `auto` (allow without auth, deny with auth): for sockets without a
+    /// token or tokens without the claim.
+    pub default_policy: String,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            from_handshake: false,
+            claim: "rooms".into(),
+            publish_claim: "publish".into(),
+            default_policy: "auto".into(),
+        }
+    }
+}
+
+impl RoomsConfig {
+    /// Whether what no claim restricts is allowed, given whether auth is on.
+    pub fn default_allow(&self, auth_enabled: bool) -> bool {
+        match self.default_policy.as_str() {
+            "allow" => true,
+            "deny" => false,
+            _ => !auth_enabled,
+        }
+    }
+}
+
 impl Config {
     /// The checks of the `events` and `presence` sections.
     fn validate_events(&self) -> Result<(), ConfigError> {
@@ -412,6 +549,44 @@ impl Config {
         }
         if self.presence.ttl_ms < 300 {
             return invalid("presence.ttl_ms", "must be at least 300");
+        }
+        Ok(())
+    }
+
+    /// The rules of `[auth]` and `[rooms]` that types alone cannot express.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| Err(ConfigError::Invalid { key: key.into(), reason });
+        let jwt = &self.auth.jwt;
+        let sources = jwt.key_sources();
+        if sources.len() > 1 {
+            let names: Vec<&str> = sources.iter().map(|s| s.key()).collect();
+            return invalid(sources[1].key(), format!("set only one of {}", names.join(", ")));
+        }
+        if !jwt.secret.is_empty() && jwt.secret.len() < 32 {
+            return invalid(
+                "auth.jwt.secret",
+                "must be at least 32 bytes (RFC 7518 §3.2), e.g. the output of `openssl rand -base64 32`".into(),
+            );
+        }
+        if jwt.leeway_seconds > 86_400 {
+            return invalid("auth.jwt.leeway_seconds", "must be at most 86400 (one day)".into());
+        }
+        if !self.auth.cookie.is_empty()
+            && !self.auth.cookie.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return invalid("auth.cookie", "must be a cookie name (letters, digits, -, _, ...)".into());
+        }
+        if let Some(ns) = self.auth.exempt_namespaces.iter().find(|ns| !ns.starts_with('/')) {
+            return invalid("auth.exempt_namespaces", format!("{ns:?}: namespaces start with \"/\""));
+        }
+        if !matches!(self.rooms.default_policy.as_str(), "allow" | "deny" | "auto") {
+            return invalid("rooms.default_policy", "must be \"allow\", \"deny\" or \"auto\"".into());
+        }
+        if self.rooms.claim.is_empty() {
+            return invalid("rooms.claim", "must name a claim".into());
+        }
+        if self.rooms.publish_claim.is_empty() {
+            return invalid("rooms.publish_claim", "must name a claim".into());
         }
         Ok(())
     }
@@ -580,7 +755,7 @@ impl Config {
         }
         self.api.validate()?;
         self.validate_events()?;
-        Ok(())
+        self.validate_auth()
     }
 
     /// The configuration as TOML, with secrets replaced by `"<redacted>"` (`switchyard config`).
@@ -589,18 +764,25 @@ impl Config {
             Ok(Value::Table(table)) => table,
             _ => toml::Table::new(),
         };
+        fn redact(prefix: &str, table: &mut toml::Table) {
+            for (key, value) in table.iter_mut() {
+                // `api.key` is checked as `api_key`: the section's name counts too.
+                let qualified = format!("{prefix}_{key}");
+                if let Value::Table(inner) = value {
+                    redact(&qualified, inner);
+                    continue;
+                }
+                let Some(text) = value.as_str().filter(|s| !s.is_empty()) else { continue };
+                if SECRET_WORDS.iter().any(|w| qualified.contains(w)) {
+                    *value = Value::String("<redacted>".into());
+                } else if key.ends_with("url") {
+                    *value = Value::String(redact_url_password(text));
+                }
+            }
+        }
         for (name, section) in table.iter_mut() {
             if let Value::Table(section) = section {
-                for (key, value) in section.iter_mut() {
-                    let Some(text) = value.as_str().filter(|s| !s.is_empty()) else { continue };
-                    // `api.key` is checked as `api_key`: the section's name counts too.
-                    let qualified = format!("{name}_{key}");
-                    if SECRET_WORDS.iter().any(|w| qualified.contains(w)) {
-                        *value = Value::String("<redacted>".into());
-                    } else if key.ends_with("url") {
-                        *value = Value::String(redact_url_password(text));
-                    }
-                }
+                redact(name, section);
             }
         }
         toml::to_string(&table).unwrap_or_default()
@@ -674,56 +856,73 @@ fn default_table() -> toml::Table {
     }
 }
 
+/// Every leaf key, as its dotted path (`server.port`; in a subsection, `auth.jwt.secret`).
 fn keys(table: &toml::Table) -> Vec<String> {
-    let mut out = Vec::new();
-    for (section, value) in table {
-        if let Value::Table(inner) = value {
-            out.extend(inner.keys().map(|k| format!("{section}.{k}")));
+    fn walk(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            match value {
+                Value::Table(inner) => walk(inner, &path, out),
+                // Top-level values are sections; only their contents are keys.
+                _ if !prefix.is_empty() => out.push(path),
+                _ => {}
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(table, "", &mut out);
     out
 }
 
 fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<&'a Value> {
-    let (section, name) = key.split_once('.')?;
-    table.get(section)?.as_table()?.get(name)
+    let (path, name) = key.rsplit_once('.')?;
+    let mut table = table;
+    for part in path.split('.') {
+        table = table.get(part)?.as_table()?;
+    }
+    table.get(name)
 }
 
 fn set(table: &mut toml::Table, key: &str, value: Value) {
-    let (section, name) = key.split_once('.').expect("keys have a section");
-    let entry = table.entry(section).or_insert_with(|| Value::Table(toml::Table::new()));
-    if !entry.is_table() {
-        *entry = Value::Table(toml::Table::new());
+    let (path, name) = key.rsplit_once('.').expect("keys have a section");
+    let mut table = table;
+    for part in path.split('.') {
+        let entry = table.entry(part).or_insert_with(|| Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(toml::Table::new());
+        }
+        let Value::Table(inner) = entry else { unreachable!("made a table above") };
+        table = inner;
     }
-    if let Value::Table(inner) = entry {
-        inner.insert(name.to_string(), value);
-    }
+    table.insert(name.to_string(), value);
 }
 
 /// Unknown sections or keys in a file are errors (a typo must not silently fall back to a default).
 fn check_keys(table: &toml::Table, source_name: &str) -> Result<(), ConfigError> {
-    let defaults = default_table();
-    for (section, value) in table {
-        let Some(Value::Table(known)) = defaults.get(section) else {
-            return Err(ConfigError::UnknownKey { key: section.clone(), source_name: source_name.into() });
-        };
-        let Value::Table(inner) = value else {
-            return Err(ConfigError::Value {
-                key: section.clone(),
-                reason: "must be a table ([section])".into(),
-                source_name: source_name.into(),
-            });
-        };
-        for key in inner.keys() {
-            if !known.contains_key(key) {
-                return Err(ConfigError::UnknownKey {
-                    key: format!("{section}.{key}"),
-                    source_name: source_name.into(),
-                });
+    fn walk(table: &toml::Table, known: &toml::Table, prefix: &str, source_name: &str) -> Result<(), ConfigError> {
+        for (name, value) in table {
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            let Some(default) = known.get(name) else {
+                return Err(ConfigError::UnknownKey { key: path, source_name: source_name.into() });
+            };
+            match (default, value) {
+                (Value::Table(known), Value::Table(inner)) => walk(inner, known, &path, source_name)?,
+                (Value::Table(_), _) => {
+                    return Err(ConfigError::Value {
+                        key: path,
+                        reason: "must be a table ([section])".into(),
+                        source_name: source_name.into(),
+                    })
+                }
+                _ if prefix.is_empty() => {
+                    return Err(ConfigError::UnknownKey { key: path, source_name: source_name.into() })
+                }
+                _ => {}
             }
         }
+        Ok(())
     }
-    Ok(())
+    walk(table, &default_table(), "", source_name)
 }
 
 /// Parses a string from the environment or a flag as the type of the key's default.
@@ -883,5 +1082,60 @@ mod tests {
         let err = Loader::new().env(env(&[("SWITCHYARD_API_KEY", "short")])).load().unwrap_err();
         assert!(err.to_string().starts_with("api.key: must be at least 16 characters"), "{err}");
         assert!(!Config::default().api.enabled());
+    }
+
+    #[test]
+    fn subsection_keys_load_from_every_layer() {
+        assert!(documented_keys().iter().any(|(k, _)| k == "auth.jwt.secret"));
+        assert!(!documented_keys().iter().any(|(k, _)| k == "auth.jwt"), "a subsection is not a key");
+        assert_eq!(env_name("auth.jwt.public_key_file"), "SWITCHYARD_AUTH_JWT_PUBLIC_KEY_FILE");
+        let f = file("[auth]\ncookie = \"jwt\"\n[auth.jwt]\nissuer = \"https://issuer\"\nleeway_seconds = 5\n");
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = Loader::new()
+            .file(Some(f.path()))
+            .env(env(&[("SWITCHYARD_AUTH_JWT_SECRET", secret)]))
+            .flag("auth.jwt.leeway_seconds", 7)
+            .load()
+            .unwrap();
+        assert_eq!(config.auth.cookie, "jwt");
+        assert_eq!(config.auth.jwt.issuer, "https://issuer");
+        assert_eq!(config.auth.jwt.secret, secret);
+        assert_eq!(config.auth.jwt.leeway_seconds, 7, "flag over file");
+        assert!(config.auth.enabled());
+        let text = config.to_redacted_toml();
+        assert!(!text.contains(secret), "{text}");
+        assert!(text.contains("[auth.jwt]"), "{text}");
+        assert!(text.contains("secret = \"<redacted>\""), "{text}");
+        let f = file("[auth.jwt]\nsecrt = \"x\"\n");
+        let err = Loader::new().file(Some(f.path())).load().unwrap_err();
+        assert!(matches!(&err, ConfigError::UnknownKey { key, .. } if key == "auth.jwt.secrt"), "{err}");
+        let f = file("[auth]\njwt = 1\n");
+        let err = Loader::new().file(Some(f.path())).load().unwrap_err();
+        assert!(err.to_string().starts_with("auth.jwt: must be a table"), "{err}");
+        let err = Loader::new().flag("auth.jwt", "x").load().unwrap_err();
+        assert_eq!(err.to_string(), "unknown key auth.jwt (from flags)");
+    }
+
+    #[test]
+    fn auth_rules() {
+        let err = Loader::new().flag("auth.jwt.secret", "short").load().unwrap_err();
+        assert!(err.to_string().starts_with("auth.jwt.secret: must be at least 32 bytes"), "{err}");
+        let err = Loader::new()
+            .flag("auth.jwt.secret", "0123456789abcdef0123456789abcdef")
+            .flag("auth.jwt.jwks_file", "keys.json")
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("auth.jwt.jwks_file: set only one of"), "{err}");
+        let err = Loader::new().flag("rooms.default_policy", "maybe").load().unwrap_err();
+        assert!(err.to_string().starts_with("rooms.default_policy: "), "{err}");
+        let err = Loader::new().flag("auth.exempt_namespaces", "admin").load().unwrap_err();
+        assert!(err.to_string().starts_with("auth.exempt_namespaces: "), "{err}");
+        let err = Loader::new().flag("auth.cookie", "a b").load().unwrap_err();
+        assert!(err.to_string().starts_with("auth.cookie: "), "{err}");
+        let rooms = RoomsConfig::default();
+        assert!(rooms.default_allow(false) && !rooms.default_allow(true), "auto: allow without auth only");
+        let config = Loader::new().flag("rooms.default_policy", "deny").load().unwrap();
+        assert!(!config.rooms.default_allow(false));
+        assert!(!Config::default().auth.enabled());
     }
 }

@@ -18,6 +18,8 @@
 //!   docs/EVENTS.md).
 //! - [`presence`]: who is in which room across the cluster: the [`presence::PresenceStore`] trait
 //!   (memory, Redis) and this node's tracker.
+//! - [`auth`]: JWTs checked on every connection (`[auth]`), the user and handshake rooms (`[rooms]`),
+//!   token expiry, `switchyard token`.
 //! - [`chat`]: the demo chat page at `/`, a client of the built-in events.
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls [`App::build`] and [`App::serve`]
@@ -25,6 +27,7 @@
 
 pub mod access;
 pub mod api;
+pub mod auth;
 pub mod chat;
 pub mod cluster;
 pub mod config;
@@ -63,6 +66,9 @@ pub enum AppError {
     Tls(#[from] tls::TlsError),
     #[error("presence.store: {0}")]
     Presence(String),
+    /// A JWT key that cannot be used (an invalid configuration: the binary exits with status 2).
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -83,6 +89,8 @@ pub struct App {
     api: Option<Arc<api::Api>>,
     /// This node's presence tracker, when `events.enabled` and `presence.enabled`.
     presence: Option<Arc<presence::Presence>>,
+    /// Authentication and handshake rooms (installed only when configured).
+    auth: Arc<auth::Auth>,
 }
 
 /// The presence tracker `config` asks for: in Redis when the server joined a cluster (or
@@ -120,8 +128,11 @@ impl App {
         // The event rate is server-wide message middleware, set on the builder: it covers every
         // namespace a client can reach (static, dynamic children, and those added after build).
         let limits = limits::Limits::new(&config.limits);
-        let mut builder = limits
-            .install(SocketIo::builder().config(config.socketio_config()))
+        // Authentication is server-wide connect middleware, so it also covers every namespace.
+        let access = Arc::new(access::Access::new(config.rooms.default_allow(config.auth.enabled())));
+        let auth = auth::Auth::new(&config, access.clone())?;
+        let mut builder = auth
+            .install(limits.install(SocketIo::builder().config(config.socketio_config())))
             .observer(Arc::new(logging::ConnectionLog));
         let socketio_metrics =
             config.metrics.enabled.then(|| metrics::SocketIoMetrics::new(config.metrics.max_event_names));
@@ -142,6 +153,9 @@ impl App {
             if let Err(e) = limits.register_metrics(registry) {
                 tracing::warn!(error = %e, "registering the limits' metrics");
             }
+            if let Err(e) = auth.register_metrics(registry) {
+                tracing::warn!(error = %e, "registering the auth metrics");
+            }
             if let Some(node) = &cluster {
                 metrics::RedisCollector::register_metrics(node, registry);
             }
@@ -150,7 +164,6 @@ impl App {
             }
             Arc::new(metrics)
         });
-        let access = Arc::new(access::Access::allow_all());
         let presence = start_presence(&config, &io, cluster.as_ref())?;
         if config.events.enabled {
             events::Events::new(access.clone(), presence.clone()).install(&main_ns);
@@ -161,7 +174,7 @@ impl App {
                 tracing::warn!(error = %e, "registering the API's metrics");
             }
         }
-        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence })
+        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence, auth })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -205,6 +218,11 @@ impl App {
     /// The presence tracker, when the built-in events and presence are on.
     pub fn presence(&self) -> Option<&Arc<presence::Presence>> {
         self.presence.as_ref()
+    }
+
+    /// Authentication (`[auth]`) and handshake rooms (`[rooms]`).
+    pub fn auth(&self) -> &Arc<auth::Auth> {
+        &self.auth
     }
 
     /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.
@@ -276,7 +294,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let app = App::build(config)?;
     let listener = app.bind().await?;
     let address = listener.local_addr().map_err(AppError::Serve)?;
-    tracing::info!(%address, tls = app.tls.is_some(), "switchyard listening");
+    tracing::info!(%address, tls = app.tls.is_some(), auth = app.auth.enabled(), "switchyard listening");
     app.serve(listener, shutdown::signal()).await.map_err(AppError::Serve)
 }
 

@@ -1,6 +1,6 @@
 //! `switchyard`: the realtime server. Parses arguments, loads the configuration and runs the server
-//! (see the library's docs for the layout); `switchyard config` prints the effective configuration and
-//! `switchyard emit` publishes to a cluster.
+//! (see the library's docs for the layout); `switchyard config` prints the effective configuration,
+//! `switchyard emit` publishes to a cluster and `switchyard token` mints a JWT with the configured secret.
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -70,6 +70,24 @@ enum Command {
     Config,
     /// Publish an event to a cluster's clients through Redis, without running a server.
     Emit(switchyard::cluster::EmitArgs),
+    /// Mint an HS256 token with the configured auth.jwt.secret (for development and the chat page).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The user id (`sub`); the user's sockets join the room `user:<sub>`.
+    #[arg(long)]
+    sub: String,
+    /// Room patterns the user may join (the `rooms.claim` claim), e.g. 'chat:*' (comma-separated, repeatable).
+    #[arg(long, value_delimiter = ',')]
+    rooms: Vec<String>,
+    /// Room patterns the user may publish to (the `rooms.publish_claim` claim; default: as --rooms).
+    #[arg(long, value_delimiter = ',')]
+    publish: Vec<String>,
+    /// Lifetime: 90, 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = switchyard::auth::parse_ttl)]
+    ttl: std::time::Duration,
 }
 
 impl Args {
@@ -128,9 +146,33 @@ async fn main() -> ExitCode {
         print!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Token(token)) = &args.command {
+        let request = switchyard::auth::TokenRequest {
+            sub: token.sub.clone(),
+            rooms: token.rooms.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect(),
+            publish: token.publish.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect(),
+            ttl: token.ttl,
+        };
+        return match switchyard::auth::mint(&config, &request) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard token: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     switchyard::logging::init(&config.log);
     match switchyard::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A key file that cannot be used is an invalid configuration, found while building.
+        Err(e @ switchyard::AppError::Auth(_)) => {
+            tracing::error!(error = %e, "invalid configuration");
+            eprintln!("switchyard: invalid configuration: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "switchyard stopped");
             eprintln!("switchyard: {e}");

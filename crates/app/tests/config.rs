@@ -115,11 +115,41 @@ fn binary_applies_flags_over_environment_over_file_over_defaults() {
 }
 
 #[test]
+fn binary_mints_tokens_with_the_secret() {
+    let secret = "a secret for switchyard token, 32 bytes or more";
+    let output = switchyard(
+        &["token", "--sub", "alice", "--rooms", "chat:*,lobby", "--ttl", "2m"],
+        &[("SWITCHYARD_AUTH_JWT_SECRET", secret)],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let mut config = Config::default();
+    config.auth.jwt.secret = secret.into();
+    let verifier = switchyard::auth::Verifier::from_config(&config.auth, &config.rooms).unwrap().unwrap();
+    let identity = verifier.verify(&token).expect("a valid token");
+    assert_eq!(&*identity.user, "alice");
+    assert_eq!(identity.rooms.as_deref().map(<[_]>::len), Some(2));
+    let ttl = identity.expires_at.unwrap() - switchyard::auth::unix_now();
+    assert!((100..=120).contains(&ttl), "{ttl}");
+    let output = switchyard(&["token", "--sub", "alice"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("switchyard token: auth.jwt.secret: not set"));
+}
+
+#[test]
 fn binary_redacts_secrets_in_the_printed_configuration() {
-    let output = switchyard(&["config"], &[("REDIS_URL", "redis://app:hunter2@127.0.0.1:6379/")]);
+    let output = switchyard(
+        &["config"],
+        &[
+            ("REDIS_URL", "redis://app:hunter2@127.0.0.1:6379/"),
+            ("SWITCHYARD_AUTH_JWT_SECRET", "hunter3-hunter3-hunter3-hunter3-hunter3"),
+        ],
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains("hunter3"), "{text}");
+    assert!(text.contains("[auth.jwt]") && text.contains("secret = \"<redacted>\""), "{text}");
     assert!(text.contains("redis://app:<redacted>@127.0.0.1:6379/"), "{text}");
 }
 
@@ -158,6 +188,14 @@ fn binary_refuses_invalid_configurations_before_listening() {
             vec![],
             "cannot read configuration file /nonexistent/switchyard.toml",
         ),
+        // Key files are read while building, and still refused as configuration.
+        (
+            vec![],
+            vec![("SWITCHYARD_AUTH_JWT_PUBLIC_KEY_FILE", "/nonexistent/jwt.pem")],
+            "auth.jwt.public_key_file: /nonexistent/jwt.pem: ",
+        ),
+        (vec!["--set", "auth.jwt.jwks_file=Cargo.toml"], vec![], "auth.jwt.jwks_file: Cargo.toml: not a JWKS"),
+        (vec!["--set", "auth.jwt.secret=short"], vec![], "auth.jwt.secret: must be at least 32 bytes"),
     ];
     for (mut args, env, expected) in cases {
         // On port 0 of loopback: a server that wrongly starts collides with nothing, and fails the wait.

@@ -287,10 +287,11 @@ impl SioClient {
             other => return Err(BenchError::new(format!("expected an Engine.IO open packet, got {other:?}"))),
         }
         match client.parser {
-            WireParser::Json => client.ws.send_text(b"40").await?,
+            WireParser::Json => client.ws.send_text(target.connect_packet()).await?,
             WireParser::Msgpack => {
                 let mut connect = Vec::new();
-                socketio_msgpack::encode_control(socketio::PacketType::Connect, "/", None, &mut connect);
+                let auth = target.connect_auth();
+                socketio_msgpack::encode_control(socketio::PacketType::Connect, "/", auth.as_ref(), &mut connect);
                 client.ws.send_binary(&connect).await?;
             }
         }

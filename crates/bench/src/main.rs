@@ -1,6 +1,7 @@
 //! `switchyard-bench`: a Socket.IO load generator (idle, fanout, echo, connect, cluster scenarios, one JSON line
 //! each) and the runner that benchmarks Switchyard against the Node socket.io and socketioxide peers.
 
+mod auth;
 mod chart;
 mod client;
 mod cluster;
@@ -53,6 +54,9 @@ struct ServerArgs {
     /// `socketio.parser = "msgpack"` (bench-server: `SWITCHYARD_SOCKETIO_PARSER=msgpack`).
     #[arg(long, value_enum, default_value_t = WireParser::Json)]
     parser: WireParser,
+    /// A JWT every client sends as its handshake `auth.token` (a server with `auth.jwt.*` set).
+    #[arg(long, env = "SWITCHYARD_BENCH_TOKEN")]
+    token: Option<String>,
 }
 
 impl ServerArgs {
@@ -62,6 +66,7 @@ impl ServerArgs {
             self.sources.unwrap_or_else(|| sources_for(connections)),
         )
         .with_parser(self.parser)
+        .with_token(self.token.as_deref())
     }
 }
 
@@ -154,6 +159,14 @@ enum Command {
     },
     /// Build and start every server, run the scenarios against each, write BENCHMARKS.md and the chart.
     Run(RunArgs),
+    /// Print `{"env": {...}, "token": "..."}` for a server with JWT auth: `hs256` (a fixed secret) or
+    /// `es256` (a key pair made now; the public key is written into --dir). For runs by hand.
+    AuthSetup {
+        #[arg(long, default_value = "hs256")]
+        alg: String,
+        #[arg(long, default_value = "target/bench-auth")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -162,7 +175,8 @@ struct RunArgs {
     #[arg(long, default_value = ".")]
     repo: PathBuf,
     /// Servers to benchmark, comma separated: switchyard, node, socketioxide, switchyard-baseline (built
-    /// from --baseline-ref), switchyard-metrics (the same build with metrics on).
+    /// from --baseline-ref), switchyard-metrics (the same build with metrics on), switchyard-auth-hs256 and
+    /// switchyard-auth-es256 (the same build with JWT auth; every client sends a token).
     #[arg(long, value_delimiter = ',', default_value = "switchyard,node,socketioxide")]
     servers: Vec<String>,
     /// Scenarios to run, comma separated.
@@ -324,6 +338,17 @@ fn main() -> ExitCode {
             };
             runtime.block_on(cluster::cluster(&nodes, &options))
         }
+        Command::AuthSetup { alg, dir } => match auth::setup(&alg, &dir) {
+            Ok(setup) => {
+                let env: serde_json::Map<String, serde_json::Value> =
+                    setup.env.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                serde_json::json!({"env": env, "token": setup.token})
+            }
+            Err(err) => {
+                eprintln!("switchyard-bench auth-setup: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
         Command::Run(args) => {
             let command_line =
                 args.command_line.clone().unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));

@@ -16,6 +16,10 @@ pub struct Target {
     sources: Arc<SourcePool>,
     /// The Socket.IO parser the server speaks (and its clients must speak).
     pub parser: crate::client::WireParser,
+    /// The Socket.IO CONNECT packet every client sends: `40`, or `40{"token":...}` with a token.
+    connect_packet: Arc<str>,
+    /// The token of `connect_packet`, for clients of other parsers.
+    token: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -30,8 +34,29 @@ impl Target {
         Self {
             server,
             sources: Arc::new(SourcePool { count: source_count.clamp(1, 254), next: AtomicUsize::new(0) }),
+            connect_packet: "40".into(),
+            token: None,
             parser: crate::client::WireParser::Json,
         }
+    }
+
+    /// Every client connects with `{"token": token}` as its handshake `auth` (a server with JWT auth).
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        if let Some(token) = token {
+            self.connect_packet = format!("40{}", serde_json::json!({ "token": token })).into();
+            self.token = Some(token.into());
+        }
+        self
+    }
+
+    /// The handshake `auth` of the CONNECT packet (`{"token": ...}`), if any.
+    pub fn connect_auth(&self) -> Option<serde_json::Value> {
+        self.token.as_deref().map(|token| serde_json::json!({ "token": token }))
+    }
+
+    /// The Socket.IO CONNECT packet to `/` (with the token's `auth`, if any).
+    pub fn connect_packet(&self) -> &[u8] {
+        self.connect_packet.as_bytes()
     }
 
     /// The same server, spoken to with `parser`.

@@ -166,7 +166,7 @@ pub async fn connect_with_upgrade(target: &Target) -> Result<SioClient> {
         other => return Err(BenchError::new(format!("expected an open packet, got {other:?}"))),
     };
     let session_path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
-    let (status, body) = http.request("POST", &session_path, Some(b"40")).await?;
+    let (status, body) = http.request("POST", &session_path, Some(target.connect_packet())).await?;
     expect_ok(status, &body)?;
     // The CONNECT reply arrives on the next poll.
     loop {

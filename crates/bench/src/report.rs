@@ -219,6 +219,8 @@ pub const SERVERS: &[(&str, &str, &str)] = &[
     ("socketioxide", "socketioxide", "#c05621"),
     ("switchyard-baseline", "Switchyard (baseline)", "#718096"),
     ("switchyard-metrics", "Switchyard (metrics on)", "#553c9a"),
+    ("switchyard-auth-hs256", "Switchyard (JWT HS256)", "#2c7a7b"),
+    ("switchyard-auth-es256", "Switchyard (JWT ES256)", "#975a16"),
 ];
 
 pub fn display_name(server: &str) -> &str {

@@ -55,6 +55,8 @@ struct ServerSpec {
     version: String,
     /// Extra environment of the server process.
     env: Vec<(String, String)>,
+    /// The token every client sends (servers with JWT auth).
+    token: Option<String>,
 }
 
 fn log(message: impl AsRef<str>) {
@@ -158,6 +160,7 @@ fn prepare_baseline(name: &str, options: &RunOptions, logs: &Path) -> Result<Ser
         cwd: tree,
         version: format!("Switchyard baseline (git {rev})"),
         env: vec![],
+        token: None,
     })
 }
 
@@ -187,6 +190,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 cwd: repo.clone(),
                 version: format!("Switchyard {} (git {rev})", env!("CARGO_PKG_VERSION")),
                 env: vec![],
+                token: None,
             })
         }
         "switchyard-metrics" => {
@@ -195,6 +199,17 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
             spec.name = name.into();
             spec.version.push_str(", metrics on (BENCH_METRICS=1)");
             spec.env.push(("BENCH_METRICS".into(), "1".into()));
+            Ok(spec)
+        }
+        "switchyard-auth-hs256" | "switchyard-auth-es256" => {
+            // The same build with JWT auth on every connection; clients send a token made here.
+            let alg = name.rsplit('-').next().unwrap_or_default();
+            let mut spec = prepare_server("switchyard", options, logs)?;
+            let setup = crate::auth::setup(alg, logs)?;
+            spec.name = name.into();
+            spec.version.push_str(&format!(", JWT auth ({})", alg.to_uppercase()));
+            spec.env.extend(setup.env);
+            spec.token = Some(setup.token);
             Ok(spec)
         }
         "switchyard-baseline" => prepare_baseline(name, options, logs),
@@ -225,6 +240,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                     package.get("version").and_then(Value::as_str).unwrap_or("?")
                 ),
                 env: vec![],
+                token: None,
             })
         }
         "socketioxide" => {
@@ -250,6 +266,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                     locked_version(&lock, "tokio").unwrap_or_else(|| "?".into()),
                 ),
                 env: vec![],
+                token: None,
             })
         }
         other => Err(format!("unknown server {other:?}")),
@@ -377,12 +394,12 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
     }
 }
 
-async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions) -> Value {
+async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, options: &RunOptions) -> Value {
     let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let pid = Some(pid);
     match scenario {
         "idle" => {
-            let target = Target::new(server, sources_for(options.idle_connections));
+            let target = Target::new(server, sources_for(options.idle_connections)).with_token(token);
             let idle = IdleOptions {
                 connections: options.idle_connections,
                 concurrency: options.concurrency,
@@ -394,7 +411,7 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions)
                 .unwrap_or_else(|_| json!({"scenario": "idle", "error": "timed out"}))
         }
         "fanout" => {
-            let target = Target::new(server, sources_for(options.fanout_receivers));
+            let target = Target::new(server, sources_for(options.fanout_receivers)).with_token(token);
             let fanout = FanoutOptions {
                 receivers: options.fanout_receivers,
                 messages: options.fanout_messages,
@@ -411,7 +428,7 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions)
                 .unwrap_or_else(|_| json!({"scenario": "fanout", "error": "timed out"}))
         }
         "echo" => {
-            let target = Target::new(server, sources_for(options.echo_clients));
+            let target = Target::new(server, sources_for(options.echo_clients)).with_token(token);
             let echo = EchoOptions {
                 clients: options.echo_clients,
                 rate_per_client: options.echo_rate,
@@ -426,7 +443,7 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions)
                 .unwrap_or_else(|_| json!({"scenario": "echo", "error": "timed out"}))
         }
         "connect" => {
-            let target = Target::new(server, sources_for(options.connect_count * 3));
+            let target = Target::new(server, sources_for(options.connect_count * 3)).with_token(token);
             let connect = ConnectOptions {
                 count: options.connect_count,
                 concurrency: options.connect_concurrency,
@@ -454,6 +471,7 @@ fn redis_spec(repo: &Path) -> ServerSpec {
         cwd: repo.to_path_buf(),
         version,
         env: vec![],
+        token: None,
     }
 }
 
@@ -630,7 +648,13 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
                 } else {
                     match RunningServer::start(spec, &log_path) {
                         Ok(server) => {
-                            let value = runtime.block_on(run_scenario(scenario, server.port, server.pid(), options));
+                            let value = runtime.block_on(run_scenario(
+                                scenario,
+                                server.port,
+                                server.pid(),
+                                spec.token.as_deref(),
+                                options,
+                            ));
                             drop(server);
                             value
                         }

@@ -2,12 +2,13 @@
 //! middleware), and routes events and acks to the sockets multiplexed on the connection.
 
 use crate::config::Parser;
-use crate::namespace::Namespace;
+use crate::namespace::{ConnectError, Namespace};
 use crate::server::ServerInner;
 use crate::socket::{DisconnectReason, Socket};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use smallvec::SmallVec;
+use std::future::Future;
 use std::sync::Arc;
 use switchyard_engine::protocol::socketio::{Decoder, Packet, PacketType};
 use switchyard_engine::protocol::socketio_msgpack;
@@ -228,9 +229,27 @@ impl Client {
             (Some(_), Some(Value::String(pid)), Some(Value::String(offset))) => Some((pid.clone(), offset.clone())),
             _ => None,
         };
-        if recovery.is_none() && !ns.has_middleware() {
+        if recovery.is_none() {
             let socket = Socket::new(ns.clone(), self.clone(), auth, None);
-            self.finish_connect(&ns, socket, None);
+            if self.server.connect_middleware.is_empty() && !ns.has_middleware() {
+                self.finish_connect(&ns, socket, None);
+                return;
+            }
+            // Middleware that completes at once (synchronous checks such as a JWT's) runs here, on the
+            // connection's task: no task spawned and no extra wake-up before the CONNECT reply. Middleware
+            // that has to wait goes on in a task of its own (a future may be polled with another waker).
+            let mut checks = Box::pin(self.clone().run_connect_middleware(ns.clone(), socket.clone(), false));
+            let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+            match checks.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(result) => self.after_middleware(&ns, socket, None, result),
+                std::task::Poll::Pending => {
+                    let client = self.clone();
+                    tokio::spawn(async move {
+                        let result = checks.await;
+                        client.after_middleware(&ns, socket, None, result);
+                    });
+                }
+            }
             return;
         }
         let client = self.clone();
@@ -240,17 +259,45 @@ impl Client {
                 None => None,
             };
             let socket = Socket::new(ns.clone(), client.clone(), auth, restored.as_ref().map(|r| &r.session));
+            // The namespace's middleware may be skipped for a restored session (never the server-wide).
             let skip = restored.is_some() && ns.recovery().is_some_and(|r| r.config().skip_middlewares);
-            if !skip {
-                if let Err(error) = ns.run_middleware(&socket).await {
-                    let data = error.to_json();
-                    let refusal = client.parser().encode_control(PacketType::ConnectError, ns.name(), Some(&data));
-                    let _ = client.conn.send(refusal);
-                    return;
-                }
-            }
-            client.finish_connect(&ns, socket, restored);
+            let result = client.clone().run_connect_middleware(ns.clone(), socket.clone(), skip).await;
+            client.after_middleware(&ns, socket, restored, result);
         });
+    }
+
+    /// The server-wide connect middleware (always: authentication sees every socket), then the
+    /// namespace's unless `skip_namespace`; stops at the first refusal.
+    async fn run_connect_middleware(
+        self: Arc<Self>,
+        ns: Arc<Namespace>,
+        socket: Arc<Socket>,
+        skip_namespace: bool,
+    ) -> Result<(), ConnectError> {
+        for middleware in self.server.connect_middleware.iter() {
+            middleware(socket.clone()).await?;
+        }
+        if !skip_namespace {
+            ns.run_middleware(&socket).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers CONNECT_ERROR for a refusal, else connects the socket.
+    fn after_middleware(
+        self: &Arc<Self>,
+        ns: &Arc<Namespace>,
+        socket: Arc<Socket>,
+        restored: Option<crate::recovery::RestoredSession>,
+        result: Result<(), ConnectError>,
+    ) {
+        match result {
+            Ok(()) => self.finish_connect(ns, socket, restored),
+            Err(error) => {
+                let data = error.to_json();
+                let _ = self.conn.send(self.parser().encode_control(PacketType::ConnectError, ns.name(), Some(&data)));
+            }
+        }
     }
 
     fn finish_connect(

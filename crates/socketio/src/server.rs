@@ -2,7 +2,7 @@ use crate::adapter::{Adapter, MemoryAdapter};
 use crate::client::SioHandler;
 use crate::config::{LimitStats, SocketIoConfig};
 use crate::middleware::{EventMiddleware, Rejection};
-use crate::namespace::Namespace;
+use crate::namespace::{ConnectError, Namespace};
 use crate::observe::{Observer, Observers};
 use crate::operators::BroadcastOperator;
 use crate::socket::DisconnectReason;
@@ -14,6 +14,9 @@ use switchyard_engine::{Engine, EngineService};
 
 type AdapterFactory = dyn Fn(&str) -> Arc<dyn Adapter> + Send + Sync;
 type NamespaceMatcher = dyn Fn(&str) -> bool + Send + Sync;
+/// Server-wide connect middleware (see [`SocketIoBuilder::connect_middleware`]).
+pub(crate) type ConnectMiddleware =
+    Arc<dyn Fn(Arc<crate::Socket>) -> futures_util::future::BoxFuture<'static, Result<(), ConnectError>> + Send + Sync>;
 
 /// A family of namespaces created on first connection when their name matches.
 pub(crate) struct DynamicNamespace {
@@ -31,6 +34,8 @@ pub(crate) struct ServerInner {
     /// Server-wide message middleware, run before every namespace's. Fixed by the builder, so an
     /// event reads it without a lock or a shared atomic.
     event_middleware: Box<[EventMiddleware]>,
+    /// Server-wide connect middleware, run before every namespace's own. Fixed by the builder.
+    pub(crate) connect_middleware: Box<[ConnectMiddleware]>,
     pub(crate) limit_stats: Arc<LimitStats>,
 }
 
@@ -132,6 +137,7 @@ pub struct SocketIoBuilder {
     adapter_factory: Box<AdapterFactory>,
     observers: Vec<Arc<dyn Observer>>,
     event_middleware: Vec<EventMiddleware>,
+    connect_middleware: Vec<ConnectMiddleware>,
 }
 
 impl Default for SocketIoBuilder {
@@ -141,6 +147,7 @@ impl Default for SocketIoBuilder {
             adapter_factory: Box::new(|_: &str| Arc::new(MemoryAdapter) as Arc<dyn Adapter>),
             observers: Vec::new(),
             event_middleware: Vec::new(),
+            connect_middleware: Vec::new(),
         }
     }
 }
@@ -177,9 +184,30 @@ impl SocketIoBuilder {
         self
     }
 
+    /// Adds connect middleware for every namespace (static, dynamic children, and namespaces created
+    /// after the server is built), as Node's `io.use()` would be if it covered every namespace; may be
+    /// called several times. Each CONNECT runs these first, in registration order, then the
+    /// namespace's own ([`Namespace::use_middleware`]); the first `Err` refuses the connection with
+    /// CONNECT_ERROR `{message, data}`. Unlike a namespace's middleware, these also run for a
+    /// session restored by connection state recovery, whatever
+    /// [`RecoveryConfig::skip_middlewares`](crate::RecoveryConfig) says: authentication sees every
+    /// socket. The socket is not in its namespace yet: store what the middleware learns in
+    /// [`Socket::extensions`](crate::Socket::extensions) and join rooms once connected (an
+    /// [`Observer::on_connect`], or the connection handler). Middleware whose future completes at its
+    /// first poll (synchronous checks) runs on the connection's task without spawning; one that has to
+    /// wait continues in a task of its own.
+    pub fn connect_middleware<F, Fut>(mut self, middleware: F) -> Self
+    where
+        F: Fn(Arc<crate::Socket>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.connect_middleware.push(Arc::new(move |socket| Box::pin(middleware(socket))));
+        self
+    }
+
     /// The server.
     pub fn build(self) -> SocketIo {
-        let SocketIoBuilder { config, adapter_factory, observers, event_middleware } = self;
+        let SocketIoBuilder { config, adapter_factory, observers, event_middleware, connect_middleware } = self;
         let inner = Arc::new(ServerInner {
             config: config.clone(),
             namespaces: RwLock::default(),
@@ -187,6 +215,7 @@ impl SocketIoBuilder {
             adapter_factory,
             observers: Arc::new(Observers::new(observers)),
             event_middleware: event_middleware.into_boxed_slice(),
+            connect_middleware: connect_middleware.into_boxed_slice(),
             limit_stats: Arc::default(),
         });
         let engine = Engine::new(config.engine.clone(), SioHandler::new(inner.clone()));

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_socketio::{
-    BroadcastOptions, DisconnectReason, Namespace, Observer, Payload, Rejection, Room, Socket, SocketIo,
+    BroadcastOptions, ConnectError, DisconnectReason, Namespace, Observer, Payload, Rejection, Room, Socket, SocketIo,
 };
 use tokio::sync::mpsc;
 
@@ -559,4 +559,105 @@ async fn payload_helpers_convert_arguments_with_serde() {
     assert_eq!(ws.sio_recv().await, "33[9]");
     ws.sio_send(r#"24["qty","x"]"#).await;
     assert_eq!(ws.sio_recv().await, r#"34["argument 1 is missing"]"#);
+}
+
+// ---- server-wide connect middleware ---------------------------------------------------------------
+
+/// The builder's connect middleware sees every CONNECT, to static namespaces, dynamic children and
+/// namespaces made after the build, before the namespace's own middleware; a refusal is the client's
+/// CONNECT_ERROR and the namespace's middleware and handler do not run.
+#[tokio::test]
+async fn server_wide_connect_middleware_covers_every_namespace() {
+    let (tx, mut seen) = mpsc::unbounded_channel::<String>();
+    let server_tx = tx.clone();
+    let io = SocketIo::builder()
+        .config(sio_config())
+        .connect_middleware(move |socket: Arc<Socket>| {
+            let tx = server_tx.clone();
+            async move {
+                let _ = tx.send(format!("server:{}", socket.ns().name()));
+                match socket.auth().get("token").and_then(Value::as_str) {
+                    Some("good") => {
+                        socket.extensions().insert(String::from("alice"));
+                        Ok(())
+                    }
+                    _ => Err(ConnectError::new("Auth error").with_data(json!({"reason": "missing"}))),
+                }
+            }
+        })
+        .build();
+    let ns_tx = tx.clone();
+    io.of("/static").use_middleware(move |socket: Arc<Socket>| {
+        let tx = ns_tx.clone();
+        async move {
+            // Runs after the server-wide middleware, which left the user in the extensions.
+            let _ = tx.send(format!("namespace:{}", socket.extensions().get::<String>().unwrap_or_default()));
+            Ok(())
+        }
+    });
+    io.dynamic_namespace(|name| name.starts_with("/dyn-"));
+    let _ = io.of("/");
+    let server = serve_io(&io).await;
+    let (mut ws, _) = WsClient::open_session(server.addr, SIO_PATH).await;
+
+    ws.sio_send("0/static,").await;
+    assert_eq!(ws.sio_recv().await, r#"4/static,{"data":{"reason":"missing"},"message":"Auth error"}"#);
+    assert_eq!(seen.recv().await.unwrap(), "server:/static");
+    ws.sio_send(r#"0/static,{"token":"good"}"#).await;
+    assert!(ws.sio_recv().await.starts_with(r#"0/static,{"sid":"#));
+    assert_eq!(seen.recv().await.unwrap(), "server:/static");
+    assert_eq!(seen.recv().await.unwrap(), "namespace:alice");
+
+    for nsp in ["/dyn-7", "/made-later"] {
+        if nsp == "/made-later" {
+            let _ = io.of(nsp);
+        }
+        ws.sio_send(&format!("0{nsp},")).await;
+        assert_eq!(ws.sio_recv().await, format!(r#"4{nsp},{{"data":{{"reason":"missing"}},"message":"Auth error"}}"#));
+        assert_eq!(seen.recv().await.unwrap(), format!("server:{nsp}"));
+        ws.sio_send(&format!(r#"0{nsp},{{"token":"good"}}"#)).await;
+        assert!(ws.sio_recv().await.starts_with(&format!(r#"0{nsp},{{"sid":"#)));
+        assert_eq!(seen.recv().await.unwrap(), format!("server:{nsp}"));
+    }
+    // The main namespace too; nothing else ran.
+    ws.sio_send("0").await;
+    assert_eq!(ws.sio_recv().await, r#"4{"data":{"reason":"missing"},"message":"Auth error"}"#);
+    assert_eq!(seen.recv().await.unwrap(), "server:/");
+    assert!(seen.try_recv().is_err());
+}
+
+/// Middleware that completes at once runs on the connection's task; middleware that waits goes on in a
+/// task of its own. Both connect (or refuse) the same way, in the order of their CONNECTs' outcomes.
+#[tokio::test]
+async fn connect_middleware_that_waits_still_connects_and_refuses() {
+    let io = SocketIo::builder()
+        .config(sio_config())
+        .connect_middleware(|socket: Arc<Socket>| async move {
+            if socket.ns().name().starts_with("/slow") {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            match socket.ns().name() {
+                "/slow-refused" | "/fast-refused" => Err(ConnectError::new("no")),
+                _ => Ok(()),
+            }
+        })
+        .build();
+    for nsp in ["/slow", "/slow-refused", "/fast", "/fast-refused"] {
+        let _ = io.of(nsp);
+    }
+    let server = serve_io(&io).await;
+    let (mut ws, _) = WsClient::open_session(server.addr, SIO_PATH).await;
+    ws.sio_send("0/slow,").await;
+    ws.sio_send("0/slow-refused,").await;
+    // An event right behind a CONNECT whose middleware completes at once finds its socket.
+    ws.sio_send("0/fast,").await;
+    ws.sio_send(r#"2/fast,["hello"]"#).await;
+    ws.sio_send("0/fast-refused,").await;
+    assert!(ws.sio_recv().await.starts_with(r#"0/fast,{"sid":"#));
+    assert_eq!(ws.sio_recv().await, r#"4/fast-refused,{"message":"no"}"#);
+    let mut rest = vec![ws.sio_recv().await, ws.sio_recv().await];
+    rest.sort();
+    assert!(rest[0].starts_with(r#"0/slow,{"sid":"#), "{rest:?}");
+    assert_eq!(rest[1], r#"4/slow-refused,{"message":"no"}"#);
+    assert_eq!(io.of("/fast").local_socket_count() + io.of("/slow").local_socket_count(), 2);
 }

@@ -1,0 +1,1076 @@
+//! JWT authentication (`[auth]`) and the rooms a socket is put in at connect (`[rooms]`).
+//!
+//! # How it works
+//! - [`Verifier`] holds the key of `[auth.jwt]` (a secret, a PEM public key, or a local JWKS by
+//!   `kid`) and checks one token: signature with an algorithm of the key's family only (so `alg:
+//!   none`, and HS256 "signed" with an RSA public key as the secret, are refused), `exp`
+//!   (required), `nbf`, `iss`, `aud`, and a non-empty `sub`. It gives the socket's [`Identity`].
+//! - [`Auth::install`] adds server-wide connect middleware to the Socket.IO builder, so every
+//!   namespace (static, dynamic, made later) is covered, except `auth.exempt_namespaces`. The
+//!   middleware takes the token from the handshake's `auth.token`, else `Authorization: Bearer`,
+//!   else the `auth.cookie` cookie (only when `limits.allowed_origins` is set), and leaves the
+//!   [`Identity`] in the socket's extensions. A refusal is CONNECT_ERROR `Auth error` with
+//!   `{"reason": "missing" | "invalid" | "expired"}`, counted and logged (never the token).
+//!   With `rooms.from_handshake`, it also takes the room from `auth.room` (else the `room` header)
+//!   and refuses with CONNECT_ERROR `Invalid room id` when there is none or the policy forbids it.
+//! - An [`Observer`] joins each connected socket to `user:<sub>` and its handshake room (before the
+//!   CONNECT reply and the connection handler), and enters the token's expiry in the
+//!   [`ExpiryTracker`]: one ordered map for the server, swept every 250 ms by one task, so a socket
+//!   costs one map entry and nothing per delivery. At `exp` + `auth.jwt.leeway_seconds` the socket
+//!   gets the event [`EXPIRED_EVENT`] `{"reason": "expired"}` and is then disconnected from its
+//!   namespace (the client sees `io server disconnect` and does not reconnect by itself: it fetches
+//!   a fresh token, sets `socket.auth`, and calls `socket.connect()`).
+//! - [`mint`] makes an HS256 token with the configured secret (`switchyard token`).
+
+use crate::access::{user_room, Access, Identity, RoomPattern};
+use crate::config::{AuthConfig, Config, KeySource, RoomsConfig};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::Mutex;
+use prometheus::core::Collector;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use switchyard_engine::limits::LogThrottle;
+use switchyard_socketio::{ConnectError, DisconnectReason, Observer, Socket, SocketIoBuilder};
+
+/// The CONNECT_ERROR message of a refused token.
+pub const AUTH_ERROR: &str = "Auth error";
+/// The CONNECT_ERROR message when `rooms.from_handshake` finds no usable room.
+pub const INVALID_ROOM: &str = "Invalid room id";
+/// The event a socket gets just before it is disconnected because its token expired.
+pub const EXPIRED_EVENT: &str = "auth_expired";
+/// The reason logged when a socket is disconnected because its token expired.
+pub const EXPIRED_REASON: &str = "token expired";
+/// Tokens longer than this are refused unread (no key is this large).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// The longest room name `rooms.from_handshake` accepts, in characters.
+pub const MAX_ROOM_CHARS: usize = 256;
+/// The longest `sub` accepted, in bytes.
+pub const MAX_SUB_BYTES: usize = 256;
+/// How often the expiry tracker looks for expired tokens.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A key that cannot be used: names the configuration key and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct AuthError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl AuthError {
+    fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        AuthError { key, reason: reason.into() }
+    }
+}
+
+/// Why a token was refused, as the client is told (`data.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// No token in any of the places looked at.
+    Missing,
+    /// Malformed, bad signature, wrong algorithm, not yet valid, wrong issuer or audience, bad claims.
+    Invalid,
+    /// Past its `exp` (and the leeway).
+    Expired,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 3] = [Failure::Missing, Failure::Invalid, Failure::Expired];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::Missing => "missing",
+            Failure::Invalid => "invalid",
+            Failure::Expired => "expired",
+        }
+    }
+}
+
+/// A refusal with the detail that goes to the log (never to the client, never the token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub failure: Failure,
+    pub detail: &'static str,
+}
+
+impl Refusal {
+    const fn new(failure: Failure, detail: &'static str) -> Self {
+        Refusal { failure, detail }
+    }
+
+    const fn invalid(detail: &'static str) -> Self {
+        Refusal::new(Failure::Invalid, detail)
+    }
+
+    /// The CONNECT_ERROR the client gets.
+    pub fn connect_error(&self) -> ConnectError {
+        ConnectError::new(AUTH_ERROR).with_data(json!({"reason": self.failure.reason()}))
+    }
+}
+
+/// One key and the validation that goes with it (its algorithms).
+struct KeyEntry {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+enum Keys {
+    One(KeyEntry),
+    /// A JWKS: keys by `kid`, and the key to use for tokens without `kid` when the set has one key.
+    Set {
+        by_kid: HashMap<String, KeyEntry>,
+        single: Option<KeyEntry>,
+    },
+}
+
+/// Checks tokens against the key of `[auth.jwt]` and turns their claims into an [`Identity`].
+pub struct Verifier {
+    keys: Keys,
+    rooms_claim: Box<str>,
+    publish_claim: Box<str>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("rooms_claim", &self.rooms_claim).finish_non_exhaustive()
+    }
+}
+
+const HMAC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+const RSA: &[Algorithm] =
+    &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+const EC: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384];
+const ED: &[Algorithm] = &[Algorithm::EdDSA];
+
+impl Verifier {
+    /// The verifier of `config`'s key, or `None` when no key is set (no authentication). Reads the
+    /// key file, if any.
+    pub fn from_config(auth: &AuthConfig, rooms: &RoomsConfig) -> Result<Option<Verifier>, AuthError> {
+        let jwt = &auth.jwt;
+        let Some(source) = jwt.key_source() else { return Ok(None) };
+        let base = |algorithms: &[Algorithm]| {
+            let mut v = Validation::new(algorithms[0]);
+            v.algorithms = algorithms.to_vec();
+            v.leeway = jwt.leeway_seconds;
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            v.set_required_spec_claims(&["exp", "sub"]);
+            // A configured issuer or audience must be present, not only right when present.
+            if !jwt.issuer.is_empty() {
+                v.set_issuer(&[&jwt.issuer]);
+                v.required_spec_claims.insert("iss".into());
+            }
+            // Without a configured audience (validation's `aud` unset), a token naming one is refused:
+            // it was meant for another service.
+            if !jwt.audience.is_empty() {
+                v.set_audience(&[&jwt.audience]);
+                v.required_spec_claims.insert("aud".into());
+            }
+            v
+        };
+        let keys = match source {
+            KeySource::Secret => {
+                Keys::One(KeyEntry { key: DecodingKey::from_secret(jwt.secret.as_bytes()), validation: base(HMAC) })
+            }
+            KeySource::PublicKeyFile => {
+                let key_name = source.key();
+                let path = &jwt.public_key_file;
+                let pem = std::fs::read(path).map_err(|e| AuthError::new(key_name, format!("{path}: {e}")))?;
+                let (key, algorithms) = pem_public_key(&pem).ok_or_else(|| {
+                    AuthError::new(key_name, format!("{path}: not a PEM public key (RSA, EC or Ed25519)"))
+                })?;
+                Keys::One(KeyEntry { key, validation: base(algorithms) })
+            }
+            KeySource::JwksFile => {
+                let key_name = source.key();
+                let path = &jwt.jwks_file;
+                let text = std::fs::read(path).map_err(|e| AuthError::new(key_name, format!("{path}: {e}")))?;
+                let set: JwkSet = serde_json::from_slice(&text)
+                    .map_err(|e| AuthError::new(key_name, format!("{path}: not a JWKS ({e})")))?;
+                if set.keys.is_empty() {
+                    return Err(AuthError::new(key_name, format!("{path}: the set has no keys")));
+                }
+                let mut by_kid = HashMap::new();
+                let mut single = None;
+                let count = set.keys.len();
+                for (i, jwk) in set.keys.iter().enumerate() {
+                    let (key, algorithms) = jwk_key(jwk)
+                        .map_err(|reason| AuthError::new(key_name, format!("{path}: key {}: {reason}", i + 1)))?;
+                    let entry = KeyEntry { key, validation: base(&algorithms) };
+                    match &jwk.common.key_id {
+                        Some(kid) => {
+                            if count == 1 {
+                                single =
+                                    Some(KeyEntry { key: entry.key.clone(), validation: entry.validation.clone() });
+                            }
+                            if by_kid.insert(kid.clone(), entry).is_some() {
+                                return Err(AuthError::new(key_name, format!("{path}: two keys with kid {kid:?}")));
+                            }
+                        }
+                        None if count == 1 => single = Some(entry),
+                        None => {
+                            return Err(AuthError::new(
+                                key_name,
+                                format!("{path}: key {} has no kid (required when the set has several keys)", i + 1),
+                            ))
+                        }
+                    }
+                }
+                Keys::Set { by_kid, single }
+            }
+        };
+        Ok(Some(Verifier {
+            keys,
+            rooms_claim: rooms.claim.as_str().into(),
+            publish_claim: rooms.publish_claim.as_str().into(),
+        }))
+    }
+
+    /// Checks `token` and returns who it is for.
+    pub fn verify(&self, token: &str) -> Result<Identity, Refusal> {
+        if token.is_empty() {
+            return Err(Refusal::new(Failure::Missing, "empty token"));
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Refusal::invalid("token too long"));
+        }
+        let entry = match &self.keys {
+            Keys::One(entry) => entry,
+            Keys::Set { by_kid, single } => {
+                let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::invalid("malformed"))?;
+                match header.kid {
+                    Some(kid) => by_kid.get(&kid).ok_or(Refusal::invalid("unknown kid"))?,
+                    None => single.as_ref().ok_or(Refusal::invalid("no kid"))?,
+                }
+            }
+        };
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &entry.key, &entry.validation)
+            .map_err(|e| refusal_of(e.kind()))?;
+        self.identity(data.claims)
+    }
+
+    fn identity(&self, mut claims: Map<String, Value>) -> Result<Identity, Refusal> {
+        let user = match claims.get("sub") {
+            Some(Value::String(sub)) if !sub.is_empty() && sub.len() <= MAX_SUB_BYTES => Arc::<str>::from(sub.as_str()),
+            _ => return Err(Refusal::invalid("sub must be a non-empty string")),
+        };
+        let expires_at = claims.get("exp").and_then(Value::as_u64);
+        let rooms = patterns(claims.remove(&*self.rooms_claim)).ok_or(Refusal::invalid("rooms claim"))?;
+        let publish = patterns(claims.remove(&*self.publish_claim)).ok_or(Refusal::invalid("publish claim"))?;
+        Ok(Identity { user, rooms, publish, expires_at })
+    }
+}
+
+/// A room claim: absent or null (`Some(None)`), one string or a list of strings; `None` when malformed.
+fn patterns(value: Option<Value>) -> Option<Option<Arc<[RoomPattern]>>> {
+    match value {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(one)) => Some(Some(Arc::from([RoomPattern::new(&one)]))),
+        Some(Value::Array(items)) => {
+            let list: Option<Vec<RoomPattern>> = items.iter().map(|v| v.as_str().map(RoomPattern::new)).collect();
+            Some(Some(list?.into()))
+        }
+        Some(_) => None,
+    }
+}
+
+fn refusal_of(kind: &ErrorKind) -> Refusal {
+    match kind {
+        ErrorKind::ExpiredSignature => Refusal::new(Failure::Expired, "expired"),
+        ErrorKind::InvalidSignature => Refusal::invalid("bad signature"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+            Refusal::invalid("algorithm not allowed for the key")
+        }
+        ErrorKind::ImmatureSignature => Refusal::invalid("not yet valid (nbf)"),
+        ErrorKind::InvalidIssuer => Refusal::invalid("wrong issuer"),
+        ErrorKind::InvalidAudience => Refusal::invalid("wrong audience"),
+        ErrorKind::InvalidSubject => Refusal::invalid("wrong subject"),
+        ErrorKind::MissingRequiredClaim(_) => Refusal::invalid("missing a required claim"),
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            Refusal::invalid("malformed")
+        }
+        _ => Refusal::invalid("invalid"),
+    }
+}
+
+/// A PEM public key and the algorithms of its family.
+fn pem_public_key(pem: &[u8]) -> Option<(DecodingKey, &'static [Algorithm])> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Some((key, RSA));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Some((key, EC));
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Some((key, ED));
+    }
+    None
+}
+
+/// A JWK's key and its algorithms: the key's `alg` alone when set, else every algorithm of its family.
+fn jwk_key(jwk: &Jwk) -> Result<(DecodingKey, Vec<Algorithm>), String> {
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key ({e})"))?;
+    let family: &[Algorithm] = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => RSA,
+        AlgorithmParameters::EllipticCurve(_) => EC,
+        AlgorithmParameters::OctetKeyPair(_) => ED,
+        AlgorithmParameters::OctetKey(_) => HMAC,
+    };
+    match jwk.common.key_algorithm {
+        None => Ok((key, family.to_vec())),
+        Some(alg) => {
+            let alg = alg
+                .to_string()
+                .parse::<Algorithm>()
+                .ok()
+                .filter(|a| family.contains(a))
+                .ok_or_else(|| format!("alg {alg} does not fit the key type"))?;
+            Ok((key, vec![alg]))
+        }
+    }
+}
+
+// ---- the connect middleware, the observer and the expiry tracker ------------------------------
+
+/// What the middleware leaves for the observer: the room from the handshake.
+#[derive(Clone, Debug)]
+struct HandshakeRoom(Arc<str>);
+
+/// A socket's entry in the [`ExpiryTracker`] (deadline, sequence number).
+#[derive(Clone, Copy, Debug)]
+struct ExpiryKey(u64, u64);
+
+/// The counters of authentication.
+struct Counters {
+    failures: IntCounterVec,
+    accepted: IntCounter,
+    expired_disconnects: IntCounter,
+    room_refusals: IntCounter,
+}
+
+/// Authentication and handshake rooms for one server.
+pub struct Auth {
+    verifier: Option<Verifier>,
+    /// The cookie to read a token from; `None` unless `limits.allowed_origins` is set.
+    cookie: Option<Box<str>>,
+    exempt: Box<[Box<str>]>,
+    from_handshake: bool,
+    access: Arc<Access>,
+    counters: Arc<Counters>,
+    expiry: Arc<ExpiryTracker>,
+    log: LogThrottle,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("enabled", &self.enabled()).field("from_handshake", &self.from_handshake).finish()
+    }
+}
+
+impl Auth {
+    /// Authentication as `config` asks (reading its key file), checking handshake rooms against `access`.
+    pub fn new(config: &Config, access: Arc<Access>) -> Result<Arc<Auth>, AuthError> {
+        let verifier = Verifier::from_config(&config.auth, &config.rooms)?;
+        let cookie = (!config.limits.allowed_origins.is_empty() && !config.auth.cookie.is_empty())
+            .then(|| config.auth.cookie.as_str().into());
+        let counters = Arc::new(Counters {
+            failures: IntCounterVec::new(
+                Opts::new("switchyard_auth_failures_total", "Connections refused for their token, by reason."),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            accepted: IntCounter::new("switchyard_auth_accepted_total", "Connections whose token was accepted.")
+                .expect("valid metric"),
+            expired_disconnects: IntCounter::new(
+                "switchyard_auth_expired_disconnects_total",
+                "Sockets disconnected because their token expired.",
+            )
+            .expect("valid metric"),
+            room_refusals: IntCounter::new(
+                "switchyard_handshake_room_refusals_total",
+                "Connections refused with \"Invalid room id\" (rooms.from_handshake).",
+            )
+            .expect("valid metric"),
+        });
+        for failure in Failure::ALL {
+            counters.failures.with_label_values(&[failure.reason()]);
+        }
+        let leeway = config.auth.jwt.leeway_seconds;
+        Ok(Arc::new(Auth {
+            verifier,
+            cookie,
+            exempt: config.auth.exempt_namespaces.iter().map(|ns| ns.as_str().into()).collect(),
+            from_handshake: config.rooms.from_handshake,
+            access,
+            expiry: ExpiryTracker::new(leeway, counters.clone()),
+            counters,
+            log: LogThrottle::default(),
+        }))
+    }
+
+    /// True when a key is configured (every connection needs a token).
+    pub fn enabled(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_ref()
+    }
+
+    /// The expiry tracker (tokens of connected sockets).
+    pub fn expiry(&self) -> &Arc<ExpiryTracker> {
+        &self.expiry
+    }
+
+    /// Adds the connect middleware and the observer to `builder`; nothing when there is neither a
+    /// key nor `rooms.from_handshake`.
+    pub fn install(self: &Arc<Self>, builder: SocketIoBuilder) -> SocketIoBuilder {
+        if !self.enabled() && !self.from_handshake {
+            return builder;
+        }
+        let auth = self.clone();
+        builder
+            .connect_middleware(move |socket: Arc<Socket>| std::future::ready(auth.check(&socket)))
+            .observer(Arc::new(AuthObserver(self.clone())))
+    }
+
+    /// Registers `switchyard_auth_failures_total{reason}`, `switchyard_auth_accepted_total`,
+    /// `switchyard_auth_expired_disconnects_total` and `switchyard_handshake_room_refusals_total`.
+    pub fn register_metrics(&self, registry: &Registry) -> prometheus::Result<()> {
+        let c = &self.counters;
+        let collectors: [Box<dyn Collector>; 4] = [
+            Box::new(c.failures.clone()),
+            Box::new(c.accepted.clone()),
+            Box::new(c.expired_disconnects.clone()),
+            Box::new(c.room_refusals.clone()),
+        ];
+        collectors.into_iter().try_for_each(|c| registry.register(c))
+    }
+
+    /// Refusals so far with `failure` (for tests and the admin UI).
+    pub fn failures(&self, failure: Failure) -> u64 {
+        self.counters.failures.with_label_values(&[failure.reason()]).get()
+    }
+
+    fn exempt(&self, nsp: &str) -> bool {
+        self.exempt.iter().any(|ns| &**ns == nsp)
+    }
+
+    /// The connect middleware: the token, then the handshake room.
+    fn check(&self, socket: &Socket) -> Result<(), ConnectError> {
+        if self.exempt(socket.ns().name()) {
+            return Ok(());
+        }
+        if let Some(verifier) = &self.verifier {
+            let identity = token_of(socket, self.cookie.as_deref()).and_then(|token| match token {
+                Some(token) => verifier.verify(token),
+                None => Err(Refusal::new(Failure::Missing, "no token")),
+            });
+            match identity {
+                Ok(identity) => {
+                    self.counters.accepted.inc();
+                    socket.extensions().insert(identity);
+                }
+                Err(refusal) => {
+                    self.counters.failures.with_label_values(&[refusal.failure.reason()]).inc();
+                    self.log_refusal(socket, refusal.failure.reason(), refusal.detail);
+                    return Err(refusal.connect_error());
+                }
+            }
+        }
+        if self.from_handshake {
+            match handshake_room(socket) {
+                Some(room) if self.access.may_join(socket, room) => {
+                    socket.extensions().insert(HandshakeRoom(room.into()));
+                }
+                room => {
+                    self.counters.room_refusals.inc();
+                    let detail = if room.is_some() { "room not allowed" } else { "no valid room" };
+                    self.log_refusal(socket, "room", detail);
+                    return Err(ConnectError::new(INVALID_ROOM));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log_refusal(&self, socket: &Socket, reason: &str, detail: &str) {
+        let nsp = socket.ns().name();
+        let address = &socket.handshake().address;
+        if self.log.ready() {
+            tracing::info!(nsp, %address, reason, detail, "connection refused (further ones for 10 s at debug)");
+        } else {
+            tracing::debug!(nsp, %address, reason, detail, "connection refused");
+        }
+    }
+}
+
+/// The token of a CONNECT: the handshake's `auth.token`, else `Authorization: Bearer`, else the cookie.
+/// A token that is present but unusable is refused, never skipped for the next place.
+fn token_of<'a>(socket: &'a Socket, cookie: Option<&str>) -> Result<Option<&'a str>, Refusal> {
+    match socket.auth().get("token") {
+        Some(Value::String(token)) => return Ok(Some(token)),
+        None | Some(Value::Null) => {}
+        Some(_) => return Err(Refusal::invalid("auth.token is not a string")),
+    }
+    let headers = socket.handshake().headers();
+    if let Some(value) = headers.get("authorization") {
+        if let Some((scheme, token)) = value.trim().split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Ok(Some(token.trim()));
+            }
+        }
+    }
+    if let Some(name) = cookie {
+        for (header, value) in headers.iter() {
+            if !header.eq_ignore_ascii_case("cookie") {
+                continue;
+            }
+            let found = value.split(';').filter_map(|pair| pair.trim().split_once('=')).find(|(k, _)| *k == name);
+            if let Some((_, token)) = found {
+                return Ok(Some(token.trim().trim_matches('"')));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The room named by the handshake's `auth.room`, else its `room` header, if it is a usable name.
+fn handshake_room(socket: &Socket) -> Option<&str> {
+    let room = match socket.auth().get("room") {
+        Some(Value::String(room)) => room.as_str(),
+        Some(_) => return None,
+        None => socket.handshake().header("room")?.trim(),
+    };
+    let chars = room.chars().count();
+    (chars > 0 && chars <= MAX_ROOM_CHARS && !room.chars().any(char::is_control)).then_some(room)
+}
+
+/// Joins connected sockets to their user room and handshake room; tracks and forgets expiries.
+struct AuthObserver(Arc<Auth>);
+
+impl Observer for AuthObserver {
+    fn on_connect(&self, socket: &Socket) {
+        let identity = socket.extensions().get::<Identity>();
+        let room = socket.extensions().get::<HandshakeRoom>();
+        if identity.is_none() && room.is_none() {
+            return;
+        }
+        // The observer sees `&Socket`; joining needs the shared handle, which the namespace holds now.
+        let Some(socket) = socket.ns().get_socket(&socket.id()) else { return };
+        if let Some(identity) = &identity {
+            if let Err(e) = socket.join(user_room(&identity.user)) {
+                tracing::debug!(socket = %socket.id(), error = %e, "could not join the user room");
+            }
+            if let Some(exp) = identity.expires_at {
+                self.0.expiry.track(&socket, exp);
+            }
+        }
+        if let Some(HandshakeRoom(room)) = room {
+            if let Err(e) = socket.join(&*room) {
+                tracing::debug!(socket = %socket.id(), error = %e, "could not join the handshake room");
+            }
+        }
+    }
+
+    fn on_disconnect(&self, socket: &Socket, _reason: DisconnectReason) {
+        self.0.expiry.forget(socket);
+    }
+}
+
+/// The tokens of connected sockets, ordered by when they run out; one task sweeps it every 250 ms.
+pub struct ExpiryTracker {
+    entries: Mutex<BTreeMap<(u64, u64), Weak<Socket>>>,
+    next: AtomicU64,
+    sweeping: AtomicBool,
+    leeway: u64,
+    counters: Arc<Counters>,
+}
+
+impl ExpiryTracker {
+    fn new(leeway: u64, counters: Arc<Counters>) -> Arc<ExpiryTracker> {
+        Arc::new(ExpiryTracker {
+            entries: Mutex::default(),
+            next: AtomicU64::new(0),
+            sweeping: AtomicBool::new(false),
+            leeway,
+            counters,
+        })
+    }
+
+    /// Sockets tracked now.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Disconnects `socket` once `exp` (seconds since the Unix epoch) plus the leeway has passed.
+    fn track(self: &Arc<Self>, socket: &Arc<Socket>, exp: u64) {
+        let key = (exp.saturating_add(self.leeway), self.next.fetch_add(1, Ordering::Relaxed));
+        socket.extensions().insert(ExpiryKey(key.0, key.1));
+        self.entries.lock().insert(key, Arc::downgrade(socket));
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
+            self.start();
+        }
+    }
+
+    fn forget(&self, socket: &Socket) {
+        if let Some(ExpiryKey(deadline, seq)) = socket.extensions().remove::<ExpiryKey>() {
+            self.entries.lock().remove(&(deadline, seq));
+        }
+    }
+
+    fn start(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let tracker = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(tracker) = tracker.upgrade() else { return };
+                tracker.sweep(unix_now());
+            }
+        });
+    }
+
+    /// Disconnects every socket whose deadline is before `now` (seconds); returns how many.
+    pub fn sweep(&self, now: u64) -> usize {
+        let due = {
+            let mut entries = self.entries.lock();
+            let later = entries.split_off(&(now, 0));
+            std::mem::replace(&mut *entries, later)
+        };
+        let mut count = 0;
+        for socket in due.into_values().filter_map(|s| s.upgrade()) {
+            if !socket.connected() {
+                continue;
+            }
+            socket.extensions().remove::<ExpiryKey>();
+            let _ = socket.emit(EXPIRED_EVENT, json!({"reason": "expired"}));
+            tracing::debug!(socket = %socket.id(), nsp = %socket.ns().name(), reason = EXPIRED_REASON, "socket disconnected");
+            socket.disconnect(false);
+            self.counters.expired_disconnects.inc();
+            count += 1;
+        }
+        count
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+// ---- minting -----------------------------------------------------------------------------------
+
+/// What `switchyard token` puts in a token.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    pub sub: String,
+    /// Room patterns (the `rooms.claim` claim); empty: no claim.
+    pub rooms: Vec<String>,
+    /// Publish patterns (the `rooms.publish_claim` claim); empty: no claim.
+    pub publish: Vec<String>,
+    pub ttl: Duration,
+}
+
+/// An HS256 token signed with `auth.jwt.secret`, with `iss` and `aud` when configured.
+pub fn mint(config: &Config, request: &TokenRequest) -> Result<String, AuthError> {
+    let jwt = &config.auth.jwt;
+    if jwt.secret.is_empty() {
+        return Err(AuthError::new("auth.jwt.secret", "not set: tokens are minted with the shared secret"));
+    }
+    if request.sub.is_empty() || request.sub.len() > MAX_SUB_BYTES {
+        return Err(AuthError::new("sub", format!("must be 1 to {MAX_SUB_BYTES} bytes")));
+    }
+    let now = unix_now();
+    let mut claims = Map::new();
+    claims.insert("sub".into(), request.sub.clone().into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), now.saturating_add(request.ttl.as_secs()).into());
+    if !request.rooms.is_empty() {
+        claims.insert(config.rooms.claim.clone(), request.rooms.clone().into());
+    }
+    if !request.publish.is_empty() {
+        claims.insert(config.rooms.publish_claim.clone(), request.publish.clone().into());
+    }
+    if !jwt.issuer.is_empty() {
+        claims.insert("iss".into(), jwt.issuer.clone().into());
+    }
+    if !jwt.audience.is_empty() {
+        claims.insert("aud".into(), jwt.audience.clone().into());
+    }
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(jwt.secret.as_bytes()))
+        .map_err(|e| AuthError::new("auth.jwt.secret", e.to_string()))
+}
+
+/// `90`, `90s`, `15m`, `1h`, `7d` as a duration (at least one second).
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?}: expected a number and a unit (s, m, h, d)"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err(format!("{text:?}: must be at least 1 s")),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Err(format!("{text:?}: too long")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use jsonwebtoken::encode;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn claims(sub: &str, exp_in: i64) -> Value {
+        json!({"sub": sub, "exp": (unix_now() as i64 + exp_in) as u64, "rooms": ["chat:*"]})
+    }
+
+    fn config(set: impl FnOnce(&mut Config)) -> Config {
+        let mut config = Config::default();
+        config.auth.jwt.leeway_seconds = 0;
+        set(&mut config);
+        config
+    }
+
+    fn verifier(config: &Config) -> Verifier {
+        Verifier::from_config(&config.auth, &config.rooms).expect("usable key").expect("a key is set")
+    }
+
+    fn hs(alg: Algorithm, claims: &Value, secret: &[u8]) -> String {
+        encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn refused(verifier: &Verifier, token: &str) -> Refusal {
+        verifier.verify(token).expect_err("refused")
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// A PEM key pair (private PKCS#8, public SPKI) made now by rcgen.
+    fn generated(alg: &'static rcgen::SignatureAlgorithm) -> (String, String) {
+        let pair = rcgen::KeyPair::generate_for(alg).unwrap();
+        (pair.serialize_pem(), pair.public_key_pem())
+    }
+
+    /// An RSA key pair made now by the openssl command (ring cannot generate RSA keys).
+    fn generated_rsa(dir: &tempfile::TempDir) -> (String, String) {
+        let private = dir.path().join("rsa.pem");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("the openssl command (Debian package openssl, installed by scripts/install-deps.sh)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        };
+        let private_path = private.to_str().unwrap();
+        run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", private_path]);
+        let public = run(&["pkey", "-in", private_path, "-pubout"]);
+        (std::fs::read_to_string(&private).unwrap(), String::from_utf8(public).unwrap())
+    }
+
+    #[test]
+    fn hmac_tokens_give_the_identity() {
+        let v = verifier(&config(|c| c.auth.jwt.secret = SECRET.into()));
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let identity = v.verify(&hs(alg, &claims("alice", 60), SECRET.as_bytes())).expect("valid");
+            assert_eq!(&*identity.user, "alice");
+            assert_eq!(identity.rooms.as_deref(), Some(&[RoomPattern::new("chat:*")][..]));
+            assert!(identity.publish.is_none());
+            assert!(identity.expires_at.unwrap() > unix_now());
+        }
+        // Configured claim names; one string is one pattern.
+        let v = verifier(&config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.rooms.claim = "chans".into();
+            c.rooms.publish_claim = "say".into();
+        }));
+        let token = hs(
+            Algorithm::HS256,
+            &json!({"sub": "bob", "exp": unix_now() + 60, "chans": "lobby", "say": []}),
+            SECRET.as_bytes(),
+        );
+        let identity = v.verify(&token).unwrap();
+        assert_eq!(identity.rooms.as_deref(), Some(&[RoomPattern::new("lobby")][..]));
+        assert_eq!(identity.publish.as_deref(), Some(&[][..]));
+    }
+
+    #[test]
+    fn every_refusal_has_its_reason() {
+        let v = verifier(&config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.auth.jwt.issuer = "https://issuer.test".into();
+            c.auth.jwt.audience = "switchyard".into();
+        }));
+        let good = json!({"sub": "alice", "exp": unix_now() + 60, "iss": "https://issuer.test", "aud": "switchyard"});
+        assert!(v.verify(&hs(Algorithm::HS256, &good, SECRET.as_bytes())).is_ok());
+        let with = |key: &str, value: Value| {
+            let mut c = good.clone();
+            match value {
+                Value::Null => {
+                    c.as_object_mut().unwrap().remove(key);
+                }
+                value => c[key] = value,
+            }
+            hs(Algorithm::HS256, &c, SECRET.as_bytes())
+        };
+        let invalid = |token: &str, detail: &str| {
+            let r = refused(&v, token);
+            assert_eq!((r.failure, r.detail), (Failure::Invalid, detail), "{token}");
+        };
+        assert_eq!(refused(&v, "").failure, Failure::Missing);
+        invalid("not-a-token", "malformed");
+        invalid("a.b.c", "malformed");
+        invalid(&"x".repeat(MAX_TOKEN_BYTES + 1), "token too long");
+        invalid(&hs(Algorithm::HS256, &good, b"another secret, 32 bytes or more!"), "bad signature");
+        // A signature from the right key on a changed payload.
+        let token = hs(Algorithm::HS256, &good, SECRET.as_bytes());
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = b64(serde_json::to_string(&with_sub(&good, "admin")).unwrap().as_bytes());
+        invalid(&format!("{}.{forged}.{}", parts[0], parts[2]), "bad signature");
+        // alg: none, with or without a signature.
+        let none = b64(br#"{"alg":"none","typ":"JWT"}"#);
+        invalid(&format!("{none}.{}.", parts[1]), "malformed");
+        invalid(&format!("{none}.{}.{}", parts[1], parts[2]), "malformed");
+        let expired = refused(&v, &with("exp", json!(unix_now() - 10)));
+        assert_eq!(expired.failure, Failure::Expired);
+        invalid(&with("nbf", json!(unix_now() + 3600)), "not yet valid (nbf)");
+        invalid(&with("iss", json!("https://evil.test")), "wrong issuer");
+        invalid(&with("iss", Value::Null), "missing a required claim");
+        invalid(&with("aud", json!("another-service")), "wrong audience");
+        invalid(&with("aud", Value::Null), "missing a required claim");
+        invalid(&with("exp", Value::Null), "missing a required claim");
+        invalid(&with("exp", json!("tomorrow")), "missing a required claim");
+        invalid(&with("sub", Value::Null), "missing a required claim");
+        invalid(&with("sub", json!("")), "sub must be a non-empty string");
+        invalid(&with("sub", json!(42)), "missing a required claim");
+        invalid(&with("rooms", json!([1, 2])), "rooms claim");
+        invalid(&with("publish", json!({"a": 1})), "publish claim");
+        // Without a configured audience, a token meant for some audience is refused.
+        let v = verifier(&config(|c| c.auth.jwt.secret = SECRET.into()));
+        let r = refused(
+            &v,
+            &hs(Algorithm::HS256, &json!({"sub": "a", "exp": unix_now() + 60, "aud": "x"}), SECRET.as_bytes()),
+        );
+        assert_eq!((r.failure, r.detail), (Failure::Invalid, "wrong audience"));
+        // A leeway lets a just-expired token in.
+        let v = verifier(&config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.auth.jwt.leeway_seconds = 30;
+        }));
+        assert!(v.verify(&hs(Algorithm::HS256, &claims("a", -10), SECRET.as_bytes())).is_ok());
+        assert_eq!(refused(&v, &hs(Algorithm::HS256, &claims("a", -40), SECRET.as_bytes())).failure, Failure::Expired);
+    }
+
+    fn with_sub(claims: &Value, sub: &str) -> Value {
+        let mut c = claims.clone();
+        c["sub"] = json!(sub);
+        c
+    }
+
+    #[test]
+    fn public_keys_verify_their_own_algorithms_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &'static rcgen::SignatureAlgorithm, Algorithm, Algorithm); 3] = [
+            ("p256", &rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256, Algorithm::ES384),
+            ("p384", &rcgen::PKCS_ECDSA_P384_SHA384, Algorithm::ES384, Algorithm::ES256),
+            ("ed25519", &rcgen::PKCS_ED25519, Algorithm::EdDSA, Algorithm::ES256),
+        ];
+        for (name, kind, alg, wrong_alg) in cases {
+            let (private, public) = generated(kind);
+            let path = write(&dir, &format!("{name}.pem"), &public);
+            let v = verifier(&config(|c| c.auth.jwt.public_key_file = path.clone()));
+            let signing = match alg {
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(private.as_bytes()).unwrap(),
+                _ => EncodingKey::from_ec_pem(private.as_bytes()).unwrap(),
+            };
+            let token = encode(&Header::new(alg), &claims("alice", 60), &signing).unwrap();
+            assert_eq!(&*v.verify(&token).expect(name).user, "alice", "{name}");
+            // The same key under another algorithm's name.
+            let parts: Vec<&str> = token.split('.').collect();
+            let header = b64(format!(r#"{{"alg":"{wrong_alg:?}","typ":"JWT"}}"#).as_bytes());
+            assert_eq!(refused(&v, &format!("{header}.{}.{}", parts[1], parts[2])).failure, Failure::Invalid, "{name}");
+            // HS256 with the public key's PEM as the shared secret (the classic confusion attack).
+            let confused = hs(Algorithm::HS256, &claims("admin", 60), public.as_bytes());
+            let r = refused(&v, &confused);
+            assert_eq!((r.failure, r.detail), (Failure::Invalid, "algorithm not allowed for the key"), "{name}");
+            // Another key of the same kind.
+            let (other, _) = generated(kind);
+            let other = match alg {
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(other.as_bytes()).unwrap(),
+                _ => EncodingKey::from_ec_pem(other.as_bytes()).unwrap(),
+            };
+            let token = encode(&Header::new(alg), &claims("alice", 60), &other).unwrap();
+            assert_eq!(refused(&v, &token).detail, "bad signature", "{name}");
+        }
+    }
+
+    #[test]
+    fn rsa_keys_verify_rs_and_ps_and_refuse_the_hmac_confusion() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = generated_rsa(&dir);
+        let path = write(&dir, "rsa-public.pem", &public);
+        let v = verifier(&config(|c| c.auth.jwt.public_key_file = path));
+        let key = EncodingKey::from_rsa_pem(private.as_bytes()).unwrap();
+        for alg in [Algorithm::RS256, Algorithm::RS512, Algorithm::PS256] {
+            let token = encode(&Header::new(alg), &claims("alice", 60), &key).unwrap();
+            assert_eq!(&*v.verify(&token).unwrap().user, "alice", "{alg:?}");
+        }
+        let confused = hs(Algorithm::HS256, &claims("admin", 60), public.as_bytes());
+        let r = refused(&v, &confused);
+        assert_eq!((r.failure, r.detail), (Failure::Invalid, "algorithm not allowed for the key"));
+        let expired = encode(&Header::new(Algorithm::RS256), &claims("alice", -5), &key).unwrap();
+        assert_eq!(refused(&v, &expired).failure, Failure::Expired);
+    }
+
+    #[test]
+    fn jwks_picks_the_key_by_kid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ec_private, _) = generated(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let ec_signing = EncodingKey::from_ec_pem(ec_private.as_bytes()).unwrap();
+        // The public JWK of the EC key, from the x and y of its uncompressed point.
+        let pair = rcgen::KeyPair::from_pem(&ec_private).unwrap();
+        let point = pair.public_key_raw();
+        assert_eq!(point.len(), 65);
+        let ec_jwk = json!({"kty": "EC", "crv": "P-256", "kid": "ec-1", "alg": "ES256",
+                            "x": b64(&point[1..33]), "y": b64(&point[33..])});
+        let oct_jwk = json!({"kty": "oct", "kid": "hmac-1", "k": b64(SECRET.as_bytes())});
+        let path = write(&dir, "keys.json", &json!({"keys": [ec_jwk, oct_jwk]}).to_string());
+        let v = verifier(&config(|c| c.auth.jwt.jwks_file = path));
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("ec-1".into());
+        assert_eq!(&*v.verify(&encode(&header, &claims("ec", 60), &ec_signing).unwrap()).unwrap().user, "ec");
+        let mut header = Header::new(Algorithm::HS512);
+        header.kid = Some("hmac-1".into());
+        let token = encode(&header, &claims("oct", 60), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(&*v.verify(&token).unwrap().user, "oct");
+        // The HMAC key under the EC key's kid, an unknown kid, no kid among several keys.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("ec-1".into());
+        let token = encode(&header, &claims("x", 60), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(refused(&v, &token).detail, "algorithm not allowed for the key");
+        header.kid = Some("nope".into());
+        let token = encode(&header, &claims("x", 60), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(refused(&v, &token).detail, "unknown kid");
+        let token = hs(Algorithm::HS256, &claims("x", 60), SECRET.as_bytes());
+        assert_eq!(refused(&v, &token).detail, "no kid");
+        // The key's alg is the only one it verifies: ES384 under an ES256 key.
+        let mut header = Header::new(Algorithm::ES384);
+        header.kid = Some("ec-1".into());
+        let parts: Vec<String> = encode(&Header::new(Algorithm::ES256), &claims("x", 60), &ec_signing)
+            .unwrap()
+            .split('.')
+            .map(String::from)
+            .collect();
+        let forged = format!("{}.{}.{}", b64(br#"{"alg":"ES384","kid":"ec-1"}"#), parts[1], parts[2]);
+        assert_eq!(refused(&v, &forged).detail, "algorithm not allowed for the key");
+        // A single key without kid serves tokens without kid.
+        let one = write(&dir, "one.json", &json!({"keys": [{"kty": "oct", "k": b64(SECRET.as_bytes())}]}).to_string());
+        let v = verifier(&config(|c| c.auth.jwt.jwks_file = one));
+        assert!(v.verify(&hs(Algorithm::HS256, &claims("x", 60), SECRET.as_bytes())).is_ok());
+    }
+
+    #[test]
+    fn unusable_key_files_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = |set: &dyn Fn(&mut Config)| {
+            let mut config = Config::default();
+            set(&mut config);
+            Verifier::from_config(&config.auth, &config.rooms).expect_err("refused")
+        };
+        let e = error(&|c| c.auth.jwt.public_key_file = "/nonexistent/key.pem".into());
+        assert_eq!(e.key, "auth.jwt.public_key_file");
+        assert!(e.to_string().starts_with("auth.jwt.public_key_file: /nonexistent/key.pem: "), "{e}");
+        let garbage = write(&dir, "garbage.pem", "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n");
+        let e = error(&|c| c.auth.jwt.public_key_file = garbage.clone());
+        assert!(e.reason.ends_with("not a PEM public key (RSA, EC or Ed25519)"), "{e}");
+        let (private, _) = generated(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let private = write(&dir, "private.pem", &private);
+        let e = error(&|c| c.auth.jwt.public_key_file = private.clone());
+        assert!(
+            e.reason.ends_with("not a PEM public key (RSA, EC or Ed25519)"),
+            "a private key is not a public key: {e}"
+        );
+        let bad_json = write(&dir, "bad.json", "{\"keys\": 1}");
+        let e = error(&|c| c.auth.jwt.jwks_file = bad_json.clone());
+        assert_eq!(e.key, "auth.jwt.jwks_file");
+        assert!(e.reason.contains("not a JWKS"), "{e}");
+        let empty = write(&dir, "empty.json", "{\"keys\": []}");
+        assert!(error(&|c| c.auth.jwt.jwks_file = empty.clone()).reason.ends_with("the set has no keys"));
+        let two = json!({"keys": [{"kty": "oct", "k": "YQ"}, {"kty": "oct", "k": "Yg"}]}).to_string();
+        let two = write(&dir, "two.json", &two);
+        assert!(error(&|c| c.auth.jwt.jwks_file = two.clone()).reason.contains("has no kid"));
+        let wrong_alg = json!({"keys": [{"kty": "oct", "k": "YQ", "alg": "RS256"}]}).to_string();
+        let wrong_alg = write(&dir, "wrong-alg.json", &wrong_alg);
+        assert!(error(&|c| c.auth.jwt.jwks_file = wrong_alg.clone()).reason.contains("does not fit the key type"));
+        assert!(Verifier::from_config(&Config::default().auth, &Config::default().rooms).unwrap().is_none());
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_carry_the_claims() {
+        let config = config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.auth.jwt.issuer = "me".into();
+            c.auth.jwt.audience = "us".into();
+        });
+        let request = TokenRequest {
+            sub: "alice".into(),
+            rooms: vec!["chat:*".into()],
+            publish: vec!["chat:general".into()],
+            ttl: Duration::from_secs(3600),
+        };
+        let identity = verifier(&config).verify(&mint(&config, &request).unwrap()).unwrap();
+        assert_eq!(&*identity.user, "alice");
+        assert_eq!(identity.rooms.as_deref(), Some(&[RoomPattern::new("chat:*")][..]));
+        assert_eq!(identity.publish.as_deref(), Some(&[RoomPattern::new("chat:general")][..]));
+        let exp = identity.expires_at.unwrap();
+        assert!((unix_now() + 3590..=unix_now() + 3600).contains(&exp));
+        let e = mint(&Config::default(), &request).unwrap_err();
+        assert_eq!(e.key, "auth.jwt.secret");
+        assert!(mint(&config, &TokenRequest { sub: String::new(), ..request }).is_err());
+    }
+
+    #[test]
+    fn ttls_parse_with_units() {
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "h", "1w", "0", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?}");
+        }
+    }
+}
