@@ -33,6 +33,10 @@ const io = new Server(httpServer, {
   cors: { origin: "*" },
   // INTEROP_RECOVERY=1: connection state recovery (test/recovery.test.js).
   ...(process.env.INTEROP_RECOVERY === "1" ? { connectionStateRecovery: {} } : {}),
+  // INTEROP_DEFLATE=1: WebSocket compression with Switchyard's parameters (test/deflate.test.js).
+  ...(process.env.INTEROP_DEFLATE === "1"
+    ? { perMessageDeflate: { serverNoContextTakeover: true, clientNoContextTakeover: true } }
+    : {}),
 });
 
 // Engine.IO bookkeeping parameters are not part of what the client asked for.
