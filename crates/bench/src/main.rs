@@ -84,6 +84,13 @@ enum Command {
         /// Stop waiting once no delivery arrived for this many milliseconds.
         #[arg(long, default_value_t = 3000)]
         straggler_ms: u64,
+        /// Payloads of pseudo-random words (compressible like chat text) instead of one repeated letter.
+        #[arg(long)]
+        words: bool,
+        /// Offer permessage-deflate (as browsers do) and inflate what arrives compressed; the result
+        /// counts compressed deliveries and the bytes the receivers read off the wire.
+        #[arg(long)]
+        deflate: bool,
     },
     /// C clients sending acked `echo` at H per second for S seconds: RTT percentiles.
     Echo {
@@ -236,12 +243,14 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::idle(&target, &options))
         }
-        Command::Fanout { server, receivers, messages, payload_bytes, straggler_ms } => {
+        Command::Fanout { server, receivers, messages, payload_bytes, straggler_ms, words, deflate } => {
             let target = server.target(receivers);
+            client::offer_deflate(deflate);
             let options = scenarios::FanoutOptions {
                 receivers,
                 messages,
                 payload_bytes,
+                words,
                 concurrency: server.concurrency,
                 straggler_wait: Duration::from_millis(straggler_ms),
                 max_wait: Duration::from_secs(120),

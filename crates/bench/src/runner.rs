@@ -399,6 +399,7 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, options: &RunOptions)
                 receivers: options.fanout_receivers,
                 messages: options.fanout_messages,
                 payload_bytes: options.payload_bytes,
+                words: false,
                 concurrency: options.concurrency,
                 straggler_wait: Duration::from_secs(3),
                 max_wait: Duration::from_secs(120),

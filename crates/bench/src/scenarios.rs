@@ -209,6 +209,8 @@ pub struct FanoutOptions {
     pub receivers: usize,
     pub messages: usize,
     pub payload_bytes: usize,
+    /// Payloads of pseudo-random words (compressible like text) instead of one repeated letter.
+    pub words: bool,
     pub concurrency: usize,
     /// Give up waiting once no delivery arrived for this long.
     pub straggler_wait: Duration,
@@ -228,6 +230,27 @@ pub fn fanout_payload(seq: usize, bytes: usize) -> String {
     payload
 }
 
+/// A fanout payload of pseudo-random words from a small vocabulary: compresses about as well as chat
+/// text (a repeated letter compresses a thousandfold, which would flatter compression).
+pub fn fanout_words(seq: usize, bytes: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "the", "room", "message", "user", "hello", "world", "socket", "event", "server", "client", "quick", "brown",
+        "fox", "jumps", "over", "lazy", "dog", "alpha", "beta", "gamma", "delta", "data", "value", "status", "online",
+        "offline", "typing", "seen", "reply", "thread", "emoji", "link",
+    ];
+    let mut payload = format!("{seq:08}|");
+    let mut x = (seq as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while payload.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        payload.push_str(WORDS[(x % 32) as usize]);
+        payload.push(if x % 11 == 0 { '.' } else { ' ' });
+    }
+    payload.truncate(bytes.max(9));
+    payload
+}
+
 /// The sequence number of a fanout delivery: `text` is the Socket.IO packet after the Engine.IO `4`,
 /// `2["msg","00000042|xxx"]`. `None` when it is not a `msg` event.
 pub fn fanout_seq(text: &[u8]) -> Option<u64> {
@@ -244,6 +267,10 @@ struct ReceiverTally {
     received: u64,
     out_of_order: u64,
     other_events: u64,
+    /// Bytes read off the socket after the join (the deliveries as they were on the wire).
+    wire_bytes: u64,
+    /// Messages that arrived compressed (permessage-deflate).
+    compressed: u64,
 }
 
 /// R receivers in one room; one sender emits M messages of B bytes as fast as it can.
@@ -274,6 +301,11 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
             client.ws.set_read_chunk(16 << 10);
             ready.fetch_add(1, Ordering::Relaxed);
             let mut expected_seq = 0u64;
+            let (bytes_before, compressed_before) = (client.ws.bytes_read, client.ws.compressed_messages);
+            let tally_wire = |tally: &mut ReceiverTally, client: &crate::client::SioClient| {
+                tally.wire_bytes = client.ws.bytes_read - bytes_before;
+                tally.compressed = client.ws.compressed_messages - compressed_before;
+            };
             loop {
                 let mut batch = 0u64;
                 let step: Result<()> = async {
@@ -299,14 +331,19 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                 if let Err(err) = step {
                     shared.dropped.fetch_add(1, Ordering::Relaxed);
                     shared.record_error("receiver", &err);
+                    tally_wire(&mut tally, &client);
                     return tally;
                 }
                 tokio::select! {
                     biased;
-                    _ = stopped.changed() => return tally,
+                    _ = stopped.changed() => {
+                        tally_wire(&mut tally, &client);
+                        return tally;
+                    }
                     read = client.ws.fill() => if let Err(err) = read {
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                         shared.record_error("receiver", &err);
+                        tally_wire(&mut tally, &client);
                         return tally;
                     }
                 }
@@ -347,7 +384,15 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     for seq in 0..options.messages {
         text.clear();
         crate::client::encode_event(
-            &json!(["msg", FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]),
+            &json!([
+                "msg",
+                FANOUT_ROOM,
+                if options.words {
+                    fanout_words(seq, options.payload_bytes)
+                } else {
+                    fanout_payload(seq, options.payload_bytes)
+                }
+            ]),
             None,
             &mut text,
         );
@@ -405,6 +450,14 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     result.insert("completed".into(), json!(completed));
     result.insert("out_of_order".into(), json!(out_of_order));
     result.insert("unexpected_events".into(), json!(other_events));
+    let wire_bytes: u64 = tallies.iter().map(|t| t.wire_bytes).sum();
+    let compressed: u64 = tallies.iter().map(|t| t.compressed).sum();
+    result.insert("wire_bytes".into(), json!(wire_bytes));
+    result.insert(
+        "wire_bytes_per_delivery".into(),
+        json!(if delivered > 0 { round3(wire_bytes as f64 / delivered as f64) } else { 0.0 }),
+    );
+    result.insert("compressed_deliveries".into(), json!(compressed));
     result.insert("receivers_dropped".into(), json!(shared.dropped.load(Ordering::Relaxed)));
     result.insert("send_secs".into(), json!(round3(send_secs)));
     result.insert("delivery_secs".into(), json!(round3(delivery_secs)));
@@ -741,6 +794,15 @@ mod tests {
         assert!(payload.starts_with("00000042|x"));
         // A payload smaller than the sequence prefix keeps the prefix.
         assert_eq!(fanout_payload(7, 3), "00000007|");
+    }
+
+    #[test]
+    fn word_payloads_have_the_requested_size_and_sequence() {
+        let payload = fanout_words(42, 2000);
+        assert_eq!(payload.len(), 2000);
+        assert_eq!(fanout_seq(format!("2[\"msg\",\"{payload}\"]").as_bytes()), Some(42));
+        assert_ne!(fanout_words(43, 2000)[9..], payload[9..], "each message has its own words");
+        assert!(payload[9..].split(' ').count() > 200);
     }
 
     #[test]
