@@ -245,7 +245,7 @@ pub fn fanout_words(seq: usize, bytes: usize) -> String {
         x ^= x >> 7;
         x ^= x << 17;
         payload.push_str(WORDS[(x % 32) as usize]);
-        payload.push(if x % 11 == 0 { '.' } else { ' ' });
+        payload.push(if (x >> 5) & 7 == 0 { '.' } else { ' ' });
     }
     payload.truncate(bytes.max(9));
     payload

@@ -317,11 +317,10 @@ impl Inflater {
 pub fn inflate_message(parts: &[&[u8]], limit: usize) -> Result<BytesMut, InflateError> {
     INFLATER.with(|cell| match cell.try_borrow_mut() {
         Ok(mut slot) => {
+            // A reset zeroes the whole state (the window included): once per message, before it.
             let inflater = slot.get_or_insert_with(|| Box::new(Decompress::new(false)));
             inflater.reset(false);
-            let result = inflate_with(inflater, parts, limit);
-            inflater.reset(false);
-            result.map(|(out, _)| out)
+            inflate_with(inflater, parts, limit).map(|(out, _)| out)
         }
         Err(_) => inflate_with(&mut Decompress::new(false), parts, limit).map(|(out, _)| out),
     })
