@@ -70,6 +70,9 @@ enum Command {
         /// Pause before reading the server's memory, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         settle_ms: u64,
+        /// Offer permessage-deflate (what an idle compressed connection costs the server).
+        #[arg(long)]
+        deflate: bool,
     },
     /// R receivers in one room, one sender emitting M messages of B bytes: deliveries/s, CPU, loss.
     Fanout {
@@ -233,8 +236,9 @@ fn main() -> ExitCode {
         }
     };
     let value = match cli.command {
-        Command::Idle { server, connections, settle_ms } => {
+        Command::Idle { server, connections, settle_ms, deflate } => {
             let target = server.target(connections);
+            client::offer_deflate(deflate);
             let options = scenarios::IdleOptions {
                 connections,
                 concurrency: server.concurrency,

@@ -64,7 +64,8 @@ impl FrameError {
 pub struct FrameDecoder {
     max_message_size: usize,
     fragments: Option<Fragments>,
-    deflate: Deflate,
+    /// permessage-deflate, when negotiated. Boxed: a pointer's worth on every connection without it.
+    deflate: Option<Box<Deflate>>,
 }
 
 /// A fragmented message waiting for its remaining frames.
@@ -76,11 +77,9 @@ struct Fragments {
     compressed: bool,
 }
 
-/// permessage-deflate on the receiving side.
+/// permessage-deflate on the receiving side (not negotiated: no `Deflate`, and RSV1 is a protocol error).
 #[derive(Debug)]
 enum Deflate {
-    /// Not negotiated: RSV1 is a protocol error.
-    Off,
     /// Negotiated with `client_no_context_takeover`: each message inflates on its own, through a
     /// per-thread scratch inflater.
     NoContextTakeover,
@@ -90,7 +89,7 @@ enum Deflate {
 
 impl FrameDecoder {
     pub fn new(max_message_size: usize) -> Self {
-        Self { max_message_size, fragments: None, deflate: Deflate::Off }
+        Self { max_message_size, fragments: None, deflate: None }
     }
 
     /// A decoder for a connection that negotiated permessage-deflate (RFC 7692): a data message whose
@@ -103,12 +102,12 @@ impl FrameDecoder {
         } else {
             Deflate::NoContextTakeover
         };
-        Self { max_message_size, fragments: None, deflate }
+        Self { max_message_size, fragments: None, deflate: Some(Box::new(deflate)) }
     }
 
     /// True when this connection keeps an inflater (context takeover, after a compressed message).
     pub fn holds_inflater(&self) -> bool {
-        matches!(&self.deflate, Deflate::ContextTakeover(inflater) if inflater.is_allocated())
+        matches!(self.deflate.as_deref(), Some(Deflate::ContextTakeover(inflater)) if inflater.is_allocated())
     }
 
     /// Consumes complete frames from the front of `buf` and returns the next complete message, or
@@ -181,10 +180,10 @@ impl FrameDecoder {
     /// Inflates one whole compressed message, at most `max_message_size` bytes of output.
     fn inflate(&mut self, compressed: &[u8]) -> Result<BytesMut, FrameError> {
         let limit = self.max_message_size;
-        let result = match &mut self.deflate {
-            Deflate::Off => return Err(FrameError::Protocol("compressed message without permessage-deflate")),
-            Deflate::NoContextTakeover => deflate::inflate_message(&[compressed], limit),
-            Deflate::ContextTakeover(inflater) => inflater.inflate(&[compressed], limit),
+        let result = match self.deflate.as_deref_mut() {
+            None => return Err(FrameError::Protocol("compressed message without permessage-deflate")),
+            Some(Deflate::NoContextTakeover) => deflate::inflate_message(&[compressed], limit),
+            Some(Deflate::ContextTakeover(inflater)) => inflater.inflate(&[compressed], limit),
         };
         result.map_err(|e| match e {
             deflate::InflateError::TooBig => FrameError::TooBig,
@@ -201,7 +200,7 @@ impl FrameDecoder {
         let fin = first & 0x80 != 0;
         // RSV1 means "compressed" once permessage-deflate is negotiated; RSV2 and RSV3 never mean anything.
         let compressed = first & 0x40 != 0;
-        if first & 0x30 != 0 || (compressed && matches!(self.deflate, Deflate::Off)) {
+        if first & 0x30 != 0 || (compressed && self.deflate.is_none()) {
             return Err(FrameError::Protocol("reserved bits set without a negotiated extension"));
         }
         let opcode = OpCode::from_u8(first & 0x0f).ok_or(FrameError::Protocol("unknown opcode"))?;

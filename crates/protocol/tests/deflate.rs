@@ -227,3 +227,9 @@ fn bad_compressed_data_and_invalid_utf8() {
     let mut d = FrameDecoder::with_deflate(1000, false);
     assert_eq!(decode_all(&mut d, &client_frame(FIN | RSV1 | TEXT, &packed))[0], Err(FrameError::InvalidUtf8));
 }
+
+#[test]
+fn the_decoder_stays_small_without_compression() {
+    // Every WebSocket keeps one decoder for its life: permessage-deflate adds one pointer to it.
+    assert!(std::mem::size_of::<FrameDecoder>() <= 56, "{}", std::mem::size_of::<FrameDecoder>());
+}
