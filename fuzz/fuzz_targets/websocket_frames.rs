@@ -1,5 +1,7 @@
 //! Bytes of a client connection arriving in chunks of arbitrary sizes: the decoder never panics, and the
-//! messages it yields do not depend on how the bytes were split.
+//! messages it yields do not depend on how the bytes were split. The first byte also picks the decoder:
+//! plain, or with permessage-deflate negotiated (with or without client context takeover), so that
+//! compressed messages and compression bombs are fuzzed too.
 #![no_main]
 
 use bytes::BytesMut;
@@ -14,21 +16,25 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
 
+    let mode = (chunking >> 4) % 3;
     // All at once.
-    let whole = run(stream, &[]);
+    let whole = run(stream, &[], mode);
     // In chunks whose sizes come from the stream itself, cycling.
     let sizes: Vec<usize> = stream
         .iter()
         .take(16)
         .map(|&b| usize::from(b % 32) + usize::from(chunking % 4))
         .collect();
-    let chunked = run(stream, &sizes);
+    let chunked = run(stream, &sizes, mode);
     assert_eq!(whole, chunked, "the result does not depend on chunking");
 });
 
 /// Feeds `stream` in chunks (`sizes` cycled; empty = all at once) and collects messages until the first error.
-fn run(stream: &[u8], sizes: &[usize]) -> (Vec<Message>, Option<FrameError>) {
-    let mut decoder = FrameDecoder::new(MAX_MESSAGE_SIZE);
+fn run(stream: &[u8], sizes: &[usize], mode: u8) -> (Vec<Message>, Option<FrameError>) {
+    let mut decoder = match mode {
+        0 => FrameDecoder::new(MAX_MESSAGE_SIZE),
+        takeover => FrameDecoder::with_deflate(MAX_MESSAGE_SIZE, takeover == 2),
+    };
     let mut buf = BytesMut::new();
     let mut messages = Vec::new();
     let mut offset = 0;

@@ -37,6 +37,10 @@ const io = new Server(httpServer, {
   ...(process.env.INTEROP_RECOVERY === "1" ? { connectionStateRecovery: {} } : {}),
   // INTEROP_PARSER=msgpack: socket.io-msgpack-parser instead of the default parser (test/msgpack.test.js).
   ...(process.env.INTEROP_PARSER === "msgpack" ? { parser: msgpackParser } : {}),
+  // INTEROP_DEFLATE=1: WebSocket compression with Switchyard's parameters (test/deflate.test.js).
+  ...(process.env.INTEROP_DEFLATE === "1"
+    ? { perMessageDeflate: { serverNoContextTakeover: true, clientNoContextTakeover: true } }
+    : {}),
 });
 
 // Engine.IO bookkeeping parameters are not part of what the client asked for.

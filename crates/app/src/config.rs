@@ -101,6 +101,12 @@ pub struct EngineSection {
     pub allow_websocket: bool,
     /// Let polling sessions upgrade to WebSocket.
     pub allow_upgrades: bool,
+    /// WebSocket per-message compression (permessage-deflate) with clients that offer it (Node: off).
+    pub per_message_deflate: bool,
+    /// Messages shorter than this many bytes are sent uncompressed (Node: 1024).
+    pub per_message_deflate_threshold: usize,
+    /// Let clients keep their compression context (the server then keeps an inflater per such connection).
+    pub per_message_deflate_client_context_takeover: bool,
 }
 
 impl Default for EngineSection {
@@ -115,6 +121,9 @@ impl Default for EngineSection {
             allow_polling: d.allow_polling,
             allow_websocket: d.allow_websocket,
             allow_upgrades: d.allow_upgrades,
+            per_message_deflate: d.per_message_deflate,
+            per_message_deflate_threshold: d.per_message_deflate_threshold,
+            per_message_deflate_client_context_takeover: d.per_message_deflate_client_context_takeover,
         }
     }
 }
@@ -808,6 +817,9 @@ impl Config {
             }),
             allowed_origins: self.limits.allowed_origins.clone(),
             handshakes_per_second_per_ip: self.limits.handshakes_per_second_per_ip,
+            per_message_deflate: e.per_message_deflate,
+            per_message_deflate_threshold: e.per_message_deflate_threshold,
+            per_message_deflate_client_context_takeover: e.per_message_deflate_client_context_takeover,
         }
     }
 

@@ -70,7 +70,7 @@ pub struct ServerCollector {
 }
 
 /// (name, help) of every engine counter, in `EngineStats` order.
-const ENGINE_COUNTERS: [(&str, &str); 8] = [
+const ENGINE_COUNTERS: [(&str, &str); 11] = [
     ("switchyard_connections_opened_total", "Engine.IO connections opened."),
     ("switchyard_connections_closed_total", "Engine.IO connections closed."),
     ("switchyard_upgrades_total", "Polling sessions upgraded to WebSocket."),
@@ -79,6 +79,9 @@ const ENGINE_COUNTERS: [(&str, &str); 8] = [
     ("switchyard_bytes_sent_total", "WebSocket bytes written."),
     ("switchyard_messages_received_total", "Engine.IO messages received."),
     ("switchyard_protocol_errors_total", "Connections closed for invalid input."),
+    ("switchyard_websocket_deflate_connections_total", "WebSockets that negotiated permessage-deflate."),
+    ("switchyard_websocket_deflated_frames_total", "WebSocket frames written compressed."),
+    ("switchyard_websocket_deflate_compressions_total", "Messages compressed (once per broadcast)."),
 ];
 
 impl ServerCollector {
@@ -99,8 +102,11 @@ impl ServerCollector {
             &stats.bytes_sent,
             &stats.messages_received,
             &stats.protocol_errors,
+            &stats.deflate_connections,
+            &stats.frames_deflated,
+            &stats.deflate_compressions,
         ];
-        let mut out: Vec<Box<dyn Collector>> = Vec::with_capacity(12);
+        let mut out: Vec<Box<dyn Collector>> = Vec::with_capacity(ENGINE_COUNTERS.len() + 3);
         for ((name, help), value) in ENGINE_COUNTERS.iter().zip(values) {
             let c = counter(name, help);
             if with_values {

@@ -4,6 +4,7 @@
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use switchyard_protocol::engine::{self, PacketData, PacketType};
 use switchyard_protocol::socketio;
 use switchyard_protocol::socketio_msgpack;
@@ -18,6 +19,15 @@ use crate::wsframe::{self, Frame, MaskSource};
 const MAX_MESSAGE: usize = 4 << 20;
 /// Largest HTTP response head accepted.
 const MAX_HEAD: usize = 16 << 10;
+
+/// Offer permessage-deflate in every WebSocket handshake (`--deflate`): a server that accepts it sends
+/// large messages compressed, which the client inflates.
+static OFFER_DEFLATE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every connection of this process offer permessage-deflate.
+pub fn offer_deflate(on: bool) {
+    OFFER_DEFLATE.store(on, Ordering::Relaxed);
+}
 
 /// A WebSocket message from the server, after control frames are handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +45,12 @@ pub struct WsConn {
     read_chunk: usize,
     fragments: Option<(u8, BytesMut)>,
     scratch: BytesMut,
+    /// permessage-deflate negotiated: compressed (RSV1) frames are inflated.
+    deflate: bool,
+    /// Bytes read off the socket after the handshake (what the server put on the wire).
+    pub bytes_read: u64,
+    /// Messages that arrived compressed.
+    pub compressed_messages: u64,
 }
 
 impl WsConn {
@@ -47,9 +63,15 @@ impl WsConn {
             chunk.copy_from_slice(&masks.next_mask());
         }
         let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+        let offer = if OFFER_DEFLATE.load(Ordering::Relaxed) {
+            // What browsers and Node's `ws` offer.
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        };
         let request = format!(
             "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
             target.host_header()
         );
         let mut conn = WsConn {
@@ -59,6 +81,9 @@ impl WsConn {
             read_chunk: 512,
             fragments: None,
             scratch: BytesMut::new(),
+            deflate: false,
+            bytes_read: 0,
+            compressed_messages: 0,
         };
         conn.stream.write_all(request.as_bytes()).await?;
         let head_len = loop {
@@ -71,7 +96,8 @@ impl WsConn {
             conn.fill().await?;
         };
         let head = conn.buf.split_to(head_len);
-        check_upgrade_response(&head, &key)?;
+        conn.deflate = check_upgrade_response(&head, &key)?;
+        conn.bytes_read = conn.buf.len() as u64;
         Ok(conn)
     }
 
@@ -97,6 +123,7 @@ impl WsConn {
         if read == 0 {
             return Err(BenchError::closed("server closed the connection"));
         }
+        self.bytes_read += read as u64;
         Ok(read)
     }
 
@@ -139,7 +166,7 @@ impl WsConn {
     /// The next complete message already in the buffer, without reading. Answers WebSocket pings.
     pub async fn try_next(&mut self) -> Result<Option<WsMessage>> {
         loop {
-            let Some(frame) = wsframe::parse_server_frame(&mut self.buf, MAX_MESSAGE)? else {
+            let Some(frame) = wsframe::parse_server_frame(&mut self.buf, MAX_MESSAGE, self.deflate)? else {
                 return Ok(None);
             };
             if let Some(message) = self.on_frame(frame).await? {
@@ -158,7 +185,18 @@ impl WsConn {
         }
     }
 
-    async fn on_frame(&mut self, frame: Frame) -> Result<Option<WsMessage>> {
+    async fn on_frame(&mut self, mut frame: Frame) -> Result<Option<WsMessage>> {
+        if frame.compressed {
+            // The server keeps no context between messages (server_no_context_takeover), so each one
+            // inflates on its own. Servers here never fragment a compressed message.
+            if !frame.fin || frame.opcode == wsframe::OP_CONTINUATION || frame.opcode >= wsframe::OP_CLOSE {
+                return Err(BenchError::new("compressed frame that is not a whole data message"));
+            }
+            let inflated = switchyard_protocol::deflate::inflate_message(&[&frame.payload], MAX_MESSAGE)
+                .map_err(|e| BenchError::new(format!("compressed message does not inflate: {e:?}")))?;
+            frame.payload = inflated.freeze();
+            self.compressed_messages += 1;
+        }
         match frame.opcode {
             wsframe::OP_PING => {
                 self.scratch.clear();
@@ -225,8 +263,9 @@ pub fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
-/// Checks a `101 Switching Protocols` answer with the right `Sec-WebSocket-Accept`.
-pub fn check_upgrade_response(head: &[u8], key: &str) -> Result<()> {
+/// Checks a `101 Switching Protocols` answer with the right `Sec-WebSocket-Accept`; returns whether it
+/// accepted permessage-deflate.
+pub fn check_upgrade_response(head: &[u8], key: &str) -> Result<bool> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(head) {
@@ -242,7 +281,11 @@ pub fn check_upgrade_response(head: &[u8], key: &str) -> Result<()> {
     if accept != Some(expected.as_bytes()) {
         return Err(BenchError::new("wrong Sec-WebSocket-Accept"));
     }
-    Ok(())
+    let deflate = response.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+            && std::str::from_utf8(h.value).is_ok_and(|v| v.trim_start().starts_with("permessage-deflate"))
+    });
+    Ok(deflate)
 }
 
 /// The Socket.IO parser a client speaks: JSON text packets (`42[...]`) or `socket.io-msgpack-parser`
@@ -566,7 +609,10 @@ mod tests {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
         let good = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                      Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-        assert!(check_upgrade_response(good, key).is_ok());
+        assert_eq!(check_upgrade_response(good, key).ok(), Some(false));
+        let deflate = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+                        Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n";
+        assert_eq!(check_upgrade_response(deflate, key).ok(), Some(true));
         let wrong = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: nope\r\n\r\n";
         assert!(check_upgrade_response(wrong, key).is_err());
         let refused = b"HTTP/1.1 400 Bad Request\r\n\r\n";

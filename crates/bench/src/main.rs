@@ -81,6 +81,9 @@ enum Command {
         /// Pause before reading the server's memory, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         settle_ms: u64,
+        /// Offer permessage-deflate (what an idle compressed connection costs the server).
+        #[arg(long)]
+        deflate: bool,
     },
     /// R receivers in one room, one sender emitting M messages of B bytes: deliveries/s, CPU, loss.
     Fanout {
@@ -102,6 +105,13 @@ enum Command {
         /// docs/EVENTS.md: `bench-server` with BENCH_EVENTS=1, or `switchyard`).
         #[arg(long, default_value = "msg")]
         event: scenarios::FanoutEvent,
+        /// Payloads of pseudo-random words (compressible like chat text) instead of one repeated letter.
+        #[arg(long)]
+        words: bool,
+        /// Offer permessage-deflate (as browsers do) and inflate what arrives compressed; the result
+        /// counts compressed deliveries and the bytes the receivers read off the wire.
+        #[arg(long)]
+        deflate: bool,
     },
     /// C clients sending acked `echo` at H per second for S seconds: RTT percentiles.
     Echo {
@@ -253,8 +263,9 @@ fn main() -> ExitCode {
         }
     };
     let value = match cli.command {
-        Command::Idle { server, connections, settle_ms } => {
+        Command::Idle { server, connections, settle_ms, deflate } => {
             let target = server.target(connections);
+            client::offer_deflate(deflate);
             let options = scenarios::IdleOptions {
                 connections,
                 concurrency: server.concurrency,
@@ -263,13 +274,15 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::idle(&target, &options))
         }
-        Command::Fanout { server, receivers, messages, payload_bytes, binary, straggler_ms, event } => {
+        Command::Fanout { server, receivers, messages, payload_bytes, binary, straggler_ms, event, words, deflate } => {
             let target = server.target(receivers);
+            client::offer_deflate(deflate);
             let options = scenarios::FanoutOptions {
                 receivers,
                 messages,
                 payload_bytes,
                 binary,
+                words,
                 concurrency: server.concurrency,
                 straggler_wait: Duration::from_millis(straggler_ms),
                 max_wait: Duration::from_secs(120),

@@ -212,6 +212,8 @@ pub struct FanoutOptions {
     /// Send the payload as binary (a buffer of `payload_bytes` after a short sequence string) instead
     /// of a string.
     pub binary: bool,
+    /// Payloads of pseudo-random words (compressible like text) instead of one repeated letter.
+    pub words: bool,
     pub concurrency: usize,
     /// Give up waiting once no delivery arrived for this long.
     pub straggler_wait: Duration,
@@ -269,6 +271,27 @@ pub fn fanout_payload(seq: usize, bytes: usize) -> String {
     while payload.len() < bytes {
         payload.push('x');
     }
+    payload
+}
+
+/// A fanout payload of pseudo-random words from a small vocabulary: compresses about as well as chat
+/// text (a repeated letter compresses a thousandfold, which would flatter compression).
+pub fn fanout_words(seq: usize, bytes: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "the", "room", "message", "user", "hello", "world", "socket", "event", "server", "client", "quick", "brown",
+        "fox", "jumps", "over", "lazy", "dog", "alpha", "beta", "gamma", "delta", "data", "value", "status", "online",
+        "offline", "typing", "seen", "reply", "thread", "emoji", "link",
+    ];
+    let mut payload = format!("{seq:08}|");
+    let mut x = (seq as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while payload.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        payload.push_str(WORDS[(x % 32) as usize]);
+        payload.push(if (x >> 5) & 7 == 0 { '.' } else { ' ' });
+    }
+    payload.truncate(bytes.max(9));
     payload
 }
 
@@ -337,23 +360,15 @@ pub fn fanout_seq_with(parser: WireParser, data: &[u8]) -> Option<u64> {
     std::str::from_utf8(&payload[..digits]).ok()?.parse().ok()
 }
 
-/// Bytes of a server WebSocket frame carrying `payload` bytes (header included).
-fn ws_frame_bytes(payload: usize) -> u64 {
-    let header = match payload {
-        0..=125 => 2,
-        126..=0xffff => 4,
-        _ => 10,
-    };
-    (header + payload) as u64
-}
-
 #[derive(Default)]
 struct ReceiverTally {
     received: u64,
-    /// WebSocket bytes of the deliveries (frame headers included).
-    wire_bytes: u64,
     out_of_order: u64,
     other_events: u64,
+    /// Bytes read off the socket after the join (the deliveries as they were on the wire).
+    wire_bytes: u64,
+    /// Messages that arrived compressed (permessage-deflate).
+    compressed: u64,
 }
 
 /// R receivers in one room; one sender emits M messages of B bytes as fast as it can.
@@ -385,13 +400,15 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
             client.ws.set_read_chunk(16 << 10);
             ready.fetch_add(1, Ordering::Relaxed);
             let mut expected_seq = 0u64;
+            let (bytes_before, compressed_before) = (client.ws.bytes_read, client.ws.compressed_messages);
+            let tally_wire = |tally: &mut ReceiverTally, client: &crate::client::SioClient| {
+                tally.wire_bytes = client.ws.bytes_read - bytes_before;
+                tally.compressed = client.ws.compressed_messages - compressed_before;
+            };
             loop {
                 let mut batch = 0u64;
                 let step: Result<()> = async {
                     while let Some(event) = client.try_next_eio().await? {
-                        if let EioEvent::Attachment(len) = event {
-                            tally.wire_bytes += ws_frame_bytes(len);
-                        }
                         if let EioEvent::Message(text) = event {
                             let seq = if client.parser == WireParser::Json {
                                 fanout_event.seq(&text)
@@ -401,9 +418,6 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                             match seq {
                                 Some(seq) => {
                                     batch += 1;
-                                    // JSON: the Engine.IO `4` was stripped from the text.
-                                    let eio_len = text.len() + usize::from(client.parser == WireParser::Json);
-                                    tally.wire_bytes += ws_frame_bytes(eio_len);
                                     if seq != expected_seq {
                                         tally.out_of_order += 1;
                                     }
@@ -421,14 +435,19 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                 if let Err(err) = step {
                     shared.dropped.fetch_add(1, Ordering::Relaxed);
                     shared.record_error("receiver", &err);
+                    tally_wire(&mut tally, &client);
                     return tally;
                 }
                 tokio::select! {
                     biased;
-                    _ = stopped.changed() => return tally,
+                    _ = stopped.changed() => {
+                        tally_wire(&mut tally, &client);
+                        return tally;
+                    }
                     read = client.ws.fill() => if let Err(err) = read {
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                         shared.record_error("receiver", &err);
+                        tally_wire(&mut tally, &client);
                         return tally;
                     }
                 }
@@ -484,7 +503,15 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
             sender.frame_event_into(&args, std::slice::from_ref(&blob), &mut frames);
         } else {
             sender.frame_event_into(
-                &json!([options.event.name(), FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]),
+                &json!([
+                    options.event.name(),
+                    FANOUT_ROOM,
+                    if options.words {
+                        fanout_words(seq, options.payload_bytes)
+                    } else {
+                        fanout_payload(seq, options.payload_bytes)
+                    }
+                ]),
                 &[],
                 &mut frames,
             );
@@ -530,14 +557,9 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     let delivered: u64 = tallies.iter().map(|t| t.received).sum();
     let out_of_order: u64 = tallies.iter().map(|t| t.out_of_order).sum();
     let other_events: u64 = tallies.iter().map(|t| t.other_events).sum();
-    let wire_bytes: u64 = tallies.iter().map(|t| t.wire_bytes).sum();
     let lost = expected.saturating_sub(delivered);
     result.insert("parser".into(), json!(format!("{:?}", target.parser).to_lowercase()));
     result.insert("binary".into(), json!(options.binary));
-    result.insert(
-        "wire_bytes_per_delivery".into(),
-        json!(if delivered > 0 { round3(wire_bytes as f64 / delivered as f64) } else { 0.0 }),
-    );
     result.insert("all_joined".into(), json!(all_joined));
     result.insert("expected".into(), json!(expected));
     result.insert("delivered".into(), json!(delivered));
@@ -549,6 +571,14 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     result.insert("completed".into(), json!(completed));
     result.insert("out_of_order".into(), json!(out_of_order));
     result.insert("unexpected_events".into(), json!(other_events));
+    let wire_bytes: u64 = tallies.iter().map(|t| t.wire_bytes).sum();
+    let compressed: u64 = tallies.iter().map(|t| t.compressed).sum();
+    result.insert("wire_bytes".into(), json!(wire_bytes));
+    result.insert(
+        "wire_bytes_per_delivery".into(),
+        json!(if delivered > 0 { round3(wire_bytes as f64 / delivered as f64) } else { 0.0 }),
+    );
+    result.insert("compressed_deliveries".into(), json!(compressed));
     result.insert("receivers_dropped".into(), json!(shared.dropped.load(Ordering::Relaxed)));
     result.insert("send_secs".into(), json!(round3(send_secs)));
     result.insert("delivery_secs".into(), json!(round3(delivery_secs)));
@@ -899,6 +929,15 @@ mod tests {
     }
 
     #[test]
+    fn word_payloads_have_the_requested_size_and_sequence() {
+        let payload = fanout_words(42, 2000);
+        assert_eq!(payload.len(), 2000);
+        assert_eq!(fanout_seq(format!("2[\"msg\",\"{payload}\"]").as_bytes()), Some(42));
+        assert_ne!(fanout_words(43, 2000)[9..], payload[9..], "each message has its own words");
+        assert!(payload[9..].split(' ').count() > 200);
+    }
+
+    #[test]
     fn reads_the_sequence_of_a_delivery() {
         let text = format!("2[\"msg\",\"{}\"]", fanout_payload(123, 50));
         assert_eq!(fanout_seq(text.as_bytes()), Some(123));
@@ -932,7 +971,5 @@ mod tests {
         encode_message("/", Some("msg"), &args, &[Bytes::from_static(&[1; 100])], None, &mut binary);
         assert_eq!(fanout_seq_with(WireParser::Msgpack, &binary), Some(77));
         assert_eq!(fanout_seq(br#"51-["msg","00000077|",{"_placeholder":true,"num":0}]"#), Some(77));
-        assert_eq!(ws_frame_bytes(100), 102);
-        assert_eq!(ws_frame_bytes(200), 204);
     }
 }

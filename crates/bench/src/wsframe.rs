@@ -15,6 +15,8 @@ pub const OP_PONG: u8 = 0xA;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1: a permessage-deflate message (only when the extension was negotiated).
+    pub compressed: bool,
     pub opcode: u8,
     pub payload: Bytes,
 }
@@ -42,13 +44,14 @@ impl std::fmt::Display for FrameError {
 impl std::error::Error for FrameError {}
 
 /// Takes one complete server frame off the front of `buf`, or returns `Ok(None)` (leaving `buf` as it
-/// was) when `buf` holds only part of one.
-pub fn parse_server_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, FrameError> {
+/// was) when `buf` holds only part of one. RSV1 is allowed when `deflate` (permessage-deflate negotiated).
+pub fn parse_server_frame(buf: &mut BytesMut, max_len: usize, deflate: bool) -> Result<Option<Frame>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let (b0, b1) = (buf[0], buf[1]);
-    if b0 & 0x70 != 0 {
+    let reserved = if deflate { 0x30 } else { 0x70 };
+    if b0 & reserved != 0 {
         return Err(FrameError::ReservedBits);
     }
     if b1 & 0x80 != 0 {
@@ -84,7 +87,7 @@ pub fn parse_server_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<F
     }
     buf.advance(header_len);
     let payload = buf.split_to(len).freeze();
-    Ok(Some(Frame { fin: b0 & 0x80 != 0, opcode, payload }))
+    Ok(Some(Frame { fin: b0 & 0x80 != 0, compressed: b0 & 0x40 != 0, opcode, payload }))
 }
 
 /// Appends one final, masked client frame.
@@ -163,18 +166,18 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&[0x81, 2, b'4', b'x', 0x89, 0]);
         buf.extend_from_slice(&[0x82, 126, 0x01]); // partial 16-bit length
-        let first = parse_server_frame(&mut buf, 1 << 20).unwrap().unwrap();
-        assert_eq!(first, Frame { fin: true, opcode: OP_TEXT, payload: Bytes::from_static(b"4x") });
-        let ping = parse_server_frame(&mut buf, 1 << 20).unwrap().unwrap();
+        let first = parse_server_frame(&mut buf, 1 << 20, false).unwrap().unwrap();
+        assert_eq!(first, Frame { fin: true, compressed: false, opcode: OP_TEXT, payload: Bytes::from_static(b"4x") });
+        let ping = parse_server_frame(&mut buf, 1 << 20, false).unwrap().unwrap();
         assert_eq!(ping.opcode, OP_PING);
         assert!(ping.payload.is_empty());
-        assert_eq!(parse_server_frame(&mut buf, 1 << 20).unwrap(), None);
+        assert_eq!(parse_server_frame(&mut buf, 1 << 20, false).unwrap(), None);
         assert_eq!(buf.len(), 3, "a partial frame stays in the buffer");
         buf.extend_from_slice(&[0x2C]); // length 300
         buf.extend_from_slice(&[9u8; 299]);
-        assert_eq!(parse_server_frame(&mut buf, 1 << 20).unwrap(), None);
+        assert_eq!(parse_server_frame(&mut buf, 1 << 20, false).unwrap(), None);
         buf.extend_from_slice(&[9u8]);
-        let big = parse_server_frame(&mut buf, 1 << 20).unwrap().unwrap();
+        let big = parse_server_frame(&mut buf, 1 << 20, false).unwrap().unwrap();
         assert_eq!(big.payload.len(), 300);
         assert!(buf.is_empty());
     }
@@ -182,13 +185,18 @@ mod tests {
     #[test]
     fn rejects_bad_server_frames() {
         let mut masked = BytesMut::from(&[0x81u8, 0x81, 0, 0, 0, 0, b'x'][..]);
-        assert_eq!(parse_server_frame(&mut masked, 100), Err(FrameError::MaskedServerFrame));
+        assert_eq!(parse_server_frame(&mut masked, 100, false), Err(FrameError::MaskedServerFrame));
         let mut reserved = BytesMut::from(&[0xC1u8, 0][..]);
-        assert_eq!(parse_server_frame(&mut reserved, 100), Err(FrameError::ReservedBits));
+        assert_eq!(parse_server_frame(&mut reserved, 100, false), Err(FrameError::ReservedBits));
+        // RSV1 is a compressed message once permessage-deflate is negotiated; RSV2 never is anything.
+        let mut compressed = BytesMut::from(&[0xC1u8, 0][..]);
+        assert!(parse_server_frame(&mut compressed, 100, true).unwrap().unwrap().compressed);
+        let mut rsv2 = BytesMut::from(&[0xA1u8, 0][..]);
+        assert_eq!(parse_server_frame(&mut rsv2, 100, true), Err(FrameError::ReservedBits));
         let mut opcode = BytesMut::from(&[0x83u8, 0][..]);
-        assert_eq!(parse_server_frame(&mut opcode, 100), Err(FrameError::UnknownOpcode(3)));
+        assert_eq!(parse_server_frame(&mut opcode, 100, false), Err(FrameError::UnknownOpcode(3)));
         let mut big = BytesMut::from(&[0x82u8, 126, 0x10, 0x00][..]);
-        assert_eq!(parse_server_frame(&mut big, 100), Err(FrameError::TooBig(4096)));
+        assert_eq!(parse_server_frame(&mut big, 100, false), Err(FrameError::TooBig(4096)));
     }
 
     #[test]

@@ -23,6 +23,16 @@ pub struct EngineConfig {
     /// handshake (polling open or direct WebSocket) is refused with 429 and
     /// `{"code":3,"message":"Too many handshakes"}`. The client IP is the peer address.
     pub handshakes_per_second_per_ip: u32,
+    /// WebSocket per-message compression (RFC 7692 permessage-deflate), negotiated with clients that
+    /// offer it; off by default, as in Node. The server never keeps a compression context
+    /// (`server_no_context_takeover`), so a broadcast is compressed once for every recipient.
+    pub per_message_deflate: bool,
+    /// Messages (Engine.IO packets) shorter than this many bytes are sent uncompressed (Node: 1024).
+    pub per_message_deflate_threshold: usize,
+    /// Let clients keep their compression context between messages: better compression of what they
+    /// send, for an inflater (about 40 KB) kept by each connection once it has sent a compressed
+    /// message. Off: the answer asks for `client_no_context_takeover` and no connection keeps one.
+    pub per_message_deflate_client_context_takeover: bool,
 }
 
 impl Default for EngineConfig {
@@ -39,6 +49,9 @@ impl Default for EngineConfig {
             cors: None,
             allowed_origins: Vec::new(),
             handshakes_per_second_per_ip: 0,
+            per_message_deflate: false,
+            per_message_deflate_threshold: 1024,
+            per_message_deflate_client_context_takeover: false,
         }
     }
 }

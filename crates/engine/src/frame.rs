@@ -1,5 +1,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use switchyard_protocol::deflate;
 use switchyard_protocol::engine::PacketType;
 use switchyard_protocol::websocket::{self, OpCode, MAX_HEADER_LEN};
 
@@ -8,11 +10,26 @@ use switchyard_protocol::websocket::{self, OpCode, MAX_HEADER_LEN};
 /// `bytes` holds the complete unmasked WebSocket frame: the header followed by the Engine.IO packet
 /// (`4...` for text, raw bytes for binary). The polling transport sends the part after the header.
 /// Cloning is a reference-count increment.
+///
+/// With permessage-deflate on, a frame large enough to be compressed also carries a slot for its
+/// compressed variant, filled by the first WebSocket writer that needs it and shared by every other
+/// recipient: a broadcast is compressed once. With compression off the slot is never allocated.
 #[derive(Clone, Debug)]
 pub struct Frame {
     bytes: Bytes,
     header_len: u8,
     binary: bool,
+    deflated: Option<Arc<OnceLock<Option<Bytes>>>>,
+}
+
+/// The smallest `per_message_deflate_threshold` of any engine in this process with compression on
+/// (`usize::MAX`: none). Frames at least this long get a slot for a shared compressed variant. Only
+/// a hint: a frame without a slot is compressed by each writer that sends it compressed.
+static SHARED_DEFLATE_FROM: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Called by an engine with permessage-deflate on.
+pub(crate) fn enable_shared_deflate(threshold: usize) {
+    SHARED_DEFLATE_FROM.fetch_min(threshold, Ordering::Relaxed);
 }
 
 impl Frame {
@@ -54,7 +71,69 @@ impl Frame {
         let header_len = websocket::encode_header(opcode, payload_len, &mut header);
         let start = MAX_HEADER_LEN - header_len;
         buf[start..MAX_HEADER_LEN].copy_from_slice(&header[..header_len]);
-        Frame { bytes: buf.freeze().slice(start..), header_len: header_len as u8, binary: opcode == OpCode::Binary }
+        // The one branch compression adds to encoding; nothing per recipient.
+        let deflated = (payload_len >= SHARED_DEFLATE_FROM.load(Ordering::Relaxed)).then(Default::default);
+        Frame {
+            bytes: buf.freeze().slice(start..),
+            header_len: header_len as u8,
+            binary: opcode == OpCode::Binary,
+            deflated,
+        }
+    }
+
+    /// This frame as written to a WebSocket that negotiated permessage-deflate: compressed (RSV1 set)
+    /// when its packet is at least `threshold` bytes and compression makes it smaller, else itself.
+    /// The compressed variant is computed once per frame and shared by every clone that has its slot
+    /// (the recipients of one broadcast). `compressions` counts actual compressions.
+    pub(crate) fn for_deflate(&self, threshold: usize, compressions: &std::sync::atomic::AtomicU64) -> Frame {
+        if self.payload().len() < threshold {
+            return self.clone();
+        }
+        let compress = || {
+            compressions.fetch_add(1, Ordering::Relaxed);
+            self.compress()
+        };
+        let compressed = match &self.deflated {
+            Some(slot) => slot.get_or_init(compress).clone(),
+            None => compress(),
+        };
+        match compressed {
+            Some(bytes) => {
+                // The header is 2, 4 or 10 bytes: the payload length says which.
+                let header_len = match bytes.get(1).map(|b| b & 0x7f) {
+                    Some(127) => 10,
+                    Some(126) => 4,
+                    _ => 2,
+                };
+                Frame { bytes, header_len, binary: self.binary, deflated: None }
+            }
+            None => self.clone(),
+        }
+    }
+
+    /// Whether this frame is a compressed variant (RSV1 set).
+    pub fn is_deflated(&self) -> bool {
+        self.bytes.first().is_some_and(|b| b & 0x40 != 0)
+    }
+
+    /// The whole compressed frame, or `None` when compression would not make it smaller.
+    fn compress(&self) -> Option<Bytes> {
+        let payload = self.payload();
+        let mut buf = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len() / 2 + 64);
+        buf.put_bytes(0, MAX_HEADER_LEN);
+        if !deflate::compress(payload, &mut buf) {
+            return None;
+        }
+        let compressed_len = buf.len() - MAX_HEADER_LEN;
+        if compressed_len >= payload.len() {
+            return None;
+        }
+        let opcode = if self.binary { OpCode::Binary } else { OpCode::Text };
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = websocket::encode_header_rsv1(opcode, compressed_len, true, &mut header);
+        let start = MAX_HEADER_LEN - header_len;
+        buf[start..MAX_HEADER_LEN].copy_from_slice(&header[..header_len]);
+        Some(buf.freeze().slice(start..))
     }
 
     /// The whole WebSocket frame.

@@ -80,6 +80,9 @@ impl LiveConnections {
 
 impl<H: Handler> Engine<H> {
     pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
+        if config.per_message_deflate {
+            crate::frame::enable_shared_deflate(config.per_message_deflate_threshold);
+        }
         let handshakes = (config.handshakes_per_second_per_ip > 0).then(|| {
             crate::limits::HandshakeLimiter::new(
                 config.handshakes_per_second_per_ip,

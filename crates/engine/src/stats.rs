@@ -17,6 +17,12 @@ pub struct EngineStats {
     pub refused_origin: AtomicU64,
     /// Handshakes refused by the per-IP handshake rate (429).
     pub refused_handshake_rate: AtomicU64,
+    /// WebSockets that negotiated permessage-deflate.
+    pub deflate_connections: AtomicU64,
+    /// Frames written compressed (permessage-deflate); `bytes_sent` counts their compressed size.
+    pub frames_deflated: AtomicU64,
+    /// Messages compressed: a broadcast is compressed once, however many recipients get it.
+    pub deflate_compressions: AtomicU64,
 }
 
 impl EngineStats {

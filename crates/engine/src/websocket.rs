@@ -19,6 +19,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use switchyard_protocol::deflate::{self, Agreed, DeflatePolicy};
 use switchyard_protocol::engine::{self as eio, PacketData, PacketType};
 use switchyard_protocol::websocket::{self as ws, FrameDecoder, Message, OpCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -94,9 +95,12 @@ pub(crate) fn upgrade<H: Handler, B>(
                     let _ = io.shutdown().await;
                 }
             });
-            return switching_protocols(&key);
+            return switching_protocols(&key, None);
         }
     }
+    let deflate = negotiate_deflate(&engine.config, req.headers());
+    let extensions = deflate.as_ref().map(|(_, answer)| answer.clone());
+    let deflate = deflate.map(|(agreed, _)| agreed);
     let open_req = session.is_none().then(|| Engine::<H>::open_request(&req, TransportKind::WebSocket));
     let guard = req.extensions().get::<crate::limits::ConnectionGuard>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -119,7 +123,10 @@ pub(crate) fn upgrade<H: Handler, B>(
             }
             (None, None) => return,
         };
-        let task = WsTask { engine, conn, client, upgrading, decoder: FrameDecoder::new(0), _guard: guard };
+        if deflate.is_some() {
+            EngineStats::add(&engine.stats.deflate_connections, 1);
+        }
+        let task = WsTask { engine, conn, client, upgrading, deflate, decoder: FrameDecoder::new(0), _guard: guard };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // Copy what hyper had read ahead, then drop its read buffer: keeping a slice of it would
@@ -150,10 +157,25 @@ pub(crate) fn upgrade<H: Handler, B>(
             },
         }
     });
-    switching_protocols(&key)
+    switching_protocols(&key, extensions)
 }
 
-fn switching_protocols(key: &HeaderValue) -> Response<Body> {
+/// permessage-deflate for this upgrade, when it is on and the client offers something acceptable:
+/// what was agreed and the `Sec-WebSocket-Extensions` answer.
+fn negotiate_deflate(config: &crate::EngineConfig, headers: &http::HeaderMap) -> Option<(Agreed, String)> {
+    if !config.per_message_deflate {
+        return None;
+    }
+    let policy = DeflatePolicy { client_context_takeover: config.per_message_deflate_client_context_takeover };
+    let offers = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+    let agreed = deflate::negotiate(offers.iter().map(HeaderValue::as_bytes), policy);
+    if agreed.is_none() && offers.iter().next().is_some() {
+        tracing::debug!(offers = ?offers.iter().collect::<Vec<_>>(), "no acceptable permessage-deflate offer: uncompressed");
+    }
+    agreed
+}
+
+fn switching_protocols(key: &HeaderValue, extensions: Option<String>) -> Response<Body> {
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
@@ -161,6 +183,9 @@ fn switching_protocols(key: &HeaderValue) -> Response<Body> {
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(accept) = HeaderValue::from_str(&ws::accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
     }
     res
 }
@@ -171,6 +196,8 @@ struct WsTask<H: Handler> {
     client: Arc<H::Client>,
     /// True while this WebSocket is only a probe for a polling session.
     upgrading: bool,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Agreed>,
     decoder: FrameDecoder,
     /// Keeps the TCP connection counted by its per-IP limit for the life of the WebSocket.
     _guard: Option<crate::limits::ConnectionGuard>,
@@ -213,7 +240,12 @@ impl<H: Handler> WsTask<H> {
         W: AsyncWrite + Unpin,
     {
         // The '4' prefix and a little slack on top of the Engine.IO payload limit.
-        self.decoder = FrameDecoder::new(self.engine.config.max_payload + 16);
+        let max_message = self.engine.config.max_payload + 16;
+        self.decoder = match self.deflate {
+            // A compressed message may inflate to no more than an uncompressed one may be long.
+            Some(agreed) => FrameDecoder::with_deflate(max_message, agreed.client_context_takeover),
+            None => FrameDecoder::new(max_message),
+        };
         let upgrade_deadline = Instant::now() + self.engine.config.upgrade_timeout;
         let timer = tokio::time::sleep_until(self.timer_deadline(upgrade_deadline));
         tokio::pin!(timer);
@@ -265,9 +297,18 @@ impl<H: Handler> WsTask<H> {
             }
             let mut failed = None;
             loop {
-                let frames = self.conn.take_queue();
+                let mut frames = self.conn.take_queue();
                 if frames.is_empty() {
                     break;
+                }
+                if self.deflate.is_some() {
+                    let threshold = self.engine.config.per_message_deflate_threshold;
+                    let stats = &self.engine.stats;
+                    for frame in frames.iter_mut() {
+                        *frame = frame.for_deflate(threshold, &stats.deflate_compressions);
+                    }
+                    let deflated = frames.iter().filter(|f| f.is_deflated()).count();
+                    EngineStats::add(&stats.frames_deflated, deflated as u64);
                 }
                 let (a, b) = frames.as_slices();
                 let write = async {

@@ -3,6 +3,7 @@
 //! engine keeps no read or write buffer on an idle connection and can send one pre-framed broadcast
 //! buffer to every recipient.
 
+use crate::deflate;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
@@ -40,6 +41,9 @@ pub enum FrameError {
     TooBig,
     #[error("invalid UTF-8 in text message")]
     InvalidUtf8,
+    /// A compressed message (permessage-deflate) that does not inflate.
+    #[error("invalid compressed data")]
+    BadCompression,
 }
 
 impl FrameError {
@@ -48,21 +52,62 @@ impl FrameError {
         match self {
             FrameError::Protocol(_) => 1002,
             FrameError::TooBig => 1009,
-            FrameError::InvalidUtf8 => 1007,
+            FrameError::InvalidUtf8 | FrameError::BadCompression => 1007,
         }
     }
 }
 
-/// Incremental frame decoder. Holds nothing between messages unless a fragmented message is in progress.
+/// Incremental frame decoder. Holds nothing between messages unless a fragmented message is in
+/// progress (or, with permessage-deflate and client context takeover, once the client has sent a
+/// compressed message: its inflater).
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_message_size: usize,
-    fragments: Option<(OpCode, BytesMut)>,
+    fragments: Option<Fragments>,
+    /// permessage-deflate, when negotiated. Boxed: a pointer's worth on every connection without it.
+    deflate: Option<Box<Deflate>>,
+}
+
+/// A fragmented message waiting for its remaining frames.
+#[derive(Debug)]
+struct Fragments {
+    opcode: OpCode,
+    /// The payload so far; still compressed when `compressed`.
+    data: BytesMut,
+    compressed: bool,
+}
+
+/// permessage-deflate on the receiving side (not negotiated: no `Deflate`, and RSV1 is a protocol error).
+#[derive(Debug)]
+enum Deflate {
+    /// Negotiated with `client_no_context_takeover`: each message inflates on its own, through a
+    /// per-thread scratch inflater.
+    NoContextTakeover,
+    /// Negotiated with client context takeover: this connection's inflater.
+    ContextTakeover(deflate::Inflater),
 }
 
 impl FrameDecoder {
     pub fn new(max_message_size: usize) -> Self {
-        Self { max_message_size, fragments: None }
+        Self { max_message_size, fragments: None, deflate: None }
+    }
+
+    /// A decoder for a connection that negotiated permessage-deflate (RFC 7692): a data message whose
+    /// first frame has RSV1 set is inflated, and may inflate to `max_message_size` bytes at most
+    /// ([`FrameError::TooBig`] past that, having allocated no more). `client_context_takeover` as agreed
+    /// (see [`deflate::Agreed`]).
+    pub fn with_deflate(max_message_size: usize, client_context_takeover: bool) -> Self {
+        let deflate = if client_context_takeover {
+            Deflate::ContextTakeover(deflate::Inflater::default())
+        } else {
+            Deflate::NoContextTakeover
+        };
+        Self { max_message_size, fragments: None, deflate: Some(Box::new(deflate)) }
+    }
+
+    /// True when this connection keeps an inflater (context takeover, after a compressed message).
+    pub fn holds_inflater(&self) -> bool {
+        matches!(self.deflate.as_deref(), Some(Deflate::ContextTakeover(inflater)) if inflater.is_allocated())
     }
 
     /// Consumes complete frames from the front of `buf` and returns the next complete message, or
@@ -103,25 +148,47 @@ impl FrameDecoder {
                 OpCode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
                 OpCode::Close => return parse_close(&payload).map(|code| Some(Message::Close(code))),
                 OpCode::Text | OpCode::Binary if header.fin => {
+                    let payload = if header.compressed { self.inflate(&payload)? } else { payload };
                     return data_message(header.opcode, payload).map(Some);
                 }
                 OpCode::Text | OpCode::Binary => {
                     // A copy of its own: the continuations will grow it, and it must not keep the
                     // caller's read buffer alive while the rest of the message trickles in.
-                    self.fragments = Some((header.opcode, BytesMut::from(&payload[..])));
+                    self.fragments = Some(Fragments {
+                        opcode: header.opcode,
+                        data: BytesMut::from(&payload[..]),
+                        compressed: header.compressed,
+                    });
                 }
                 OpCode::Continuation => {
-                    let Some((opcode, mut message)) = self.fragments.take() else {
+                    let Some(mut message) = self.fragments.take() else {
                         return Err(FrameError::Protocol("continuation frame without a message"));
                     };
-                    message.extend_from_slice(&payload);
+                    message.data.extend_from_slice(&payload);
                     if header.fin {
-                        return data_message(opcode, message).map(Some);
+                        // Compressed fragments are kept compressed (bounded like any message) and
+                        // inflated once whole, so no inflater state waits between frames.
+                        let data = if message.compressed { self.inflate(&message.data)? } else { message.data };
+                        return data_message(message.opcode, data).map(Some);
                     }
-                    self.fragments = Some((opcode, message));
+                    self.fragments = Some(message);
                 }
             }
         }
+    }
+
+    /// Inflates one whole compressed message, at most `max_message_size` bytes of output.
+    fn inflate(&mut self, compressed: &[u8]) -> Result<BytesMut, FrameError> {
+        let limit = self.max_message_size;
+        let result = match self.deflate.as_deref_mut() {
+            None => return Err(FrameError::Protocol("compressed message without permessage-deflate")),
+            Some(Deflate::NoContextTakeover) => deflate::inflate_message(&[compressed], limit),
+            Some(Deflate::ContextTakeover(inflater)) => inflater.inflate(&[compressed], limit),
+        };
+        result.map_err(|e| match e {
+            deflate::InflateError::TooBig => FrameError::TooBig,
+            deflate::InflateError::Corrupt => FrameError::BadCompression,
+        })
     }
 
     /// Validates the header at the front of `buf` before any of the payload is buffered;
@@ -131,10 +198,19 @@ impl FrameDecoder {
             return Ok(None);
         };
         let fin = first & 0x80 != 0;
-        if first & 0x70 != 0 {
+        // RSV1 means "compressed" once permessage-deflate is negotiated; RSV2 and RSV3 never mean anything.
+        let compressed = first & 0x40 != 0;
+        if first & 0x30 != 0 || (compressed && self.deflate.is_none()) {
             return Err(FrameError::Protocol("reserved bits set without a negotiated extension"));
         }
         let opcode = OpCode::from_u8(first & 0x0f).ok_or(FrameError::Protocol("unknown opcode"))?;
+        if compressed && opcode.is_control() {
+            return Err(FrameError::Protocol("compressed control frame"));
+        }
+        if compressed && opcode == OpCode::Continuation {
+            // RFC 7692 6.1: only the first frame of a message carries RSV1.
+            return Err(FrameError::Protocol("RSV1 set on a continuation frame"));
+        }
         if second & 0x80 == 0 {
             return Err(FrameError::Protocol("client frame is not masked"));
         }
@@ -175,7 +251,7 @@ impl FrameDecoder {
             }
             len => (0, u64::from(len)),
         };
-        let buffered = self.fragments.as_ref().map_or(0, |(_, message)| message.len() as u64);
+        let buffered = self.fragments.as_ref().map_or(0, |message| message.data.len() as u64);
         if payload_len.saturating_add(buffered) > self.max_message_size as u64 {
             return Err(FrameError::TooBig);
         }
@@ -185,6 +261,7 @@ impl FrameDecoder {
         };
         Ok(Some(FrameHeader {
             fin,
+            compressed,
             opcode,
             mask: [mask[0], mask[1], mask[2], mask[3]],
             header_len: mask_start + 4,
@@ -196,6 +273,8 @@ impl FrameDecoder {
 
 struct FrameHeader {
     fin: bool,
+    /// RSV1 on the first frame of a message, with permessage-deflate negotiated.
+    compressed: bool,
     opcode: OpCode,
     mask: [u8; 4],
     header_len: usize,
@@ -272,7 +351,12 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 
 /// Writes an unmasked, final server frame header for a payload of `len` bytes; returns its length.
 pub fn encode_header(opcode: OpCode, len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
-    out[0] = 0x80 | opcode as u8;
+    encode_header_rsv1(opcode, len, false, out)
+}
+
+/// [`encode_header`], with RSV1 set when `compressed` (a permessage-deflate message, RFC 7692 6).
+pub fn encode_header_rsv1(opcode: OpCode, len: usize, compressed: bool, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
+    out[0] = 0x80 | if compressed { 0x40 } else { 0 } | opcode as u8;
     if len < 126 {
         out[1] = len as u8;
         2
@@ -294,6 +378,28 @@ pub fn encode_frame(opcode: OpCode, payload: &[u8], out: &mut BytesMut) {
     out.reserve(header_len + payload.len());
     out.extend_from_slice(&header[..header_len]);
     out.extend_from_slice(payload);
+}
+
+/// Appends a whole unmasked server frame holding `payload` compressed (permessage-deflate, RSV1 set).
+/// Returns false, with `out` unchanged, when compression fails.
+pub fn encode_deflated_frame(opcode: OpCode, payload: &[u8], out: &mut BytesMut) -> bool {
+    let start = out.len();
+    out.resize(start + MAX_HEADER_LEN, 0);
+    if !deflate::compress(payload, out) {
+        out.truncate(start);
+        return false;
+    }
+    let compressed_len = out.len() - start - MAX_HEADER_LEN;
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let header_len = encode_header_rsv1(opcode, compressed_len, true, &mut header);
+    // Move the header next to the payload: drop the unused part of the reserve.
+    let gap = MAX_HEADER_LEN - header_len;
+    out[start + gap..start + MAX_HEADER_LEN].copy_from_slice(&header[..header_len]);
+    if gap > 0 {
+        let tail = out.split_off(start);
+        out.extend_from_slice(&tail[gap..]);
+    }
+    true
 }
 
 /// Appends a close frame carrying `code`.

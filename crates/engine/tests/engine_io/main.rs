@@ -4,6 +4,7 @@
 
 use switchyard_fixtures as common;
 
+mod deflate;
 mod edge_cases;
 mod handshake;
 mod heartbeat;
