@@ -1,4 +1,5 @@
-//! Pure protocol code for Switchyard: Engine.IO v4 packets and polling payloads, Socket.IO v5 packets
+//! Pure protocol code for Switchyard: Engine.IO v4 packets and polling payloads (and v3's, in
+//! [`engine3`], for Socket.IO v2 clients), Socket.IO v5 packets
 //! with binary attachments, the server side of RFC 6455 WebSocket framing, and the MessagePack and
 //! message codecs of the Redis cluster wire.
 //!
@@ -7,5 +8,6 @@
 
 pub mod cluster;
 pub mod engine;
+pub mod engine3;
 pub mod socketio;
 pub mod websocket;
