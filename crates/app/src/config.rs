@@ -95,6 +95,8 @@ pub struct EngineSection {
     pub allow_websocket: bool,
     /// Let polling sessions upgrade to WebSocket.
     pub allow_upgrades: bool,
+    /// Also accept Engine.IO v3 / Socket.IO v2 clients (Node's `allowEIO3`).
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineSection {
@@ -109,6 +111,7 @@ impl Default for EngineSection {
             allow_polling: d.allow_polling,
             allow_websocket: d.allow_websocket,
             allow_upgrades: d.allow_upgrades,
+            allow_eio3: d.allow_eio3,
         }
     }
 }
@@ -491,6 +494,7 @@ impl Config {
             allow_polling: e.allow_polling,
             allow_websocket: e.allow_websocket,
             allow_upgrades: e.allow_upgrades,
+            allow_eio3: e.allow_eio3,
             cors: (!self.cors.origins.is_empty()).then(|| switchyard_engine::CorsConfig {
                 origins: self.cors.origins.clone(),
                 credentials: self.cors.credentials,

@@ -13,6 +13,8 @@ pub struct Frame {
     bytes: Bytes,
     header_len: u8,
     binary: bool,
+    /// A binary message in Engine.IO v3 form: the payload starts with the type byte (see `eio3.rs`).
+    pub(crate) eio3: bool,
 }
 
 impl Frame {
@@ -38,13 +40,18 @@ impl Frame {
         Self::finish(buf, OpCode::Binary)
     }
 
-    fn finish(mut buf: BytesMut, opcode: OpCode) -> Frame {
+    pub(crate) fn finish(mut buf: BytesMut, opcode: OpCode) -> Frame {
         let payload_len = buf.len() - MAX_HEADER_LEN;
         let mut header = [0u8; MAX_HEADER_LEN];
         let header_len = websocket::encode_header(opcode, payload_len, &mut header);
         let start = MAX_HEADER_LEN - header_len;
         buf[start..MAX_HEADER_LEN].copy_from_slice(&header[..header_len]);
-        Frame { bytes: buf.freeze().slice(start..), header_len: header_len as u8, binary: opcode == OpCode::Binary }
+        Frame {
+            bytes: buf.freeze().slice(start..),
+            header_len: header_len as u8,
+            binary: opcode == OpCode::Binary,
+            eio3: false,
+        }
     }
 
     /// The whole WebSocket frame.
