@@ -5,6 +5,7 @@
 use switchyard_fixtures as common;
 
 mod edge_cases;
+mod eio3;
 mod handshake;
 mod heartbeat;
 mod polling;
