@@ -87,6 +87,8 @@ else
   skip fuzz "scripts/fuzz-smoke.sh not present"
 fi
 step node 900 0 bash tests/node/run.sh
+# Older and other clients (socket.io-client@2 beside @4, python-socketio 4 and 5) with engine.allow_eio3.
+step legacy 1500 0 bash tests/legacy/run.sh
 if [[ -f tests/cluster/run.sh ]]; then
   step cluster 600 0 bash tests/cluster/run.sh
 else
