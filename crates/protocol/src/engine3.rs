@@ -109,7 +109,7 @@ pub fn decode_payload(body: Bytes) -> Result<Vec<Packet>, DecodeError> {
     let mut pos = 0;
     while pos < text.len() {
         let colon = text[pos..].find(':').map(|i| pos + i).ok_or(DecodeError::InvalidLength)?;
-        let units = parse_decimal(text[pos..colon].as_bytes())?;
+        let units = parse_decimal(&text.as_bytes()[pos..colon])?;
         let start = colon + 1;
         let mut end = start;
         let mut counted = 0;
