@@ -77,7 +77,7 @@ fn run(url: &str, transport: TransportType, name: &str) {
     println!("rust_socketio over {name}");
     let (tx, seen) = mpsc::channel();
     let mut builder = ClientBuilder::new(url).namespace("/").transport_type(transport).reconnect(false);
-    for event in ["hello", "echo", "binary"] {
+    for event in ["hello", "echo"] {
         let tx = tx.clone();
         builder = builder.on(event, move |payload: Payload, _: RawClient| {
             let _ = tx.send((event.to_string(), payload));
@@ -97,19 +97,19 @@ fn run(url: &str, transport: TransportType, name: &str) {
             let _ = ack_tx.send(payload);
         })
         .expect("emit with ack");
+    // rust_socketio hands an ack's whole argument list over as one value.
     let ack = ack_rx.recv_timeout(WAIT).expect("ack within 5 s");
-    check("ack", text(ack), vec![json!(["a", 1])]);
+    check("ack", text(ack), vec![json!([["a", 1]])]);
 
     client.emit("echo", Payload::Binary(vec![0u8, 1, 254, 255].into())).expect("emit binary");
     match next(&seen, "echo") {
         Payload::Binary(data) => check("binary round trip", data.to_vec(), vec![0u8, 1, 254, 255]),
         other => panic!("binary echo expected, got {other:?}"),
     }
-    client.emit("binary", json!(null)).expect("emit");
-    match next(&seen, "binary") {
-        Payload::Binary(data) => check("binary from the server (first attachment)", data.to_vec(), vec![1u8, 2, 3]),
-        other => panic!("binary event expected, got {other:?}"),
-    }
+    // Not checked, for want of support in rust_socketio 0.6: binary in several or nested places (its
+    // decoder takes one attachment, as an event's last argument: the interop server's "binary" event is
+    // beyond it), and binary with an ack (it sends that as a BINARY_ACK packet, not a BINARY_EVENT with
+    // an ack id, so no server answers it).
 
     let (ack_tx, ack_rx) = mpsc::channel();
     client
@@ -118,7 +118,7 @@ fn run(url: &str, transport: TransportType, name: &str) {
         })
         .expect("join");
     let rooms = text(ack_rx.recv_timeout(WAIT).expect("join ack within 5 s"));
-    check("joined", rooms[0].as_array().is_some_and(|r| r.contains(&json!("rust-room"))), true);
+    check("joined", rooms[0][0].as_array().is_some_and(|r| r.contains(&json!("rust-room"))), true);
     client.disconnect().expect("disconnect");
 }
 
