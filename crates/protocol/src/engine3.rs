@@ -153,7 +153,9 @@ pub fn decode_binary_payload(body: Bytes) -> Result<Vec<Packet>, DecodeError> {
         if digits.is_empty() || digits.len() > MAX_LENGTH_DIGITS || digits.iter().any(|&d| d > 9) {
             return Err(DecodeError::InvalidLength);
         }
-        let len = digits.iter().fold(0usize, |acc, &d| acc * 10 + usize::from(d));
+        // At most 10 digits: fits in a u64; on a 32-bit target a length past usize is truncated input.
+        let len = digits.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d));
+        let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
         let start = separator + 1;
         let end = start.checked_add(len).filter(|&end| end <= body.len()).ok_or(DecodeError::Truncated)?;
         if len > 0 {
@@ -170,7 +172,8 @@ fn parse_decimal(digits: &[u8]) -> Result<usize, DecodeError> {
     if digits.is_empty() || digits.len() > MAX_LENGTH_DIGITS || !digits.iter().all(u8::is_ascii_digit) {
         return Err(DecodeError::InvalidLength);
     }
-    Ok(digits.iter().fold(0usize, |acc, &d| acc * 10 + usize::from(d - b'0')))
+    let value = digits.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+    usize::try_from(value).map_err(|_| DecodeError::Truncated)
 }
 
 /// One packet of an outgoing payload.
