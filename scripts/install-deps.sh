@@ -36,6 +36,10 @@ done
 if ! command -v node >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
+# Python 3 with venv runs the Python clients of tests/legacy; the machine image normally has it.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+fi
 
 if [[ ${#missing[@]} -gt 0 ]]; then
   if [[ $(id -u) -ne 0 ]]; then
@@ -77,7 +81,7 @@ done
 
 # npm dependencies, from the committed lockfiles. A stamp (a copy of the lockfile the install used) lets
 # a repeat run skip `npm ci`, which would otherwise delete and reinstall node_modules every time.
-for dir in tests/node tests/browser tests/cluster bench/node; do
+for dir in tests/node tests/browser tests/cluster tests/legacy bench/node; do
   [[ -f "$dir/package-lock.json" ]] || continue
   stamp="$dir/node_modules/.install-deps-lock"
   if [[ -f "$stamp" ]] && cmp -s "$dir/package-lock.json" "$stamp"; then
@@ -110,5 +114,24 @@ else
   timeout 120 python3 -m venv "$venv"
   timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+
+# The Python clients of tests/legacy (python-socketio 4 and 5 cannot share an environment), each in a
+# virtual environment under tests/legacy (git-ignored), from pinned requirements; a stamp (a copy of the
+# requirements the install used) lets a repeat run skip it.
+for version in 4 5; do
+  venv=tests/legacy/.venv-sio$version
+  requirements=tests/legacy/python/requirements-sio$version.txt
+  stamp=$venv/.install-deps-requirements
+  if [[ -f "$stamp" ]] && cmp -s "$requirements" "$stamp"; then
+    echo "install-deps: $venv up to date"
+    continue
+  fi
+  echo "install-deps: python-socketio $version in $venv"
+  rm -rf "$venv"
+  timeout 300 python3 -m venv "$venv"
+  timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input --timeout 60 \
+    --no-deps -r "$requirements"
+  cp "$requirements" "$stamp"
+done
 
 echo "install-deps: done"

@@ -89,6 +89,8 @@ fi
 step node 900 0 bash tests/node/run.sh
 # The HTTP API, property-based: schemathesis against the release binary's /api/openapi.json.
 step api 300 0 bash tests/api/run.sh
+# Older and other clients (socket.io-client@2 beside @4, python-socketio 4 and 5) with engine.allow_eio3.
+step legacy 1500 0 bash tests/legacy/run.sh
 if [[ -f tests/cluster/run.sh ]]; then
   step cluster 600 0 bash tests/cluster/run.sh
 else

@@ -107,6 +107,8 @@ pub struct EngineSection {
     pub per_message_deflate_threshold: usize,
     /// Let clients keep their compression context (the server then keeps an inflater per such connection).
     pub per_message_deflate_client_context_takeover: bool,
+    /// Also accept Engine.IO v3 / Socket.IO v2 clients (Node's `allowEIO3`).
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineSection {
@@ -124,6 +126,7 @@ impl Default for EngineSection {
             per_message_deflate: d.per_message_deflate,
             per_message_deflate_threshold: d.per_message_deflate_threshold,
             per_message_deflate_client_context_takeover: d.per_message_deflate_client_context_takeover,
+            allow_eio3: d.allow_eio3,
         }
     }
 }
@@ -811,6 +814,7 @@ impl Config {
             allow_polling: e.allow_polling,
             allow_websocket: e.allow_websocket,
             allow_upgrades: e.allow_upgrades,
+            allow_eio3: e.allow_eio3,
             cors: (!self.cors.origins.is_empty()).then(|| switchyard_engine::CorsConfig {
                 origins: self.cors.origins.clone(),
                 credentials: self.cors.credentials,

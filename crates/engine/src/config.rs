@@ -13,6 +13,9 @@ pub struct EngineConfig {
     pub allow_polling: bool,
     pub allow_websocket: bool,
     pub allow_upgrades: bool,
+    /// Also accept Engine.IO v3 clients (`EIO=3`: Socket.IO v2 clients), as Node's `allowEIO3`. Off by
+    /// default; when off such a handshake gets `{"code":5,"message":"Unsupported protocol version"}`.
+    pub allow_eio3: bool,
     pub cors: Option<CorsConfig>,
     /// Origins allowed to open a session (polling handshake) or a WebSocket (new or upgrade). Empty:
     /// any. A request whose `Origin` header is present and not listed is refused with 403 and
@@ -46,6 +49,7 @@ impl Default for EngineConfig {
             allow_polling: true,
             allow_websocket: true,
             allow_upgrades: true,
+            allow_eio3: false,
             cors: None,
             allowed_origins: Vec::new(),
             handshakes_per_second_per_ip: 0,

@@ -25,6 +25,22 @@ impl TransportKind {
     }
 }
 
+/// The Engine.IO protocol revision a connection speaks, chosen by the client's handshake (`EIO=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Engine.IO v4 (Socket.IO v3 and later clients).
+    V4,
+    /// Engine.IO v3 (Socket.IO v2 clients, with [`crate::EngineConfig::allow_eio3`]). `base64`: the
+    /// handshake asked for binary as base64 over polling (`b64=1`, a client without XHR2).
+    V3 { base64: bool },
+}
+
+impl Protocol {
+    pub fn is_v3(self) -> bool {
+        matches!(self, Protocol::V3 { .. })
+    }
+}
+
 /// Why a connection closed. The names are those of the Node implementation, which the Socket.IO layer
 /// passes on as disconnect reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +130,8 @@ pub struct Connection {
     /// Wakes the polling session task (close, upgrade).
     pub(crate) owner_wake: Notify,
     max_queue_bytes: usize,
+    /// Fixed at the handshake; a v4 connection never looks at it on the send path.
+    protocol: Protocol,
     /// This connection's slot in the engine's table of open connections.
     live_slot: AtomicU32,
     ping_interval: Duration,
@@ -131,9 +149,15 @@ impl Connection {
     pub(crate) fn new(
         sid: Sid,
         transport: TransportKind,
+        protocol: Protocol,
         config: &crate::EngineConfig,
         stats: Arc<EngineStats>,
     ) -> Arc<Self> {
+        // v3: the client pings; its first ping is due within ping_interval + ping_timeout.
+        let first_deadline = match protocol {
+            Protocol::V4 => config.ping_interval,
+            Protocol::V3 { .. } => config.ping_interval + config.ping_timeout,
+        };
         Arc::new(Connection {
             sid,
             state: Mutex::new(State {
@@ -146,7 +170,7 @@ impl Connection {
                 farewell: None,
                 farewell_sent: false,
                 awaiting_pong: false,
-                heartbeat_deadline: Instant::now() + config.ping_interval,
+                heartbeat_deadline: Instant::now() + first_deadline,
                 poll_active: false,
                 post_active: false,
                 close_waiters: None,
@@ -154,6 +178,7 @@ impl Connection {
             writer_wake: Notify::new(),
             owner_wake: Notify::new(),
             max_queue_bytes: config.max_queue_bytes,
+            protocol,
             live_slot: AtomicU32::new(u32::MAX),
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
@@ -171,6 +196,11 @@ impl Connection {
 
     pub fn sid(&self) -> Sid {
         self.sid
+    }
+
+    /// The Engine.IO protocol revision of this connection.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     pub fn transport(&self) -> TransportKind {
@@ -194,6 +224,12 @@ impl Connection {
 
     /// Queues frames that must stay together (a binary packet and its attachments).
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
+        if self.protocol != Protocol::V4 && frames.iter().any(|f| f.is_binary() && !f.is_eio3()) {
+            // A v4 binary frame for a v3 client: converted here, once per such recipient. The
+            // Socket.IO layer's broadcasts hand v3 clients frames already in v3 form.
+            let frames: Vec<Frame> = frames.iter().map(Frame::to_eio3).collect();
+            return self.send_all(&frames);
+        }
         let size: usize = frames.iter().map(Frame::queued_len).sum();
         let mut state = self.state.lock();
         if state.closed.is_some() {
@@ -296,6 +332,12 @@ impl Connection {
         std::mem::take(&mut state.queue)
     }
 
+    /// A v3 client's ping: the next one is due within `ping_interval + ping_timeout`.
+    pub(crate) fn on_client_ping(&self) {
+        let mut state = self.state.lock();
+        state.heartbeat_deadline = Instant::now() + self.ping_interval + self.ping_timeout;
+    }
+
     pub(crate) fn on_pong(&self) {
         let mut state = self.state.lock();
         state.awaiting_pong = false;
@@ -308,10 +350,16 @@ impl Connection {
     /// The pong deadline counts from when the ping was due, not from when the timer task got to run:
     /// `ping_interval + ping_timeout` after the handshake (or the last pong), as in Node, however late
     /// this task is scheduled on a busy machine.
+    ///
+    /// Engine.IO v3 the other way round: the server never pings; the deadline is the client's next
+    /// ping, `ping_interval + ping_timeout` after its last one (or the handshake).
     pub(crate) fn heartbeat(&self, now: Instant) -> HeartbeatAction {
         let mut state = self.state.lock();
         if now < state.heartbeat_deadline {
             return HeartbeatAction::WaitUntil(state.heartbeat_deadline);
+        }
+        if self.protocol.is_v3() {
+            return HeartbeatAction::TimedOut;
         }
         if state.awaiting_pong {
             return HeartbeatAction::TimedOut;
@@ -326,8 +374,11 @@ impl Connection {
     /// answer never depends on how promptly the heartbeat task was scheduled.
     pub(crate) fn heartbeat_expired(&self, now: Instant) -> bool {
         let state = self.state.lock();
-        let deadline =
-            if state.awaiting_pong { state.heartbeat_deadline } else { state.heartbeat_deadline + self.ping_timeout };
+        let deadline = if state.awaiting_pong || self.protocol.is_v3() {
+            state.heartbeat_deadline
+        } else {
+            state.heartbeat_deadline + self.ping_timeout
+        };
         now >= deadline
     }
 
@@ -348,7 +399,7 @@ mod tests {
 
     fn conn(max_queue_bytes: usize) -> Arc<Connection> {
         let config = EngineConfig { max_queue_bytes, ..EngineConfig::default() };
-        Connection::new(Sid::random(), TransportKind::WebSocket, &config, Arc::default())
+        Connection::new(Sid::random(), TransportKind::WebSocket, Protocol::V4, &config, Arc::default())
     }
 
     #[test]
@@ -389,6 +440,44 @@ mod tests {
         assert_eq!(c.heartbeat(start + interval + Duration::from_secs(5)), HeartbeatAction::SendPing);
         assert!(!c.heartbeat_expired(start + interval + timeout - Duration::from_millis(1)));
         assert_eq!(c.heartbeat(start + interval + timeout), HeartbeatAction::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn v3_never_pings_and_times_out_without_client_pings() {
+        let config = EngineConfig::default();
+        let c = Connection::new(
+            Sid::random(),
+            TransportKind::Polling,
+            Protocol::V3 { base64: false },
+            &config,
+            Arc::default(),
+        );
+        let start = Instant::now();
+        let window = Duration::from_millis(45_000);
+        assert_eq!(c.heartbeat(start + window - Duration::from_millis(1)), HeartbeatAction::WaitUntil(start + window));
+        assert!(!c.heartbeat_expired(start + window - Duration::from_millis(1)));
+        tokio::time::advance(Duration::from_millis(30_000)).await;
+        c.on_client_ping();
+        let renewed = Instant::now() + window;
+        assert_eq!(c.heartbeat(start + window), HeartbeatAction::WaitUntil(renewed));
+        assert!(c.heartbeat_expired(renewed));
+        assert_eq!(c.heartbeat(renewed), HeartbeatAction::TimedOut);
+    }
+
+    #[test]
+    fn v3_connections_get_binary_frames_in_v3_form() {
+        let config = EngineConfig::default();
+        let c = Connection::new(
+            Sid::random(),
+            TransportKind::WebSocket,
+            Protocol::V3 { base64: false },
+            &config,
+            Arc::default(),
+        );
+        c.send_all(&[Frame::message(b"51-[]"), Frame::binary(&[9, 8])]).unwrap();
+        c.send(Frame::binary_eio3(&[7])).unwrap();
+        let queued: Vec<Vec<u8>> = c.take_queue().iter().map(|f| f.payload().to_vec()).collect();
+        assert_eq!(queued, vec![b"451-[]".to_vec(), vec![4, 9, 8], vec![4, 7]]);
     }
 
     #[tokio::test(start_paused = true)]

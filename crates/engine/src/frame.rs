@@ -20,6 +20,8 @@ pub struct Frame {
     header_len: u8,
     binary: bool,
     deflated: Option<Arc<OnceLock<Option<Bytes>>>>,
+    /// A binary message in Engine.IO v3 form: the payload starts with the type byte (see `eio3.rs`).
+    pub(crate) eio3: bool,
 }
 
 /// The smallest `per_message_deflate_threshold` of any engine in this process with compression on
@@ -65,7 +67,7 @@ impl Frame {
         Self::finish(BytesMut::from(Bytes::from(buf)), OpCode::Binary)
     }
 
-    fn finish(mut buf: BytesMut, opcode: OpCode) -> Frame {
+    pub(crate) fn finish(mut buf: BytesMut, opcode: OpCode) -> Frame {
         let payload_len = buf.len() - MAX_HEADER_LEN;
         let mut header = [0u8; MAX_HEADER_LEN];
         let header_len = websocket::encode_header(opcode, payload_len, &mut header);
@@ -78,6 +80,7 @@ impl Frame {
             header_len: header_len as u8,
             binary: opcode == OpCode::Binary,
             deflated,
+            eio3: false,
         }
     }
 
@@ -105,7 +108,7 @@ impl Frame {
                     Some(126) => 4,
                     _ => 2,
                 };
-                Frame { bytes, header_len, binary: self.binary, deflated: None }
+                Frame { bytes, header_len, binary: self.binary, deflated: None, eio3: self.eio3 }
             }
             None => self.clone(),
         }

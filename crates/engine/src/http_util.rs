@@ -83,6 +83,8 @@ pub struct EngineQuery<'a> {
     pub eio: Option<&'a str>,
     pub transport: Option<&'a str>,
     pub sid: Option<&'a str>,
+    /// `b64` with a value (Engine.IO v3): the client cannot read binary polling responses.
+    pub b64: bool,
 }
 
 impl<'a> EngineQuery<'a> {
@@ -94,6 +96,7 @@ impl<'a> EngineQuery<'a> {
                 "EIO" => out.eio = Some(value),
                 "transport" => out.transport = Some(value),
                 "sid" => out.sid = Some(value),
+                "b64" => out.b64 = !value.is_empty(),
                 _ => {}
             }
         }
@@ -108,7 +111,8 @@ mod tests {
     #[test]
     fn parses_engine_query() {
         let q = EngineQuery::parse(Some("EIO=4&transport=polling&t=abc&sid=xyz"));
-        assert_eq!(q, EngineQuery { eio: Some("4"), transport: Some("polling"), sid: Some("xyz") });
+        assert_eq!(q, EngineQuery { eio: Some("4"), transport: Some("polling"), sid: Some("xyz"), b64: false });
+        assert!(EngineQuery::parse(Some("EIO=3&transport=polling&b64=1")).b64);
         assert_eq!(EngineQuery::parse(None), EngineQuery::default());
     }
 

@@ -1,5 +1,6 @@
 //! The Engine.IO v4 server: sessions over HTTP long-polling and WebSocket, the upgrade between them,
-//! server-sent heartbeats, CORS and payload limits.
+//! server-sent heartbeats, CORS and payload limits; and, behind `EngineConfig::allow_eio3`, Engine.IO
+//! v3 for Socket.IO v2 clients (`eio3.rs`).
 //!
 //! The engine knows nothing of Socket.IO. A [`Handler`] receives each connection, its messages and its
 //! close; it sends by pushing [`Frame`]s onto the connection's bounded queue. One task per connection
@@ -7,6 +8,7 @@
 
 mod config;
 mod connection;
+mod eio3;
 mod frame;
 mod http_util;
 pub mod limits;
@@ -19,7 +21,7 @@ pub mod tls;
 mod websocket;
 
 pub use config::{CorsConfig, EngineConfig};
-pub use connection::{CloseReason, Connection, SendError, TransportKind};
+pub use connection::{CloseReason, Connection, Protocol, SendError, TransportKind};
 pub use frame::Frame;
 pub use limits::{ConnectionGuard, ConnectionLimiter, HandshakeLimiter, Rate};
 pub use serve::serve;
@@ -48,6 +50,8 @@ pub struct OpenRequest {
     pub uri: http::Uri,
     pub remote_addr: Option<std::net::SocketAddr>,
     pub transport: TransportKind,
+    /// The Engine.IO revision the client asked for (`EIO=`).
+    pub protocol: Protocol,
 }
 
 /// The layer above the engine (Socket.IO, or an echo server in the conformance example).

@@ -1,7 +1,7 @@
 //! HTTP long-polling: the handshake GET, pending GETs that wait for queued packets, POSTs that carry
 //! client packets, and the session task that drives heartbeats while a session polls.
 
-use crate::connection::{CloseReason, Connection, HeartbeatAction, TransportKind};
+use crate::connection::{CloseReason, Connection, HeartbeatAction, Protocol, TransportKind};
 use crate::frame::Frame;
 use crate::http_util::{self, Body, EngineError};
 use crate::service::{Engine, Session};
@@ -13,10 +13,9 @@ use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_protocol::engine as eio;
 use tokio::time::Instant;
 
-const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+use crate::eio3::TEXT_PLAIN;
 
 /// What a poll answers with.
 enum PollReply {
@@ -58,9 +57,10 @@ impl<H: Handler> Engine<H> {
         self.sessions.write().insert(conn.sid(), session);
         self.count_polling(1);
         let frames = conn.take_queue();
+        let response = payload_response(&conn, frames.iter(), cors);
         let engine = self.clone();
         tokio::spawn(async move { engine.run_polling_session(conn, client).await });
-        http_util::text_response(encode_polling_payload(frames.iter()), TEXT_PLAIN, cors)
+        response
     }
 
     /// A GET on an existing session: answers at once with queued packets, or waits for some.
@@ -115,12 +115,11 @@ impl<H: Handler> Engine<H> {
             self.forget_if_over(conn);
             conn.owner_wake.notify_one();
         }
-        let body = match reply {
-            PollReply::Noop => encode_polling_payload(&[Frame::noop()]),
-            PollReply::Frames(frames) if frames.is_empty() => encode_polling_payload(&[Frame::close()]),
-            PollReply::Frames(frames) => encode_polling_payload(frames.iter()),
-        };
-        http_util::text_response(body, TEXT_PLAIN, cors)
+        match reply {
+            PollReply::Noop => payload_response(conn, &[Frame::noop()], cors),
+            PollReply::Frames(frames) if frames.is_empty() => payload_response(conn, &[Frame::close()], cors),
+            PollReply::Frames(frames) => payload_response(conn, frames.iter(), cors),
+        }
     }
 
     /// A POST on an existing session: a payload of client packets.
@@ -140,7 +139,8 @@ impl<H: Handler> Engine<H> {
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
-        if is_binary {
+        if is_binary && conn.protocol() == Protocol::V4 {
+            // Only Engine.IO v3 has a binary payload format.
             return http_util::error_response(EngineError::BadRequest, cors);
         }
         let declared = req
@@ -176,7 +176,7 @@ impl<H: Handler> Engine<H> {
                 return http_util::error_response(EngineError::BadRequest, cors);
             }
         };
-        let packets = match eio::decode_payload(body) {
+        let packets = match crate::eio3::decode_post(body, is_binary, conn.protocol()) {
             Ok(packets) => packets,
             Err(e) => {
                 tracing::debug!(sid = %conn.sid(), error = %e, "invalid polling payload: closing session");
@@ -235,6 +235,21 @@ impl<H: Handler> Engine<H> {
                 HeartbeatAction::TimedOut => conn.close(CloseReason::PingTimeout),
                 HeartbeatAction::WaitUntil(_) => {}
             }
+        }
+    }
+}
+
+/// A poll's answer: `frames` as the connection's protocol encodes a polling payload.
+fn payload_response<'a, I>(conn: &Connection, frames: I, cors: Option<&str>) -> Response<Body>
+where
+    I: IntoIterator<Item = &'a Frame>,
+    I::IntoIter: ExactSizeIterator + Clone,
+{
+    match conn.protocol() {
+        Protocol::V4 => http_util::text_response(encode_polling_payload(frames), TEXT_PLAIN, cors),
+        protocol => {
+            let (body, content_type) = crate::eio3::polling_body(frames, protocol);
+            http_util::text_response(body, content_type, cors)
         }
     }
 }

@@ -1,4 +1,4 @@
-use crate::connection::{CloseReason, Connection, TransportKind};
+use crate::connection::{CloseReason, Connection, Protocol, TransportKind};
 use crate::frame::Frame;
 use crate::http_util::{self, Body, EngineError, EngineQuery};
 use crate::sid::Sid;
@@ -177,7 +177,7 @@ impl<H: Handler> Engine<H> {
     /// Opens a connection: queues the handshake packet and hands the connection to the handler.
     pub(crate) fn open(&self, transport: TransportKind, req: OpenRequest) -> (Arc<Connection>, Arc<H::Client>) {
         let sid = Sid::random();
-        let conn = Connection::new(sid, transport, &self.config, self.stats.clone());
+        let conn = Connection::new(sid, transport, req.protocol, &self.config, self.stats.clone());
         let upgrades: &[&str] =
             if transport == TransportKind::Polling && self.config.allow_websocket && self.config.allow_upgrades {
                 &["websocket"]
@@ -270,8 +270,22 @@ impl<H: Handler> Engine<H> {
                 self.handler.on_message(client, message);
                 true
             }
+            PacketType::Pong if conn.protocol().is_v3() => {
+                tracing::debug!(sid = %conn.sid(), "invalid heartbeat direction: server pong in Engine.IO v3");
+                conn.close_with(CloseReason::TransportError, Some(Frame::close()));
+                false
+            }
             PacketType::Pong => {
                 conn.on_pong();
+                true
+            }
+            PacketType::Ping if conn.protocol().is_v3() => {
+                conn.on_client_ping();
+                let data = match &packet.data {
+                    eio::PacketData::Text(data) => &data[..],
+                    _ => &[],
+                };
+                let _ = conn.send(crate::eio3::pong(data));
                 true
             }
             PacketType::Ping => {
@@ -332,8 +346,10 @@ impl<H: Handler> Engine<H> {
         if req.method() != Method::GET {
             return http_util::error_response(EngineError::BadHandshakeMethod, cors);
         }
-        if query.eio != Some("4") {
-            return http_util::error_response(EngineError::UnsupportedProtocolVersion, cors);
+        match query.eio {
+            Some("4") => {}
+            Some("3") if self.config.allow_eio3 => {}
+            _ => return http_util::error_response(EngineError::UnsupportedProtocolVersion, cors),
         }
         if !self.check_handshake_rate(&req) {
             EngineStats::add(&self.stats.refused_handshake_rate, 1);
@@ -389,7 +405,14 @@ impl<H: Handler> Engine<H> {
     }
 
     pub(crate) fn open_request<B>(req: &Request<B>, transport: TransportKind) -> OpenRequest {
+        // The version was checked against the configuration before any connection opens.
+        let query = EngineQuery::parse(req.uri().query());
+        let protocol = match query.eio {
+            Some("3") => Protocol::V3 { base64: query.b64 },
+            _ => Protocol::V4,
+        };
         OpenRequest {
+            protocol,
             headers: req.headers().clone(),
             uri: req.uri().clone(),
             remote_addr: req.extensions().get::<RemoteAddr>().map(|a| a.0),

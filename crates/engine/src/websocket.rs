@@ -433,7 +433,7 @@ impl<H: Handler> WsTask<H> {
                 }
             };
             let packet = match message {
-                Message::Text(text) => match eio::decode_text(text) {
+                Message::Text(text) => match crate::eio3::decode_ws_text(&self.conn, text) {
                     Ok(packet) => packet,
                     Err(e) => {
                         tracing::debug!(sid = %self.conn.sid(), error = %e, "invalid Engine.IO packet");
@@ -441,7 +441,14 @@ impl<H: Handler> WsTask<H> {
                         return Some(Stop::Fail(1000, CloseReason::ParseError));
                     }
                 },
-                Message::Binary(data) => eio::decode_binary(data),
+                Message::Binary(data) => match crate::eio3::decode_ws_binary(&self.conn, data) {
+                    Ok(packet) => packet,
+                    Err(e) => {
+                        tracing::debug!(sid = %self.conn.sid(), error = %e, "invalid Engine.IO binary packet");
+                        EngineStats::add(&self.engine.stats.protocol_errors, 1);
+                        return Some(Stop::Fail(1000, CloseReason::ParseError));
+                    }
+                },
                 Message::Ping(data) => {
                     let mut pong = BytesMut::new();
                     ws::encode_frame(OpCode::Pong, &data, &mut pong);

@@ -191,6 +191,12 @@ impl Client {
 
     fn on_packet(self: &Arc<Self>, packet: Packet) {
         match packet.kind {
+            PacketType::Connect if self.conn.protocol().is_v3() => {
+                // Socket.IO v4 protocol (v2 clients): no auth object; the query in the namespace
+                // (`/admin?token=1`) stands for it.
+                let (nsp, auth) = split_namespace_query(&packet.nsp);
+                self.connect(nsp, auth)
+            }
             PacketType::Connect => self.connect(packet.nsp, packet.data.unwrap_or(Value::Null)),
             PacketType::ConnectError => {
                 tracing::debug!(sid = %self.conn.sid(), "client sent CONNECT_ERROR: closing");
@@ -294,7 +300,12 @@ impl Client {
         match result {
             Ok(()) => self.finish_connect(ns, socket, restored),
             Err(error) => {
-                let data = error.to_json();
+                let data = if self.conn.protocol().is_v3() {
+                    // Socket.IO v4 protocol: the error's data, or else its message (as Node).
+                    error.data.clone().filter(|d| !d.is_null()).unwrap_or(Value::String(error.message.clone()))
+                } else {
+                    error.to_json()
+                };
                 let _ = self.conn.send(self.parser().encode_control(PacketType::ConnectError, ns.name(), Some(&data)));
             }
         }
@@ -316,10 +327,13 @@ impl Client {
         ns.add_socket(&socket);
         ns.observers().notify(|o| o.on_connect(&socket));
         let reply = match socket.pid() {
-            Some(pid) => json!({"sid": socket.id().as_str(), "pid": pid}),
-            None => json!({"sid": socket.id().as_str()}),
+            // Socket.IO v4 protocol (v2 clients): CONNECT carries no data; the client takes its id
+            // from the Engine.IO session.
+            _ if self.conn.protocol().is_v3() => None,
+            Some(pid) => Some(json!({"sid": socket.id().as_str(), "pid": pid})),
+            None => Some(json!({"sid": socket.id().as_str()})),
         };
-        let _ = self.conn.send(self.parser().encode_control(PacketType::Connect, ns.name(), Some(&reply)));
+        let _ = self.conn.send(self.parser().encode_control(PacketType::Connect, ns.name(), reply.as_ref()));
         if let Some(restored) = restored {
             for room in &restored.session.rooms {
                 // A room over the limit (lowered since the session was stored) is counted and skipped.
@@ -410,6 +424,11 @@ impl Handler for SioHandler {
             }
         });
         *client.connect_timer.lock() = Some(timer.abort_handle());
+        if client.conn.protocol().is_v3() && self.server.namespace("/").is_some() {
+            // Socket.IO v4 protocol: every connection joins `/` at once, without a CONNECT from the
+            // client (whose `/` socket waits for the server's CONNECT).
+            client.connect("/".to_owned(), Value::Object(Default::default()));
+        }
         client
     }
 
@@ -428,6 +447,17 @@ impl Handler for SioHandler {
     }
 }
 
+/// A v2 client's CONNECT namespace, `/admin?token=1&x=2`: the namespace and its query as an object.
+fn split_namespace_query(nsp: &str) -> (String, Value) {
+    let Some((name, query)) = nsp.split_once('?') else {
+        return (nsp.to_owned(), Value::Object(Default::default()));
+    };
+    let query: serde_json::Map<String, Value> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    (name.to_owned(), Value::Object(query))
+}
+
 fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
     let value = headers.get("x-forwarded-for")?.to_str().ok()?;
     value.split(',').next().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
@@ -436,6 +466,16 @@ fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v2_namespace_queries() {
+        assert_eq!(split_namespace_query("/admin"), ("/admin".to_owned(), json!({})));
+        assert_eq!(
+            split_namespace_query("/admin?token=a%20b&x=1"),
+            ("/admin".to_owned(), json!({"token": "a b", "x": "1"}))
+        );
+        assert_eq!(split_namespace_query("/?"), ("/".to_owned(), json!({})));
+    }
 
     #[test]
     fn compact_headers_round_trip() {

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use switchyard_engine::Sid;
+use switchyard_engine::{Frame, Sid};
 
 /// A middleware's refusal, sent to the client as CONNECT_ERROR `{message, data}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -391,10 +391,18 @@ impl Namespace {
     /// Sends pre-encoded frames to every local socket `opts` selects. Returns how many got them.
     pub fn local_broadcast(&self, frames: &Frames, opts: &BroadcastOptions) -> usize {
         let mut count = 0;
+        // Engine.IO v3 clients (Socket.IO v2) take binary attachments in another frame form: encoded
+        // once, at the first such recipient. Text-only packets are the same bytes for everyone.
+        let mut eio3: Option<Frames> = None;
         self.for_each_target(opts, |socket| {
             if opts.flags.volatile && !socket.is_writable() {
                 return;
             }
+            let frames = if frames.len() > 1 && socket.client().connection().protocol().is_v3() {
+                eio3.get_or_insert_with(|| frames.iter().map(Frame::to_eio3).collect())
+            } else {
+                frames
+            };
             // A full queue closes that connection (counted and logged by the engine); its disconnect
             // runs on the connection's own task, outside this index lock.
             if socket.send_frames(frames).is_ok() {

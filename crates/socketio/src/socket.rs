@@ -218,7 +218,15 @@ impl Socket {
         auth: Value,
         restored: Option<&crate::recovery::SessionToPersist>,
     ) -> Arc<Self> {
-        let id = restored.and_then(|s| Sid::parse(&s.sid)).unwrap_or_else(Sid::random);
+        let id = restored.and_then(|s| Sid::parse(&s.sid)).unwrap_or_else(|| {
+            if client.connection().protocol().is_v3() {
+                // A v2 client knows its socket as the Engine.IO id (Node's v3 ids; Node writes
+                // `/nsp#<id>` outside `/`, which a `Sid` cannot hold, so every namespace uses the id).
+                client.connection().sid()
+            } else {
+                Sid::random()
+            }
+        });
         let pid = match restored {
             Some(session) => Some(session.pid.as_str().into()),
             None => ns.recovery().map(|_| Sid::random().as_str().into()),

@@ -6,6 +6,7 @@ use switchyard_fixtures as common;
 
 mod deflate;
 mod edge_cases;
+mod eio3;
 mod handshake;
 mod heartbeat;
 mod polling;

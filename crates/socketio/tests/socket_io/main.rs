@@ -8,6 +8,7 @@ use switchyard_fixtures as common;
 mod broadcast;
 mod connect;
 mod disconnect;
+mod eio3;
 mod events;
 mod extensions;
 mod malformed;
