@@ -128,15 +128,21 @@ pub fn user_of(socket: &Socket) -> Arc<str> {
 /// The longest user name taken from the handshake's `auth.user` (bytes).
 pub const MAX_HANDSHAKE_USER_BYTES: usize = 64;
 
-/// `auth.user` from a handshake when it is a name: 1 to [`MAX_HANDSHAKE_USER_BYTES`] bytes, no
-/// control characters, no leading or trailing spaces. Only used when no auth is configured.
+/// `auth.user` from a handshake when it is a name ([`is_user_name`]). Only used when no auth is
+/// configured.
 pub fn handshake_user(auth: &serde_json::Value) -> Option<&str> {
     let user = auth.get("user")?.as_str()?;
-    let usable = !user.is_empty()
-        && user.len() <= MAX_HANDSHAKE_USER_BYTES
-        && user.trim() == user
-        && !user.chars().any(char::is_control);
-    usable.then_some(user)
+    is_user_name(user).then_some(user)
+}
+
+/// Whether `name` is usable as a user name: 1 to [`MAX_HANDSHAKE_USER_BYTES`] bytes, no control
+/// characters, no leading or trailing spaces (the handshake's `auth.user`, the development token
+/// endpoint's `sub`).
+pub fn is_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_HANDSHAKE_USER_BYTES
+        && name.trim() == name
+        && !name.chars().any(char::is_control)
 }
 
 #[cfg(test)]

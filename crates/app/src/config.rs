@@ -425,13 +425,21 @@ pub struct AuthConfig {
     pub cookie: String,
     /// Namespaces that need no token (the admin UI's, which has its own login).
     pub exempt_namespaces: Vec<String>,
+    /// Development only: serve `POST /dev/token`, which mints a token for any name with
+    /// `auth.jwt.secret` (and the chat page offers "Get a token"). Needs the secret.
+    pub dev_token_endpoint: bool,
     /// The key tokens are checked with; none set: no authentication.
     pub jwt: JwtConfig,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { cookie: "token".into(), exempt_namespaces: Vec::new(), jwt: JwtConfig::default() }
+        AuthConfig {
+            cookie: "token".into(),
+            exempt_namespaces: Vec::new(),
+            dev_token_endpoint: false,
+            jwt: JwtConfig::default(),
+        }
     }
 }
 
@@ -590,6 +598,12 @@ impl Config {
         }
         if let Some(ns) = self.auth.exempt_namespaces.iter().find(|ns| !ns.starts_with('/')) {
             return invalid("auth.exempt_namespaces", format!("{ns:?}: namespaces start with \"/\""));
+        }
+        if self.auth.dev_token_endpoint && jwt.secret.is_empty() {
+            return invalid(
+                "auth.dev_token_endpoint",
+                "needs auth.jwt.secret (tokens are minted with the shared secret)".into(),
+            );
         }
         if !matches!(self.rooms.default_policy.as_str(), "allow" | "deny" | "auto") {
             return invalid("rooms.default_policy", "must be \"allow\", \"deny\" or \"auto\"".into());
@@ -1148,6 +1162,15 @@ mod tests {
         assert!(err.to_string().starts_with("auth.exempt_namespaces: "), "{err}");
         let err = Loader::new().flag("auth.cookie", "a b").load().unwrap_err();
         assert!(err.to_string().starts_with("auth.cookie: "), "{err}");
+        let err = Loader::new().env(env(&[("SWITCHYARD_AUTH_DEV_TOKEN_ENDPOINT", "true")])).load().unwrap_err();
+        assert!(err.to_string().starts_with("auth.dev_token_endpoint: needs auth.jwt.secret"), "{err}");
+        let config = Loader::new()
+            .flag("auth.jwt.secret", "0123456789abcdef0123456789abcdef")
+            .env(env(&[("SWITCHYARD_AUTH_DEV_TOKEN_ENDPOINT", "true")]))
+            .load()
+            .unwrap();
+        assert!(config.auth.dev_token_endpoint);
+        assert!(!Config::default().auth.dev_token_endpoint);
         let rooms = RoomsConfig::default();
         assert!(rooms.default_allow(false) && !rooms.default_allow(true), "auto: allow without auth only");
         let config = Loader::new().flag("rooms.default_policy", "deny").load().unwrap();

@@ -20,7 +20,8 @@
 //!   (memory, Redis) and this node's tracker.
 //! - [`auth`]: JWTs checked on every connection (`[auth]`), the user and handshake rooms (`[rooms]`),
 //!   token expiry, `switchyard token`.
-//! - [`chat`]: the demo chat page at `/`, a client of the built-in events.
+//! - [`chat`]: the demo chat page at `/`, a client of the built-in events, and the development
+//!   token endpoint `POST /dev/token` (`auth.dev_token_endpoint`).
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls [`App::build`] and [`App::serve`]
 //! (or [`run`]).
@@ -131,6 +132,12 @@ impl App {
         // Authentication is server-wide connect middleware, so it also covers every namespace.
         let access = Arc::new(access::Access::new(config.rooms.default_allow(config.auth.enabled())));
         let auth = auth::Auth::new(&config, access.clone())?;
+        if config.auth.dev_token_endpoint {
+            tracing::warn!(
+                path = chat::DEV_TOKEN_PATH,
+                "auth.dev_token_endpoint is on: development only: anyone can mint tokens"
+            );
+        }
         let mut builder = auth
             .install(limits.install(SocketIo::builder().config(config.socketio_config())))
             .observer(Arc::new(logging::ConnectionLog));
@@ -230,7 +237,8 @@ impl App {
         self.metrics.as_ref()
     }
 
-    /// Every HTTP route on the one port: Socket.IO, health, metrics, the HTTP API and the chat page.
+    /// Every HTTP route on the one port: Socket.IO, health, metrics, the HTTP API, the chat page and
+    /// the development token endpoint.
     pub fn router(&self) -> Router {
         let mut router = Router::new().merge(self.health.routes());
         router = match &self.api {
@@ -246,8 +254,12 @@ impl App {
                 }),
             );
         }
+        let dev_tokens = self.config.auth.dev_token_endpoint;
+        if dev_tokens {
+            router = router.merge(chat::dev_token_routes(&self.config));
+        }
         if self.config.server.chat_page {
-            router = router.merge(chat::routes());
+            router = router.merge(chat::routes(dev_tokens.then_some(chat::DEV_TOKEN_PATH)));
         }
         router.route_service("/socket.io/", self.io.service())
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use switchyard::access::{identity, Access};
 use switchyard::auth::{mint, unix_now, Auth, Failure, TokenRequest};
 use switchyard::config::Config;
-use switchyard::App;
-use switchyard_fixtures::{connect_packet, eio_url, parse_open, within, WsClient, SIO_PATH};
+use switchyard::{App, AppError};
+use switchyard_fixtures::{connect_packet, eio_url, get, http, parse_open, within, HttpResponse, WsClient, SIO_PATH};
 use switchyard_socketio::{Sid, SocketIo};
 use tokio::sync::oneshot;
 
@@ -286,4 +286,119 @@ async fn without_a_key_nothing_is_checked() {
     let sid = sid_of(&server.connect(&mut ws, "/", None).await);
     assert!(server.rooms("/", &sid).is_empty());
     assert!(unix_now() > 0);
+}
+
+// ---- the development token endpoint (auth.dev_token_endpoint) -----------------------------------
+
+impl Server {
+    /// `POST /dev/token` with a JSON body.
+    async fn dev_token(&self, body: &str) -> HttpResponse {
+        http(self.addr, "POST", "/dev/token", &[("Content-Type", "application/json")], body.as_bytes()).await
+    }
+}
+
+#[tokio::test]
+async fn the_dev_token_endpoint_mints_tokens_that_connect() {
+    let server = Server::start(|c| {
+        c.auth.dev_token_endpoint = true;
+        c.server.chat_page = true;
+    })
+    .await;
+    let response = server.dev_token(r#"{"sub": "Ada Lovelace"}"#).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    let token = response.json()["token"].as_str().expect("a token").to_string();
+    let mut ws = server.ws(&[]).await;
+    let sid = sid_of(&server.connect(&mut ws, "/", Some(json!({"token": token}))).await);
+    assert_eq!(server.rooms("/", &sid), ["user:Ada Lovelace"]);
+    let socket = server.io.of("/").get_socket(&Sid::parse(&sid).unwrap()).unwrap();
+    let who = identity(&socket).expect("identity");
+    assert_eq!(&*who.user, "Ada Lovelace");
+    let ttl = who.expires_at.unwrap() - unix_now();
+    assert!((3590..=3600).contains(&ttl), "an hour: {ttl}");
+    // The default patterns, ["*"], open every room but other users' own.
+    assert!(server.access.may_join(&socket, "lobby"));
+    assert!(server.access.may_publish(&socket, "lobby"));
+    assert!(!server.access.may_join(&socket, "user:bob"));
+    // Rooms, when given, are the token's patterns.
+    let response = server.dev_token(r#"{"sub": "bob", "rooms": ["chat:*"]}"#).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let token = response.json()["token"].as_str().unwrap().to_string();
+    let mut ws = server.ws(&[]).await;
+    let sid = sid_of(&server.connect(&mut ws, "/", Some(json!({"token": token}))).await);
+    let socket = server.io.of("/").get_socket(&Sid::parse(&sid).unwrap()).unwrap();
+    assert!(server.access.may_join(&socket, "chat:general"));
+    assert!(!server.access.may_join(&socket, "lobby"));
+    // The page names the endpoint.
+    let page = get(server.addr, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains(r#"<body data-token-endpoint="/dev/token">"#), "{}", page.text());
+}
+
+#[tokio::test]
+async fn the_dev_token_endpoint_refuses_bad_requests_with_400() {
+    let server = Server::start(|c| c.auth.dev_token_endpoint = true).await;
+    let long = format!(r#"{{"sub": "{}"}}"#, "x".repeat(65));
+    let many = format!(r#"{{"sub": "a", "rooms": {}}}"#, json!(vec!["r"; 33]));
+    let too_long_room = format!(r#"{{"sub": "a", "rooms": ["{}"]}}"#, "r".repeat(257));
+    let bad = [
+        "",
+        "not json",
+        "[]",
+        r#"{}"#,
+        r#"{"sub": ""}"#,
+        r#"{"sub": 7}"#,
+        r#"{"sub": " padded"}"#,
+        r#"{"sub": "a\nb"}"#,
+        r#"{"sub": "a\u0000"}"#,
+        &long,
+        r#"{"sub": "a", "rooms": []}"#,
+        r#"{"sub": "a", "rooms": "chat:*"}"#,
+        r#"{"sub": "a", "rooms": [""]}"#,
+        r#"{"sub": "a", "rooms": ["a\tb"]}"#,
+        &many,
+        &too_long_room,
+        r#"{"sub": "a", "admin": true}"#,
+    ];
+    for body in bad {
+        let response = server.dev_token(body).await;
+        assert_eq!(response.status, 400, "{body:?}: {}", response.text());
+        assert!(response.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{body:?}");
+    }
+    // The largest name is fine; a body that is not declared JSON is not.
+    let longest = format!(r#"{{"sub": "{}"}}"#, "x".repeat(64));
+    assert_eq!(server.dev_token(&longest).await.status, 200);
+    let form = http(server.addr, "POST", "/dev/token", &[("Content-Type", "text/plain")], br#"{"sub": "a"}"#).await;
+    assert_eq!(form.status, 400);
+    assert_eq!(form.json()["error"], "content-type must be application/json");
+    let huge = format!(r#"{{"sub": "a", "rooms": ["{}"]}}"#, "r".repeat(10_000));
+    assert_eq!(server.dev_token(&huge).await.status, 413);
+    assert_eq!(get(server.addr, "/dev/token").await.status, 405);
+    assert_eq!(server.auth.expiry().len(), 0);
+}
+
+#[tokio::test]
+async fn without_the_setting_there_is_no_dev_token_endpoint() {
+    let server = Server::start(|c| c.server.chat_page = true).await;
+    assert_eq!(server.dev_token(r#"{"sub": "alice"}"#).await.status, 404);
+    assert_eq!(get(server.addr, "/dev/token").await.status, 404);
+    let page = get(server.addr, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains(r#"<body data-token-endpoint="">"#), "{}", page.text());
+}
+
+#[test]
+fn the_dev_token_endpoint_needs_the_secret() {
+    for key_file in [false, true] {
+        let mut config = Config::default();
+        config.auth.dev_token_endpoint = true;
+        if key_file {
+            // A public key verifies tokens but cannot mint them.
+            config.auth.jwt.public_key_file = "/nonexistent/jwt.pem".into();
+        }
+        let Err(e) = App::build(config) else { panic!("the server must not start") };
+        assert!(matches!(e, AppError::Config(_)), "{e}");
+        assert!(e.to_string().starts_with("auth.dev_token_endpoint: needs auth.jwt.secret"), "{e}");
+    }
 }

@@ -196,6 +196,12 @@ fn binary_refuses_invalid_configurations_before_listening() {
         ),
         (vec!["--set", "auth.jwt.jwks_file=Cargo.toml"], vec![], "auth.jwt.jwks_file: Cargo.toml: not a JWKS"),
         (vec!["--set", "auth.jwt.secret=short"], vec![], "auth.jwt.secret: must be at least 32 bytes"),
+        // The development token endpoint mints with the shared secret: none, no start.
+        (
+            vec![],
+            vec![("SWITCHYARD_AUTH_DEV_TOKEN_ENDPOINT", "true")],
+            "auth.dev_token_endpoint: needs auth.jwt.secret",
+        ),
     ];
     for (mut args, env, expected) in cases {
         // On port 0 of loopback: a server that wrongly starts collides with nothing, and fails the wait.
