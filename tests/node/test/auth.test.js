@@ -74,21 +74,25 @@ async function refusal(socket) {
 }
 
 test("a valid token in auth connects, and the socket is in user:<sub>", { skip, timeout: 20000 }, async (t) => {
-  const alice = connect(hs.url, "/", { auth: { token: jwt({ sub: "alice" }) } });
-  const tab2 = connect(hs.url, "/", { auth: { token: jwt({ sub: "alice" }) }, transports: ["polling"] });
-  const bob = connect(hs.url, "/", { auth: { token: jwt({ sub: "bob" }) } });
+  const aliceToken = jwt({ sub: "alice", rooms: ["*"] });
+  const alice = connect(hs.url, "/", { auth: { token: aliceToken } });
+  const tab2 = connect(hs.url, "/", { auth: { token: aliceToken }, transports: ["polling"] });
+  const bob = connect(hs.url, "/", { auth: { token: jwt({ sub: "bob", rooms: ["*"] }) } });
   t.after(() => closeAll(alice, tab2, bob));
   await Promise.all([once(alice, "connect"), once(tab2, "connect"), once(bob, "connect")]);
-  // Alice's second tab speaks in the room user:alice (through the demo chat's events): her first tab,
-  // in that room since it connected, hears it; Bob, in user:bob only, does not.
-  const heard = next(alice, "chat:message");
+  // Alice's second tab publishes to the room user:alice with the built-in `message` (docs/EVENTS.md):
+  // both of her tabs are in that room since they connected, so her first tab hears it; Bob, in
+  // user:bob only, does not, and may not join Alice's room even with a token allowing every room.
+  const heard = next(alice, "message");
   let bobHeard = false;
-  bob.on("chat:message", () => (bobHeard = true));
-  const joined = await tab2.timeout(5000).emitWithAck("chat:join", "user:alice", "alice-tab-2");
-  assert.equal(joined.room, "user:alice");
-  const ack = await tab2.timeout(5000).emitWithAck("chat:message", "user:alice", "to all my tabs");
-  assert.deepEqual(ack, { ok: true });
-  assert.equal((await heard).text, "to all my tabs");
+  bob.on("message", () => (bobHeard = true));
+  assert.deepEqual(await bob.timeout(5000).emitWithAck("join", "user:alice"), { ok: false, error: "forbidden" });
+  const ack = await tab2.timeout(5000).emitWithAck("message", "user:alice", "to all my tabs");
+  assert.equal(ack.ok, true, JSON.stringify(ack));
+  const message = await heard;
+  assert.equal(message.data, "to all my tabs");
+  assert.equal(message.user, "alice");
+  assert.equal(message.room, "user:alice");
   await sleep(200);
   assert.equal(bobHeard, false);
 });
@@ -160,11 +164,15 @@ test("rooms.from_handshake: the room from auth is joined, a connection without o
   const speaker = connect(es.url, "/", { auth: { token, room: "chat:side" } });
   t.after(() => closeAll(member, speaker));
   await Promise.all([once(member, "connect"), once(speaker, "connect")]);
-  // The speaker joins chat:lobby through the demo chat; its "joined" notice reaches the member, which is
+  // The speaker joins chat:lobby with the built-in `join` and publishes there: the member hears it, being
   // in chat:lobby only because its handshake named it.
-  const notice = next(member, "chat:system");
-  await speaker.timeout(5000).emitWithAck("chat:join", "chat:lobby", "speaker");
-  assert.deepEqual(await notice, { room: "chat:lobby", text: "speaker joined" });
+  const heard = next(member, "message");
+  assert.deepEqual(await speaker.timeout(5000).emitWithAck("join", "chat:lobby"), { ok: true, room: "chat:lobby" });
+  const ack = await speaker.timeout(5000).emitWithAck("message", "chat:lobby", "hello lobby");
+  assert.equal(ack.ok, true, JSON.stringify(ack));
+  const message = await heard;
+  assert.equal(message.room, "chat:lobby");
+  assert.equal(message.data, "hello lobby");
 
   for (const auth of [{ token }, { token, room: "" }, { token, room: "ops" }, { token, room: "user:someone" }]) {
     const socket = connect(es.url, "/", { auth });
