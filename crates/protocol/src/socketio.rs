@@ -265,7 +265,8 @@ pub fn replace_lone_surrogates(json: &str) -> Option<String> {
     out
 }
 
-fn is_payload_valid(kind: PacketType, data: Option<&Value>) -> bool {
+/// Whether `data` is a valid payload for a packet of `kind` (shared by the JSON and MessagePack parsers).
+pub(crate) fn is_payload_valid(kind: PacketType, data: Option<&Value>) -> bool {
     match kind {
         PacketType::Connect => matches!(data, None | Some(Value::Object(_))),
         PacketType::Disconnect => data.is_none(),

@@ -19,7 +19,7 @@
 //! attachment limit bounds the number of `bin` values.
 
 use crate::cluster::msgpack::{self, Writer};
-use crate::socketio::{count_placeholders, Packet, PacketType, MAX_ACK_ID, RESERVED_EVENTS};
+use crate::socketio::{count_placeholders, is_payload_valid, Packet, PacketType, MAX_ACK_ID};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -72,7 +72,7 @@ pub fn decode(input: &[u8], max_attachments: usize) -> Result<Packet, DecodeErro
         _ => return Err(DecodeError::InvalidNamespace),
     };
     let data = map.remove("data");
-    if !is_data_valid(kind, data.as_ref()) {
+    if !is_payload_valid(kind, data.as_ref()) {
         return Err(DecodeError::InvalidPayload);
     }
     let id = match map.get("id") {
@@ -102,23 +102,6 @@ fn integer(value: &Value) -> Option<i128> {
     }
     let f = n.as_f64()?;
     (f.is_finite() && f.fract() == 0.0 && f.abs() < 1e30).then_some(f as i128)
-}
-
-fn is_data_valid(kind: PacketType, data: Option<&Value>) -> bool {
-    match kind {
-        PacketType::Connect => matches!(data, None | Some(Value::Object(_))),
-        PacketType::Disconnect => data.is_none(),
-        PacketType::ConnectError => matches!(data, Some(Value::String(_) | Value::Object(_))),
-        PacketType::Event | PacketType::BinaryEvent => match data {
-            Some(Value::Array(items)) => match items.first() {
-                Some(Value::String(name)) => !RESERVED_EVENTS.contains(&name.as_str()),
-                Some(Value::Number(_)) => true,
-                _ => false,
-            },
-            _ => false,
-        },
-        PacketType::Ack | PacketType::BinaryAck => matches!(data, Some(Value::Array(_))),
-    }
 }
 
 /// The wire type of `kind`: BINARY_EVENT and BINARY_ACK do not exist for this parser.
