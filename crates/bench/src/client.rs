@@ -129,18 +129,18 @@ impl WsConn {
 
     /// Sends one text message.
     pub async fn send_text(&mut self, payload: &[u8]) -> Result<()> {
-        self.scratch.clear();
-        let mask = self.masks.next_mask();
-        wsframe::encode_client_frame(wsframe::OP_TEXT, payload, mask, &mut self.scratch);
-        self.stream.write_all(&self.scratch).await?;
-        Ok(())
+        self.send_frame(wsframe::OP_TEXT, payload).await
     }
 
     /// Sends one binary message.
     pub async fn send_binary(&mut self, payload: &[u8]) -> Result<()> {
+        self.send_frame(wsframe::OP_BINARY, payload).await
+    }
+
+    async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> Result<()> {
         self.scratch.clear();
         let mask = self.masks.next_mask();
-        wsframe::encode_client_frame(wsframe::OP_BINARY, payload, mask, &mut self.scratch);
+        wsframe::encode_client_frame(opcode, payload, mask, &mut self.scratch);
         self.stream.write_all(&self.scratch).await?;
         Ok(())
     }
