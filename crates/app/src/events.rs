@@ -16,10 +16,12 @@
 //! ```
 
 use crate::access::{self, Access};
+use crate::pipeline::{AcceptedMessage, MessageSink};
 use crate::presence::Presence;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use switchyard_socketio::{AckSender, Namespace, Payload, Sid, Socket};
+use tokio::sync::oneshot;
 
 /// Rooms whose names start with this are users' own rooms (`user:<name>`).
 pub const USER_ROOM_PREFIX: &str = "user:";
@@ -49,12 +51,28 @@ pub mod errors {
 pub struct Events {
     access: Arc<Access>,
     presence: Option<Arc<Presence>>,
+    sinks: Vec<Arc<dyn MessageSink>>,
 }
+
+/// The end of a socket's chain of messages waiting for their sinks: a message is broadcast only
+/// after the one its sender sent before it, whatever order their sinks finish in.
+#[derive(Clone, Default)]
+struct MessageOrder(Arc<parking_lot::Mutex<Option<oneshot::Receiver<()>>>>);
 
 impl Events {
     /// Events checked against `access`, with presence when `presence` is given.
     pub fn new(access: Arc<Access>, presence: Option<Arc<Presence>>) -> Arc<Events> {
-        Arc::new(Events { access, presence })
+        Arc::new(Events { access, presence, sinks: Vec::new() })
+    }
+
+    /// Events whose accepted messages pass through `sinks` (history, Kafka) before they are
+    /// broadcast and acknowledged; see [`crate::pipeline`].
+    pub fn with_sinks(
+        access: Arc<Access>,
+        presence: Option<Arc<Presence>>,
+        sinks: Vec<Arc<dyn MessageSink>>,
+    ) -> Arc<Events> {
+        Arc::new(Events { access, presence, sinks })
     }
 
     /// Handles the built-in events on every socket that connects to `ns` (this takes the namespace's
@@ -135,12 +153,49 @@ impl Events {
             })
             .unwrap_or_default();
         let id = id.to_string();
-        let message = json!({"id": id, "room": room, "user": &*access::user_of(socket), "data": data, "ts": ts});
-        // Binary attachments of `data` keep their placeholders: the packet carries them unchanged.
-        socket.ns().to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
-        if let Some(ack) = ack {
-            ack.send(json!({"ok": true, "id": id, "ts": ts}));
+        let user = access::user_of(socket);
+        if self.sinks.is_empty() {
+            let message = json!({"id": id, "room": room, "user": &*user, "data": data, "ts": ts});
+            // Binary attachments of `data` keep their placeholders: the packet carries them unchanged.
+            socket.ns().to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
+            if let Some(ack) = ack {
+                ack.send(json!({"ok": true, "id": id, "ts": ts}));
+            }
+            return;
         }
+        let accepted = AcceptedMessage { id, room, user: user.to_string(), data, ts };
+        // Every sink takes the message here, on the connection's task, in arrival order.
+        let holds: Vec<_> = self.sinks.iter().map(|sink| sink.accept(&accepted)).collect();
+        let order = socket.extensions().get::<MessageOrder>().unwrap_or_else(|| {
+            let order = MessageOrder::default();
+            socket.extensions().insert(order.clone());
+            order
+        });
+        let (done, next) = oneshot::channel();
+        let previous = order.0.lock().replace(next);
+        let ns = socket.ns().clone();
+        tokio::spawn(async move {
+            let outcome = futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>();
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            match outcome {
+                Ok(_) => {
+                    let AcceptedMessage { id, room, user, data, ts } = accepted;
+                    let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
+                    ns.to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
+                    if let Some(ack) = ack {
+                        ack.send(json!({"ok": true, "id": id, "ts": ts}));
+                    }
+                }
+                Err(refused) => {
+                    if let Some(ack) = ack {
+                        ack.send(refusal(refused.error));
+                    }
+                }
+            }
+            let _ = done.send(());
+        });
     }
 
     fn on_typing(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {

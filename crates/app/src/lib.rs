@@ -37,6 +37,7 @@ pub mod health;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 pub mod presence;
 pub mod shutdown;
 pub mod tls;

@@ -71,3 +71,54 @@ async fn room_patterns_decide_joins_and_publishing() {
         "presence off"
     );
 }
+
+/// A sink that holds each message for the delay its data names and refuses data `"refuse"`.
+struct DelayingSink;
+
+impl switchyard::pipeline::MessageSink for DelayingSink {
+    fn accept(
+        &self,
+        message: &switchyard::pipeline::AcceptedMessage,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), switchyard::pipeline::Refused>> {
+        let data = message.data.clone();
+        Box::pin(async move {
+            if data == json!("refuse") {
+                return Err(switchyard::pipeline::Refused { error: "unavailable" });
+            }
+            let delay = data.get("delay").and_then(Value::as_u64).unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn sinks_keep_a_senders_order_and_a_refused_message_is_neither_sent_nor_acked_ok() {
+    let server = SioServer::start(sio_config(), move |io| {
+        let events = Events::with_sinks(Arc::new(Access::allow_all()), None, vec![Arc::new(DelayingSink)]);
+        events.install(&io.of("/"));
+    })
+    .await;
+    let (mut ws, _) = server.connect("/", None).await;
+    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
+    // The first message's sink takes longest: it must still be broadcast first.
+    ws.sio_send(r#"22["message","lobby",{"n":1,"delay":300}]"#).await;
+    ws.sio_send(r#"23["message","lobby","refuse"]"#).await;
+    ws.sio_send(r#"24["message","lobby",{"n":2,"delay":0}]"#).await;
+    let mut seen = Vec::new();
+    let mut acks = Vec::new();
+    while seen.len() < 2 || acks.len() < 3 {
+        let packet = within("messages and acks", ws.sio_recv()).await;
+        if let Some(rest) = packet.strip_prefix("2[\"message\",") {
+            let message: Value = serde_json::from_str(rest.strip_suffix(']').expect("array")).expect("JSON");
+            seen.push(message["data"].clone());
+        } else if let Some(rest) = packet.strip_prefix('3') {
+            acks.push((rest[..1].to_string(), serde_json::from_str::<Value>(&rest[1..]).expect("ack")[0].clone()));
+        }
+    }
+    assert_eq!(seen, vec![json!({"n": 1, "delay": 300}), json!({"n": 2, "delay": 0})]);
+    acks.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(acks[0].1["ok"], json!(true));
+    assert_eq!(acks[1].1, json!({"ok": false, "error": "unavailable"}));
+    assert_eq!(acks[2].1["ok"], json!(true));
+}
