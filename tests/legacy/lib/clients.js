@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import ioV2 from "socket.io-client";
 import { io as ioV4 } from "socket.io-client-v4";
+import { once, next } from "../../lib/wait.js";
 
 const defaults = { forceNew: true, reconnection: false, timeout: 5000 };
 
@@ -14,27 +15,6 @@ export function v2(baseUrl, namespace = "/", options = {}) {
 /** A current (v4) client socket on `namespace`. */
 export function v4(baseUrl, namespace = "/", options = {}) {
   return ioV4(baseUrl + namespace, { ...defaults, ...options });
-}
-
-/** Resolves with the arguments of the next `event`, or rejects after `ms`. */
-export function once(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, listener);
-      reject(new Error(`timed out after ${ms} ms waiting for "${event}"`));
-    }, ms);
-    const listener = (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    };
-    emitter.once(event, listener);
-  });
-}
-
-/** The first argument of the next `event`. */
-export async function next(emitter, event, ms = 5000) {
-  const [first] = await once(emitter, event, ms);
-  return first;
 }
 
 /**
@@ -103,3 +83,5 @@ export function bytes(value) {
   if (ArrayBuffer.isView(value)) return [...new Uint8Array(value.buffer, value.byteOffset, value.byteLength)];
   assert.fail(`expected binary data, got ${typeof value}: ${JSON.stringify(value)}`);
 }
+
+export { once, next };

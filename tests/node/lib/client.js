@@ -2,8 +2,9 @@
 import assert from "node:assert/strict";
 import { io, Manager } from "socket.io-client";
 import { NodeWebSocket, NodeXHR } from "engine.io-client";
+import { once, next } from "../../lib/wait.js";
 
-export { io, Manager };
+export { io, Manager, once, next };
 
 /**
  * Opens a client socket with its own Manager (no multiplexing across tests) and without automatic
@@ -16,27 +17,6 @@ export function connect(baseUrl, namespace = "/", options = {}) {
     timeout: 5000,
     ...options,
   });
-}
-
-/** Resolves with the arguments of the next `event` on `emitter`, or rejects after `ms`. */
-export function once(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, listener);
-      reject(new Error(`timed out after ${ms} ms waiting for "${event}"`));
-    }, ms);
-    const listener = (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    };
-    emitter.once(event, listener);
-  });
-}
-
-/** Resolves with the first argument of the next `event`. */
-export async function next(emitter, event, ms = 5000) {
-  const [first] = await once(emitter, event, ms);
-  return first;
 }
 
 /**
