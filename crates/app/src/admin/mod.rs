@@ -187,8 +187,12 @@ impl Admin {
             loop {
                 tick.tick().await;
                 inner.refresh_watching();
-                if inner.local_admins.load(Ordering::Relaxed) > 0 {
-                    inner.announce_watching();
+                if inner.dev {
+                    if inner.local_admins.load(Ordering::Relaxed) > 0 {
+                        inner.announce_watching();
+                    } else {
+                        inner.look_for_watchers();
+                    }
                 }
                 inner.emit_stats();
             }
@@ -268,6 +272,24 @@ impl Inner {
             if let Err(e) = inner.ns.server_side_emit(WATCHING_EVENT, payload, None).await {
                 inner.counters.errors.with_label_values(&["announce"]).inc();
                 tracing::debug!(error = %e, "admin: announcing the admin connection to the cluster");
+            }
+        });
+    }
+
+    /// Asks the cluster whether an admin socket is connected anywhere (a Node server instrumented
+    /// with `@socket.io/admin-ui` sends no announcement of its own): one fetch-sockets request on the
+    /// admin namespace per stats interval, only while none is connected here. On one server it
+    /// reads the local index.
+    fn look_for_watchers(self: &Arc<Self>) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            match inner.ns.broadcast().fetch_sockets().await {
+                Ok(sockets) if !sockets.is_empty() => inner.remote_watcher(),
+                Ok(_) => {}
+                Err(e) => {
+                    inner.counters.errors.with_label_values(&["fetch_sockets"]).inc();
+                    tracing::debug!(error = %e, "admin: asking the cluster for admin sockets");
+                }
             }
         });
     }
