@@ -81,7 +81,7 @@ done
 
 # npm dependencies, from the committed lockfiles. A stamp (a copy of the lockfile the install used) lets
 # a repeat run skip `npm ci`, which would otherwise delete and reinstall node_modules every time.
-for dir in tests/node tests/browser tests/cluster tests/legacy bench/node; do
+for dir in tests/node tests/browser tests/cluster tests/admin tests/legacy bench/node; do
   [[ -f "$dir/package-lock.json" ]] || continue
   stamp="$dir/node_modules/.install-deps-lock"
   if [[ -f "$stamp" ]] && cmp -s "$dir/package-lock.json" "$stamp"; then

@@ -96,6 +96,9 @@ if [[ -f tests/cluster/run.sh ]]; then
 else
   skip cluster "tests/cluster/run.sh not present"
 fi
+# The official Socket.IO Admin UI (docs/ADMIN.md): socket.io-client on the admin namespace (one node, two
+# over Redis), a mixed cluster with an instrumented Node server, the real UI files in headless Chromium.
+step admin 420 0 bash tests/admin/run.sh
 if [[ -f tests/browser/run.sh ]]; then
   step browser 600 0 bash tests/browser/run.sh
 else

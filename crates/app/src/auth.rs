@@ -405,7 +405,14 @@ impl Auth {
         Ok(Arc::new(Auth {
             verifier,
             cookie,
-            exempt: config.auth.exempt_namespaces.iter().map(|ns| ns.as_str().into()).collect(),
+            // The admin UI's namespace has its own login (admin.username / admin.password_hash).
+            exempt: config
+                .auth
+                .exempt_namespaces
+                .iter()
+                .chain(config.admin.enabled.then_some(&config.admin.namespace))
+                .map(|ns| ns.as_str().into())
+                .collect(),
             from_handshake: config.rooms.from_handshake,
             access,
             expiry: ExpiryTracker::new(leeway, counters.clone()),

@@ -62,6 +62,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub auth: AuthConfig,
     pub rooms: RoomsConfig,
+    pub admin: AdminConfig,
 }
 
 /// Where to listen and how to stop.
@@ -412,6 +413,96 @@ pub struct PresenceConfig {
 impl Default for PresenceConfig {
     fn default() -> Self {
         Self { enabled: true, store: "auto".into(), ttl_ms: 30_000 }
+    }
+}
+
+// ---- [admin]: the Socket.IO Admin UI (crates/app/src/admin, docs/ADMIN.md) ---------------------
+
+/// The official Socket.IO Admin UI (`@socket.io/admin-ui`): its namespace, login, mode and files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin namespace (off by default: it shows every socket and can disconnect them).
+    pub enabled: bool,
+    /// The admin namespace the UI connects to ("Admin namespace" in its form).
+    pub namespace: String,
+    /// `basic` (a username and a bcrypt hash) or `none` (anyone reaching the port is an admin: an
+    /// explicit choice, never a default).
+    pub auth: String,
+    /// The login name (with `auth = "basic"`).
+    pub username: String,
+    /// The bcrypt hash of the password (`$2a$`, `$2b$` or `$2y$`), checked at startup.
+    pub password_hash: String,
+    /// How long a login session lasts (shared through Redis when the server is in a cluster).
+    pub session_ttl_ms: u64,
+    /// `development` (every socket, room and event, live) or `production` (only counts, every 2 s).
+    pub mode: String,
+    /// Advertise and accept no command (join, leave, disconnect, emit).
+    pub readonly: bool,
+    /// How the UI names this server; empty: the host name and the port (`host:3000`).
+    pub server_id: String,
+    /// A directory holding the UI's built files (`ui/dist` of the npm package), served at `/admin/`.
+    pub ui_dir: String,
+    /// The origin of a UI served elsewhere (the hosted `https://admin.socket.io`), allowed exactly,
+    /// with credentials, for cross-origin polling. Empty: no cross-origin access for the UI.
+    pub cors_origin: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: false,
+            namespace: "/admin".into(),
+            auth: "basic".into(),
+            username: String::new(),
+            password_hash: String::new(),
+            session_ttl_ms: 86_400_000,
+            mode: "development".into(),
+            readonly: false,
+            server_id: String::new(),
+            ui_dir: String::new(),
+            cors_origin: String::new(),
+        }
+    }
+}
+
+impl AdminConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| Err(ConfigError::Invalid { key: key.into(), reason });
+        if !self.namespace.starts_with('/') || self.namespace == "/" {
+            return invalid(
+                "admin.namespace",
+                format!("{:?}: a namespace of its own, starting with \"/\"", self.namespace),
+            );
+        }
+        if !matches!(self.mode.as_str(), "development" | "production") {
+            return invalid("admin.mode", "must be \"development\" or \"production\"".into());
+        }
+        if self.cors_origin == "*" || self.cors_origin.ends_with('/') {
+            return invalid(
+                "admin.cors_origin",
+                "one exact origin such as https://admin.socket.io (no \"*\", no trailing slash)".into(),
+            );
+        }
+        if self.session_ttl_ms == 0 {
+            return invalid("admin.session_ttl_ms", "must be greater than 0".into());
+        }
+        match self.auth.as_str() {
+            "none" => Ok(()),
+            "basic" if !self.enabled => Ok(()),
+            "basic" if self.username.is_empty() => invalid(
+                "admin.username",
+                "needed with admin.auth = \"basic\" (or set admin.auth = \"none\" to run without a login)".into(),
+            ),
+            "basic" => match self.password_hash.parse::<bcrypt::HashParts>() {
+                Ok(_) => Ok(()),
+                Err(_) => invalid(
+                    "admin.password_hash",
+                    "must be a valid bcrypt hash (e.g. from `htpasswd -bnBC 10 \"\" PASSWORD | tr -d ':\\n'`)".into(),
+                ),
+            },
+            _ => invalid("admin.auth", "must be \"basic\" or \"none\"".into()),
+        }
     }
 }
 
@@ -780,6 +871,7 @@ impl Config {
             return invalid("recovery.max_disconnection_ms", "must be greater than 0 when recovery is enabled");
         }
         self.api.validate()?;
+        self.admin.validate()?;
         self.validate_events()?;
         self.validate_auth()
     }
@@ -829,16 +921,41 @@ impl Config {
             allow_websocket: e.allow_websocket,
             allow_upgrades: e.allow_upgrades,
             allow_eio3: e.allow_eio3,
-            cors: (!self.cors.origins.is_empty()).then(|| switchyard_engine::CorsConfig {
-                origins: self.cors.origins.clone(),
-                credentials: self.cors.credentials,
-            }),
-            allowed_origins: self.limits.allowed_origins.clone(),
+            cors: self.cors_config(),
+            allowed_origins: self.allowed_origins(),
             handshakes_per_second_per_ip: self.limits.handshakes_per_second_per_ip,
             per_message_deflate: e.per_message_deflate,
             per_message_deflate_threshold: e.per_message_deflate_threshold,
             per_message_deflate_client_context_takeover: e.per_message_deflate_client_context_takeover,
         }
+    }
+
+    /// The admin UI's own origin (`admin.cors_origin`), when the admin namespace is on and one is set.
+    fn admin_origin(&self) -> Option<&str> {
+        (self.admin.enabled && !self.admin.cors_origin.is_empty()).then_some(self.admin.cors_origin.as_str())
+    }
+
+    /// `cors.*`, plus the admin UI's origin: allowed exactly, and the engine answers an exact origin
+    /// with `Access-Control-Allow-Credentials: true` (the UI polls with `withCredentials`).
+    fn cors_config(&self) -> Option<switchyard_engine::CorsConfig> {
+        let mut origins = self.cors.origins.clone();
+        if let Some(origin) = self.admin_origin() {
+            if !origins.iter().any(|o| o == origin) {
+                origins.push(origin.to_string());
+            }
+        }
+        (!origins.is_empty()).then_some(switchyard_engine::CorsConfig { origins, credentials: self.cors.credentials })
+    }
+
+    /// `limits.allowed_origins`, plus the admin UI's origin when that list is in force.
+    fn allowed_origins(&self) -> Vec<String> {
+        let mut origins = self.limits.allowed_origins.clone();
+        if let Some(origin) = self.admin_origin() {
+            if !origins.is_empty() && !origins.iter().any(|o| o == origin) {
+                origins.push(origin.to_string());
+            }
+        }
+        origins
     }
 
     /// The Socket.IO settings (engine included).

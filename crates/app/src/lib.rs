@@ -20,6 +20,8 @@
 //!   (memory, Redis) and this node's tracker.
 //! - [`auth`]: JWTs checked on every connection (`[auth]`), the user and handshake rooms (`[rooms]`),
 //!   token expiry, `switchyard token`.
+//! - [`admin`]: the official Socket.IO Admin UI's namespace (`[admin]`, docs/ADMIN.md): login,
+//!   `server_stats`, live events from an observer, commands through the adapter, the UI's files.
 //! - [`chat`]: the demo chat page at `/`, a client of the built-in events, and the development
 //!   token endpoint `POST /dev/token` (`auth.dev_token_endpoint`).
 //!
@@ -27,6 +29,7 @@
 //! (or [`run`]).
 
 pub mod access;
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod chat;
@@ -71,6 +74,8 @@ pub enum AppError {
     /// A JWT key that cannot be used (an invalid configuration: the binary exits with status 2).
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -93,6 +98,8 @@ pub struct App {
     presence: Option<Arc<presence::Presence>>,
     /// Authentication and handshake rooms (installed only when configured).
     auth: Arc<auth::Auth>,
+    /// The admin UI's namespace, when `admin.enabled`.
+    admin: Option<Arc<admin::Admin>>,
 }
 
 /// The presence tracker `config` asks for: in Redis when the server joined a cluster (or
@@ -172,6 +179,12 @@ impl App {
             }
             Arc::new(metrics)
         });
+        let admin = admin::Admin::new(&config, &io)?;
+        if let (Some(admin), Some(metrics)) = (&admin, &metrics) {
+            if let Err(e) = admin.register_metrics(metrics.registry()) {
+                tracing::warn!(error = %e, "registering the admin metrics");
+            }
+        }
         let presence = start_presence(&config, &io, cluster.as_ref())?;
         if config.events.enabled {
             events::Events::new(access.clone(), presence.clone()).install(&main_ns);
@@ -182,7 +195,7 @@ impl App {
                 tracing::warn!(error = %e, "registering the API's metrics");
             }
         }
-        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence, auth })
+        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence, auth, admin })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -233,13 +246,18 @@ impl App {
         &self.auth
     }
 
+    /// The admin UI's namespace, when `admin.enabled`.
+    pub fn admin(&self) -> Option<&Arc<admin::Admin>> {
+        self.admin.as_ref()
+    }
+
     /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.
     pub fn metrics(&self) -> Option<&Arc<metrics::Metrics>> {
         self.metrics.as_ref()
     }
 
-    /// Every HTTP route on the one port: Socket.IO, health, metrics, the HTTP API, the chat page and
-    /// the development token endpoint.
+    /// Every HTTP route on the one port: Socket.IO, health, metrics, the HTTP API, the admin UI's
+    /// files, the chat page and the development token endpoint.
     pub fn router(&self) -> Router {
         let mut router = Router::new().merge(self.health.routes());
         router = match &self.api {
@@ -258,6 +276,9 @@ impl App {
         let dev_tokens = self.config.auth.dev_token_endpoint;
         if dev_tokens {
             router = router.merge(chat::dev_token_routes(&self.config));
+        }
+        if let Some(ui) = self.admin.as_ref().and_then(|admin| admin.ui_routes()) {
+            router = router.merge(ui);
         }
         if self.config.server.chat_page {
             router = router.merge(chat::routes(dev_tokens.then_some(chat::DEV_TOKEN_PATH)));
@@ -286,6 +307,7 @@ impl App {
             serve = serve.tls(certs.tls());
             _watcher = Some(AbortOnDrop(certs.watch(Duration::from_millis(self.config.tls.reload_interval_ms))));
         }
+        let _admin_stats = self.admin.as_ref().map(|admin| AbortOnDrop(admin.start()));
         if let Some(limiter) = self.limits.connection_limiter() {
             serve = serve.connection_limit(limiter.clone());
         }

@@ -62,6 +62,22 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order of [`CloseReason::index`].
+    pub const ALL: [CloseReason; 7] = [
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ParseError,
+        CloseReason::ForcedClose,
+        CloseReason::ServerShutdown,
+        CloseReason::SlowClient,
+    ];
+
+    /// The reason's position in [`CloseReason::ALL`] (and in [`EngineStats::closed_by_reason`](crate::EngineStats)).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport close",

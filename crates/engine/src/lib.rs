@@ -65,4 +65,6 @@ pub trait Handler: Send + Sync + 'static {
     fn on_message(&self, client: &Arc<Self::Client>, message: Incoming);
     /// Called exactly once per connection opened with `on_open`.
     fn on_close(&self, client: &Arc<Self::Client>, reason: CloseReason);
+    /// A polling connection moved to WebSocket (once per connection at most; nothing by default).
+    fn on_upgrade(&self, _client: &Arc<Self::Client>) {}
 }

@@ -212,6 +212,7 @@ impl<H: Handler> Engine<H> {
             self.sessions.write().remove(&conn.sid());
         }
         EngineStats::add(&self.stats.connections_closed, 1);
+        EngineStats::add(&self.stats.closed_by_reason[reason.index()], 1);
         self.handler.on_close(client, reason);
         let idle = {
             let mut live = self.live.lock();
@@ -262,6 +263,11 @@ impl<H: Handler> Engine<H> {
         match packet.kind {
             PacketType::Message => {
                 EngineStats::add(&self.stats.messages_received, 1);
+                let len = match &packet.data {
+                    eio::PacketData::Binary(b) | eio::PacketData::Text(b) => b.len(),
+                    eio::PacketData::Empty => 0,
+                };
+                EngineStats::add(&self.stats.bytes_received, len as u64);
                 let message = match packet.data {
                     eio::PacketData::Binary(b) => crate::Incoming::Binary(b),
                     eio::PacketData::Text(t) => crate::Incoming::Text(t),

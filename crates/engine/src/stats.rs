@@ -12,6 +12,12 @@ pub struct EngineStats {
     pub frames_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub messages_received: AtomicU64,
+    /// Bytes of the data of the messages counted in `messages_received` (the Engine.IO packet's data,
+    /// as the admin UI's `bytesIn` counts it). Counted on the receiving path only.
+    pub bytes_received: AtomicU64,
+    /// Closed connections by reason, indexed by [`CloseReason::index`](crate::CloseReason::index);
+    /// they add up to `connections_closed`.
+    pub closed_by_reason: [AtomicU64; 7],
     pub protocol_errors: AtomicU64,
     /// Handshakes refused because their `Origin` is not allowed (403).
     pub refused_origin: AtomicU64,
@@ -28,6 +34,11 @@ pub struct EngineStats {
 impl EngineStats {
     pub fn open_connections(&self) -> u64 {
         self.connections_opened.load(Ordering::Relaxed).saturating_sub(self.connections_closed.load(Ordering::Relaxed))
+    }
+
+    /// Connections closed so far for `reason`.
+    pub fn closed_by(&self, reason: crate::CloseReason) -> u64 {
+        self.closed_by_reason[reason.index()].load(Ordering::Relaxed)
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

@@ -496,6 +496,7 @@ impl<H: Handler> WsTask<H> {
                 }
                 self.upgrading = false;
                 EngineStats::add(&self.engine.stats.upgrades, 1);
+                self.engine.handler.on_upgrade(&self.client);
                 // The pending poll (if any) ends with a noop; the session task hands over to us.
                 self.conn.writer_wake.notify_one();
                 self.conn.owner_wake.notify_one();

@@ -436,6 +436,15 @@ impl Handler for SioHandler {
         client.decode(message);
     }
 
+    fn on_upgrade(&self, client: &Arc<Client>) {
+        let observers = &self.server.observers;
+        if observers.active() {
+            for socket in client.sockets() {
+                observers.notify(|o| o.on_upgrade(&socket));
+            }
+        }
+    }
+
     fn on_close(&self, client: &Arc<Client>, reason: CloseReason) {
         if let Some(timer) = client.connect_timer.lock().take() {
             timer.abort();

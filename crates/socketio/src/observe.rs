@@ -56,6 +56,13 @@ pub trait Observer: Send + Sync + 'static {
     /// A socket left `room`, by itself or because it disconnected.
     fn on_leave(&self, socket: &Socket, room: &Room) {}
 
+    /// The socket's connection moved from HTTP long-polling to WebSocket (called for each of the
+    /// connection's sockets).
+    fn on_upgrade(&self, socket: &Socket) {}
+
+    /// [`Socket::set_data`] replaced the socket's data.
+    fn on_data(&self, socket: &Socket) {}
+
     /// A socket received an event from its client, before any message middleware saw it.
     fn on_event(&self, socket: &Socket, event: &str, payload: &Payload) {}
 

@@ -274,8 +274,10 @@ impl Socket {
         self.data.lock().clone()
     }
 
+    /// Replaces the socket's data (observers hear of it through [`Observer::on_data`](crate::Observer::on_data)).
     pub fn set_data(&self, data: Value) {
         *self.data.lock() = data;
+        self.ns.observers().notify(|o| o.on_data(self));
     }
 
     /// Typed values attached to this socket that never leave this server (see [`Extensions`]):

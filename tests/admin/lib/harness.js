@@ -1,0 +1,206 @@
+// Setup for the admin UI tests: Switchyard servers (target/release/switchyard) with [admin] set through
+// SWITCHYARD_* variables, redis-server on free loopback ports, a Node socket.io server instrumented with
+// @socket.io/admin-ui, and socket.io-client connections. `stopAll()` stops everything started here.
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { io as ioClient } from "socket.io-client";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, "../../..");
+export const switchyardBin = process.env.SWITCHYARD_BIN || path.join(repoRoot, "target/release/switchyard");
+export const uiDir = path.join(here, "../node_modules/@socket.io/admin-ui/ui/dist");
+/** bcrypt of "changeit" (the hash @socket.io/admin-ui's own tests use). */
+export const HASH = "$2b$10$nu1FHRkuxkZkqID.31gz4uQsyERZAn.m4IIruysTsHDODBtrqS5Me";
+export const PASSWORD = "changeit";
+
+const cleanups = [];
+
+export async function stopAll() {
+  while (cleanups.length) {
+    try {
+      await cleanups.pop()();
+    } catch {
+      // Best effort: the next cleanup still runs.
+    }
+  }
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Rejects if `promise` takes longer than `ms`. */
+export function within(ms, promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `check` until it returns truthy, for at most `ms`. */
+export async function eventually(what, check, ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.on("error", () => done(false));
+    socket.on("connect", () => done(true));
+  });
+}
+
+/** A Switchyard server with the admin namespace; `env` adds or overrides SWITCHYARD_* variables. */
+export async function startSwitchyard(env = {}) {
+  const port = await freePort();
+  const child = spawn(switchyardBin, [], {
+    env: {
+      PATH: process.env.PATH,
+      RUST_LOG: process.env.ADMIN_SERVER_LOG ? "info" : "warn",
+      SWITCHYARD_SERVER_HOST: "127.0.0.1",
+      SWITCHYARD_SERVER_PORT: String(port),
+      SWITCHYARD_ADMIN_ENABLED: "true",
+      SWITCHYARD_ADMIN_USERNAME: "admin",
+      SWITCHYARD_ADMIN_PASSWORD_HASH: HASH,
+      SWITCHYARD_ADMIN_SERVER_ID: `switchyard-${port}`,
+      ...env,
+    },
+    stdio: ["ignore", "inherit", process.env.ADMIN_SERVER_LOG ? "inherit" : "pipe"],
+  });
+  let stderr = "";
+  child.stderr?.on("data", (chunk) => (stderr += chunk));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+    }
+  };
+  cleanups.push(stop);
+  await eventually(
+    `switchyard on ${port}`,
+    async () => {
+      if (child.exitCode !== null) throw new Error(`switchyard exited (${child.exitCode}): ${stderr}`);
+      return canConnect(port);
+    },
+    15000,
+  );
+  return { port, url: `http://127.0.0.1:${port}`, serverId: env.SWITCHYARD_ADMIN_SERVER_ID || `switchyard-${port}`, child, stop, stderr: () => stderr };
+}
+
+/** A redis-server on a free port. */
+export async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), "switchyard-admin-redis-"));
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+    { stdio: "ignore" },
+  );
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await eventually(`redis-server on ${port}`, () => canConnect(port), 10000);
+  return { port, url: `redis://127.0.0.1:${port}` };
+}
+
+/** A Node socket.io server on the Redis adapter, instrumented with @socket.io/admin-ui. */
+export async function startInstrumentedNode(redisUrl, options) {
+  const { Server } = await import("socket.io");
+  const { createAdapter } = await import("@socket.io/redis-adapter");
+  const { createClient } = await import("redis");
+  const { instrument, RedisStore } = await import("@socket.io/admin-ui");
+  const pub = createClient({ url: redisUrl });
+  const sub = pub.duplicate();
+  await Promise.all([pub.connect(), sub.connect()]);
+  const port = await freePort();
+  const httpServer = createServer();
+  const io = new Server(httpServer, { adapter: createAdapter(pub, sub) });
+  instrument(io, { store: new RedisStore(pub), ...options });
+  await new Promise((resolve) => httpServer.listen(port, "127.0.0.1", resolve));
+  cleanups.push(async () => {
+    io.close();
+    await Promise.allSettled([pub.quit(), sub.quit()]);
+  });
+  return { io, port, url: `http://127.0.0.1:${port}` };
+}
+
+/** A socket.io-client connection (websocket only unless `opts.transports` says otherwise). */
+export function connect(url, nsp = "/", opts = {}) {
+  const socket = ioClient(url + nsp, { forceNew: true, reconnection: false, transports: ["websocket"], ...opts });
+  cleanups.push(() => socket.disconnect());
+  return socket;
+}
+
+/** Resolves once `socket` connected; rejects with its connect_error. */
+export function connected(socket, ms = 5000) {
+  if (socket.connected) return Promise.resolve(socket);
+  return within(
+    ms,
+    new Promise((resolve, reject) => {
+      socket.once("connect", () => resolve(socket));
+      socket.once("connect_error", reject);
+    }),
+    "connect",
+  );
+}
+
+/**
+ * An admin connection that records every event it gets: `admin.events` is a list of {event, args, at}.
+ * `admin.next(event, filter)` resolves with the args of the first matching event (past or future).
+ */
+export function adminClient(url, auth = { username: "admin", password: PASSWORD }, opts = {}) {
+  const socket = connect(url, opts.namespace || "/admin", { auth, ...opts });
+  const events = [];
+  const waiters = [];
+  socket.onAny((event, ...args) => {
+    events.push({ event, args, at: Date.now() });
+    for (const w of [...waiters]) {
+      if (w.event === event && w.filter(...args)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(args);
+      }
+    }
+  });
+  const next = (event, filter = () => true, ms = 5000) => {
+    const past = events.find((e) => e.event === event && filter(...e.args));
+    if (past) return Promise.resolve(past.args);
+    return within(
+      ms,
+      new Promise((resolve) => waiters.push({ event, filter, resolve })),
+      `admin event ${event}`,
+    );
+  };
+  const of = (event) => events.filter((e) => e.event === event).map((e) => e.args);
+  return { socket, events, next, of };
+}
