@@ -24,13 +24,16 @@
 
 use crate::access::{user_room, Access, Identity, RoomPattern};
 use crate::config::{AuthConfig, Config, KeySource, RoomsConfig};
+use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use parking_lot::Mutex;
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use serde::de::DeserializeSeed as _;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -114,10 +117,42 @@ impl Refusal {
     }
 }
 
-/// One key and the validation that goes with it (its algorithms).
+/// One key and the algorithms it verifies (one family: a header naming another is refused).
 struct KeyEntry {
     key: DecodingKey,
-    validation: Validation,
+    algorithms: Vec<Algorithm>,
+    /// A shared secret's HMAC keys, prepared once: an HS token then costs one HMAC over its first
+    /// two parts, with no key set up per token (`jsonwebtoken` rebuilds it for every token).
+    hmac: Option<HmacKeys>,
+}
+
+impl KeyEntry {
+    fn public(key: DecodingKey, algorithms: Vec<Algorithm>) -> Self {
+        KeyEntry { key, algorithms, hmac: None }
+    }
+
+    fn secret(secret: &[u8], algorithms: Vec<Algorithm>) -> Self {
+        KeyEntry { key: DecodingKey::from_secret(secret), algorithms, hmac: Some(HmacKeys::new(secret)) }
+    }
+}
+
+/// One ring HMAC key per HS algorithm, from the same secret.
+struct HmacKeys([ring::hmac::Key; 3]);
+
+impl HmacKeys {
+    fn new(secret: &[u8]) -> Self {
+        use ring::hmac::{Key, HMAC_SHA256, HMAC_SHA384, HMAC_SHA512};
+        HmacKeys([Key::new(HMAC_SHA256, secret), Key::new(HMAC_SHA384, secret), Key::new(HMAC_SHA512, secret)])
+    }
+
+    fn key(&self, alg: Algorithm) -> Option<&ring::hmac::Key> {
+        match alg {
+            Algorithm::HS256 => Some(&self.0[0]),
+            Algorithm::HS384 => Some(&self.0[1]),
+            Algorithm::HS512 => Some(&self.0[2]),
+            _ => None,
+        }
+    }
 }
 
 enum Keys {
@@ -129,9 +164,23 @@ enum Keys {
     },
 }
 
+/// The claim checks of `[auth.jwt]`: `exp` (required), `nbf`, `iss`, `aud`, with the leeway.
+#[derive(Debug)]
+struct Rules {
+    leeway: u64,
+    issuer: Option<Box<str>>,
+    audience: Option<Box<str>>,
+}
+
 /// Checks tokens against the key of `[auth.jwt]` and turns their claims into an [`Identity`].
+///
+/// The token is parsed here, once: split in three, the header read for `alg` (and `kid` with a
+/// JWKS), the algorithm checked against the key's family, the signature checked (ring's HMAC with
+/// keys prepared at start for a secret; `jsonwebtoken`'s `crypto::verify` for public keys), then
+/// the claims read in one pass that keeps only what the rules and the [`Identity`] need.
 pub struct Verifier {
     keys: Keys,
+    rules: Rules,
     rooms_claim: Box<str>,
     publish_claim: Box<str>,
 }
@@ -154,30 +203,8 @@ impl Verifier {
     pub fn from_config(auth: &AuthConfig, rooms: &RoomsConfig) -> Result<Option<Verifier>, AuthError> {
         let jwt = &auth.jwt;
         let Some(source) = jwt.key_source() else { return Ok(None) };
-        let base = |algorithms: &[Algorithm]| {
-            let mut v = Validation::new(algorithms[0]);
-            v.algorithms = algorithms.to_vec();
-            v.leeway = jwt.leeway_seconds;
-            v.validate_exp = true;
-            v.validate_nbf = true;
-            v.set_required_spec_claims(&["exp", "sub"]);
-            // A configured issuer or audience must be present, not only right when present.
-            if !jwt.issuer.is_empty() {
-                v.set_issuer(&[&jwt.issuer]);
-                v.required_spec_claims.insert("iss".into());
-            }
-            // Without a configured audience (validation's `aud` unset), a token naming one is refused:
-            // it was meant for another service.
-            if !jwt.audience.is_empty() {
-                v.set_audience(&[&jwt.audience]);
-                v.required_spec_claims.insert("aud".into());
-            }
-            v
-        };
         let keys = match source {
-            KeySource::Secret => {
-                Keys::One(KeyEntry { key: DecodingKey::from_secret(jwt.secret.as_bytes()), validation: base(HMAC) })
-            }
+            KeySource::Secret => Keys::One(KeyEntry::secret(jwt.secret.as_bytes(), HMAC.to_vec())),
             KeySource::PublicKeyFile => {
                 let key_name = source.key();
                 let path = &jwt.public_key_file;
@@ -185,7 +212,7 @@ impl Verifier {
                 let (key, algorithms) = pem_public_key(&pem).ok_or_else(|| {
                     AuthError::new(key_name, format!("{path}: not a PEM public key (RSA, EC or Ed25519)"))
                 })?;
-                Keys::One(KeyEntry { key, validation: base(algorithms) })
+                Keys::One(KeyEntry::public(key, algorithms.to_vec()))
             }
             KeySource::JwksFile => {
                 let key_name = source.key();
@@ -200,14 +227,12 @@ impl Verifier {
                 let mut single = None;
                 let count = set.keys.len();
                 for (i, jwk) in set.keys.iter().enumerate() {
-                    let (key, algorithms) = jwk_key(jwk)
+                    let entry = jwk_key(jwk)
                         .map_err(|reason| AuthError::new(key_name, format!("{path}: key {}: {reason}", i + 1)))?;
-                    let entry = KeyEntry { key, validation: base(&algorithms) };
                     match &jwk.common.key_id {
                         Some(kid) => {
                             if count == 1 {
-                                single =
-                                    Some(KeyEntry { key: entry.key.clone(), validation: entry.validation.clone() });
+                                single = Some(jwk_key(jwk).map_err(|reason| AuthError::new(key_name, reason))?);
                             }
                             if by_kid.insert(kid.clone(), entry).is_some() {
                                 return Err(AuthError::new(key_name, format!("{path}: two keys with kid {kid:?}")));
@@ -225,8 +250,14 @@ impl Verifier {
                 Keys::Set { by_kid, single }
             }
         };
+        let configured = |value: &str| (!value.is_empty()).then(|| value.into());
         Ok(Some(Verifier {
             keys,
+            rules: Rules {
+                leeway: jwt.leeway_seconds,
+                issuer: configured(&jwt.issuer),
+                audience: configured(&jwt.audience),
+            },
             rooms_claim: rooms.claim.as_str().into(),
             publish_claim: rooms.publish_claim.as_str().into(),
         }))
@@ -234,67 +265,306 @@ impl Verifier {
 
     /// Checks `token` and returns who it is for.
     pub fn verify(&self, token: &str) -> Result<Identity, Refusal> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// [`Verifier::verify`] with `now` (seconds since the Unix epoch) as the time.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Identity, Refusal> {
         if token.is_empty() {
             return Err(Refusal::new(Failure::Missing, "empty token"));
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::invalid("token too long"));
         }
+        let malformed = Refusal::invalid("malformed");
+        let mut parts = token.splitn(4, '.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed);
+        };
+        let message = &token[..header.len() + 1 + payload.len()];
+        let header_json = B64.decode(header).map_err(|_| malformed)?;
+        let header: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| malformed)?;
+        // An unknown name (`none` among them) is a malformed header, as in `jsonwebtoken`.
+        let alg: Algorithm = header.alg.parse().map_err(|_| malformed)?;
         let entry = match &self.keys {
             Keys::One(entry) => entry,
-            Keys::Set { by_kid, single } => {
-                let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::invalid("malformed"))?;
-                match header.kid {
-                    Some(kid) => by_kid.get(&kid).ok_or(Refusal::invalid("unknown kid"))?,
-                    None => single.as_ref().ok_or(Refusal::invalid("no kid"))?,
-                }
+            Keys::Set { by_kid, single } => match header.kid.as_deref() {
+                Some(kid) => by_kid.get(kid).ok_or(Refusal::invalid("unknown kid"))?,
+                None => single.as_ref().ok_or(Refusal::invalid("no kid"))?,
+            },
+        };
+        // The key's family only: `alg: none` never gets here, and HS256 "signed" with an RSA or EC
+        // public key as the secret is refused before any HMAC is computed.
+        if !entry.algorithms.contains(&alg) {
+            return Err(Refusal::invalid("algorithm not allowed for the key"));
+        }
+        let bad_signature = Refusal::invalid("bad signature");
+        match entry.hmac.as_ref().and_then(|keys| keys.key(alg)) {
+            Some(key) => {
+                // The longest HMAC (SHA-512) is 64 bytes; a longer signature cannot be right.
+                let mut tag = [0u8; 64];
+                let len = B64.decode_slice(signature, &mut tag).map_err(|_| bad_signature)?;
+                ring::hmac::verify(key, message.as_bytes(), &tag[..len]).map_err(|_| bad_signature)?;
             }
-        };
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &entry.key, &entry.validation)
-            .map_err(|e| refusal_of(e.kind()))?;
-        self.identity(data.claims)
-    }
-
-    fn identity(&self, mut claims: Map<String, Value>) -> Result<Identity, Refusal> {
-        let user = match claims.get("sub") {
-            Some(Value::String(sub)) if !sub.is_empty() && sub.len() <= MAX_SUB_BYTES => Arc::<str>::from(sub.as_str()),
-            _ => return Err(Refusal::invalid("sub must be a non-empty string")),
-        };
-        let expires_at = claims.get("exp").and_then(Value::as_u64);
-        let rooms = patterns(claims.remove(&*self.rooms_claim)).ok_or(Refusal::invalid("rooms claim"))?;
-        let publish = patterns(claims.remove(&*self.publish_claim)).ok_or(Refusal::invalid("publish claim"))?;
-        Ok(Identity { user, rooms, publish, expires_at })
+            None => match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &entry.key, alg) {
+                Ok(true) => {}
+                Ok(false) => return Err(bad_signature),
+                Err(e) => return Err(refusal_of(e.kind())),
+            },
+        }
+        let claims_json = B64.decode(payload).map_err(|_| malformed)?;
+        let seed = ClaimsSeed { rooms: &self.rooms_claim, publish: &self.publish_claim };
+        let mut deserializer = serde_json::Deserializer::from_slice(&claims_json);
+        let claims = seed.deserialize(&mut deserializer).map_err(|_| malformed)?;
+        deserializer.end().map_err(|_| malformed)?;
+        claims.check(&self.rules, now)?;
+        claims.identity()
     }
 }
 
-/// A room claim: absent or null (`Some(None)`), one string or a list of strings; `None` when malformed.
-fn patterns(value: Option<Value>) -> Option<Option<Arc<[RoomPattern]>>> {
-    match value {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(one)) => Some(Some(Arc::from([RoomPattern::new(&one)]))),
-        Some(Value::Array(items)) => {
-            let list: Option<Vec<RoomPattern>> = items.iter().map(|v| v.as_str().map(RoomPattern::new)).collect();
-            Some(Some(list?.into()))
+/// The base64url alphabet without padding, as JWTs use it (non-canonical trailing bits refused).
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The JOSE header fields read: the algorithm, and the key id for a JWKS; the others are ignored.
+#[derive(serde::Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+}
+
+/// A claim's value as far as the rules look at it. Any other JSON is [`Claim::Other`], which a rule
+/// treats as a claim that could not be read (as `jsonwebtoken` does: `exp` then counts as missing).
+#[derive(Debug, Clone, Default, PartialEq)]
+enum Claim<'a> {
+    #[default]
+    Absent,
+    Null,
+    /// A number; `None` unless it reads as seconds (a non-negative integer, or a float rounded).
+    Number(Option<u64>),
+    Str(Cow<'a, str>),
+    /// An array of strings only.
+    Strings(Vec<Cow<'a, str>>),
+    Other,
+}
+
+impl<'a> Claim<'a> {
+    fn number(&self) -> Option<u64> {
+        match self {
+            Claim::Number(n) => *n,
+            _ => None,
         }
-        Some(_) => None,
+    }
+
+    /// A string or a list of strings (`iss`, `aud`).
+    fn names(&self) -> Option<&[Cow<'a, str>]> {
+        match self {
+            Claim::Str(one) => Some(std::slice::from_ref(one)),
+            Claim::Strings(list) => Some(list),
+            _ => None,
+        }
+    }
+
+    /// A room claim: absent or null (`Some(None)`), one string or a list of strings; `None` when malformed.
+    fn patterns(&self) -> Option<Option<Arc<[RoomPattern]>>> {
+        match self {
+            Claim::Absent | Claim::Null => Some(None),
+            Claim::Str(one) => Some(Some(Arc::from([RoomPattern::new(one)]))),
+            Claim::Strings(list) => Some(Some(list.iter().map(|p| RoomPattern::new(p)).collect())),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Claim<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ClaimVisitor)
+    }
+}
+
+struct ClaimVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ClaimVisitor {
+    type Value = Claim<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Claim<'de>, E> {
+        Ok(Claim::Other)
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Claim<'de>, E> {
+        Ok(Claim::Number(u64::try_from(v).ok()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Claim<'de>, E> {
+        Ok(Claim::Number(Some(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Claim<'de>, E> {
+        let seconds = (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then(|| v.round() as u64);
+        Ok(Claim::Number(seconds))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Claim<'de>, E> {
+        Ok(Claim::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Claim<'de>, E> {
+        Ok(Claim::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Claim<'de>, E> {
+        Ok(Claim::Str(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Claim<'de>, E> {
+        Ok(Claim::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Claim<'de>, E> {
+        Ok(Claim::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Claim<'de>, A::Error> {
+        let mut strings = Some(Vec::new());
+        while let Some(item) = seq.next_element::<Claim<'de>>()? {
+            match (item, &mut strings) {
+                (Claim::Str(s), Some(list)) => list.push(s),
+                _ => strings = None,
+            }
+        }
+        Ok(strings.map_or(Claim::Other, Claim::Strings))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Claim<'de>, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Claim::Other)
+    }
+}
+
+/// What is read of a token's claims; everything else is skipped unread.
+#[derive(Debug, Default)]
+struct Claims<'a> {
+    exp: Claim<'a>,
+    nbf: Claim<'a>,
+    sub: Claim<'a>,
+    iss: Claim<'a>,
+    aud: Claim<'a>,
+    rooms: Claim<'a>,
+    publish: Claim<'a>,
+}
+
+impl<'a> Claims<'a> {
+    /// The rules, in `jsonwebtoken`'s order: required claims, `exp`, `nbf`, `iss`, `aud`.
+    fn check(&self, rules: &Rules, now: u64) -> Result<(), Refusal> {
+        let missing = Refusal::invalid("missing a required claim");
+        let exp = self.exp.number().ok_or(missing)?;
+        if !matches!(self.sub, Claim::Str(_))
+            || (rules.issuer.is_some() && self.iss.names().is_none())
+            || (rules.audience.is_some() && self.aud.names().is_none())
+        {
+            return Err(missing);
+        }
+        if exp.saturating_add(rules.leeway) < now {
+            return Err(Refusal::new(Failure::Expired, "expired"));
+        }
+        if self.nbf.number().is_some_and(|nbf| nbf > now.saturating_add(rules.leeway)) {
+            return Err(Refusal::invalid("not yet valid (nbf)"));
+        }
+        if let (Some(issuer), Some(names)) = (&rules.issuer, self.iss.names()) {
+            if !names.iter().any(|name| **name == **issuer) {
+                return Err(Refusal::invalid("wrong issuer"));
+            }
+        }
+        // Without a configured audience, a token naming one is refused: it was meant for another service.
+        match (&rules.audience, self.aud.names()) {
+            (None, Some(_)) => return Err(Refusal::invalid("wrong audience")),
+            (Some(audience), Some(names)) if !names.iter().any(|name| **name == **audience) => {
+                return Err(Refusal::invalid("wrong audience"))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn identity(&self) -> Result<Identity, Refusal> {
+        let user = match &self.sub {
+            Claim::Str(sub) if !sub.is_empty() && sub.len() <= MAX_SUB_BYTES => Arc::<str>::from(&**sub),
+            _ => return Err(Refusal::invalid("sub must be a non-empty string")),
+        };
+        let rooms = self.rooms.patterns().ok_or(Refusal::invalid("rooms claim"))?;
+        let publish = self.publish.patterns().ok_or(Refusal::invalid("publish claim"))?;
+        Ok(Identity { user, rooms, publish, expires_at: self.exp.number() })
+    }
+}
+
+/// Reads [`Claims`] from a JSON object, with the configured names of the room claims. A claim given
+/// twice makes the token malformed (no guessing which one counts).
+struct ClaimsSeed<'s> {
+    rooms: &'s str,
+    publish: &'s str,
+}
+
+/// A claim name, borrowed from the token when it has no escapes.
+#[derive(serde::Deserialize)]
+struct ClaimName<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ClaimsSeed<'_> {
+    type Value = Claims<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Claims<'de>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
+    type Value = Claims<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Claims<'de>, A::Error> {
+        let mut claims = Claims::default();
+        while let Some(ClaimName(name)) = map.next_key()? {
+            let spec = match &*name {
+                "exp" => Some(&mut claims.exp),
+                "nbf" => Some(&mut claims.nbf),
+                "sub" => Some(&mut claims.sub),
+                "iss" => Some(&mut claims.iss),
+                "aud" => Some(&mut claims.aud),
+                _ => None,
+            };
+            let is_rooms = *name == *self.rooms;
+            let is_publish = *name == *self.publish;
+            if spec.is_none() && !is_rooms && !is_publish {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value: Claim<'de> = map.next_value()?;
+            // A configured room claim may share a name with a spec claim: both read the value.
+            let slots = [spec, is_rooms.then_some(&mut claims.rooms), is_publish.then_some(&mut claims.publish)];
+            for slot in slots.into_iter().flatten() {
+                if *slot != Claim::Absent {
+                    return Err(serde::de::Error::custom(format_args!("claim {name} given twice")));
+                }
+                *slot = value.clone();
+            }
+        }
+        Ok(claims)
     }
 }
 
 fn refusal_of(kind: &ErrorKind) -> Refusal {
     match kind {
-        ErrorKind::ExpiredSignature => Refusal::new(Failure::Expired, "expired"),
         ErrorKind::InvalidSignature => Refusal::invalid("bad signature"),
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
-            Refusal::invalid("algorithm not allowed for the key")
-        }
-        ErrorKind::ImmatureSignature => Refusal::invalid("not yet valid (nbf)"),
-        ErrorKind::InvalidIssuer => Refusal::invalid("wrong issuer"),
-        ErrorKind::InvalidAudience => Refusal::invalid("wrong audience"),
-        ErrorKind::InvalidSubject => Refusal::invalid("wrong subject"),
-        ErrorKind::MissingRequiredClaim(_) => Refusal::invalid("missing a required claim"),
-        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            Refusal::invalid("malformed")
-        }
+        ErrorKind::Base64(_) => Refusal::invalid("malformed"),
         _ => Refusal::invalid("invalid"),
     }
 }
@@ -314,7 +584,7 @@ fn pem_public_key(pem: &[u8]) -> Option<(DecodingKey, &'static [Algorithm])> {
 }
 
 /// A JWK's key and its algorithms: the key's `alg` alone when set, else every algorithm of its family.
-fn jwk_key(jwk: &Jwk) -> Result<(DecodingKey, Vec<Algorithm>), String> {
+fn jwk_key(jwk: &Jwk) -> Result<KeyEntry, String> {
     let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key ({e})"))?;
     let family: &[Algorithm] = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => RSA,
@@ -322,8 +592,8 @@ fn jwk_key(jwk: &Jwk) -> Result<(DecodingKey, Vec<Algorithm>), String> {
         AlgorithmParameters::OctetKeyPair(_) => ED,
         AlgorithmParameters::OctetKey(_) => HMAC,
     };
-    match jwk.common.key_algorithm {
-        None => Ok((key, family.to_vec())),
+    let algorithms = match jwk.common.key_algorithm {
+        None => family.to_vec(),
         Some(alg) => {
             let alg = alg
                 .to_string()
@@ -331,8 +601,16 @@ fn jwk_key(jwk: &Jwk) -> Result<(DecodingKey, Vec<Algorithm>), String> {
                 .ok()
                 .filter(|a| family.contains(a))
                 .ok_or_else(|| format!("alg {alg} does not fit the key type"))?;
-            Ok((key, vec![alg]))
+            vec![alg]
         }
+    };
+    match &jwk.algorithm {
+        // The secret as `from_jwk` read it (base64url), for the prepared HMAC keys.
+        AlgorithmParameters::OctetKey(oct) => {
+            let secret = B64.decode(&oct.value).map_err(|e| format!("unusable key ({e})"))?;
+            Ok(KeyEntry::secret(&secret, algorithms))
+        }
+        _ => Ok(KeyEntry::public(key, algorithms)),
     }
 }
 
@@ -747,7 +1025,6 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
     use jsonwebtoken::encode;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -1067,6 +1344,132 @@ mod tests {
         let e = mint(&Config::default(), &request).unwrap_err();
         assert_eq!(e.key, "auth.jwt.secret");
         assert!(mint(&config, &TokenRequest { sub: String::new(), ..request }).is_err());
+    }
+
+    /// The verifier decides as `jsonwebtoken::decode` with the same rules did (the path it replaced
+    /// for secrets), over every combination of header, signing secret and claim values below.
+    #[test]
+    fn hs_tokens_are_decided_as_jsonwebtoken_decides() {
+        use jsonwebtoken::Validation;
+        let now = unix_now();
+        for (issuer, audience, leeway) in [("", "", 0), ("https://issuer.test", "switchyard", 30)] {
+            let v = verifier(&config(|c| {
+                c.auth.jwt.secret = SECRET.into();
+                c.auth.jwt.issuer = issuer.into();
+                c.auth.jwt.audience = audience.into();
+                c.auth.jwt.leeway_seconds = leeway;
+            }));
+            let mut validation = Validation::new(Algorithm::HS256);
+            validation.algorithms = HMAC.to_vec();
+            validation.leeway = leeway;
+            validation.validate_nbf = true;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            if !issuer.is_empty() {
+                validation.set_issuer(&[issuer]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            if !audience.is_empty() {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            let key = DecodingKey::from_secret(SECRET.as_bytes());
+            let exps = [
+                json!(now + 60),
+                json!(now - 10),
+                json!(now - 100),
+                json!((now + 60) as f64 + 0.4),
+                json!(-5),
+                json!("x"),
+                Value::Null,
+            ];
+            let nbfs = [Value::Null, json!(now + 10), json!(now + 3600), json!("soon")];
+            let names = |right: &str| {
+                [Value::Null, json!(right), json!("other"), json!([right, "other"]), json!(["other"]), json!(7)]
+            };
+            let (mut cases, mut accepted) = (0, 0);
+            for exp in &exps {
+                for nbf in &nbfs {
+                    for iss in names("https://issuer.test") {
+                        for aud in names("switchyard") {
+                            let mut claims = json!({"sub": "alice", "rooms": ["chat:*"]});
+                            for (name, value) in [("exp", exp), ("nbf", nbf), ("iss", &iss), ("aud", &aud)] {
+                                if !value.is_null() {
+                                    claims[name] = value.clone();
+                                }
+                            }
+                            for (alg, secret) in [
+                                (Algorithm::HS256, SECRET.as_bytes()),
+                                (Algorithm::HS512, SECRET.as_bytes()),
+                                (Algorithm::HS384, b"not the secret".as_slice()),
+                            ] {
+                                let token = hs(alg, &claims, secret);
+                                let ours =
+                                    v.verify_at(&token, now).map(|identity| identity.user).map_err(|r| r.failure);
+                                let theirs = jsonwebtoken::decode::<Map<String, Value>>(&token, &key, &validation)
+                                    .map(|_| Arc::<str>::from("alice"))
+                                    .map_err(|e| match e.kind() {
+                                        ErrorKind::ExpiredSignature => Failure::Expired,
+                                        _ => Failure::Invalid,
+                                    });
+                                assert_eq!(ours, theirs, "{claims} {alg:?}");
+                                cases += 1;
+                                accepted += usize::from(ours.is_ok());
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(accepted > 10 && accepted < cases / 2, "{accepted} of {cases}: the cases cover both answers");
+        }
+    }
+
+    #[test]
+    fn claims_are_read_once_and_strictly() {
+        let v = verifier(&config(|c| c.auth.jwt.secret = SECRET.into()));
+        let now = unix_now();
+        let token = |payload: &str| {
+            let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+            let body = b64(payload.as_bytes());
+            let tag = ring::hmac::sign(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes()),
+                format!("{header}.{body}").as_bytes(),
+            );
+            format!("{header}.{body}.{}", b64(tag.as_ref()))
+        };
+        // A claim given twice is malformed, whichever copy would be the good one.
+        let twice = format!(r#"{{"sub":"alice","exp":{},"sub":"admin"}}"#, now + 60);
+        assert_eq!(refused(&v, &token(&twice)).detail, "malformed");
+        let rooms_twice = format!(r#"{{"sub":"a","exp":{},"rooms":["x"],"rooms":["*"]}}"#, now + 60);
+        assert_eq!(refused(&v, &token(&rooms_twice)).detail, "malformed");
+        // Not an object; bytes after the object.
+        assert_eq!(refused(&v, &token("[1,2]")).detail, "malformed");
+        assert_eq!(refused(&v, &token(&format!(r#"{{"sub":"a","exp":{}}} x"#, now + 60))).detail, "malformed");
+        // Escaped names and values are read as their text; unknown claims of any shape are skipped.
+        let escaped = format!(
+            r#"{{"s\u0075b":"al\u0069ce","exp":{},"extra":{{"deep":[1,{{"a":null}}]}},"rooms":["chat:*","user:\u0061"]}}"#,
+            now + 60
+        );
+        let identity = v.verify(&token(&escaped)).unwrap();
+        assert_eq!(&*identity.user, "alice");
+        assert_eq!(identity.rooms.as_deref(), Some(&[RoomPattern::new("chat:*"), RoomPattern::new("user:a")][..]));
+        // A float `exp` is rounded (and tracked for the expiry disconnect).
+        let float = format!(r#"{{"sub":"a","exp":{}.4}}"#, now + 60);
+        assert_eq!(v.verify(&token(&float)).unwrap().expires_at, Some(now + 60));
+        // Four parts, a signature longer than any HMAC, a header without alg.
+        let good = token(&format!(r#"{{"sub":"a","exp":{}}}"#, now + 60));
+        assert!(v.verify(&good).is_ok());
+        assert_eq!(refused(&v, &format!("{good}.x")).detail, "malformed");
+        assert_eq!(refused(&v, &format!("{good}{}", "A".repeat(100))).detail, "bad signature");
+        let parts: Vec<&str> = good.split('.').collect();
+        let no_alg = format!("{}.{}.{}", b64(br#"{"typ":"JWT"}"#), parts[1], parts[2]);
+        assert_eq!(refused(&v, &no_alg).detail, "malformed");
+        // A room claim configured with a spec claim's name reads the same value.
+        let v = verifier(&config(|c| {
+            c.auth.jwt.secret = SECRET.into();
+            c.rooms.claim = "aud".into();
+        }));
+        let r = refused(&v, &token(&format!(r#"{{"sub":"a","exp":{},"aud":"x"}}"#, now + 60)));
+        assert_eq!(r.detail, "wrong audience");
     }
 
     #[test]
