@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fanout instructions per delivery (callgrind: the same on a noisy machine) of the bench server without
-# the admin UI's namespace and with it on in production mode and one admin socket connected (issue 9's
-# budget: within 5%). Each variant runs twice under valgrind, `switchyard-bench fanout --receivers 200`
+# the admin UI's namespace (`none`), with it on in production mode and one admin socket connected
+# (`admin`: issue 9's budget is within 5% of `none`), and in development mode with no admin socket
+# connected (`dev-idle`: its observer reads one flag per hook). Each variant runs twice under valgrind, `switchyard-bench fanout --receivers 200`
 # with 1000 and with 100 messages; the difference over the 180,000 extra deliveries is the cost of one,
-# startup and joins excluded. PAIRS (default 2) repeats each variant.
+# startup and joins excluded. PAIRS (default 2) repeats each variant; VARIANTS picks some.
 #   bash bench/admin-callgrind.sh
 # Needs valgrind, node with tests/admin's npm dependencies (the admin socket is socket.io-client) and:
 #   cargo build --release -p switchyard-fixtures --bin bench-server -p switchyard-bench
@@ -17,9 +18,10 @@ free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1
 instructions() { # variant messages
   local variant="$1" n="$2" port env=() admin_pid=""
   port="$(free_port)"
-  if [[ "$variant" == admin ]]; then
-    env=(SWITCHYARD_ADMIN_ENABLED=true SWITCHYARD_ADMIN_AUTH=none SWITCHYARD_ADMIN_MODE=production)
-  fi
+  case "$variant" in
+    admin) env=(SWITCHYARD_ADMIN_ENABLED=true SWITCHYARD_ADMIN_AUTH=none SWITCHYARD_ADMIN_MODE=production) ;;
+    dev-idle) env=(SWITCHYARD_ADMIN_ENABLED=true SWITCHYARD_ADMIN_AUTH=none SWITCHYARD_ADMIN_MODE=development) ;;
+  esac
   env "${env[@]}" PORT="$port" RUST_LOG=warn \
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg-$variant-$n.out" "$bin/bench-server" > "$dir/server.log" 2>&1 &
   local pid=$!
@@ -42,7 +44,7 @@ instructions() { # variant messages
   grep -m1 "^summary:\|^totals:" "$dir/cg-$variant-$n.out" | awk '{print $2}'
 }
 for pair in $(seq "${PAIRS:-2}"); do
-  for variant in none admin; do
+  for variant in ${VARIANTS:-none admin dev-idle}; do
     small="$(instructions "$variant" 100)"
     large="$(instructions "$variant" 1000)"
     echo "pair $pair, $variant: $(((large - small) / 180000)) instructions per delivery"
