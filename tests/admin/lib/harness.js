@@ -86,6 +86,8 @@ export async function startSwitchyard(env = {}) {
       RUST_LOG: process.env.ADMIN_SERVER_LOG ? "info" : "warn",
       SWITCHYARD_SERVER_HOST: "127.0.0.1",
       SWITCHYARD_SERVER_PORT: String(port),
+      // Without connection state recovery: broadcasts then carry no offset argument to compare around.
+      SWITCHYARD_RECOVERY_ENABLED: "false",
       SWITCHYARD_ADMIN_ENABLED: "true",
       SWITCHYARD_ADMIN_USERNAME: "admin",
       SWITCHYARD_ADMIN_PASSWORD_HASH: HASH,
@@ -143,14 +145,17 @@ export async function startInstrumentedNode(redisUrl, options) {
   const pub = createClient({ url: redisUrl });
   const sub = pub.duplicate();
   await Promise.all([pub.connect(), sub.connect()]);
+  // RedisStore of @socket.io/admin-ui 0.5.1 speaks the callback API of redis@3 (npm alias redis-v3).
+  const { default: redisV3 } = await import("redis-v3");
+  const storeClient = redisV3.createClient({ url: redisUrl });
   const port = await freePort();
   const httpServer = createServer();
   const io = new Server(httpServer, { adapter: createAdapter(pub, sub) });
-  instrument(io, { store: new RedisStore(pub), ...options });
+  instrument(io, { store: new RedisStore(storeClient), ...options });
   await new Promise((resolve) => httpServer.listen(port, "127.0.0.1", resolve));
   cleanups.push(async () => {
     io.close();
-    await Promise.allSettled([pub.quit(), sub.quit()]);
+    await Promise.allSettled([pub.quit(), sub.quit(), new Promise((resolve) => storeClient.quit(resolve))]);
   });
   return { io, port, url: `http://127.0.0.1:${port}` };
 }

@@ -222,17 +222,23 @@ describe("development mode, basic auth", () => {
     await admin.next("room_left", (n, r, i) => r === "everyone" && i === b.id);
 
     // Disconnect a socket (the UI passes its id as the filter): the client hears io server disconnect.
+    // (socket.io-client forgets `id` on disconnect: keep it.)
+    const [idA, idB] = [a.id, b.id];
     const reasonA = new Promise((resolve) => a.once("disconnect", resolve));
-    admin.socket.emit("_disconnect", "/", false, a.id);
+    admin.socket.emit("_disconnect", "/", false, idA);
     assert.equal(await within(5000, reasonA, "a's disconnect"), "io server disconnect");
-    const [, , why] = await admin.next("socket_disconnected", (n, i) => i === a.id);
+    const [, , why] = await admin.next("socket_disconnected", (n, i) => i === idA);
     assert.equal(why, "server namespace disconnect");
     assert.ok(b.connected, "only the filtered socket");
 
-    // Disconnect a client (close = true): the whole connection goes.
+    // Disconnect a client (close = true): the whole connection goes (after a DISCONNECT, as in Node).
     const reasonB = new Promise((resolve) => b.once("disconnect", resolve));
-    admin.socket.emit("_disconnect", "/", true, b.id);
-    assert.equal(await within(5000, reasonB, "b's disconnect"), "transport close");
+    const closed = new Promise((resolve) => b.io.engine.once("close", resolve));
+    admin.socket.emit("_disconnect", "/", true, idB);
+    assert.equal(await within(5000, reasonB, "b's disconnect"), "io server disconnect");
+    await within(5000, closed, "b's connection closed");
+    const [, , whyB] = await admin.next("socket_disconnected", (n, i) => i === idB);
+    assert.equal(whyB, "server namespace disconnect");
   });
 
   test("a room filter on _disconnect reaches every member; bad commands are refused without harm", async () => {

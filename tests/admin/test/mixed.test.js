@@ -59,10 +59,11 @@ for (const via of ["switchyard", "node"]) {
     admin.socket.emit("emit", "/", "mixed", "hello", via);
     assert.deepEqual(await within(5000, Promise.all(heard), "hello on both"), [via, via]);
     for (const client of [onNode, onSy]) {
+      const id = client.id; // socket.io-client forgets it on disconnect
       const reason = new Promise((resolve) => client.once("disconnect", resolve));
-      admin.socket.emit("_disconnect", "/", false, client.id);
-      assert.equal(await within(5000, reason, `disconnect ${client.id}`), "io server disconnect");
-      await admin.next("socket_disconnected", (n, i) => i === client.id);
+      admin.socket.emit("_disconnect", "/", false, id);
+      assert.equal(await within(5000, reason, `disconnect ${id}`), "io server disconnect");
+      await admin.next("socket_disconnected", (n, i) => i === id);
     }
     admin.socket.disconnect();
   });
@@ -75,4 +76,12 @@ test("a login on the Switchyard node is a session on the Node server (one Redis 
   await connected(onNode.socket);
   const [config] = await onNode.next("config");
   assert.ok(config.supportedFeatures.includes("ALL_EVENTS"));
+});
+
+test("a login on the Node server is a session on the Switchyard node", async () => {
+  const admin = adminClient(node.url);
+  const [sessionId] = await admin.next("session");
+  const onSy = adminClient(sy.url, { sessionId });
+  await connected(onSy.socket);
+  await onSy.next("config");
 });

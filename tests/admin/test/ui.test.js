@@ -97,16 +97,26 @@ test("the real UI against two nodes: login, sockets, rooms, servers, events, dis
   late.emit("live-event", { from: "b" });
   await goto(page, "#/events/");
   await page.locator("tbody tr", { hasText: "Event received" }).filter({ hasText: "live-event" }).waitFor();
-  await page.locator("tbody tr", { hasText: "Connection" }).first().waitFor();
+  await page.locator("tbody tr", { hasText: "Connection" }).filter({ hasText: late.id }).first().waitFor();
+  await page.locator("tbody tr", { hasText: "Room joined" }).filter({ hasText: `user:${late.id}` }).waitFor();
   await shot(page, "06-events");
 
   // Disconnect B's socket from the Sockets page: the client hears io server disconnect.
   await goto(page, "#/sockets/");
+  const idB = onB.id; // socket.io-client forgets it on disconnect
   const reason = new Promise((resolve) => onB.once("disconnect", resolve));
-  await page.locator("tbody tr", { hasText: onB.id }).locator("button:has(i.mdi-logout)").click();
+  await page.locator("tbody tr", { hasText: idB }).locator("button:has(i.mdi-logout)").click();
   assert.equal(await within(5000, reason, "disconnect from the UI"), "io server disconnect");
+  // The click also opens the socket's details (the row's own click handler): back to the list, where
+  // the row is gone.
   await goto(page, "#/sockets/");
-  await page.locator("tbody tr", { hasText: onB.id }).waitFor({ state: "detached" });
+  await page.waitForFunction(
+    (id) =>
+      window.location.hash === "#/sockets/" &&
+      document.querySelector(".v-breadcrumbs")?.textContent.includes("Sockets") &&
+      ![...document.querySelectorAll("tbody tr td:first-child")].some((td) => td.textContent.trim() === id),
+    idB,
+  );
   await goto(page, "#/rooms/");
   await page.locator("tbody tr", { hasText: "room-a" }).waitFor();
   await page.locator("tbody tr", { hasText: "room-b" }).waitFor({ state: "detached" });

@@ -75,7 +75,14 @@ impl Observer for LiveEvents {
     fn on_connect(&self, socket: &Socket) {
         stamp(socket, transport_name(socket));
         if self.0.watching() {
-            self.event("socket_connected", vec![serialize(socket), Value::String(iso_now())]);
+            let args = Payload::new(vec![serialize(socket), Value::String(iso_now())]);
+            if self.0.is_admin_ns(socket.ns()) {
+                // Observers run before the CONNECT reply: a connecting admin socket learns of itself
+                // from `all_sockets`, never from an event ahead of its CONNECT.
+                self.0.ns.except(socket.id().as_str()).emit("socket_connected", args);
+            } else {
+                self.0.ns.emit("socket_connected", args);
+            }
         }
     }
 
@@ -91,11 +98,10 @@ impl Observer for LiveEvents {
         if OWN_WRITE.with(Cell::get) {
             return;
         }
+        // The application (or a recovered session) replaced the data: keep this connection's
+        // `_admin` in it; the write below reports the change.
+        stamp(socket, transport_name(socket));
         let data = socket.data();
-        if data.is_object() && data.get(ADMIN_DATA_KEY).is_none() {
-            // The application replaced the data: keep `_admin` in it (this write reports it).
-            stamp(socket, transport_name(socket));
-        }
         if self.0.watching() {
             let update = json!({"id": socket.id().as_str(), "nsp": socket.ns().name(), "data": visible_data(data)});
             self.event("socket_updated", vec![update]);
