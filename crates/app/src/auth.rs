@@ -167,6 +167,16 @@ enum Keys {
     },
 }
 
+/// How many distinct token headers the verifier remembers.
+const HEADER_CACHE: usize = 8;
+
+/// A header segment seen under a good signature, and what it says.
+struct KnownHeader {
+    segment: Box<str>,
+    alg: Algorithm,
+    kid: Option<Box<str>>,
+}
+
 /// The claim checks of `[auth.jwt]`: `exp` (required), `nbf`, `iss`, `aud`, with the leeway.
 #[derive(Debug)]
 struct Rules {
@@ -183,6 +193,10 @@ struct Rules {
 /// the claims read in one pass that keeps only what the rules and the [`Identity`] need.
 pub struct Verifier {
     keys: Keys,
+    /// Header segments (as sent, base64url) of tokens whose signature verified, with their `alg`
+    /// and `kid`: an issuer repeats its header in every token, so it is decoded once. Only a header
+    /// under a good signature is added, and at most [`HEADER_CACHE`] of them (then no more).
+    headers: parking_lot::RwLock<Vec<KnownHeader>>,
     rules: Rules,
     rooms_claim: Box<str>,
     publish_claim: Box<str>,
@@ -256,6 +270,7 @@ impl Verifier {
         let configured = |value: &str| (!value.is_empty()).then(|| value.into());
         Ok(Some(Verifier {
             keys,
+            headers: parking_lot::RwLock::default(),
             rules: Rules {
                 leeway: jwt.leeway_seconds,
                 issuer: configured(&jwt.issuer),
@@ -287,16 +302,16 @@ impl Verifier {
             return Err(malformed);
         };
         let message = &token[..header.len() + 1 + payload.len()];
-        let header_json = B64.decode(header).map_err(|_| malformed)?;
-        let header: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| malformed)?;
-        // An unknown name (`none` among them) is a malformed header, as in `jsonwebtoken`.
-        let alg: Algorithm = header.alg.parse().map_err(|_| malformed)?;
-        let entry = match &self.keys {
-            Keys::One(entry) => entry,
-            Keys::Set { by_kid, single } => match header.kid.as_deref() {
-                Some(kid) => by_kid.get(kid).ok_or(Refusal::invalid("unknown kid"))?,
-                None => single.as_ref().ok_or(Refusal::invalid("no kid"))?,
-            },
+        let (alg, entry, new_header) = match self.known_header(header) {
+            Some((alg, entry)) => (alg, entry, None),
+            None => {
+                let header_json = B64.decode(header).map_err(|_| malformed)?;
+                let parsed: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| malformed)?;
+                // An unknown name (`none` among them) is a malformed header, as in `jsonwebtoken`.
+                let alg: Algorithm = parsed.alg.parse().map_err(|_| malformed)?;
+                let entry = self.entry(parsed.kid.as_deref())?;
+                (alg, entry, Some(parsed.kid.map(Box::<str>::from)))
+            }
         };
         // The key's family only: `alg: none` never gets here, and HS256 "signed" with an RSA or EC
         // public key as the secret is refused before any HMAC is computed.
@@ -317,6 +332,9 @@ impl Verifier {
                 Err(e) => return Err(refusal_of(e.kind())),
             },
         }
+        if let Some(kid) = new_header {
+            self.remember(header, alg, kid);
+        }
         let claims_json = B64.decode(payload).map_err(|_| malformed)?;
         let seed = ClaimsSeed { rooms: &self.rooms_claim, publish: &self.publish_claim };
         let mut deserializer = serde_json::Deserializer::from_slice(&claims_json);
@@ -324,6 +342,39 @@ impl Verifier {
         deserializer.end().map_err(|_| malformed)?;
         claims.check(&self.rules, now)?;
         claims.identity()
+    }
+}
+
+impl Verifier {
+    /// The key for a token with `kid` (only a JWKS looks at it).
+    fn entry(&self, kid: Option<&str>) -> Result<&KeyEntry, Refusal> {
+        match &self.keys {
+            Keys::One(entry) => Ok(entry),
+            Keys::Set { by_kid, single } => match kid {
+                Some(kid) => by_kid.get(kid).ok_or(Refusal::invalid("unknown kid")),
+                None => single.as_ref().ok_or(Refusal::invalid("no kid")),
+            },
+        }
+    }
+
+    /// The algorithm and key of a header segment seen before under a good signature.
+    fn known_header(&self, segment: &str) -> Option<(Algorithm, &KeyEntry)> {
+        let known = self.headers.read();
+        let header = known.iter().find(|h| *h.segment == *segment)?;
+        Some((header.alg, self.entry(header.kid.as_deref()).ok()?))
+    }
+
+    fn remember(&self, segment: &str, alg: Algorithm, kid: Option<Box<str>>) {
+        let mut known = self.headers.write();
+        if known.len() < HEADER_CACHE && !known.iter().any(|h| *h.segment == *segment) {
+            known.push(KnownHeader { segment: segment.into(), alg, kid });
+        }
+    }
+
+    /// Header segments remembered (for tests).
+    #[cfg(test)]
+    fn known_headers(&self) -> usize {
+        self.headers.read().len()
     }
 }
 
@@ -1415,6 +1466,29 @@ mod tests {
             }
             assert!(accepted > 10 && accepted < cases / 2, "{accepted} of {cases}: the cases cover both answers");
         }
+    }
+
+    #[test]
+    fn headers_are_remembered_only_under_good_signatures_and_boundedly() {
+        let v = verifier(&config(|c| c.auth.jwt.secret = SECRET.into()));
+        let good = hs(Algorithm::HS256, &claims("alice", 60), SECRET.as_bytes());
+        assert_eq!(refused(&v, &hs(Algorithm::HS256, &claims("a", 60), b"wrong secret")).detail, "bad signature");
+        assert_eq!(v.known_headers(), 0, "a bad signature teaches nothing");
+        assert!(v.verify(&good).is_ok());
+        assert!(v.verify(&good).is_ok(), "the remembered header");
+        assert_eq!(v.known_headers(), 1);
+        // The same header: every later check still applies.
+        assert_eq!(refused(&v, &hs(Algorithm::HS256, &claims("a", 60), b"wrong secret")).detail, "bad signature");
+        assert_eq!(refused(&v, &hs(Algorithm::HS256, &claims("a", -60), SECRET.as_bytes())).failure, Failure::Expired);
+        // Many distinct headers, all signed: the cache stops growing, the tokens still verify.
+        for i in 0..3 * HEADER_CACHE {
+            let mut header = Header::new(Algorithm::HS384);
+            header.cty = Some(format!("t{i}"));
+            let token = encode(&header, &claims("bob", 60), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+            assert_eq!(&*v.verify(&token).unwrap().user, "bob");
+            assert_eq!(&*v.verify(&token).unwrap().user, "bob");
+        }
+        assert_eq!(v.known_headers(), HEADER_CACHE);
     }
 
     #[test]
