@@ -45,6 +45,21 @@ pub struct Identity {
     pub publish: Option<Arc<[RoomPattern]>>,
     /// The token's `exp`, in seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// The user's room, `user:<sub>`, made once: every socket of the user joins it at connect.
+    pub room: Arc<str>,
+}
+
+impl Identity {
+    /// The identity of `user` with these claims (and its user room).
+    pub fn new(
+        user: Arc<str>,
+        rooms: Option<Arc<[RoomPattern]>>,
+        publish: Option<Arc<[RoomPattern]>>,
+        expires_at: Option<u64>,
+    ) -> Identity {
+        let room = user_room(&user).into();
+        Identity { user, rooms, publish, expires_at, room }
+    }
 }
 
 /// The prefix of user rooms (`user:<sub>`).
@@ -107,17 +122,46 @@ impl Access {
     }
 }
 
+impl Access {
+    /// Whether `socket` may `signal` the user `target`: always its own user (its other tabs), else
+    /// when it may publish to the target's room `user:<target>` ([`Access::may_publish`]: the
+    /// `publish` patterns, else `rooms`, must match it, as `user:*` or `*` do; without a claim the
+    /// default policy decides, so everything is allowed when no auth is configured).
+    pub fn may_signal(&self, socket: &Socket, target: &str) -> bool {
+        let identity = identity(socket);
+        match &identity {
+            Some(identity) => self.may_signal_as(Some(identity), &identity.user, target),
+            None => self.may_signal_as(None, &user_of(socket), target),
+        }
+    }
+
+    /// [`Access::may_signal`] for a socket speaking as `sender` with `identity`.
+    pub fn may_signal_as(&self, identity: Option<&Identity>, sender: &str, target: &str) -> bool {
+        sender == target || self.may_publish_as(identity, &user_room(target))
+    }
+}
+
 /// The socket's authenticated identity, if auth is on and it connected with a valid token.
 pub fn identity(socket: &Socket) -> Option<Identity> {
     socket.extensions().get::<Identity>()
+}
+
+/// The room of the user a socket speaks as ([`user_of`]): `user:<user>`, without an allocation when
+/// the socket has an [`Identity`].
+pub fn user_room_of(socket: &Socket) -> Arc<str> {
+    match socket.extensions().with_mut::<Identity, _>(|identity| identity.map(|i| i.room.clone())) {
+        Some(room) => room,
+        None => user_room(&user_of(socket)).into(),
+    }
 }
 
 /// The user a socket speaks as in built-in events: its token's `sub`; else (no [`Identity`], which
 /// means no auth is configured: with auth every socket has one) the `user` string of the handshake's
 /// `auth` object when it is a usable name ([`handshake_user`]); else the socket id.
 pub fn user_of(socket: &Socket) -> Arc<str> {
-    match identity(socket) {
-        Some(identity) => identity.user,
+    // The user alone, not a clone of the whole identity: this runs on every join and event.
+    match socket.extensions().with_mut::<Identity, _>(|identity| identity.map(|i| i.user.clone())) {
+        Some(user) => user,
         None => match handshake_user(socket.auth()) {
             Some(user) => user.into(),
             None => socket.id().as_str().into(),
@@ -174,7 +218,7 @@ mod tests {
 
     fn alice(rooms: Option<&[&str]>, publish: Option<&[&str]>) -> Identity {
         let list = |l: &[&str]| -> Arc<[RoomPattern]> { l.iter().map(|p| RoomPattern::new(p)).collect() };
-        Identity { user: "alice".into(), rooms: rooms.map(list), publish: publish.map(list), expires_at: None }
+        Identity::new("alice".into(), rooms.map(list), publish.map(list), None)
     }
 
     #[test]
@@ -194,6 +238,27 @@ mod tests {
         assert!(allow.may_join_as(Some(&no_claim), "lobby"));
         assert!(!deny.may_publish_as(None, "lobby"));
         assert!(allow.may_publish_as(None, "lobby"));
+    }
+
+    #[test]
+    fn signals_need_the_right_to_publish_to_the_target_users_room() {
+        let deny = Access::new(false);
+        let allow = Access::allow_all();
+        // Without a claim: the default policy (allow when no auth is configured).
+        assert!(allow.may_signal_as(None, "anon", "bob"));
+        assert!(!deny.may_signal_as(None, "anon", "bob"));
+        assert!(deny.may_signal_as(None, "bob", "bob"), "one's own tabs, always");
+        // Patterns: publish, else rooms, must match user:<target>.
+        let chat_only = alice(Some(&["chat:*"]), None);
+        assert!(!allow.may_signal_as(Some(&chat_only), "alice", "bob"));
+        assert!(deny.may_signal_as(Some(&chat_only), "alice", "alice"));
+        let everyone = alice(Some(&["chat:*"]), Some(&["chat:*", "user:*"]));
+        assert!(deny.may_signal_as(Some(&everyone), "alice", "bob"));
+        let one_friend = alice(Some(&["chat:*", "user:bob"]), None);
+        assert!(deny.may_signal_as(Some(&one_friend), "alice", "bob"));
+        assert!(!deny.may_signal_as(Some(&one_friend), "alice", "bobby"));
+        assert!(deny.may_signal_as(Some(&alice(Some(&["*"]), None)), "alice", "carol"), "\"*\" matches every user");
+        assert!(!allow.may_signal_as(Some(&alice(Some(&["*"]), Some(&[]))), "alice", "carol"));
     }
 
     #[test]

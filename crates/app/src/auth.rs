@@ -5,6 +5,9 @@
 //!   `kid`) and checks one token: signature with an algorithm of the key's family only (so `alg:
 //!   none`, and HS256 "signed" with an RSA public key as the secret, are refused), `exp`
 //!   (required), `nbf`, `iss`, `aud`, and a non-empty `sub`. It gives the socket's [`Identity`].
+//!   It runs on every handshake, so it parses the token once and allocates little: HMAC keys are
+//!   prepared at start (ring), and the claims are read in one pass that keeps only what it needs;
+//!   the rules are those of `jsonwebtoken::decode` (a test compares the two decisions).
 //! - [`Auth::install`] adds server-wide connect middleware to the Socket.IO builder, so every
 //!   namespace (static, dynamic, made later) is covered, except `auth.exempt_namespaces`. The
 //!   middleware takes the token from the handshake's `auth.token`, else `Authorization: Bearer`,
@@ -22,7 +25,7 @@
 //!   a fresh token, sets `socket.auth`, and calls `socket.connect()`).
 //! - [`mint`] makes an HS256 token with the configured secret (`switchyard token`).
 
-use crate::access::{user_room, Access, Identity, RoomPattern};
+use crate::access::{Access, Identity, RoomPattern};
 use crate::config::{AuthConfig, Config, KeySource, RoomsConfig};
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -35,7 +38,7 @@ use serde::de::DeserializeSeed as _;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use switchyard_engine::limits::LogThrottle;
@@ -164,6 +167,16 @@ enum Keys {
     },
 }
 
+/// How many distinct token headers the verifier remembers.
+const HEADER_CACHE: usize = 8;
+
+/// A header segment seen under a good signature, and what it says.
+struct KnownHeader {
+    segment: Box<str>,
+    alg: Algorithm,
+    kid: Option<Box<str>>,
+}
+
 /// The claim checks of `[auth.jwt]`: `exp` (required), `nbf`, `iss`, `aud`, with the leeway.
 #[derive(Debug)]
 struct Rules {
@@ -180,6 +193,10 @@ struct Rules {
 /// the claims read in one pass that keeps only what the rules and the [`Identity`] need.
 pub struct Verifier {
     keys: Keys,
+    /// Header segments (as sent, base64url) of tokens whose signature verified, with their `alg`
+    /// and `kid`: an issuer repeats its header in every token, so it is decoded once. Only a header
+    /// under a good signature is added, and at most [`HEADER_CACHE`] of them (then no more).
+    headers: parking_lot::RwLock<Vec<KnownHeader>>,
     rules: Rules,
     rooms_claim: Box<str>,
     publish_claim: Box<str>,
@@ -253,6 +270,7 @@ impl Verifier {
         let configured = |value: &str| (!value.is_empty()).then(|| value.into());
         Ok(Some(Verifier {
             keys,
+            headers: parking_lot::RwLock::default(),
             rules: Rules {
                 leeway: jwt.leeway_seconds,
                 issuer: configured(&jwt.issuer),
@@ -284,16 +302,16 @@ impl Verifier {
             return Err(malformed);
         };
         let message = &token[..header.len() + 1 + payload.len()];
-        let header_json = B64.decode(header).map_err(|_| malformed)?;
-        let header: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| malformed)?;
-        // An unknown name (`none` among them) is a malformed header, as in `jsonwebtoken`.
-        let alg: Algorithm = header.alg.parse().map_err(|_| malformed)?;
-        let entry = match &self.keys {
-            Keys::One(entry) => entry,
-            Keys::Set { by_kid, single } => match header.kid.as_deref() {
-                Some(kid) => by_kid.get(kid).ok_or(Refusal::invalid("unknown kid"))?,
-                None => single.as_ref().ok_or(Refusal::invalid("no kid"))?,
-            },
+        let (alg, entry, new_header) = match self.known_header(header) {
+            Some((alg, entry)) => (alg, entry, None),
+            None => {
+                let header_json = B64.decode(header).map_err(|_| malformed)?;
+                let parsed: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| malformed)?;
+                // An unknown name (`none` among them) is a malformed header, as in `jsonwebtoken`.
+                let alg: Algorithm = parsed.alg.parse().map_err(|_| malformed)?;
+                let entry = self.entry(parsed.kid.as_deref())?;
+                (alg, entry, Some(parsed.kid.map(Box::<str>::from)))
+            }
         };
         // The key's family only: `alg: none` never gets here, and HS256 "signed" with an RSA or EC
         // public key as the secret is refused before any HMAC is computed.
@@ -314,6 +332,9 @@ impl Verifier {
                 Err(e) => return Err(refusal_of(e.kind())),
             },
         }
+        if let Some(kid) = new_header {
+            self.remember(header, alg, kid);
+        }
         let claims_json = B64.decode(payload).map_err(|_| malformed)?;
         let seed = ClaimsSeed { rooms: &self.rooms_claim, publish: &self.publish_claim };
         let mut deserializer = serde_json::Deserializer::from_slice(&claims_json);
@@ -321,6 +342,39 @@ impl Verifier {
         deserializer.end().map_err(|_| malformed)?;
         claims.check(&self.rules, now)?;
         claims.identity()
+    }
+}
+
+impl Verifier {
+    /// The key for a token with `kid` (only a JWKS looks at it).
+    fn entry(&self, kid: Option<&str>) -> Result<&KeyEntry, Refusal> {
+        match &self.keys {
+            Keys::One(entry) => Ok(entry),
+            Keys::Set { by_kid, single } => match kid {
+                Some(kid) => by_kid.get(kid).ok_or(Refusal::invalid("unknown kid")),
+                None => single.as_ref().ok_or(Refusal::invalid("no kid")),
+            },
+        }
+    }
+
+    /// The algorithm and key of a header segment seen before under a good signature.
+    fn known_header(&self, segment: &str) -> Option<(Algorithm, &KeyEntry)> {
+        let known = self.headers.read();
+        let header = known.iter().find(|h| *h.segment == *segment)?;
+        Some((header.alg, self.entry(header.kid.as_deref()).ok()?))
+    }
+
+    fn remember(&self, segment: &str, alg: Algorithm, kid: Option<Box<str>>) {
+        let mut known = self.headers.write();
+        if known.len() < HEADER_CACHE && !known.iter().any(|h| *h.segment == *segment) {
+            known.push(KnownHeader { segment: segment.into(), alg, kid });
+        }
+    }
+
+    /// Header segments remembered (for tests).
+    #[cfg(test)]
+    fn known_headers(&self) -> usize {
+        self.headers.read().len()
     }
 }
 
@@ -500,7 +554,7 @@ impl<'a> Claims<'a> {
         };
         let rooms = self.rooms.patterns().ok_or(Refusal::invalid("rooms claim"))?;
         let publish = self.publish.patterns().ok_or(Refusal::invalid("publish claim"))?;
-        Ok(Identity { user, rooms, publish, expires_at: self.exp.number() })
+        Ok(Identity::new(user, rooms, publish, self.exp.number()))
     }
 }
 
@@ -550,11 +604,14 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
             let value: Claim<'de> = map.next_value()?;
             // A configured room claim may share a name with a spec claim: both read the value.
             let slots = [spec, is_rooms.then_some(&mut claims.rooms), is_publish.then_some(&mut claims.publish)];
-            for slot in slots.into_iter().flatten() {
-                if *slot != Claim::Absent {
-                    return Err(serde::de::Error::custom(format_args!("claim {name} given twice")));
-                }
-                *slot = value.clone();
+            if slots.iter().flatten().any(|slot| **slot != Claim::Absent) {
+                return Err(serde::de::Error::custom(format_args!("claim {name} given twice")));
+            }
+            // The value moves to its last slot; only a name with two roles pays for a copy.
+            let count = slots.iter().flatten().count();
+            let mut value = Some(value);
+            for (i, slot) in slots.into_iter().flatten().enumerate() {
+                *slot = if i + 1 == count { value.take() } else { value.clone() }.unwrap_or_default();
             }
         }
         Ok(claims)
@@ -619,10 +676,6 @@ fn jwk_key(jwk: &Jwk) -> Result<KeyEntry, String> {
 /// What the middleware leaves for the observer: the room from the handshake.
 #[derive(Clone, Debug)]
 struct HandshakeRoom(Arc<str>);
-
-/// A socket's entry in the [`ExpiryTracker`] (deadline, sequence number).
-#[derive(Clone, Copy, Debug)]
-struct ExpiryKey(u64, u64);
 
 /// The counters of authentication.
 struct Counters {
@@ -842,18 +895,19 @@ struct AuthObserver(Arc<Auth>);
 
 impl Observer for AuthObserver {
     fn on_connect(&self, socket: &Socket) {
-        let identity = socket.extensions().get::<Identity>();
-        let room = socket.extensions().get::<HandshakeRoom>();
+        // Read in place: the user room (made once, at verification) and the expiry, no clone.
+        let identity = socket.extensions().with_mut::<Identity, _>(|i| i.map(|i| (i.room.clone(), i.expires_at)));
+        let room = if self.0.from_handshake { socket.extensions().get::<HandshakeRoom>() } else { None };
         if identity.is_none() && room.is_none() {
             return;
         }
         // The observer sees `&Socket`; joining needs the shared handle, which the namespace holds now.
         let Some(socket) = socket.ns().get_socket(&socket.id()) else { return };
-        if let Some(identity) = &identity {
-            if let Err(e) = socket.join(user_room(&identity.user)) {
+        if let Some((user_room, expires_at)) = identity {
+            if let Err(e) = socket.join(user_room) {
                 tracing::debug!(socket = %socket.id(), error = %e, "could not join the user room");
             }
-            if let Some(exp) = identity.expires_at {
+            if let Some(exp) = expires_at {
                 self.0.expiry.track(&socket, exp);
             }
         }
@@ -870,9 +924,11 @@ impl Observer for AuthObserver {
 }
 
 /// The tokens of connected sockets, ordered by when they run out; one task sweeps it every 250 ms.
+/// An entry is keyed by (deadline, the socket's address): the `Weak` in it keeps that address from
+/// being reused while the entry exists, and the deadline is found again from the socket's
+/// [`Identity`], so nothing else is stored per socket.
 pub struct ExpiryTracker {
-    entries: Mutex<BTreeMap<(u64, u64), Weak<Socket>>>,
-    next: AtomicU64,
+    entries: Mutex<BTreeMap<(u64, usize), Weak<Socket>>>,
     sweeping: AtomicBool,
     leeway: u64,
     counters: Arc<Counters>,
@@ -880,13 +936,7 @@ pub struct ExpiryTracker {
 
 impl ExpiryTracker {
     fn new(leeway: u64, counters: Arc<Counters>) -> Arc<ExpiryTracker> {
-        Arc::new(ExpiryTracker {
-            entries: Mutex::default(),
-            next: AtomicU64::new(0),
-            sweeping: AtomicBool::new(false),
-            leeway,
-            counters,
-        })
+        Arc::new(ExpiryTracker { entries: Mutex::default(), sweeping: AtomicBool::new(false), leeway, counters })
     }
 
     /// Sockets tracked now.
@@ -898,19 +948,22 @@ impl ExpiryTracker {
         self.len() == 0
     }
 
+    fn key(&self, socket: &Socket, exp: u64) -> (u64, usize) {
+        (exp.saturating_add(self.leeway), socket as *const Socket as usize)
+    }
+
     /// Disconnects `socket` once `exp` (seconds since the Unix epoch) plus the leeway has passed.
     fn track(self: &Arc<Self>, socket: &Arc<Socket>, exp: u64) {
-        let key = (exp.saturating_add(self.leeway), self.next.fetch_add(1, Ordering::Relaxed));
-        socket.extensions().insert(ExpiryKey(key.0, key.1));
-        self.entries.lock().insert(key, Arc::downgrade(socket));
+        self.entries.lock().insert(self.key(socket, exp), Arc::downgrade(socket));
         if !self.sweeping.swap(true, Ordering::AcqRel) {
             self.start();
         }
     }
 
     fn forget(&self, socket: &Socket) {
-        if let Some(ExpiryKey(deadline, seq)) = socket.extensions().remove::<ExpiryKey>() {
-            self.entries.lock().remove(&(deadline, seq));
+        let exp = socket.extensions().with_mut::<Identity, _>(|i| i.and_then(|i| i.expires_at));
+        if let Some(exp) = exp {
+            self.entries.lock().remove(&self.key(socket, exp));
         }
     }
 
@@ -943,7 +996,6 @@ impl ExpiryTracker {
             if !socket.connected() {
                 continue;
             }
-            socket.extensions().remove::<ExpiryKey>();
             let _ = socket.emit(EXPIRED_EVENT, json!({"reason": "expired"}));
             tracing::debug!(socket = %socket.id(), nsp = %socket.ns().name(), reason = EXPIRED_REASON, "socket disconnected");
             socket.disconnect(false);
@@ -1421,6 +1473,29 @@ mod tests {
             }
             assert!(accepted > 10 && accepted < cases / 2, "{accepted} of {cases}: the cases cover both answers");
         }
+    }
+
+    #[test]
+    fn headers_are_remembered_only_under_good_signatures_and_boundedly() {
+        let v = verifier(&config(|c| c.auth.jwt.secret = SECRET.into()));
+        let good = hs(Algorithm::HS256, &claims("alice", 60), SECRET.as_bytes());
+        assert_eq!(refused(&v, &hs(Algorithm::HS256, &claims("a", 60), b"wrong secret")).detail, "bad signature");
+        assert_eq!(v.known_headers(), 0, "a bad signature teaches nothing");
+        assert!(v.verify(&good).is_ok());
+        assert!(v.verify(&good).is_ok(), "the remembered header");
+        assert_eq!(v.known_headers(), 1);
+        // The same header: every later check still applies.
+        assert_eq!(refused(&v, &hs(Algorithm::HS256, &claims("a", 60), b"wrong secret")).detail, "bad signature");
+        assert_eq!(refused(&v, &hs(Algorithm::HS256, &claims("a", -60), SECRET.as_bytes())).failure, Failure::Expired);
+        // Many distinct headers, all signed: the cache stops growing, the tokens still verify.
+        for i in 0..3 * HEADER_CACHE {
+            let mut header = Header::new(Algorithm::HS384);
+            header.cty = Some(format!("t{i}"));
+            let token = encode(&header, &claims("bob", 60), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+            assert_eq!(&*v.verify(&token).unwrap().user, "bob");
+            assert_eq!(&*v.verify(&token).unwrap().user, "bob");
+        }
+        assert_eq!(v.known_headers(), HEADER_CACHE);
     }
 
     #[test]

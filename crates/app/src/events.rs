@@ -84,8 +84,7 @@ impl Events {
 
     /// Registers the built-in events on one socket and puts it in its user's room (`user:<user>`).
     pub fn attach(self: &Arc<Self>, socket: &Arc<Socket>) {
-        let user_room = access::user_room(&access::user_of(socket));
-        if let Err(e) = socket.join(user_room.as_str()) {
+        if let Err(e) = socket.join(access::user_room_of(socket)) {
             tracing::debug!(socket = %socket.id(), error = %e, "could not join the user's own room");
         }
         let events = self.clone();
@@ -248,6 +247,9 @@ impl Events {
         };
         if payload.args.len() < 2 {
             return refuse(socket, "signal", ack, errors::INVALID);
+        }
+        if !self.access.may_signal(socket, &target) {
+            return refuse(socket, "signal", ack, errors::FORBIDDEN);
         }
         let data = std::mem::take(&mut payload.args[1]);
         let message =

@@ -186,6 +186,9 @@ impl App {
             }
         }
         let presence = start_presence(&config, &io, cluster.as_ref())?;
+        if let (Some(metrics), Some(presence)) = (&metrics, &presence) {
+            metrics::PresenceCollector::register_metrics(presence, metrics.registry());
+        }
         if config.events.enabled {
             events::Events::new(access.clone(), presence.clone()).install(&main_ns);
         }

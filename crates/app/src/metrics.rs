@@ -6,7 +6,8 @@
 //!   atomics the engine keeps anyway, at scrape time (no work per event);
 //! - the Socket.IO series (events by name, acks, broadcasts, disconnects by reason): [`SocketIoMetrics`],
 //!   an [`Observer`] whose every call is a map lookup under a read lock and an atomic add;
-//! - the Redis adapter's counters: [`RedisCollector`], reading the node's stats at scrape time.
+//! - the Redis adapter's counters: [`RedisCollector`], reading the node's stats at scrape time;
+//! - the presence tracker's counters: [`PresenceCollector`], reading its atomics at scrape time.
 //!
 //! Every name, type and label is listed in docs/METRICS.md.
 
@@ -207,6 +208,68 @@ impl Collector for RedisCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         Self::families(&self.node, true).iter().flat_map(|c| c.collect()).collect()
+    }
+}
+
+/// The presence tracker's counters (`switchyard_presence_*`), read from its atomics at scrape time.
+pub struct PresenceCollector {
+    presence: Arc<crate::presence::Presence>,
+    descs: Vec<Desc>,
+}
+
+impl PresenceCollector {
+    pub fn new(presence: Arc<crate::presence::Presence>) -> PresenceCollector {
+        let descs = Self::families(&presence, false).iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
+        PresenceCollector { presence, descs }
+    }
+
+    fn families(presence: &crate::presence::Presence, with_values: bool) -> Vec<Box<dyn Collector>> {
+        let s = presence.stats();
+        let counters = [
+            (
+                "switchyard_presence_announcements_total",
+                "user-connected and user-disconnected broadcasts sent by this node.",
+                &s.announced,
+            ),
+            (
+                "switchyard_presence_expired_total",
+                "Users this node announced gone because their entries expired (their node died).",
+                &s.expired,
+            ),
+            ("switchyard_presence_store_errors_total", "Presence store calls that failed.", &s.store_errors),
+            ("switchyard_presence_refreshes_total", "Refreshes of this node's entries in the store.", &s.refreshes),
+        ];
+        let mut out: Vec<Box<dyn Collector>> = Vec::with_capacity(counters.len() + 1);
+        for (name, help, value) in counters {
+            let c = counter(name, help);
+            if with_values {
+                c.inc_by(value.load(Ordering::Relaxed));
+            }
+            out.push(Box::new(c));
+        }
+        let held = gauge("switchyard_presence_local_entries", "(namespace, room, user) entries this node holds.");
+        if with_values {
+            held.set(i64::try_from(presence.local_entries()).unwrap_or(i64::MAX));
+        }
+        out.push(Box::new(held));
+        out
+    }
+
+    /// Registers the tracker's collector.
+    pub fn register_metrics(presence: &Arc<crate::presence::Presence>, registry: &Registry) {
+        if let Err(e) = registry.register(Box::new(PresenceCollector::new(presence.clone()))) {
+            tracing::warn!(error = %e, "registering the presence metrics");
+        }
+    }
+}
+
+impl Collector for PresenceCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        Self::families(&self.presence, true).iter().flat_map(|c| c.collect()).collect()
     }
 }
 

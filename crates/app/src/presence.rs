@@ -36,7 +36,7 @@ use switchyard_socketio::{Observer, Room, Socket, SocketIo};
 use tokio::sync::{mpsc, oneshot};
 
 /// Why the presence store could not answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PresenceError {
     #[error("presence store unavailable: {0}")]
     Unavailable(String),
@@ -255,34 +255,52 @@ for i = 1, #all, 2 do
 end
 return out";
 
-/// KEYS[1] room; ARGV node, ttl, users... Refreshes the node's users, then sweeps; returns the users
-/// whose last entries expired.
+/// KEYS the rooms; ARGV node, ttl, then per room the number of users and the users. Refreshes the
+/// node's users in each room, then sweeps it; returns per room the users whose last entries expired.
+/// An entry that is not a JSON object (written by something else) counts as holding no live node.
 const LUA_REFRESH: &str = "
 local ttl = tonumber(ARGV[2])
-for i = 3, #ARGV do
-  local raw = redis.call('HGET', KEYS[1], ARGV[i])
-  local nodes = {}
-  if raw then nodes = cjson.decode(raw) end
-  nodes[ARGV[1]] = now + ttl
-  redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(nodes))
+local function decode(raw)
+  local ok, nodes = pcall(cjson.decode, raw)
+  if ok and type(nodes) == 'table' then return nodes end
+  return {}
 end
-local gone = {}
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  local nodes = cjson.decode(all[i + 1])
-  local present, changed = false, false
-  for n, e in pairs(nodes) do
-    if e <= now then nodes[n] = nil changed = true else present = true end
+local out = {}
+local a = 3
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local n = tonumber(ARGV[a])
+  for i = a + 1, a + n do
+    local raw = redis.call('HGET', key, ARGV[i])
+    local nodes = {}
+    if raw then nodes = decode(raw) end
+    nodes[ARGV[1]] = now + ttl
+    redis.call('HSET', key, ARGV[i], cjson.encode(nodes))
   end
-  if not present then
-    redis.call('HDEL', KEYS[1], all[i])
-    table.insert(gone, all[i])
-  elseif changed then
-    redis.call('HSET', KEYS[1], all[i], cjson.encode(nodes))
+  a = a + n + 1
+  local gone = {}
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local nodes = decode(all[i + 1])
+    local present, changed = false, false
+    for node, e in pairs(nodes) do
+      if type(e) ~= 'number' or e <= now then nodes[node] = nil changed = true else present = true end
+    end
+    if not present then
+      redis.call('HDEL', key, all[i])
+      table.insert(gone, all[i])
+    elseif changed then
+      redis.call('HSET', key, all[i], cjson.encode(nodes))
+    end
   end
+  if #all > 0 then redis.call('PEXPIRE', key, 3 * ttl) end
+  out[k] = gone
 end
-if #all > 0 then redis.call('PEXPIRE', KEYS[1], 3 * ttl) end
-return gone";
+return out";
+
+/// Rooms one refresh script handles: bounds how long one script holds Redis (scripts run alone).
+/// Every script of a refresh goes in one pipeline, so a refresh is one round trip on a single Redis.
+pub const REFRESH_ROOMS_PER_SCRIPT: usize = 256;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One room's refresh: its namespace, name and the users whose entries expired.
@@ -290,7 +308,7 @@ type RoomRefresh = (Arc<str>, Room, Result<Vec<String>, PresenceError>);
 
 /// After a failed connect, how long calls fail at once before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Rooms refreshed at once (each one script on the multiplexed connection).
+/// Rooms refreshed at once on a Redis Cluster (one script per room: a script's keys must share a slot).
 const REFRESH_IN_FLIGHT: usize = 32;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -355,26 +373,92 @@ impl RedisPresence {
 
     /// Runs one script on one key. A connection error drops the connection (the next call reconnects).
     async fn eval(&self, script: &'static str, key: String, args: Vec<String>) -> Result<redis::Value, PresenceError> {
-        let mut conn = self.connection().await?;
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(format!("{LUA_NOW}{script}")).arg(1).arg(key);
         for arg in args {
             cmd.arg(arg);
         }
+        let mut conn = self.connection().await?;
         let result = match &mut conn {
             RedisConn::Single(c) => cmd.query_async::<redis::Value>(c).await,
             RedisConn::Cluster(c) => cmd.query_async::<redis::Value>(c).await,
         };
-        result.map_err(|e| {
-            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
-                if let Ok(mut slot) = self.conn.try_lock() {
-                    *slot = None;
-                }
-                PresenceError::Unavailable(e.to_string())
-            } else {
-                PresenceError::Backend(e.to_string())
+        result.map_err(|e| self.error(e))
+    }
+
+    /// The error of a failed call; a connection error drops the connection (the next call reconnects).
+    fn error(&self, e: redis::RedisError) -> PresenceError {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
+            if let Ok(mut slot) = self.conn.try_lock() {
+                *slot = None;
             }
-        })
+            PresenceError::Unavailable(e.to_string())
+        } else {
+            PresenceError::Backend(e.to_string())
+        }
+    }
+
+    /// The refresh script over `rooms` (namespace, room, users).
+    fn refresh_command(&self, rooms: &[HeldRoom]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(format!("{LUA_NOW}{LUA_REFRESH}")).arg(rooms.len());
+        for room in rooms {
+            cmd.arg(self.key(&room.nsp, &room.room));
+        }
+        cmd.arg(&*self.node).arg(self.ttl_ms);
+        for room in rooms {
+            cmd.arg(room.users.len());
+            for user in &room.users {
+                cmd.arg(&**user);
+            }
+        }
+        cmd
+    }
+
+    /// Refreshes `held`: on a single Redis one pipeline of scripts of up to
+    /// [`REFRESH_ROOMS_PER_SCRIPT`] rooms (one round trip); on a cluster one script per room, up to
+    /// [`REFRESH_IN_FLIGHT`] at once. Gives each room's result.
+    async fn refresh_rooms(&self, held: Vec<HeldRoom>) -> Result<Vec<RoomRefresh>, PresenceError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.connection().await?;
+        match conn {
+            RedisConn::Single(mut c) => {
+                let chunks: Vec<&[HeldRoom]> = held.chunks(REFRESH_ROOMS_PER_SCRIPT).collect();
+                let mut pipe = redis::pipe();
+                for chunk in &chunks {
+                    pipe.add_command(self.refresh_command(chunk));
+                }
+                // One script failing must not keep the others' results from being read.
+                let replies: Vec<redis::RedisResult<redis::Value>> =
+                    pipe.ignore_errors().query_async(&mut c).await.map_err(|e| self.error(e))?;
+                let mut out = Vec::with_capacity(held.len());
+                for (chunk, reply) in chunks.iter().zip(replies) {
+                    match reply.map_err(|e| self.error(e)).and_then(|v| per_room(v, chunk.len())) {
+                        Ok(lists) => out.extend(chunk.iter().zip(lists).map(|(r, gone)| room_result(r, Ok(gone)))),
+                        Err(e) => out.extend(chunk.iter().map(|r| room_result(r, Err(e.clone())))),
+                    }
+                }
+                Ok(out)
+            }
+            RedisConn::Cluster(c) => {
+                use futures_util::stream::{self, StreamExt};
+                Ok(stream::iter(held)
+                    .map(|room| {
+                        let mut c = c.clone();
+                        let cmd = self.refresh_command(std::slice::from_ref(&room));
+                        async move {
+                            let reply = cmd.query_async::<redis::Value>(&mut c).await.map_err(|e| self.error(e));
+                            let gone = reply.and_then(|v| per_room(v, 1)).map(|mut lists| lists.remove(0));
+                            (room.nsp, room.room, gone)
+                        }
+                    })
+                    .buffer_unordered(REFRESH_IN_FLIGHT)
+                    .collect()
+                    .await)
+            }
+        }
     }
 
     async fn eval_flag(&self, script: &'static str, key: String, args: Vec<String>) -> Result<bool, PresenceError> {
@@ -390,20 +474,7 @@ impl RedisPresence {
         key: String,
         args: Vec<String>,
     ) -> Result<Vec<String>, PresenceError> {
-        match self.eval(script, key, args).await? {
-            redis::Value::Array(items) | redis::Value::Set(items) => items
-                .into_iter()
-                .map(|item| match item {
-                    redis::Value::BulkString(bytes) => {
-                        String::from_utf8(bytes).map_err(|_| PresenceError::Backend("user is not UTF-8".into()))
-                    }
-                    redis::Value::SimpleString(s) => Ok(s),
-                    other => Err(PresenceError::Backend(format!("unexpected item {other:?}"))),
-                })
-                .collect(),
-            redis::Value::Nil => Ok(Vec::new()),
-            other => Err(PresenceError::Backend(format!("unexpected reply {other:?}"))),
-        }
+        string_list(self.eval(script, key, args).await?)
     }
 }
 
@@ -434,23 +505,9 @@ impl PresenceStore for Arc<RedisPresence> {
     }
 
     fn refresh(&self, held: Vec<HeldRoom>) -> PresenceFuture<Vec<Expired>> {
-        use futures_util::stream::{self, StreamExt};
         let this = self.clone();
         Box::pin(async move {
-            // One script per room, up to REFRESH_IN_FLIGHT at once on the multiplexed connection.
-            let results: Vec<RoomRefresh> = stream::iter(held)
-                .map(|HeldRoom { nsp, room, users }| {
-                    let this = this.clone();
-                    async move {
-                        let mut args = vec![this.node.to_string(), this.ttl_ms.to_string()];
-                        args.extend(users.iter().map(|u| u.to_string()));
-                        let gone = this.eval_list(LUA_REFRESH, this.key(&nsp, &room), args).await;
-                        (nsp, room, gone)
-                    }
-                })
-                .buffer_unordered(REFRESH_IN_FLIGHT)
-                .collect()
-                .await;
+            let results = this.refresh_rooms(held).await?;
             let mut expired = Vec::new();
             let mut first_error = None;
             for (nsp, room, gone) in results {
@@ -476,6 +533,39 @@ impl PresenceStore for Arc<RedisPresence> {
                 None => Ok(expired),
             }
         })
+    }
+}
+
+fn room_result(room: &HeldRoom, gone: Result<Vec<String>, PresenceError>) -> RoomRefresh {
+    (room.nsp.clone(), room.room.clone(), gone)
+}
+
+/// The refresh script's reply: one list of users per room, `rooms` of them.
+fn per_room(reply: redis::Value, rooms: usize) -> Result<Vec<Vec<String>>, PresenceError> {
+    let lists = match reply {
+        redis::Value::Array(lists) if lists.len() == rooms => lists,
+        // Lua turns an empty table into an empty array: no rooms, or none with users.
+        redis::Value::Array(lists) if lists.is_empty() || rooms == 0 => vec![redis::Value::Array(Vec::new()); rooms],
+        other => return Err(PresenceError::Backend(format!("unexpected refresh reply {other:?}"))),
+    };
+    lists.into_iter().map(string_list).collect()
+}
+
+/// A reply that is a list of strings (users).
+fn string_list(reply: redis::Value) -> Result<Vec<String>, PresenceError> {
+    match reply {
+        redis::Value::Array(items) | redis::Value::Set(items) => items
+            .into_iter()
+            .map(|item| match item {
+                redis::Value::BulkString(bytes) => {
+                    String::from_utf8(bytes).map_err(|_| PresenceError::Backend("user is not UTF-8".into()))
+                }
+                redis::Value::SimpleString(s) => Ok(s),
+                other => Err(PresenceError::Backend(format!("unexpected item {other:?}"))),
+            })
+            .collect(),
+        redis::Value::Nil => Ok(Vec::new()),
+        other => Err(PresenceError::Backend(format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -505,6 +595,9 @@ pub struct PresenceStats {
     pub announced: AtomicU64,
     /// Users this node announced gone after their entries expired (a dead node's).
     pub expired: AtomicU64,
+    /// Refreshes of this node's entries that reached the store (each one round trip to Redis per
+    /// [`REFRESH_ROOMS_PER_SCRIPT`] rooms, pipelined).
+    pub refreshes: AtomicU64,
 }
 
 /// This node's presence tracker; see the module docs. Register it as an observer
@@ -559,6 +652,11 @@ impl Presence {
     /// The users in `room` across the cluster.
     pub async fn users(&self, nsp: &str, room: &str) -> Result<Vec<String>, PresenceError> {
         self.store.users(nsp, room).await
+    }
+
+    /// (namespace, room, user) entries this node holds (each one live entry in the store).
+    pub fn local_entries(&self) -> usize {
+        self.counts.lock().len()
     }
 
     /// The number of local sockets `user` has in `room`.
@@ -683,6 +781,7 @@ impl Worker {
         }
         match self.store.refresh(held).await {
             Ok(expired) => {
+                self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
                 for Expired { nsp, room, user } in expired {
                     self.stats.expired.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(nsp = %nsp, room = %room, user = %user, "presence: entries expired (node gone)");

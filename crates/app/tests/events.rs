@@ -29,12 +29,7 @@ async fn server(access: Access) -> SioServer {
             if let Some(rooms) = socket.auth().get("rooms").and_then(Value::as_array) {
                 let patterns: Vec<RoomPattern> = rooms.iter().filter_map(Value::as_str).map(RoomPattern::new).collect();
                 let user = socket.auth().get("sub").and_then(Value::as_str).unwrap_or("anon");
-                socket.extensions().insert(Identity {
-                    user: user.into(),
-                    rooms: Some(patterns.into()),
-                    publish: None,
-                    expires_at: None,
-                });
+                socket.extensions().insert(Identity::new(user.into(), Some(patterns.into()), None, None));
             }
             events.attach(&socket);
         });
@@ -50,9 +45,40 @@ async fn a_deny_policy_refuses_joins_and_messages_but_not_the_users_own_room() {
     assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await, forbidden);
     assert_eq!(call(&mut ws, 2, json!(["message", "lobby", "hi"])).await, forbidden);
     assert_eq!(call(&mut ws, 3, json!(["join", "user:dora"])).await, json!({"ok": true, "room": "user:dora"}));
-    // Without presence: presence is unavailable, and a signal is sent without the offline check.
     assert_eq!(call(&mut ws, 4, json!(["presence", "lobby"])).await, forbidden, "the policy first");
-    assert_eq!(call(&mut ws, 5, json!(["signal", "nobody", {}])).await, json!({"ok": true}));
+    // A signal needs the right to publish to user:<target>; one's own user is always allowed.
+    assert_eq!(call(&mut ws, 5, json!(["signal", "nobody", {}])).await, forbidden);
+    assert_eq!(call(&mut ws, 6, json!(["signal", "dora", {}])).await, json!({"ok": true}));
+}
+
+#[tokio::test]
+async fn signals_reach_the_users_the_sender_may_publish_to() {
+    let server = server(Access::new(false)).await;
+    let (mut bob, _) = server.connect("/", Some(r#"{"sub":"bob","rooms":["chat:*"]}"#)).await;
+    let (mut erin, _) = server.connect("/", Some(r#"{"sub":"erin","rooms":["chat:*","user:bob"]}"#)).await;
+    let (mut mallory, _) = server.connect("/", Some(r#"{"sub":"mallory","rooms":["chat:*"]}"#)).await;
+    let forbidden = json!({"ok": false, "error": "forbidden"});
+    // Without presence a signal is sent without the offline check.
+    assert_eq!(call(&mut erin, 1, json!(["signal", "bob", {"sdp": "offer"}])).await, json!({"ok": true}));
+    loop {
+        let packet = within("the signal", bob.sio_recv()).await;
+        if let Some(rest) = packet.strip_prefix("2[\"signal\",") {
+            let message: Value = serde_json::from_str(rest.strip_suffix(']').expect("array")).expect("JSON");
+            assert_eq!(message, json!({"from": "erin", "data": {"sdp": "offer"}}));
+            break;
+        }
+    }
+    assert_eq!(call(&mut mallory, 1, json!(["signal", "bob", {"sdp": "x"}])).await, forbidden);
+    assert_eq!(call(&mut bob, 1, json!(["signal", "erin", {}])).await, forbidden, "the rule is not symmetric");
+    // Nothing from mallory reached bob: the next packet bob sees is the answer to his own call.
+    bob.sio_send(r#"22["join","chat:x"]"#).await;
+    loop {
+        let packet = within("bob's ack", bob.sio_recv()).await;
+        assert!(!packet.contains("mallory"), "{packet}");
+        if packet.starts_with("32") {
+            break;
+        }
+    }
 }
 
 #[tokio::test]

@@ -138,3 +138,71 @@ async fn the_store_reports_an_unreachable_redis() {
     assert!(err.to_string().contains("retrying shortly"), "{err}");
     assert!(started.elapsed() < Duration::from_millis(100));
 }
+
+/// `cmdstat_eval` calls so far (INFO commandstats), read on a connection of its own.
+async fn eval_calls(port: u16) -> u64 {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_eval:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_refresh_is_one_pipeline_of_batched_scripts_and_keeps_the_expiry() {
+    let redis = RedisServer::start().await;
+    let ttl = Duration::from_millis(600);
+    let (a, b) = (redis.store("a", ttl), redis.store("b", ttl));
+    let rooms = switchyard::presence::REFRESH_ROOMS_PER_SCRIPT + 44;
+    let names: Vec<String> = (0..rooms).map(|i| format!("room-{i}")).collect();
+    bounded("the calls", async {
+        // b holds bob in the first three rooms, a holds alice in every room.
+        for name in &names[..3] {
+            b.add("/", name, "bob").await.unwrap();
+        }
+        for name in &names {
+            a.add("/", name, "alice").await.unwrap();
+        }
+        let held_a: Vec<HeldRoom> = names.iter().map(|n| held(n, &["alice"])).collect();
+        // A refresh of 300 rooms is two scripts (256 rooms each at most), sent in one pipeline.
+        let before = eval_calls(redis.port).await;
+        assert!(a.refresh(held_a.clone()).await.unwrap().is_empty());
+        assert_eq!(eval_calls(redis.port).await - before, 2);
+        // b dies; a keeps refreshing. Past the TTL, b's entries go, reported once, in every room.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let gone = a.refresh(held_a.clone()).await.unwrap();
+            if !gone.is_empty() {
+                let expected: Vec<Expired> = names[..3]
+                    .iter()
+                    .map(|n| Expired { nsp: "/".into(), room: n.as_str().into(), user: "bob".into() })
+                    .collect();
+                let mut expected = expected;
+                expected.sort();
+                assert_eq!(gone, expected);
+                break;
+            }
+        }
+        assert_eq!(a.users("/", &names[0]).await.unwrap(), vec!["alice"]);
+        assert!(a.refresh(held_a.clone()).await.unwrap().is_empty(), "reported once");
+        // a's own entries were kept alive by the refreshes, in the last room as in the first.
+        assert_eq!(b.users("/", &names[rooms - 1]).await.unwrap(), vec!["alice"]);
+        // An entry some other writer left unreadable is replaced, not a failed refresh.
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(a.key("/", &names[5]))
+            .arg("alice")
+            .arg("not json")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(a.refresh(held_a.clone()).await.unwrap().is_empty());
+        assert_eq!(b.users("/", &names[5]).await.unwrap(), vec!["alice"]);
+        // An empty refresh sends nothing and reports nothing.
+        assert!(a.refresh(Vec::new()).await.unwrap().is_empty());
+    })
+    .await;
+}
