@@ -8,7 +8,8 @@
 # Arguments are passed to `switchyard-bench run`, e.g.
 #   scripts/bench.sh --scenarios fanout --repeats 3
 #   scripts/bench.sh --scenarios cluster --servers switchyard,node
-#   scripts/bench.sh --scenarios idle --idle-connections 50000
+#   scripts/bench.sh --scenarios idle --idle-connections 19000   (the open-file limit here is 20,000)
+#   scripts/bench.sh --scenarios fanout-polling,echo-polling
 #   scripts/bench.sh --help
 set -euo pipefail
 cd "$(dirname "$0")/.."

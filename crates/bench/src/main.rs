@@ -112,6 +112,9 @@ enum Command {
         /// counts compressed deliveries and the bytes the receivers read off the wire.
         #[arg(long)]
         deflate: bool,
+        /// `websocket`, or `polling`: long-polling clients that never upgrade (JSON, `--event msg`).
+        #[arg(long, value_enum, default_value = "websocket")]
+        transport: scenarios::ClientTransport,
     },
     /// C clients sending acked `echo` at H per second for S seconds: RTT percentiles.
     Echo {
@@ -126,6 +129,9 @@ enum Command {
         seconds: f64,
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
+        /// `websocket`, or `polling`: long-polling clients that never upgrade (JSON only).
+        #[arg(long, value_enum, default_value = "websocket")]
+        transport: scenarios::ClientTransport,
     },
     /// Handshake rate over WebSocket and over polling with upgrade.
     Connect {
@@ -190,12 +196,13 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',', default_value = "switchyard,node,socketioxide")]
     servers: Vec<String>,
     /// Scenarios to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,echo,connect,cluster")]
+    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,echo,fanout-polling,echo-polling,connect,cluster")]
     scenarios: Vec<String>,
     /// Repeats of every scenario on every server (at least 2 for a report).
     #[arg(long, default_value_t = 2)]
     repeats: usize,
-    #[arg(long, default_value_t = 10_000)]
+    /// Idle connections: 19,000 by default, the most that a 20,000 open-file limit allows.
+    #[arg(long, default_value_t = 19_000)]
     idle_connections: usize,
     #[arg(long, default_value_t = 1000)]
     fanout_receivers: usize,
@@ -274,7 +281,18 @@ fn main() -> ExitCode {
             };
             runtime.block_on(scenarios::idle(&target, &options))
         }
-        Command::Fanout { server, receivers, messages, payload_bytes, binary, straggler_ms, event, words, deflate } => {
+        Command::Fanout {
+            server,
+            receivers,
+            messages,
+            payload_bytes,
+            binary,
+            straggler_ms,
+            event,
+            words,
+            deflate,
+            transport,
+        } => {
             let target = server.target(receivers);
             client::offer_deflate(deflate);
             let options = scenarios::FanoutOptions {
@@ -288,10 +306,11 @@ fn main() -> ExitCode {
                 max_wait: Duration::from_secs(120),
                 server_pid: server.server_pid,
                 event,
+                transport,
             };
             runtime.block_on(scenarios::fanout(&target, &options))
         }
-        Command::Echo { server, clients, rate, seconds, payload_bytes } => {
+        Command::Echo { server, clients, rate, seconds, payload_bytes, transport } => {
             let target = server.target(clients);
             let options = scenarios::EchoOptions {
                 clients,
@@ -300,6 +319,7 @@ fn main() -> ExitCode {
                 payload_bytes,
                 concurrency: server.concurrency,
                 server_pid: server.server_pid,
+                transport,
             };
             runtime.block_on(scenarios::echo(&target, &options))
         }

@@ -1,5 +1,6 @@
-//! Engine.IO over HTTP long-polling, just enough for the connect scenario: handshake, Socket.IO
-//! CONNECT, then the upgrade to WebSocket (`2probe` / `3probe` / `5`).
+//! Engine.IO over HTTP long-polling: the connect scenario's handshake, Socket.IO CONNECT and upgrade to
+//! WebSocket (`2probe` / `3probe` / `5`), and [`PollingClient`], a client that stays on long-polling
+//! (the `fanout-polling` and `echo-polling` scenarios: users behind proxies that block WebSocket).
 
 use bytes::{Buf, Bytes, BytesMut};
 use switchyard_protocol::engine::{self, PacketData, PacketType};
@@ -210,6 +211,137 @@ pub async fn connect_with_upgrade(target: &Target) -> Result<SioClient> {
     Ok(client)
 }
 
+/// What one poll brought, packet by packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Polled {
+    /// A `4` message: the Socket.IO packet text after the `4`.
+    Message(Bytes),
+    /// A ping: the caller answers it with a pong (`3`) through [`PollPost`].
+    Ping,
+    /// Anything else (`6` noop ...).
+    Other,
+}
+
+/// The GET side of a polling session: one keep-alive connection that long-polls.
+pub struct PollGet {
+    http: HttpConn,
+    path: String,
+    /// Bytes of response bodies read so far.
+    pub bytes_read: u64,
+}
+
+impl PollGet {
+    /// One long poll: every packet the server had queued (or sends within its poll window). A close
+    /// packet is an error, as the session is over.
+    pub async fn poll(&mut self) -> Result<Vec<Polled>> {
+        let (status, body) = self.http.request("GET", &self.path, None).await?;
+        expect_ok(status, &body)?;
+        self.bytes_read += body.len() as u64;
+        decode_polled(body)
+    }
+}
+
+/// The POST side of a polling session: a second keep-alive connection, as a browser's pending GET
+/// occupies the first.
+pub struct PollPost {
+    http: HttpConn,
+    path: String,
+}
+
+impl PollPost {
+    /// Sends Engine.IO packets (each with its type digit, e.g. `42[...]` or `3`) in one POST, joined
+    /// by the record separator as the polling payload format wants, and waits for the server's `ok`.
+    pub async fn send(&mut self, packets: &[&[u8]]) -> Result<()> {
+        let body = packets.join(&RECORD_SEPARATOR[..]);
+        let (status, answer) = self.http.request("POST", &self.path, Some(&body)).await?;
+        expect_ok(status, &answer)
+    }
+}
+
+const RECORD_SEPARATOR: [u8; 1] = [0x1e];
+
+/// The packets of a polling payload, sorted for the scenarios; a close packet is an error.
+pub fn decode_polled(body: Bytes) -> Result<Vec<Polled>> {
+    let packets = engine::decode_payload(body).map_err(|err| BenchError::new(format!("bad polling payload: {err}")))?;
+    packets
+        .into_iter()
+        .map(|packet| match (packet.kind, packet.data) {
+            (PacketType::Message, PacketData::Text(text)) => Ok(Polled::Message(text)),
+            (PacketType::Ping, _) => Ok(Polled::Ping),
+            (PacketType::Close, _) => Err(BenchError::closed("server sent an Engine.IO close")),
+            _ => Ok(Polled::Other),
+        })
+        .collect()
+}
+
+/// A Socket.IO client on `/` that never upgrades: long-polling GETs on one connection, POSTs on
+/// another. JSON parser only (the scenarios that use it refuse `--parser msgpack`).
+pub struct PollingClient {
+    pub get: PollGet,
+    pub post: PollPost,
+}
+
+impl PollingClient {
+    /// Engine.IO open over polling, Socket.IO CONNECT to `/`, and its reply.
+    pub async fn connect(target: &Target) -> Result<PollingClient> {
+        let mut http = HttpConn::connect(target).await?;
+        let (status, body) = http.request("GET", "/socket.io/?EIO=4&transport=polling", None).await?;
+        expect_ok(status, &body)?;
+        let open =
+            engine::decode_payload(body).map_err(|err| BenchError::new(format!("bad polling payload: {err}")))?;
+        let sid = match open.first() {
+            Some(engine::Packet { kind: PacketType::Open, data: PacketData::Text(text) }) => parse_open_sid(text)?,
+            other => return Err(BenchError::new(format!("expected an open packet, got {other:?}"))),
+        };
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let mut post = PollPost { http: HttpConn::connect(target).await?, path: path.clone() };
+        let mut get = PollGet { http, path, bytes_read: 0 };
+        post.send(&[target.connect_packet()]).await?;
+        loop {
+            for polled in get.poll().await? {
+                match polled {
+                    Polled::Message(text) if text.starts_with(b"0") => {
+                        return Ok(PollingClient { get, post });
+                    }
+                    Polled::Message(text) if text.starts_with(b"4") => {
+                        return Err(BenchError::new(format!(
+                            "connect refused over polling: {}",
+                            String::from_utf8_lossy(&text)
+                        )));
+                    }
+                    Polled::Ping => post.send(&[b"3"]).await?,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Waits (polling) for the ack `ack_id`, answering pings; other packets are dropped, so only for
+    /// set-up, before anything else is expected.
+    pub async fn wait_ack(&mut self, ack_id: u64) -> Result<()> {
+        loop {
+            for polled in self.get.poll().await? {
+                match polled {
+                    Polled::Message(text) => {
+                        if crate::client::decode_ack(&text)?.is_some_and(|(id, _)| id == ack_id) {
+                            return Ok(());
+                        }
+                    }
+                    Polled::Ping => self.post.send(&[b"3"]).await?,
+                    Polled::Other => {}
+                }
+            }
+        }
+    }
+}
+
+/// `42[<args>]` (or `42<id>[<args>]`): an event on `/` as an Engine.IO message, for a polling POST.
+pub fn event_packet(args: &serde_json::Value, ack_id: Option<u64>) -> Vec<u8> {
+    let mut text = BytesMut::with_capacity(64);
+    crate::client::encode_event(args, ack_id, &mut text);
+    text.to_vec()
+}
+
 fn expect_ok(status: u16, body: &[u8]) -> Result<()> {
     if status == 200 {
         Ok(())
@@ -221,6 +353,27 @@ fn expect_ok(status: u16, body: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorts_the_packets_of_a_poll_and_refuses_a_close() {
+        let polled = decode_polled(Bytes::from_static(b"42[\"msg\",\"a\"]\x1e2\x1e6\x1e40")).unwrap();
+        assert_eq!(
+            polled,
+            vec![
+                Polled::Message(Bytes::from_static(b"2[\"msg\",\"a\"]")),
+                Polled::Ping,
+                Polled::Other,
+                Polled::Message(Bytes::from_static(b"0")),
+            ]
+        );
+        assert!(decode_polled(Bytes::from_static(b"4x\x1e1")).is_err());
+    }
+
+    #[test]
+    fn event_packets_are_engine_io_messages() {
+        assert_eq!(event_packet(&serde_json::json!(["echo", "x"]), Some(7)), b"427[\"echo\",\"x\"]".to_vec());
+        assert_eq!(event_packet(&serde_json::json!(["join", "r"]), None), b"42[\"join\",\"r\"]".to_vec());
+    }
 
     #[test]
     fn reads_content_length_and_chunked_framing() {

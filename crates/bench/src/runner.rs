@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::cluster::{self, ClusterOptions};
 use crate::net::{raise_nofile_limit, sources_for, Target};
 use crate::report::{self, Record};
-use crate::scenarios::{self, ConnectOptions, EchoOptions, FanoutOptions, IdleOptions};
+use crate::scenarios::{self, ClientTransport, ConnectOptions, EchoOptions, FanoutOptions, IdleOptions};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -368,13 +368,20 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
     let base = "switchyard-bench";
     match scenario {
         "idle" => format!("{base} idle --port $PORT --server-pid $PID --connections {}", options.idle_connections),
-        "fanout" => format!(
-            "{base} fanout --port $PORT --server-pid $PID --receivers {} --messages {} --payload-bytes {}",
-            options.fanout_receivers, options.fanout_messages, options.payload_bytes
+        "fanout" | "fanout-polling" => format!(
+            "{base} fanout --port $PORT --server-pid $PID --receivers {} --messages {} --payload-bytes {}{}",
+            options.fanout_receivers,
+            options.fanout_messages,
+            options.payload_bytes,
+            if scenario == "fanout-polling" { " --transport polling" } else { "" }
         ),
-        "echo" => format!(
-            "{base} echo --port $PORT --server-pid $PID --clients {} --rate {} --seconds {} --payload-bytes {}",
-            options.echo_clients, options.echo_rate, options.echo_seconds, options.payload_bytes
+        "echo" | "echo-polling" => format!(
+            "{base} echo --port $PORT --server-pid $PID --clients {} --rate {} --seconds {} --payload-bytes {}{}",
+            options.echo_clients,
+            options.echo_rate,
+            options.echo_seconds,
+            options.payload_bytes,
+            if scenario == "echo-polling" { " --transport polling" } else { "" }
         ),
         "connect" => format!(
             "{base} connect --port $PORT --server-pid $PID --count {} --concurrency {}",
@@ -410,7 +417,7 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
                 .await
                 .unwrap_or_else(|_| json!({"scenario": "idle", "error": "timed out"}))
         }
-        "fanout" => {
+        "fanout" | "fanout-polling" => {
             let target = Target::new(server, sources_for(options.fanout_receivers)).with_token(token);
             let fanout = FanoutOptions {
                 receivers: options.fanout_receivers,
@@ -423,12 +430,17 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
                 max_wait: Duration::from_secs(120),
                 server_pid: pid,
                 event: Default::default(),
+                transport: if scenario == "fanout-polling" {
+                    ClientTransport::Polling
+                } else {
+                    ClientTransport::Websocket
+                },
             };
             tokio::time::timeout(Duration::from_secs(600), scenarios::fanout(&target, &fanout))
                 .await
                 .unwrap_or_else(|_| json!({"scenario": "fanout", "error": "timed out"}))
         }
-        "echo" => {
+        "echo" | "echo-polling" => {
             let target = Target::new(server, sources_for(options.echo_clients)).with_token(token);
             let echo = EchoOptions {
                 clients: options.echo_clients,
@@ -437,6 +449,11 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
                 payload_bytes: options.payload_bytes,
                 concurrency: options.concurrency,
                 server_pid: pid,
+                transport: if scenario == "echo-polling" {
+                    ClientTransport::Polling
+                } else {
+                    ClientTransport::Websocket
+                },
             };
             let limit = Duration::from_secs_f64(options.echo_seconds.max(0.0) + 300.0);
             tokio::time::timeout(limit, scenarios::echo(&target, &echo))
@@ -705,6 +722,23 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
     Ok(())
 }
 
+fn polling_section() -> String {
+    "## Polling scenarios (long-polling clients, no upgrade)\n\n\
+     `fanout-polling` and `echo-polling` are the fanout and echo scenarios with clients that stay on HTTP \
+     long-polling (`transport=polling`, never upgraded), as users behind proxies that block WebSocket are. \
+     Each client holds two keep-alive HTTP/1.1 connections, as a browser does: one for its long-polling \
+     GETs, one for its POSTs. Pings are answered with a POST of `3`.\n\n\
+     - *Fanout*: the same room, receivers, messages and payloads as `fanout`; the sender POSTs its messages \
+     in bodies of at most 32 KiB, one POST after the other (as socket.io-client sends what is queued when \
+     its previous POST completes), and each receiver counts what its polls bring. Server CPU per delivery \
+     includes the HTTP request and response of every poll, so it is per delivery of a burst: a poll \
+     carries every packet queued since the previous one.\n\
+     - *Echo*: the same clients and rate as `echo`; each echo is one POST, and the round trip runs from \
+     the start of that POST to the poll that brings the ack back.\n\n\
+     Only these scenarios: `scripts/bench.sh --scenarios fanout-polling,echo-polling`.\n\n"
+        .to_owned()
+}
+
 fn cluster_section(options: &RunOptions) -> String {
     format!(
         "## Cluster scenario (two nodes over Redis)\n\n\
@@ -752,7 +786,8 @@ fn render_markdown(
         "Generated by `switchyard-bench run` (crate `crates/bench`). Every server runs the same handlers on \
          namespace `/`: `join`(room), `leave`(room), `msg`(room, payload) to the room except the sender, \
          `echo`(payload, ack). Each scenario starts a fresh server process; the load generator speaks \
-         Engine.IO v4 / Socket.IO v5 itself over WebSocket (and polling for the connect scenario).\n\n",
+         Engine.IO v4 / Socket.IO v5 itself over WebSocket (and over HTTP long-polling for the connect, \
+         fanout-polling and echo-polling scenarios).\n\n",
     );
     md.push_str(
         "The machine is shared and the load generator runs on the same 2 cores as the server, so compare the \
@@ -809,14 +844,17 @@ fn render_markdown(
     md.push_str(&report::goals_table(&report::check_goals(records, options.idle_connections)));
     md.push('\n');
     md.push_str(
-        "The 50,000-connection idle run is `scripts/bench.sh --scenarios idle --idle-connections 50000`. The load \
-         generator and the server each hold one descriptor per connection and raise their soft open-file limit to \
-         the hard limit, so it needs a hard limit above 50,000; with a lower one, connections past the limit fail \
-         and are counted as `failed`. The hard limit on the machine above is in the table (an unprivileged \
-         sandbox cannot raise it).\n\n",
+        "The goal's idle run is `scripts/bench.sh --scenarios idle --idle-connections 19000` (the default): the \
+         load generator and the server each hold one descriptor per connection and raise their soft open-file \
+         limit to the hard limit, which is 20,000 on this machine, so 19,000 connections (and the runner's \
+         spare descriptors) is the largest count it allows; past the limit connections fail and are counted as \
+         `failed`. The hard limit is in the table above (an unprivileged sandbox cannot raise it).\n\n",
     );
     if records.iter().any(|r| r.scenario == "cluster") {
         md.push_str(&cluster_section(options));
+    }
+    if options.scenarios.iter().any(|s| s.ends_with("-polling")) {
+        md.push_str(&polling_section());
     }
     // The hand-kept log of what each engine change bought survives regeneration.
     if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
@@ -895,6 +933,9 @@ mod tests {
         };
         assert!(scenario_command("idle", &options).contains("--connections 12345"));
         assert!(scenario_command("fanout", &options).contains("--receivers 10 --messages 20 --payload-bytes 30"));
+        assert!(!scenario_command("fanout", &options).contains("--transport"));
+        assert!(scenario_command("fanout-polling", &options).ends_with("--payload-bytes 30 --transport polling"));
+        assert!(scenario_command("echo-polling", &options).ends_with("--transport polling"));
         assert!(scenario_command("connect", &options).contains("--count 7 --concurrency 8"));
         let cluster = scenario_command("cluster", &options);
         assert!(cluster.contains("--receivers 11 --messages 20 --payload-bytes 30 --probes 12"), "{cluster}");

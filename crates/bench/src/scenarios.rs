@@ -222,6 +222,153 @@ pub struct FanoutOptions {
     pub server_pid: Option<u32>,
     /// What the sender emits: a plain broadcast or the built-in `message` event.
     pub event: FanoutEvent,
+    /// How the receivers and the sender connect: WebSocket, or HTTP long-polling without upgrade.
+    pub transport: ClientTransport,
+}
+
+/// The transport of a scenario's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClientTransport {
+    /// A direct WebSocket (`transport=websocket`), as every scenario used so far.
+    #[default]
+    Websocket,
+    /// HTTP long-polling that never upgrades: a GET connection and a POST connection per client, as a
+    /// browser behind a proxy that blocks WebSocket has (JSON parser only).
+    Polling,
+}
+
+impl ClientTransport {
+    /// The name in the JSON lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientTransport::Websocket => "websocket",
+            ClientTransport::Polling => "polling",
+        }
+    }
+}
+
+/// Connects a polling receiver and joins `room`; returns once the server has processed the join.
+async fn polling_join(target: &Target, room: &str) -> Result<polling::PollingClient> {
+    let joined = async {
+        let mut client = polling::PollingClient::connect(target).await?;
+        let join = polling::event_packet(&json!(["join", room]), None);
+        let echo = polling::event_packet(&json!(["echo", "joined"]), Some(1));
+        // Handlers of one socket run in order, so this ack means the join is done.
+        client.post.send(&[&join, &echo]).await?;
+        client.wait_ack(1).await?;
+        Ok(client)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, joined).await?
+}
+
+/// A fanout receiver over long-polling: counts deliveries (and their order) poll by poll, answers
+/// pings, until `stopped`.
+async fn polling_receiver(
+    target: Target,
+    gate: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    ready: Arc<AtomicU64>,
+    deliveries: Arc<AtomicU64>,
+    mut stopped: watch::Receiver<bool>,
+    fanout_event: FanoutEvent,
+) -> ReceiverTally {
+    let mut tally = ReceiverTally::default();
+    let permit = gate.acquire_owned().await;
+    let joined = polling_join(&target, FANOUT_ROOM).await;
+    drop(permit);
+    let mut client = match joined {
+        Ok(client) => client,
+        Err(err) => {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.record_error("receiver join", &err);
+            return tally;
+        }
+    };
+    ready.fetch_add(1, Ordering::Relaxed);
+    let bytes_before = client.get.bytes_read;
+    let mut expected_seq = 0u64;
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = stopped.changed() => break,
+            polled = client.get.poll() => polled,
+        };
+        let step: Result<()> = async {
+            let mut batch = 0u64;
+            for polled in polled? {
+                match polled {
+                    polling::Polled::Message(text) => match fanout_event.seq(&text) {
+                        Some(seq) => {
+                            batch += 1;
+                            if seq != expected_seq {
+                                tally.out_of_order += 1;
+                            }
+                            expected_seq = seq + 1;
+                        }
+                        None => tally.other_events += 1,
+                    },
+                    polling::Polled::Ping => client.post.send(&[b"3"]).await?,
+                    polling::Polled::Other => {}
+                }
+            }
+            tally.received += batch;
+            deliveries.fetch_add(batch, Ordering::Relaxed);
+            Ok(())
+        }
+        .await;
+        if let Err(err) = step {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.record_error("receiver", &err);
+            break;
+        }
+    }
+    tally.wire_bytes = client.get.bytes_read - bytes_before;
+    tally
+}
+
+/// The fanout's sender: over WebSocket its messages are framed up front and written back to back;
+/// over polling they go in POSTs of at most [`POLLING_POST_BYTES`], one after the other (as
+/// socket.io-client sends whatever is queued when the previous POST completes).
+enum FanoutSender {
+    Websocket(SioClient, BytesMut),
+    Polling(polling::PollingClient, Vec<Vec<u8>>),
+}
+
+/// The largest POST body the polling sender builds (socketioxide's default payload limit is 100 KB).
+const POLLING_POST_BYTES: usize = 32 << 10;
+
+/// Packets in order, grouped into POST bodies of at most `limit` bytes (with their separators); a
+/// packet larger than `limit` goes alone.
+fn post_batches(packets: &[Vec<u8>], limit: usize) -> Vec<Vec<&[u8]>> {
+    let mut batches: Vec<Vec<&[u8]>> = Vec::new();
+    let mut bytes = 0;
+    for packet in packets {
+        match batches.last_mut() {
+            Some(batch) if bytes + 1 + packet.len() <= limit => {
+                batch.push(packet);
+                bytes += 1 + packet.len();
+            }
+            _ => {
+                batches.push(vec![packet]);
+                bytes = packet.len();
+            }
+        }
+    }
+    batches
+}
+
+impl FanoutSender {
+    async fn send(&mut self) -> Result<()> {
+        match self {
+            FanoutSender::Websocket(sender, frames) => sender.ws.write_raw(frames).await,
+            FanoutSender::Polling(sender, packets) => {
+                for batch in post_batches(packets, POLLING_POST_BYTES) {
+                    sender.post.send(&batch).await?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The event a fanout's sender emits.
@@ -380,10 +527,19 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     let gate = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let bar = progress_bar(options.receivers as u64, "fanout join");
     let mut tasks = JoinSet::new();
+    let polling = options.transport == ClientTransport::Polling;
+    if polling && (target.parser != WireParser::Json || options.binary || options.event != FanoutEvent::Msg) {
+        return json!({"scenario": "fanout", "transport": "polling",
+            "error": "the polling fanout speaks the JSON parser, string payloads and --event msg only"});
+    }
     for _ in 0..options.receivers {
         let (target, shared, gate, ready, deliveries, mut stopped) =
             (target.clone(), shared.clone(), gate.clone(), ready.clone(), deliveries.clone(), stopped.clone());
         let fanout_event = options.event;
+        if polling {
+            tasks.spawn(polling_receiver(target, gate, shared, ready, deliveries, stopped, fanout_event));
+            continue;
+        }
         tasks.spawn(async move {
             let mut tally = ReceiverTally::default();
             let permit = gate.acquire_owned().await;
@@ -467,6 +623,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
 
     let mut result = Map::new();
     result.insert("scenario".into(), json!("fanout"));
+    result.insert("transport".into(), json!(options.transport.name()));
     result.insert("event".into(), json!(options.event.name()));
     result.insert("receivers".into(), json!(options.receivers));
     result.insert("messages".into(), json!(options.messages));
@@ -476,9 +633,18 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
 
     // The built-in `message` is refused to a socket outside the room: that sender joins first (and
     // so also gets each message back, one delivery per message that the receivers do not count).
-    let sender = match options.event {
-        FanoutEvent::Msg => connect_with_timeout(target).await,
-        FanoutEvent::Message => connect_and_join(target, FANOUT_ROOM).await,
+    let sender = match (options.event, polling) {
+        (_, true) => tokio::time::timeout(HANDSHAKE_TIMEOUT, polling::PollingClient::connect(target))
+            .await
+            .map_err(BenchError::from)
+            .and_then(|connected| connected)
+            .map(|sender| FanoutSender::Polling(sender, Vec::new())),
+        (FanoutEvent::Msg, false) => {
+            connect_with_timeout(target).await.map(|sender| FanoutSender::Websocket(sender, BytesMut::new()))
+        }
+        (FanoutEvent::Message, false) => {
+            connect_and_join(target, FANOUT_ROOM).await.map(|sender| FanoutSender::Websocket(sender, BytesMut::new()))
+        }
     };
     let mut sender = match sender {
         Ok(sender) => sender,
@@ -489,39 +655,49 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
             return Value::Object(result);
         }
     };
-    // Every message is framed before the clock starts, then written back to back.
-    let mut frames = BytesMut::with_capacity(options.messages * (options.payload_bytes + 40));
+    // Every message is framed (or, for polling, encoded) before the clock starts, then written back to back.
     let blob = Bytes::from(vec![0xa5u8; options.payload_bytes]);
-    for seq in 0..options.messages {
-        if options.binary {
-            let args = json!([
-                options.event.name(),
-                FANOUT_ROOM,
-                fanout_payload(seq, 0),
-                switchyard_protocol::socketio::placeholder(0)
-            ]);
-            sender.frame_event_into(&args, std::slice::from_ref(&blob), &mut frames);
-        } else {
-            sender.frame_event_into(
-                &json!([
-                    options.event.name(),
-                    FANOUT_ROOM,
-                    if options.words {
-                        fanout_words(seq, options.payload_bytes)
-                    } else {
-                        fanout_payload(seq, options.payload_bytes)
-                    }
-                ]),
-                &[],
-                &mut frames,
-            );
+    match &mut sender {
+        FanoutSender::Polling(_, packets) => {
+            for seq in 0..options.messages {
+                let args = json!([options.event.name(), FANOUT_ROOM, fanout_payload(seq, options.payload_bytes)]);
+                packets.push(polling::event_packet(&args, None));
+            }
+        }
+        FanoutSender::Websocket(sender, frames) => {
+            frames.reserve(options.messages * (options.payload_bytes + 40));
+            for seq in 0..options.messages {
+                if options.binary {
+                    let args = json!([
+                        options.event.name(),
+                        FANOUT_ROOM,
+                        fanout_payload(seq, 0),
+                        switchyard_protocol::socketio::placeholder(0)
+                    ]);
+                    sender.frame_event_into(&args, std::slice::from_ref(&blob), frames);
+                } else {
+                    sender.frame_event_into(
+                        &json!([
+                            options.event.name(),
+                            FANOUT_ROOM,
+                            if options.words {
+                                fanout_words(seq, options.payload_bytes)
+                            } else {
+                                fanout_payload(seq, options.payload_bytes)
+                            }
+                        ]),
+                        &[],
+                        frames,
+                    );
+                }
+            }
         }
     }
     let expected = joined * options.messages as u64;
     let bar = progress_bar(expected, "fanout deliveries");
     let cpu_before = options.server_pid.map(CpuSample::take);
     let started = Instant::now();
-    let send_result = sender.ws.write_raw(&frames).await;
+    let send_result = sender.send().await;
     let send_secs = started.elapsed().as_secs_f64();
     if let Err(err) = &send_result {
         shared.record_error("sender", err);
@@ -629,6 +805,8 @@ pub struct EchoOptions {
     pub payload_bytes: usize,
     pub concurrency: usize,
     pub server_pid: Option<u32>,
+    /// How the clients connect: WebSocket, or HTTP long-polling without upgrade.
+    pub transport: ClientTransport,
 }
 
 struct EchoTally {
@@ -638,17 +816,112 @@ struct EchoTally {
     mismatched: u64,
 }
 
+/// One echo client over long-polling: a GET loop that matches acks, beside a send loop that POSTs one
+/// acked `echo` per tick (each POST waits for the server's `ok`, as socket.io-client's would). The
+/// round trip runs from the start of the POST to the poll that brings the ack back.
+async fn echo_polling_client(
+    client: polling::PollingClient,
+    payload: String,
+    first: tokio::time::Instant,
+    period: Duration,
+    end: tokio::time::Instant,
+) -> (EchoTally, Result<()>) {
+    let polling::PollingClient { mut get, post } = client;
+    let post = tokio::sync::Mutex::new(post);
+    let pending: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
+    let sent = AtomicU64::new(0);
+    let sending_done = tokio::sync::Notify::new();
+    let expected = json!([payload.clone()]);
+    let args = json!(["echo", payload]);
+    let drain_until = end + Duration::from_secs(5);
+    let lock = |pending: &Mutex<VecDeque<(u64, Instant)>>| pending.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let send_loop = async {
+        let mut ticks = tokio::time::interval_at(first, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_id = 0u64;
+        let outcome: Result<()> = async {
+            loop {
+                ticks.tick().await;
+                if tokio::time::Instant::now() >= end {
+                    return Ok(());
+                }
+                next_id += 1;
+                let packet = polling::event_packet(&args, Some(next_id));
+                let mut post = post.lock().await;
+                pending.lock().unwrap_or_else(|p| p.into_inner()).push_back((next_id, Instant::now()));
+                post.send(&[&packet]).await?;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        .await;
+        sending_done.notify_one();
+        outcome
+    };
+    let mut tally = EchoTally { histogram: latency_histogram(), sent: 0, acked: 0, mismatched: 0 };
+    let poll_loop = async {
+        let mut done = false;
+        loop {
+            if done && lock(&pending) == 0 {
+                return Ok(());
+            }
+            let polled = tokio::select! {
+                biased;
+                polled = get.poll() => polled?,
+                _ = sending_done.notified(), if !done => {
+                    done = true;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(drain_until) => return Ok(()),
+            };
+            for polled in polled {
+                match polled {
+                    polling::Polled::Message(text) => {
+                        let Some((id, data)) = decode_ack_with(WireParser::Json, &text)? else { continue };
+                        let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(at) = pending.iter().position(|(pid, _)| *pid == id) {
+                            let (_, sent_at) = pending.remove(at).unwrap_or((id, Instant::now()));
+                            record_micros(&mut tally.histogram, sent_at.elapsed().as_micros() as u64);
+                            tally.acked += 1;
+                            if data != expected {
+                                tally.mismatched += 1;
+                            }
+                        }
+                    }
+                    polling::Polled::Ping => post.lock().await.send(&[b"3"]).await?,
+                    polling::Polled::Other => {}
+                }
+            }
+        }
+    };
+    let (sending, polling) = tokio::join!(send_loop, poll_loop);
+    tally.sent = sent.load(Ordering::Relaxed);
+    (tally, sending.and(polling))
+}
+
 /// C clients each sending an acked `echo` at H per second for S seconds; round-trip times.
 pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     let shared = Arc::new(Shared::default());
+    if options.transport == ClientTransport::Polling && target.parser != WireParser::Json {
+        return json!({"scenario": "echo", "transport": "polling", "error": "the polling echo speaks the JSON parser only"});
+    }
     let bar = progress_bar(options.clients as u64, "echo connect");
     let gate = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut connecting = JoinSet::new();
     for _ in 0..options.clients {
         let (target, gate) = (target.clone(), gate.clone());
+        let transport = options.transport;
         connecting.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            connect_with_timeout(&target).await
+            match transport {
+                ClientTransport::Websocket => connect_with_timeout(&target).await.map(EchoClient::Websocket),
+                ClientTransport::Polling => {
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, polling::PollingClient::connect(&target))
+                        .await
+                        .map_err(BenchError::from)
+                        .and_then(|connected| connected)
+                        .map(EchoClient::Polling)
+                }
+            }
         });
     }
     let mut clients = Vec::with_capacity(options.clients);
@@ -676,11 +949,25 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     let client_count = clients.len().max(1);
     let cpu_before = options.server_pid.map(CpuSample::take);
     let mut tasks = JoinSet::new();
-    for (index, mut client) in clients.into_iter().enumerate() {
+    for (index, client) in clients.into_iter().enumerate() {
         let shared = shared.clone();
         let payload = payload.clone();
         // Spread the clients' send instants evenly over one period.
         let first = start + period.mul_f64(index as f64 / client_count as f64);
+        let mut client = match client {
+            EchoClient::Websocket(client) => client,
+            EchoClient::Polling(client) => {
+                tasks.spawn(async move {
+                    let (tally, outcome) = echo_polling_client(client, payload, first, period, end).await;
+                    if let Err(err) = outcome {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        shared.record_error("echo client", &err);
+                    }
+                    tally
+                });
+                continue;
+            }
+        };
         tasks.spawn(async move {
             let mut tally = EchoTally { histogram: latency_histogram(), sent: 0, acked: 0, mismatched: 0 };
             let expected = json!([payload.clone()]);
@@ -760,6 +1047,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
 
     let mut result = Map::new();
     result.insert("scenario".into(), json!("echo"));
+    result.insert("transport".into(), json!(options.transport.name()));
     result.insert("clients".into(), json!(options.clients));
     result.insert("connected".into(), json!(client_count_connected(&shared, options.clients)));
     result.insert("rate_per_client".into(), json!(options.rate_per_client));
@@ -778,6 +1066,12 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     insert_cpu(&mut result, cpu_before, cpu_after, acked, "echo");
     result.insert("first_error".into(), shared.first_error());
     Value::Object(result)
+}
+
+/// An echo client on either transport.
+enum EchoClient {
+    Websocket(SioClient),
+    Polling(polling::PollingClient),
 }
 
 fn client_count_connected(shared: &Shared, clients: usize) -> u64 {
@@ -907,6 +1201,20 @@ async fn connect_burst(target: &Target, options: &ConnectOptions, transport: Tra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polling_posts_keep_the_order_and_the_size_limit() {
+        let packets: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'0' + i; 10]).collect();
+        let batches = post_batches(&packets, 32);
+        // 10 + 1 + 10 + 1 + 10 = 32 bytes: three packets per body.
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+        let flat: Vec<&[u8]> = batches.into_iter().flatten().collect();
+        assert_eq!(flat, packets.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // A packet above the limit is sent alone, not dropped.
+        let big = vec![vec![b'x'; 5], vec![b'y'; 100], vec![b'z'; 5]];
+        assert_eq!(post_batches(&big, 32).iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 1]);
+        assert!(post_batches(&[], 32).is_empty());
+    }
 
     #[test]
     fn message_deliveries_carry_their_sequence_in_data() {

@@ -3,7 +3,7 @@ use crate::sid::Sid;
 use crate::stats::EngineStats;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -124,8 +124,9 @@ pub(crate) struct State {
     /// A WebSocket for this session is open and probing.
     pub(crate) upgrade_attempt: bool,
     pub(crate) closed: Option<CloseReason>,
-    /// The last packet a polling client gets after a close; taken when sent.
-    pub(crate) farewell: Option<Frame>,
+    /// The last packet a polling client gets after a close; taken when sent. A tag, not a `Frame`
+    /// (48 bytes in every connection): the frame is made when it is sent.
+    pub(crate) farewell: Option<Farewell>,
     pub(crate) farewell_sent: bool,
     awaiting_pong: bool,
     heartbeat_deadline: Instant,
@@ -137,7 +138,48 @@ pub(crate) struct State {
     close_waiters: Option<Arc<Notify>>,
 }
 
+/// The packet that answers a polling client's last poll after a close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Farewell {
+    /// `1`: the server closed the session.
+    Close,
+    /// `6`: the client asked to close; its poll ends with a noop.
+    Noop,
+}
+
+impl Farewell {
+    pub(crate) fn frame(self) -> Frame {
+        match self {
+            Farewell::Close => Frame::close(),
+            Farewell::Noop => Frame::noop(),
+        }
+    }
+}
+
+/// What every connection of one engine shares (its limits and counters), held once by the engine so
+/// that a connection pays one pointer for it instead of a copy of each setting.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    max_queue_bytes: usize,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    stats: Arc<EngineStats>,
+}
+
+impl ConnShared {
+    pub(crate) fn new(config: &crate::EngineConfig, stats: Arc<EngineStats>) -> Arc<Self> {
+        Arc::new(ConnShared {
+            max_queue_bytes: config.max_queue_bytes,
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            stats,
+        })
+    }
+}
+
 /// One Engine.IO connection, shared between the task that owns it and everyone who sends to it.
+/// Every idle connection holds one, so its size counts: settings shared by all connections are behind
+/// one pointer ([`ConnShared`]).
 pub struct Connection {
     sid: Sid,
     state: Mutex<State>,
@@ -145,14 +187,14 @@ pub struct Connection {
     pub(crate) writer_wake: Notify,
     /// Wakes the polling session task (close, upgrade).
     pub(crate) owner_wake: Notify,
-    max_queue_bytes: usize,
     /// Fixed at the handshake; a v4 connection never looks at it on the send path.
     protocol: Protocol,
     /// This connection's slot in the engine's table of open connections.
     live_slot: AtomicU32,
-    ping_interval: Duration,
-    ping_timeout: Duration,
-    stats: Arc<EngineStats>,
+    /// Its heartbeat is driven by the engine's heartbeat task (a WebSocket that owns the connection),
+    /// not by a timer of its own.
+    engine_heartbeat: AtomicBool,
+    shared: Arc<ConnShared>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -162,17 +204,11 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(
-        sid: Sid,
-        transport: TransportKind,
-        protocol: Protocol,
-        config: &crate::EngineConfig,
-        stats: Arc<EngineStats>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(sid: Sid, transport: TransportKind, protocol: Protocol, shared: Arc<ConnShared>) -> Arc<Self> {
         // v3: the client pings; its first ping is due within ping_interval + ping_timeout.
         let first_deadline = match protocol {
-            Protocol::V4 => config.ping_interval,
-            Protocol::V3 { .. } => config.ping_interval + config.ping_timeout,
+            Protocol::V4 => shared.ping_interval,
+            Protocol::V3 { .. } => shared.ping_interval + shared.ping_timeout,
         };
         Arc::new(Connection {
             sid,
@@ -193,12 +229,10 @@ impl Connection {
             }),
             writer_wake: Notify::new(),
             owner_wake: Notify::new(),
-            max_queue_bytes: config.max_queue_bytes,
             protocol,
             live_slot: AtomicU32::new(u32::MAX),
-            ping_interval: config.ping_interval,
-            ping_timeout: config.ping_timeout,
-            stats,
+            engine_heartbeat: AtomicBool::new(false),
+            shared,
         })
     }
 
@@ -251,10 +285,10 @@ impl Connection {
         if state.closed.is_some() {
             return Err(SendError::Closed);
         }
-        if state.queued_bytes + size > self.max_queue_bytes {
+        if state.queued_bytes + size > self.shared.max_queue_bytes {
             drop(state);
-            tracing::warn!(sid = %self.sid, queued_limit = self.max_queue_bytes, "outgoing queue full: disconnecting slow client");
-            EngineStats::add(&self.stats.slow_client_disconnects, 1);
+            tracing::warn!(sid = %self.sid, queued_limit = self.shared.max_queue_bytes, "outgoing queue full: disconnecting slow client");
+            EngineStats::add(&self.shared.stats.slow_client_disconnects, 1);
             self.close(CloseReason::SlowClient);
             return Err(SendError::QueueFull);
         }
@@ -279,13 +313,13 @@ impl Connection {
     /// Closes the connection from the server side: queued frames are still flushed, then the transport
     /// closes. Idempotent.
     pub fn close(&self, reason: CloseReason) {
-        self.close_with(reason, Some(Frame::close()));
+        self.close_with(reason, Some(Farewell::Close));
     }
 
     /// Closes; over polling, `farewell` (a `close`, or a `noop` when the client itself asked to close)
     /// answers the first poll that finds the queue empty, so queued data arrives before the close, in
     /// its own response, as Node does.
-    pub(crate) fn close_with(&self, reason: CloseReason, farewell: Option<Frame>) {
+    pub(crate) fn close_with(&self, reason: CloseReason, farewell: Option<Farewell>) {
         let mut state = self.state.lock();
         if state.closed.is_some() {
             return;
@@ -355,13 +389,13 @@ impl Connection {
     /// A v3 client's ping: the next one is due within `ping_interval + ping_timeout`.
     pub(crate) fn on_client_ping(&self) {
         let mut state = self.state.lock();
-        state.heartbeat_deadline = Instant::now() + self.ping_interval + self.ping_timeout;
+        state.heartbeat_deadline = Instant::now() + self.shared.ping_interval + self.shared.ping_timeout;
     }
 
     pub(crate) fn on_pong(&self) {
         let mut state = self.state.lock();
         state.awaiting_pong = false;
-        state.heartbeat_deadline = Instant::now() + self.ping_interval;
+        state.heartbeat_deadline = Instant::now() + self.shared.ping_interval;
     }
 
     /// Advances the heartbeat: the server pings every `ping_interval` and expects a pong within
@@ -385,7 +419,7 @@ impl Connection {
             return HeartbeatAction::TimedOut;
         }
         state.awaiting_pong = true;
-        state.heartbeat_deadline += self.ping_timeout;
+        state.heartbeat_deadline += self.shared.ping_timeout;
         HeartbeatAction::SendPing
     }
 
@@ -397,7 +431,7 @@ impl Connection {
         let deadline = if state.awaiting_pong || self.protocol.is_v3() {
             state.heartbeat_deadline
         } else {
-            state.heartbeat_deadline + self.ping_timeout
+            state.heartbeat_deadline + self.shared.ping_timeout
         };
         now >= deadline
     }
@@ -406,9 +440,38 @@ impl Connection {
         self.state.lock().heartbeat_deadline
     }
 
+    /// Hands this connection's heartbeat to the engine's heartbeat task (see `Engine::heartbeat_scan`).
+    pub(crate) fn set_engine_heartbeat(&self) {
+        self.engine_heartbeat.store(true, Ordering::Relaxed);
+    }
+
+    /// One step of the engine-driven heartbeat, at `now`: sends the ping that is due or closes the
+    /// connection whose pong (v3: whose client's ping) is overdue. Returns when to look again; `None`
+    /// when the engine does not drive this connection or it is closed.
+    pub(crate) fn engine_heartbeat_step(&self, now: Instant) -> Option<Instant> {
+        if !self.engine_heartbeat.load(Ordering::Relaxed) {
+            return None;
+        }
+        if self.state.lock().closed.is_some() {
+            return None;
+        }
+        match self.heartbeat(now) {
+            HeartbeatAction::SendPing => {
+                // A full queue closes the connection (counted and logged by `send_all`).
+                let _ = self.send(Frame::ping());
+                Some(self.heartbeat_deadline())
+            }
+            HeartbeatAction::TimedOut => {
+                self.close_with(CloseReason::PingTimeout, None);
+                None
+            }
+            HeartbeatAction::WaitUntil(deadline) => Some(deadline),
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn stats(&self) -> &EngineStats {
-        &self.stats
+        &self.shared.stats
     }
 }
 
@@ -419,7 +482,7 @@ mod tests {
 
     fn conn(max_queue_bytes: usize) -> Arc<Connection> {
         let config = EngineConfig { max_queue_bytes, ..EngineConfig::default() };
-        Connection::new(Sid::random(), TransportKind::WebSocket, Protocol::V4, &config, Arc::default())
+        Connection::new(Sid::random(), TransportKind::WebSocket, Protocol::V4, ConnShared::new(&config, Arc::default()))
     }
 
     #[test]
@@ -469,8 +532,7 @@ mod tests {
             Sid::random(),
             TransportKind::Polling,
             Protocol::V3 { base64: false },
-            &config,
-            Arc::default(),
+            ConnShared::new(&config, Arc::default()),
         );
         let start = Instant::now();
         let window = Duration::from_millis(45_000);
@@ -491,8 +553,7 @@ mod tests {
             Sid::random(),
             TransportKind::WebSocket,
             Protocol::V3 { base64: false },
-            &config,
-            Arc::default(),
+            ConnShared::new(&config, Arc::default()),
         );
         c.send_all(&[Frame::message(b"51-[]"), Frame::binary(&[9, 8])]).unwrap();
         c.send(Frame::binary_eio3(&[7])).unwrap();

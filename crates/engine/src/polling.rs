@@ -1,7 +1,7 @@
 //! HTTP long-polling: the handshake GET, pending GETs that wait for queued packets, POSTs that carry
 //! client packets, and the session task that drives heartbeats while a session polls.
 
-use crate::connection::{CloseReason, Connection, HeartbeatAction, Protocol, TransportKind};
+use crate::connection::{CloseReason, Connection, Farewell, HeartbeatAction, Protocol, TransportKind};
 use crate::frame::Frame;
 use crate::http_util::{self, Body, EngineError};
 use crate::service::{Engine, Session};
@@ -96,7 +96,10 @@ impl<H: Handler> Engine<H> {
                     Some(PollReply::Frames(Connection::take_queue_locked(s)))
                 } else if s.closed.is_some() {
                     s.farewell_sent = true;
-                    Some(PollReply::Frames(VecDeque::from([s.farewell.take().unwrap_or_else(Frame::close)])))
+                    Some(PollReply::Frames(VecDeque::from([s
+                        .farewell
+                        .take()
+                        .map_or_else(Frame::close, Farewell::frame)])))
                 } else if s.upgrading {
                     Some(PollReply::Noop)
                 } else {

@@ -1,4 +1,4 @@
-use crate::connection::{CloseReason, Connection, Protocol, TransportKind};
+use crate::connection::{CloseReason, ConnShared, Connection, Farewell, Protocol, TransportKind};
 use crate::frame::Frame;
 use crate::http_util::{self, Body, EngineError, EngineQuery};
 use crate::sid::Sid;
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use switchyard_protocol::engine::{self as eio, PacketType};
@@ -33,6 +33,8 @@ pub struct Engine<H: Handler> {
     pub(crate) handler: H,
     pub(crate) sessions: RwLock<HashMap<Sid, Arc<Session<H::Client>>>>,
     pub(crate) stats: Arc<EngineStats>,
+    /// The settings and counters every connection points to.
+    conn_shared: Arc<ConnShared>,
     /// Per-IP handshake buckets, only when the handshake rate is limited.
     handshakes: Option<crate::limits::HandshakeLimiter>,
     /// Every open connection, both transports: what a graceful shutdown closes and waits for.
@@ -40,6 +42,8 @@ pub struct Engine<H: Handler> {
     live: Mutex<LiveConnections>,
     /// Woken when the last open connection ends.
     idle: Notify,
+    /// The heartbeat task of this engine's WebSocket connections is running (see `heartbeat_scan`).
+    heartbeat_running: AtomicBool,
 }
 
 /// Every open connection, in numbered slots; each connection keeps its slot number, so it is
@@ -89,15 +93,56 @@ impl<H: Handler> Engine<H> {
                 crate::limits::HandshakeLimiter::DEFAULT_MAX_ENTRIES,
             )
         });
+        let stats = Arc::<EngineStats>::default();
+        let conn_shared = ConnShared::new(&config, stats.clone());
         Arc::new(Engine {
             config,
             handler,
             sessions: RwLock::default(),
-            stats: Arc::default(),
+            stats,
+            conn_shared,
             handshakes,
             live: Mutex::default(),
             idle: Notify::new(),
+            heartbeat_running: AtomicBool::new(false),
         })
+    }
+
+    /// Drives the heartbeat of `conn` (a WebSocket that owns its connection) from this engine's one
+    /// heartbeat task instead of a timer in the connection's task: a `Sleep` in every connection's
+    /// long-lived future cost more than a hundred bytes per idle connection. Starts that task on the
+    /// first call (from inside the runtime).
+    pub(crate) fn drive_heartbeat(self: &Arc<Self>, conn: &Connection) {
+        conn.set_engine_heartbeat();
+        if !self.heartbeat_running.swap(true, Ordering::AcqRel) {
+            tokio::spawn(heartbeat_task(Arc::downgrade(self)));
+        }
+    }
+
+    /// How late the heartbeat task may look at a connection: an eighth of the shorter of the ping
+    /// interval and the ping timeout, within 5 ms..1 s (1 s with the defaults, 25 s and 20 s). A ping
+    /// goes out at most this late, and an overdue pong is noticed at most this late; the pong deadline
+    /// itself counts from when the ping was due, never from when it was sent.
+    pub(crate) fn heartbeat_step(&self) -> std::time::Duration {
+        let shorter = self.config.ping_interval.min(self.config.ping_timeout);
+        (shorter / 8).clamp(std::time::Duration::from_millis(5), std::time::Duration::from_secs(1))
+    }
+
+    /// One pass of the heartbeat task over the open connections it drives: pings that are due go
+    /// out, connections whose pong is overdue close (`ping timeout`). Returns when to look again:
+    /// the earliest deadline seen, no sooner than one step from now and no later than one ping
+    /// interval (every deadline set after this pass, by a pong or a new connection, is at least
+    /// a ping interval away). One pass per step costs a lock and a comparison per connection.
+    pub(crate) fn heartbeat_scan(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let mut next = now + self.config.ping_interval;
+        let live = self.live.lock();
+        for conn in live.slots.iter().flatten() {
+            if let Some(deadline) = conn.engine_heartbeat_step(now) {
+                next = next.min(deadline);
+            }
+        }
+        drop(live);
+        next.max(now + self.heartbeat_step())
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -177,7 +222,7 @@ impl<H: Handler> Engine<H> {
     /// Opens a connection: queues the handshake packet and hands the connection to the handler.
     pub(crate) fn open(&self, transport: TransportKind, req: OpenRequest) -> (Arc<Connection>, Arc<H::Client>) {
         let sid = Sid::random();
-        let conn = Connection::new(sid, transport, req.protocol, &self.config, self.stats.clone());
+        let conn = Connection::new(sid, transport, req.protocol, self.conn_shared.clone());
         let upgrades: &[&str] =
             if transport == TransportKind::Polling && self.config.allow_websocket && self.config.allow_upgrades {
                 &["websocket"]
@@ -278,7 +323,7 @@ impl<H: Handler> Engine<H> {
             }
             PacketType::Pong if conn.protocol().is_v3() => {
                 tracing::debug!(sid = %conn.sid(), "invalid heartbeat direction: server pong in Engine.IO v3");
-                conn.close_with(CloseReason::TransportError, Some(Frame::close()));
+                conn.close_with(CloseReason::TransportError, Some(Farewell::Close));
                 false
             }
             PacketType::Pong => {
@@ -296,18 +341,18 @@ impl<H: Handler> Engine<H> {
             }
             PacketType::Ping => {
                 tracing::debug!(sid = %conn.sid(), "invalid heartbeat direction: client ping in Engine.IO v4");
-                conn.close_with(CloseReason::TransportError, Some(Frame::close()));
+                conn.close_with(CloseReason::TransportError, Some(Farewell::Close));
                 false
             }
             PacketType::Close => {
                 // The client asked to close: a pending poll ends with a noop, as in Node.
-                conn.close_with(CloseReason::TransportClose, Some(Frame::noop()));
+                conn.close_with(CloseReason::TransportClose, Some(Farewell::Noop));
                 false
             }
             PacketType::Noop | PacketType::Upgrade => true,
             PacketType::Open => {
                 EngineStats::add(&self.stats.protocol_errors, 1);
-                conn.close_with(CloseReason::ParseError, Some(Frame::close()));
+                conn.close_with(CloseReason::ParseError, Some(Farewell::Close));
                 false
             }
         }
@@ -466,5 +511,26 @@ impl<H: Handler> Engine<H> {
         } else {
             self.stats.polling_connections.fetch_sub((-delta) as u64, Ordering::Relaxed);
         }
+    }
+}
+
+/// The heartbeat task of one engine's WebSocket connections (see `Engine::heartbeat_scan`). Ends
+/// with the engine; if its runtime ends first, the next WebSocket starts a new one.
+async fn heartbeat_task<H: Handler>(engine: std::sync::Weak<Engine<H>>) {
+    struct Running<H: Handler>(std::sync::Weak<Engine<H>>);
+    impl<H: Handler> Drop for Running<H> {
+        fn drop(&mut self) {
+            if let Some(engine) = self.0.upgrade() {
+                engine.heartbeat_running.store(false, Ordering::Release);
+            }
+        }
+    }
+    let _running = Running(engine.clone());
+    loop {
+        let next = match engine.upgrade() {
+            Some(engine) => engine.heartbeat_scan(tokio::time::Instant::now()),
+            None => return,
+        };
+        tokio::time::sleep_until(next).await;
     }
 }

@@ -4,7 +4,7 @@
 //! No buffer is held while a connection is idle: reads go through a stack buffer and only a partial
 //! frame is kept; the outgoing queue is taken whole and written with vectored writes.
 
-use crate::connection::{CloseReason, Connection, HeartbeatAction, TransportKind};
+use crate::connection::{CloseReason, Connection, TransportKind};
 use crate::frame::Frame;
 use crate::http_util::{self, Body, EngineError};
 use crate::service::{Engine, Session};
@@ -24,7 +24,6 @@ use switchyard_protocol::engine::{self as eio, PacketData, PacketType};
 use switchyard_protocol::websocket::{self as ws, FrameDecoder, Message, OpCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 /// Frames written with one vectored write at most.
@@ -246,18 +245,18 @@ impl<H: Handler> WsTask<H> {
             Some(agreed) => FrameDecoder::with_deflate(max_message, agreed.client_context_takeover),
             None => FrameDecoder::new(max_message),
         };
-        let upgrade_deadline = Instant::now() + self.engine.config.upgrade_timeout;
-        let timer = tokio::time::sleep_until(self.timer_deadline(upgrade_deadline));
-        tokio::pin!(timer);
+        // No timer lives in this (long-lived) future: the engine's heartbeat task drives the heartbeat
+        // of an open connection, and a probe's upgrade deadline is a boxed `Sleep` that only a probe
+        // has (see `Engine::drive_heartbeat`).
+        let mut probe_timer = self.upgrading.then(|| Box::pin(tokio::time::sleep(self.engine.config.upgrade_timeout)));
+        if !self.upgrading {
+            self.engine.drive_heartbeat(&self.conn);
+        }
         let mut control: Vec<Bytes> = Vec::new();
         // Bytes that came with the upgrade request (e.g. the `2probe` frame in the same TCP segment)
         // are processed before the first read: nothing else would wake the loop for them.
         let mut pending_input = !rbuf.is_empty();
         let stop = loop {
-            let deadline = self.timer_deadline(upgrade_deadline);
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
-            }
             let upgrading = self.upgrading;
             let mut stop = None;
             if std::mem::take(&mut pending_input) {
@@ -273,8 +272,14 @@ impl<H: Handler> WsTask<H> {
                     // Frames to write; or, for a probe, the end of its polling session (closed, timed
                     // out), which closes the probe at once, not at the upgrade timeout.
                     _ = wake_or_close(&self.conn, upgrading) => {}
-                    _ = &mut timer => stop = self.on_timer(upgrade_deadline),
+                    // A probe that did not upgrade in time fails; the session goes on polling.
+                    _ = expired(&mut probe_timer) => stop = Some(Stop::Closed(CloseReason::TransportError)),
                 }
+            }
+            if !self.upgrading && probe_timer.is_some() {
+                // The probe upgraded: this task now owns the connection and its heartbeat.
+                probe_timer = None;
+                self.engine.drive_heartbeat(&self.conn);
             }
             if rbuf.is_empty() && rbuf.capacity() > 0 {
                 // Idle connections keep no read buffer.
@@ -317,29 +322,20 @@ impl<H: Handler> WsTask<H> {
                 };
                 tokio::pin!(write);
                 // A client that stops reading must not pin this task in a write: the close of a slow
-                // client, or a write stalled past the heartbeat window, ends the connection. (A server
-                // close waits for the write: a graceful shutdown bounds it with its drain timeout.)
-                // The heartbeat timer keeps running meanwhile; the stall is counted from its first
-                // tick during the write (so within one ping interval of the write's start), which
-                // costs nothing when the write completes at once, as nearly all do.
-                let mut stall_deadline: Option<Instant> = None;
-                let written = loop {
-                    tokio::select! {
-                        biased;
-                        written = &mut write => break written,
-                        _ = closed(&self.conn) => break Err(io::Error::from(io::ErrorKind::BrokenPipe)),
-                        _ = &mut timer => {
-                            let now = Instant::now();
-                            let stall_limit = self.engine.config.ping_interval + self.engine.config.ping_timeout;
-                            let stall_at = *stall_deadline.get_or_insert(now + stall_limit);
-                            if now >= stall_at {
-                                break Err(io::ErrorKind::TimedOut.into());
-                            }
-                            self.on_timer(upgrade_deadline);
-                            let next = self.conn.heartbeat_deadline().max(now + MIN_TIMER_STEP).min(stall_at);
-                            timer.as_mut().reset(next);
-                        }
-                    }
+                // client, a ping timeout (the heartbeat task keeps pinging meanwhile), or a write
+                // stalled for a heartbeat window ends the connection. (A server close waits for the
+                // write: a graceful shutdown bounds it with its drain timeout.) The stall timer is
+                // made only once the write has to wait, which nearly none do, and is boxed so the
+                // connection's idle future has no room for it.
+                let stall_limit = self.engine.config.ping_interval + self.engine.config.ping_timeout;
+                let mut stall: Option<Pin<Box<tokio::time::Sleep>>> = None;
+                let written = tokio::select! {
+                    biased;
+                    written = &mut write => written,
+                    _ = closed(&self.conn) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+                    _ = std::future::poll_fn(|cx| {
+                        stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_limit))).as_mut().poll(cx)
+                    }) => Err(io::ErrorKind::TimedOut.into()),
                 };
                 if let Err(e) = written {
                     let reason = match (self.conn.closed_reason(), e.kind()) {
@@ -390,32 +386,6 @@ impl<H: Handler> WsTask<H> {
         };
         let _ = wr.shutdown().await;
         self.engine.finish(&self.conn, &self.client, reason);
-    }
-
-    fn timer_deadline(&self, upgrade_deadline: Instant) -> Instant {
-        if self.upgrading {
-            upgrade_deadline
-        } else {
-            self.conn.heartbeat_deadline()
-        }
-    }
-
-    fn on_timer(&mut self, upgrade_deadline: Instant) -> Option<Stop> {
-        let now = Instant::now();
-        if self.upgrading {
-            return (now >= upgrade_deadline).then_some(Stop::Closed(CloseReason::TransportError));
-        }
-        match self.conn.heartbeat(now) {
-            HeartbeatAction::SendPing => {
-                let _ = self.conn.send(Frame::ping());
-                None
-            }
-            HeartbeatAction::TimedOut => {
-                self.conn.close_with(CloseReason::PingTimeout, None);
-                None
-            }
-            HeartbeatAction::WaitUntil(_) => None,
-        }
     }
 
     /// Decodes every complete WebSocket message in `rbuf`.
@@ -510,13 +480,6 @@ impl<H: Handler> WsTask<H> {
     }
 }
 
-/// Resolves once the connection is closed for a reason that abandons its queue (woken through the
-/// writer `Notify`). A close the server chose (forced, shutdown) lets the write in progress finish:
-/// what was queued before it is still delivered, then the close frame.
-/// The shortest step of the timer while a write is stalled, so a heartbeat deadline already past
-/// cannot make the write loop spin.
-const MIN_TIMER_STEP: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// Wakes an open connection's writer when it has frames to send; a probe (`upgrading`), whose
 /// `writer_wake` belongs to the pending poll, wakes when its polling session closes instead. One
 /// future for both keeps the connection's idle future small.
@@ -528,6 +491,17 @@ async fn wake_or_close(conn: &Connection, upgrading: bool) {
     }
 }
 
+/// Resolves when `timer` (if any) expires; never without one.
+async fn expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once the connection is closed for a reason that abandons its queue (woken through the
+/// writer `Notify`). A close the server chose (forced, shutdown) lets the write in progress finish:
+/// what was queued before it is still delivered, then the close frame.
 async fn closed(conn: &Connection) {
     loop {
         if conn.closed_reason().is_some_and(|reason| !reason.lingers()) {

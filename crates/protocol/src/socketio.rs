@@ -88,7 +88,9 @@ pub enum DecodeError {
 #[derive(Debug)]
 pub struct Decoder {
     max_attachments: usize,
-    pending: Option<(Packet, usize)>,
+    /// A binary packet waiting for its attachments, and how many it expects. Boxed: every connection
+    /// keeps a decoder, and a `Packet` inline made each one 128 bytes, for a state few ever enter.
+    pending: Option<Box<(Packet, usize)>>,
 }
 
 impl Default for Decoder {
@@ -115,20 +117,21 @@ impl Decoder {
             check_placeholders(&packet)?;
             return Ok(Some(packet));
         }
-        self.pending = Some((packet, attachments));
+        self.pending = Some(Box::new((packet, attachments)));
         Ok(None)
     }
 
     /// Feeds one binary attachment. Returns the packet once its last attachment has arrived.
     pub fn decode_binary(&mut self, data: Bytes) -> Result<Option<Packet>, DecodeError> {
-        let Some((mut packet, expected)) = self.pending.take() else {
+        let Some(mut pending) = self.pending.take() else {
             return Err(DecodeError::UnexpectedBinary);
         };
-        packet.attachments.push(data);
-        if packet.attachments.len() < expected {
-            self.pending = Some((packet, expected));
+        pending.0.attachments.push(data);
+        if pending.0.attachments.len() < pending.1 {
+            self.pending = Some(pending);
             return Ok(None);
         }
+        let (packet, _) = *pending;
         check_placeholders(&packet)?;
         Ok(Some(packet))
     }

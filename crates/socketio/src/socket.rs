@@ -167,6 +167,26 @@ fn push<T: Clone>(list: &mut Arc<[T]>, item: T) {
     *list = items.into();
 }
 
+/// Acks this socket's client still owes, by id. Most sockets never wait for one, so the map is boxed
+/// and made by the first: an idle socket pays a pointer, not an empty `HashMap` (48 bytes).
+#[derive(Default)]
+struct PendingAcks(Option<Box<HashMap<u64, oneshot::Sender<Payload>>>>);
+
+impl PendingAcks {
+    fn insert(&mut self, id: u64, tx: oneshot::Sender<Payload>) {
+        self.0.get_or_insert_with(Default::default).insert(id, tx);
+    }
+
+    fn remove(&mut self, id: &u64) -> Option<oneshot::Sender<Payload>> {
+        self.0.as_mut()?.remove(id)
+    }
+
+    /// Drops every pending ack (their receivers see the socket's end) and the map.
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// `Socket::state` bits.
 const CONNECTED: u8 = 1;
 /// Some `on_any_outgoing` handler is registered: `emit` checks this bit before taking a lock.
@@ -196,7 +216,7 @@ pub struct Socket {
     data: Mutex<Value>,
     rooms: Mutex<SmallVec<[Room; 2]>>,
     handlers: RwLock<Handlers>,
-    acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
+    acks: Mutex<PendingAcks>,
     extensions: Extensions,
     /// [`CONNECTED`] and [`HAS_OUTGOING`].
     state: AtomicU8,
