@@ -6,7 +6,7 @@
 #   tests/cluster/run.sh test/mixed.test.js   only the given files
 # Needs redis-server and the release builds of the cluster-node example and the switchyard binary:
 #   cargo build --release -p switchyard-fixtures --bin cluster-node && cargo build --release -p switchyard
-# CLUSTER_SERVER_LOG=1 shows the Switchyard nodes' logs; CLUSTER_SUITE_TIMEOUT (s, default 240) bounds the run.
+# CLUSTER_SERVER_LOG=1 shows the Switchyard nodes' logs; CLUSTER_SUITE_TIMEOUT (s, default 360) bounds the run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,5 +29,5 @@ done
 
 files=("$@")
 [[ ${#files[@]} -gt 0 ]] || files=(test/*.test.js)
-timeout --kill-after=10 "${CLUSTER_SUITE_TIMEOUT:-240}" \
+timeout --kill-after=10 "${CLUSTER_SUITE_TIMEOUT:-360}" \
   node --test --test-reporter=spec --test-force-exit --test-concurrency=1 "${files[@]}"

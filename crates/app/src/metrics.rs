@@ -176,6 +176,27 @@ impl RedisCollector {
                 s.request_failures,
             ),
             ("switchyard_redis_connects_total", "Successful connections to Redis.", s.connects),
+            (
+                "switchyard_recovery_recorded_total",
+                "Broadcasts stored in Redis for connection state recovery.",
+                s.recorded,
+            ),
+            (
+                "switchyard_recovery_unrecorded_total",
+                "Broadcasts delivered without a recovery offset because Redis could not store them.",
+                s.unrecorded,
+            ),
+            ("switchyard_recovery_restored_total", "Sessions restored from Redis.", s.restored),
+            (
+                "switchyard_recovery_refused_total",
+                "Recovery attempts refused (unknown or expired session, offset too old, Redis error).",
+                s.restore_refused,
+            ),
+            (
+                "switchyard_recovery_session_write_failures_total",
+                "Recovery session writes to Redis that failed.",
+                s.session_write_failures,
+            ),
         ];
         let mut out: Vec<Box<dyn Collector>> = Vec::with_capacity(counters.len() + 1);
         for (name, help, value) in counters {

@@ -9,6 +9,7 @@ mod error;
 mod net;
 mod polling;
 mod procfs;
+mod recovery;
 mod report;
 mod runner;
 mod scenarios;
@@ -173,6 +174,28 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         concurrency: usize,
     },
+    /// Connection state recovery of N missed messages (a server with recovery on: bench-server with
+    /// BENCH_RECOVERY=1, or `switchyard`): time from the reconnect to the last replayed message, and
+    /// the CPU of --server-pids meanwhile. --reconnect-port: come back on another node of the cluster.
+    Recovery {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 1000)]
+        missed: usize,
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        /// Port of the node the receiver reconnects to (default: --port).
+        #[arg(long)]
+        reconnect_port: Option<u16>,
+        /// Process ids whose CPU time is summed (default: --server-pid).
+        #[arg(long, value_delimiter = ',')]
+        server_pids: Vec<u32>,
+        /// Pause between the burst and the reconnect, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        settle_ms: u64,
+    },
     /// Build and start every server, run the scenarios against each, write BENCHMARKS.md and the chart.
     Run(RunArgs),
     /// Print `{"env": {...}, "token": "..."}` for a server with JWT auth: `hs256` (a fixed secret) or
@@ -309,6 +332,22 @@ fn main() -> ExitCode {
                 transport,
             };
             runtime.block_on(scenarios::fanout(&target, &options))
+        }
+        Command::Recovery { server, missed, iterations, payload_bytes, reconnect_port, server_pids, settle_ms } => {
+            let target = server.target(2);
+            let reconnect = ServerArgs { port: reconnect_port.unwrap_or(server.port), ..server.clone() }.target(2);
+            let mut pids = server_pids;
+            if pids.is_empty() {
+                pids.extend(server.server_pid);
+            }
+            let options = recovery::RecoveryOptions {
+                missed,
+                iterations,
+                payload_bytes,
+                server_pids: pids,
+                settle: Duration::from_millis(settle_ms),
+            };
+            runtime.block_on(recovery::recovery(&target, &reconnect, &options))
         }
         Command::Echo { server, clients, rate, seconds, payload_bytes, transport } => {
             let target = server.target(clients);

@@ -310,6 +310,28 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues frames outside the queue limit: the missed packets a recovered session gets back. They
+    /// are bounded by what the recovery store keeps, and counting them would drop a client that was
+    /// disconnected for a full queue again at once, for its own replay. Live sends after them are
+    /// still limited by `max_queue_bytes`.
+    pub fn send_all_uncounted(&self, frames: &[Frame]) -> Result<(), SendError> {
+        if self.protocol != Protocol::V4 && frames.iter().any(|f| f.is_binary() && !f.is_eio3()) {
+            let frames: Vec<Frame> = frames.iter().map(Frame::to_eio3).collect();
+            return self.send_all_uncounted(&frames);
+        }
+        let mut state = self.state.lock();
+        if state.closed.is_some() {
+            return Err(SendError::Closed);
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.extend(frames.iter().cloned());
+        drop(state);
+        if was_empty {
+            self.writer_wake.notify_one();
+        }
+        Ok(())
+    }
+
     /// Closes the connection from the server side: queued frames are still flushed, then the transport
     /// closes. Idempotent.
     pub fn close(&self, reason: CloseReason) {
@@ -479,6 +501,17 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::EngineConfig;
+
+    #[test]
+    fn replayed_frames_do_not_count_against_the_queue_limit() {
+        let c = conn(10);
+        let big = Frame::message(&[b'x'; 100]);
+        c.send_all_uncounted(&[big.clone(), big]).unwrap();
+        // A small live frame still fits: the replay is not counted.
+        c.send(Frame::message(b"ok")).unwrap();
+        assert_eq!(c.closed_reason(), None);
+        assert_eq!(c.take_queue().len(), 3);
+    }
 
     fn conn(max_queue_bytes: usize) -> Arc<Connection> {
         let config = EngineConfig { max_queue_bytes, ..EngineConfig::default() };

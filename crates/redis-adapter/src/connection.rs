@@ -112,6 +112,36 @@ pub(crate) struct Outgoing {
     pub sharded: bool,
     pub channel: String,
     pub payload: Vec<u8>,
+    /// Connection state recovery: store the broadcast in the namespace's stream first, and publish
+    /// `payload` completed with the stream id (see [`crate::recovery`]).
+    pub record: Option<Box<crate::recovery::Record>>,
+}
+
+impl Outgoing {
+    /// The command that sends this message.
+    fn command(&self, script_loaded: bool) -> Cmd {
+        match &self.record {
+            None => {
+                let mut cmd = redis::cmd(if self.sharded { "SPUBLISH" } else { "PUBLISH" });
+                cmd.arg(&self.channel).arg(&self.payload);
+                cmd
+            }
+            Some(record) => record.command(self, script_loaded),
+        }
+    }
+}
+
+/// Sends `message`; a recorded broadcast whose script Redis does not know (a restarted Redis) is sent
+/// again with the script's text. Returns the reply and tells the record's waiter the stream id.
+async fn send(mut conn: Conn, mut message: Outgoing) -> RedisResult<redis::Value> {
+    let mut result = conn.query(&message.command(true)).await;
+    if matches!(&result, Err(err) if err.code() == Some("NOSCRIPT")) {
+        result = conn.query(&message.command(false)).await;
+    }
+    if let Some(record) = message.record.take() {
+        record.done(result.as_ref().ok());
+    }
+    result
 }
 
 /// The publishing side: a bounded queue drained by a supervised task, and the live connection for
@@ -189,6 +219,30 @@ impl Publisher {
     pub(crate) fn is_connected(&self) -> bool {
         self.current.read().is_some()
     }
+
+    /// The live connection's generation (bumped on every reconnect), if connected.
+    pub(crate) fn generation(&self) -> Option<u64> {
+        self.current.read().as_ref().map(|(g, _)| *g)
+    }
+
+    /// Runs a pipeline on the live connection, failing at once when Redis is unreachable.
+    pub(crate) async fn query_pipeline(&self, pipe: &redis::Pipeline, timeout: Duration) -> Result<(), Error> {
+        let Some((_, conn)) = self.current.read().clone() else { return Err(Error::Unreachable) };
+        let result = match conn {
+            Conn::Single(mut c) => tokio::time::timeout(timeout, pipe.query_async::<()>(&mut c)).await,
+            Conn::Cluster(mut c) => tokio::time::timeout(timeout, pipe.query_async::<()>(&mut c)).await,
+        };
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                if is_connection_error(&err) {
+                    self.broken.notify_one();
+                }
+                Err(err.into())
+            }
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
 }
 
 async fn run_publisher(
@@ -257,12 +311,7 @@ async fn run_publisher(
             tokio::select! {
                 message = rx.recv(), if in_flight.len() < max_in_flight => {
                     let Some(message) = message else { return };
-                    let mut conn = conn.clone();
-                    in_flight.push(async move {
-                        let mut cmd = redis::cmd(if message.sharded { "SPUBLISH" } else { "PUBLISH" });
-                        cmd.arg(&message.channel).arg(message.payload);
-                        conn.query(&cmd).await
-                    });
+                    in_flight.push(send(conn.clone(), message));
                 }
                 Some(result) = in_flight.next() => match result {
                     Ok(_) => { stats.published.fetch_add(1, Ordering::Relaxed); }

@@ -129,12 +129,13 @@ pub(crate) enum Incoming {
     /// An answer to one of this node's requests (the message's request id says which).
     Response(Response),
     /// An event for the local sockets `opts` selects; with `ack_window`, each client's answer goes
-    /// back to the sender for that long.
+    /// back to the sender for that long. `offset`: its recovery stream id, when the sender stored it.
     Broadcast {
         event: String,
         payload: Payload,
         opts: BroadcastOptions,
         ack_window: Option<Duration>,
+        offset: Option<String>,
     },
     /// Join, leave or disconnect the local sockets `opts` selects.
     Remote {
@@ -214,6 +215,16 @@ pub(crate) trait WireFormat: Send + Sync + 'static {
 
     /// A broadcast to the other nodes (one publish, whatever their number).
     fn encode_broadcast(&self, nsp: &str, event: &str, payload: &Payload, opts: &BroadcastOptions) -> Outgoing;
+
+    /// A broadcast stored for connection state recovery: the message to publish without its offset,
+    /// the stream entry (classic encoding) and where the stream id goes in the message.
+    fn encode_recorded_broadcast(
+        &self,
+        nsp: &str,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+    ) -> (Outgoing, Vec<u8>, crate::recovery::OffsetSlot);
 
     /// A request; `None` when the format has no such request.
     fn encode_request(&self, nsp: &str, request: Request<'_>) -> Option<Outgoing>;

@@ -27,6 +27,7 @@ pub mod emitter;
 mod error;
 mod format;
 mod node;
+mod recovery;
 mod stats;
 
 pub use connection::RedisTarget;
@@ -40,7 +41,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_socketio::{
-    AckStream, Adapter, AdapterError, BroadcastOptions, MemoryAdapter, Namespace, Payload, Room, Sid, SocketInfo,
+    AckStream, Adapter, AdapterError, BroadcastOptions, MemoryAdapter, Namespace, Payload, RestoredSession, Room,
+    SessionToPersist, Sid, Socket, SocketInfo,
 };
 use tokio::sync::mpsc;
 
@@ -215,10 +217,67 @@ impl Adapter for RedisAdapter {
     }
 
     fn broadcast(&self, ns: &Arc<Namespace>, event: &str, payload: &Payload, opts: &BroadcastOptions) {
+        if let Some(recovery) = self.shared.recovery_for(ns) {
+            if opts.flags.local || opts.flags.volatile {
+                // Not stored (as in Node): delivered without an offset.
+                if !opts.flags.local {
+                    self.shared.publish_broadcast(ns.name(), event, payload, opts);
+                }
+                recovery.deliver(ns, event, payload, opts, None);
+            } else {
+                self.shared.publish_recorded(recovery, ns, event, payload, opts);
+            }
+            return;
+        }
         if !opts.flags.local {
             self.shared.publish_broadcast(ns.name(), event, payload, opts);
         }
         MemoryAdapter.broadcast(ns, event, payload, opts);
+    }
+
+    fn new_session_id(&self, ns: &Namespace) -> String {
+        match self.shared.recovery_for(ns) {
+            Some(recovery) => recovery.new_pid(),
+            None => MemoryAdapter.new_session_id(ns),
+        }
+    }
+
+    fn on_session_changed(&self, ns: &Namespace, socket: &Socket) {
+        if let Some(recovery) = self.shared.recovery_for(ns) {
+            recovery.session_changed(ns, socket);
+        }
+    }
+
+    fn persist_session(&self, ns: &Arc<Namespace>, session: SessionToPersist) {
+        match self.shared.recovery_for(ns) {
+            Some(recovery) => recovery.persist(ns, session),
+            None => MemoryAdapter.persist_session(ns, session),
+        }
+    }
+
+    fn discard_session(&self, ns: &Arc<Namespace>, pid: &str) {
+        if let Some(recovery) = self.shared.recovery_for(ns) {
+            recovery.discard(ns, pid);
+        }
+    }
+
+    fn restore_session(
+        &self,
+        ns: &Arc<Namespace>,
+        pid: &str,
+        offset: &str,
+    ) -> BoxFuture<'static, Option<RestoredSession>> {
+        match self.shared.recovery_for(ns) {
+            Some(recovery) => Box::pin(recovery.clone().restore(ns.clone(), pid.to_string(), offset.to_string())),
+            None => MemoryAdapter.restore_session(ns, pid, offset),
+        }
+    }
+
+    fn complete_restore(&self, ns: &Arc<Namespace>, socket: &Arc<Socket>, restored: RestoredSession) {
+        match self.shared.recovery_for(ns) {
+            Some(recovery) => recovery.complete(ns, socket, restored),
+            None => MemoryAdapter.complete_restore(ns, socket, restored),
+        }
     }
 
     fn broadcast_with_ack(

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::format::classic::Classic;
 use crate::format::sharded::Sharded;
 use crate::format::{Incoming, Message, RemoteOp, Reply, Request, Response, Route, WireFormat, REMOTE_ACK_WINDOW};
+use crate::recovery::Recovery;
 use crate::stats::Stats;
 use crate::{Mode, RedisAdapterConfig};
 use parking_lot::{Mutex, RwLock};
@@ -33,6 +34,9 @@ pub(crate) struct Shared {
     namespaces: RwLock<HashMap<String, Weak<Namespace>>>,
     routes: RwLock<HashMap<String, (String, Route)>>,
     pending: Mutex<HashMap<String, mpsc::UnboundedSender<Response>>>,
+    /// Connection state recovery through Redis (absent in sharded mode over a Redis Cluster, whose
+    /// room channels cannot be published from the recording script).
+    recovery: Option<Arc<Recovery>>,
 }
 
 /// Removes a pending request when its waiter finishes or gives up.
@@ -54,7 +58,11 @@ impl Shared {
             Mode::Classic => Arc::new(Classic::new(&config)),
             Mode::Sharded => Arc::new(Sharded::new(&config)),
         };
-        Arc::new_cyclic(|weak: &Weak<Shared>| {
+        let publisher = Publisher::start(target.clone(), config.publish_queue, config.max_in_flight, stats.clone());
+        let recovery = (config.mode == Mode::Classic || matches!(target, RedisTarget::Single(_))).then(|| {
+            Recovery::start(&config.key_prefix, format.uid(), publisher.clone(), stats.clone(), config.requests_timeout)
+        });
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
             let handler: PushHandler = Arc::new(move |info: PushInfo| {
                 if let Some(shared) = weak.upgrade() {
@@ -63,7 +71,8 @@ impl Shared {
             });
             Shared {
                 uid: format.uid().to_string(),
-                publisher: Publisher::start(target.clone(), config.publish_queue, config.max_in_flight, stats.clone()),
+                publisher,
+                recovery,
                 subscriber: Subscriber::start(target, handler, stats.clone()),
                 format,
                 config,
@@ -72,7 +81,27 @@ impl Shared {
                 routes: RwLock::default(),
                 pending: Mutex::default(),
             }
-        })
+        });
+        if let Some(recovery) = &shared.recovery {
+            let weak = Arc::downgrade(&shared);
+            tokio::spawn(crate::recovery::run_flusher(Arc::downgrade(recovery), move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.resync_sessions();
+                }
+            }));
+        }
+        shared
+    }
+
+    /// Queues every local socket's live session (after Redis came back empty).
+    fn resync_sessions(&self) {
+        let Some(recovery) = &self.recovery else { return };
+        let namespaces: Vec<Arc<Namespace>> = self.namespaces.read().values().filter_map(Weak::upgrade).collect();
+        for ns in namespaces.iter().filter(|ns| ns.recovery().is_some()) {
+            for socket in ns.local_sockets() {
+                recovery.session_changed(ns, &socket);
+            }
+        }
     }
 
     // ---- channels ------------------------------------------------------------------------------
@@ -381,8 +410,10 @@ impl Shared {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
                 let _ = tx.send(response);
             }
-            Incoming::Broadcast { event, payload, opts, ack_window: None } => deliver(ns, &event, &payload, &opts),
-            Incoming::Broadcast { event, payload, opts, ack_window: Some(window) } => {
+            Incoming::Broadcast { event, payload, opts, ack_window: None, offset } => {
+                self.deliver(ns, &event, &payload, &opts, offset.as_deref())
+            }
+            Incoming::Broadcast { event, payload, opts, ack_window: Some(window), .. } => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let count = local_broadcast_with_ack(ns, &event, &payload, &opts, tx);
                 // Acks go where the count went; a request naming no sender gets neither.
@@ -477,6 +508,45 @@ impl Shared {
     pub(crate) fn is_connected(&self) -> bool {
         self.publisher.is_connected() && self.stats.subscriber_connected.load(Ordering::Relaxed)
     }
+
+    /// Recovery through Redis for namespace `ns`, when the namespace has recovery on.
+    pub(crate) fn recovery_for(&self, ns: &Namespace) -> Option<&Arc<Recovery>> {
+        self.recovery.as_ref().filter(|_| ns.recovery().is_some())
+    }
+
+    /// Delivers a broadcast from another node to the local sockets it selects. With recovery through
+    /// Redis, a stored packet carries its stream id (and one without, from a Node peer or a node
+    /// without recovery, none: it cannot be replayed). Otherwise as a local broadcast (the in-memory
+    /// store, when on, keeps it for this node's disconnected sessions).
+    fn deliver(
+        &self,
+        ns: &Arc<Namespace>,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+        offset: Option<&str>,
+    ) {
+        match self.recovery_for(ns) {
+            Some(recovery) => recovery.deliver(ns, event, payload, opts, offset),
+            None => MemoryAdapter.broadcast(ns, event, payload, opts),
+        }
+    }
+
+    /// Stores a broadcast in the namespace's stream and publishes it; the local delivery follows with
+    /// the stream id (at once without one when Redis cannot take it).
+    pub(crate) fn publish_recorded(
+        &self,
+        recovery: &Arc<Recovery>,
+        ns: &Arc<Namespace>,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+    ) {
+        let Some(config) = ns.recovery().map(|r| r.config()) else { return };
+        let (mut message, entry, slot) = self.format.encode_recorded_broadcast(ns.name(), event, payload, opts);
+        message.record = Some(recovery.record(ns, config, entry, slot, event, payload, opts));
+        self.publisher.publish(message);
+    }
 }
 
 /// Rooms as a Node server reports them: its rooms and each socket's own id.
@@ -484,12 +554,6 @@ fn node_rooms(ns: &Namespace) -> Vec<String> {
     let mut rooms: Vec<String> = ns.local_rooms().iter().map(|r| r.to_string()).collect();
     rooms.extend(ns.local_sockets().iter().map(|s| s.id().to_string()));
     rooms
-}
-
-/// Delivers a broadcast from another node to the local sockets it selects, as a local broadcast
-/// (so connection state recovery, when on, keeps it for this node's disconnected sessions too).
-fn deliver(ns: &Arc<Namespace>, event: &str, payload: &Payload, opts: &BroadcastOptions) {
-    MemoryAdapter.broadcast(ns, event, payload, opts);
 }
 
 /// Runs the local handler of a server-side event from another node. Without a handler the requester

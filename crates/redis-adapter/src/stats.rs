@@ -20,8 +20,20 @@ pub struct Stats {
     pub connects: AtomicU64,
     pub publisher_connected: AtomicBool,
     pub subscriber_connected: AtomicBool,
+    /// Connection state recovery: broadcasts stored in the namespace's stream (offset = stream id).
+    pub recorded: AtomicU64,
+    /// Broadcasts delivered locally without an offset because Redis could not store them (they reach
+    /// connected clients but cannot be replayed).
+    pub unrecorded: AtomicU64,
+    /// Sessions restored from Redis.
+    pub restored: AtomicU64,
+    /// Recovery attempts refused: unknown or expired session, offset too old or invalid, Redis error.
+    pub restore_refused: AtomicU64,
+    /// Session writes (live, persisted, discarded) that failed.
+    pub session_write_failures: AtomicU64,
     /// Seconds since the epoch of the last drop warning, to log at most once a second.
     last_drop_log: AtomicU64,
+    last_unrecorded_log: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -35,6 +47,11 @@ pub struct StatsSnapshot {
     pub connects: u64,
     pub publisher_connected: bool,
     pub subscriber_connected: bool,
+    pub recorded: u64,
+    pub unrecorded: u64,
+    pub restored: u64,
+    pub restore_refused: u64,
+    pub session_write_failures: u64,
 }
 
 impl Stats {
@@ -48,6 +65,11 @@ impl Stats {
             connects: self.connects.load(Ordering::Relaxed),
             publisher_connected: self.publisher_connected.load(Ordering::Relaxed),
             subscriber_connected: self.subscriber_connected.load(Ordering::Relaxed),
+            recorded: self.recorded.load(Ordering::Relaxed),
+            unrecorded: self.unrecorded.load(Ordering::Relaxed),
+            restored: self.restored.load(Ordering::Relaxed),
+            restore_refused: self.restore_refused.load(Ordering::Relaxed),
+            session_write_failures: self.session_write_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -58,6 +80,22 @@ impl Stats {
         let last = self.last_drop_log.load(Ordering::Relaxed);
         if now != last && self.last_drop_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             tracing::warn!(reason, total_dropped = total, "redis adapter: cross-node message dropped");
+        }
+    }
+
+    /// Counts a broadcast delivered without an offset, and logs it (at most once a second).
+    pub(crate) fn unrecorded(&self, reason: &str) {
+        let total = self.unrecorded.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let last = self.last_unrecorded_log.load(Ordering::Relaxed);
+        if now != last
+            && self.last_unrecorded_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                reason,
+                total_unrecorded = total,
+                "redis adapter: broadcast delivered without a recovery offset"
+            );
         }
     }
 

@@ -91,6 +91,34 @@ pub trait Adapter: Send + Sync + 'static {
         }
     }
 
+    /// A fresh private session id (`pid`) for a socket of `ns` when connection state recovery is on.
+    /// A cluster adapter may put in it what it needs to find the session again (the node holding it).
+    fn new_session_id(&self, _ns: &Namespace) -> String {
+        Sid::random().as_str().to_string()
+    }
+
+    /// A socket with a recoverable session connected, or its rooms or data changed. Called only when
+    /// recovery is on; must not block. A cluster adapter keeps the live session where another node
+    /// finds it if this node dies without persisting it.
+    fn on_session_changed(&self, _ns: &Namespace, _socket: &crate::socket::Socket) {}
+
+    /// A socket with a session left for a reason that does not keep it (its session ends here).
+    fn discard_session(&self, _ns: &Arc<Namespace>, _pid: &str) {}
+
+    /// Gives a restored socket its rooms, its data and the packets it missed, once it is connected
+    /// (indexed, CONNECT answered). A cluster adapter overrides this to close the gap between reading
+    /// the missed packets and the socket joining its rooms.
+    fn complete_restore(&self, ns: &Arc<Namespace>, socket: &Arc<crate::socket::Socket>, restored: RestoredSession) {
+        for room in &restored.session.rooms {
+            // A room over the limit (lowered since the session was stored) is counted and skipped.
+            let _ = socket.join(room.clone());
+        }
+        socket.set_data(restored.session.data);
+        for (event, payload) in &restored.missed {
+            let _ = socket.send_replay(&ns.parser().encode_packet(ns.name(), Some(event), payload, None));
+        }
+    }
+
     /// The session `pid` with the packets it missed after `offset`, if it can be recovered.
     fn restore_session(
         &self,

@@ -337,14 +337,10 @@ impl Client {
         };
         let _ = self.conn.send(self.parser().encode_control(PacketType::Connect, ns.name(), reply.as_ref()));
         if let Some(restored) = restored {
-            for room in &restored.session.rooms {
-                // A room over the limit (lowered since the session was stored) is counted and skipped.
-                let _ = socket.join(room.clone());
-            }
-            socket.set_data(restored.session.data);
-            for (event, payload) in &restored.missed {
-                let _ = socket.send_frames(&ns.parser().encode_packet(ns.name(), Some(event), payload, None));
-            }
+            ns.adapter().complete_restore(ns, &socket, restored);
+        }
+        if socket.pid().is_some() {
+            ns.adapter().on_session_changed(ns, &socket);
         }
         ns.on_socket_connected(&socket);
     }

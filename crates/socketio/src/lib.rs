@@ -43,7 +43,7 @@ pub use namespace::{ConnectError, Namespace, ServerSideHandler};
 pub use observe::Observer;
 pub use operators::{BroadcastAckError, BroadcastOperator};
 pub use payload::{encode_packet, Frames, Payload, PayloadError};
-pub use recovery::{RecoveryConfig, RecoveryStore, RestoredSession, SessionToPersist};
+pub use recovery::{should_include, RecoveryConfig, RecoveryStore, RestoredSession, SessionToPersist};
 pub use server::{SocketIo, SocketIoBuilder};
 pub use socket::{AckError, AckSender, DisconnectReason, EmitError, JoinError, Socket};
 pub use switchyard_engine as engine;

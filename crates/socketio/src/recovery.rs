@@ -64,6 +64,11 @@ struct StoredPacket {
 #[derive(Default)]
 struct Store {
     sessions: HashMap<String, (SessionToPersist, Instant)>,
+    /// `(persisted at, pid)` in persist order, which is also expiry order (one duration for all), so
+    /// pruning looks at the oldest entries only: O(1) amortized per persist instead of a scan of every
+    /// session. An entry whose session was restored, or persisted again later, is skipped when reached.
+    expiry: VecDeque<(Instant, String)>,
+    /// Ordered by offset (offsets only grow).
     packets: VecDeque<StoredPacket>,
 }
 
@@ -128,12 +133,28 @@ impl RecoveryStore {
         }
     }
 
+    /// Keeps `session` for `max_disconnection_duration`, and forgets sessions older than that.
     pub fn persist(&self, session: SessionToPersist) {
         let now = Instant::now();
         let mut store = self.store.lock();
         let max = self.config.max_disconnection_duration;
-        store.sessions.retain(|_, (_, at)| now.duration_since(*at) <= max);
+        while let Some((at, _)) = store.expiry.front() {
+            if now.duration_since(*at) <= max {
+                break;
+            }
+            let (at, pid) = store.expiry.pop_front().expect("front exists");
+            // Only the entry of this persist: the same pid may have been restored and persisted again.
+            if store.sessions.get(&pid).is_some_and(|(_, persisted)| *persisted == at) {
+                store.sessions.remove(&pid);
+            }
+        }
+        store.expiry.push_back((now, session.pid.clone()));
         store.sessions.insert(session.pid.clone(), (session, now));
+    }
+
+    /// Number of sessions kept (restorable or not yet pruned).
+    pub fn session_count(&self) -> usize {
+        self.store.lock().sessions.len()
     }
 
     /// The session `pid` and the packets after `offset` it should have received, if both are still known.
@@ -150,17 +171,20 @@ impl RecoveryStore {
             // Packets after `offset` were forgotten: recovery would lose some.
             return None;
         }
+        // Packets are ordered by offset: find the first one after `offset` by bisection.
+        let start = store.packets.partition_point(|p| p.offset <= offset);
         let missed = store
             .packets
-            .iter()
-            .filter(|p| p.offset > offset && should_include(&session.rooms, &session.sid, &p.opts))
+            .range(start..)
+            .filter(|p| should_include(&session.rooms, &session.sid, &p.opts))
             .map(|p| (p.event.clone(), p.payload.clone()))
             .collect();
         Some(RestoredSession { session, missed })
     }
 }
 
-fn should_include(rooms: &[Room], sid: &str, opts: &BroadcastOptions) -> bool {
+/// Whether a broadcast with `opts` reaches a socket with id `sid` in `rooms` (its own room aside).
+pub fn should_include(rooms: &[Room], sid: &str, opts: &BroadcastOptions) -> bool {
     let in_room = |room: &Room| &**room == sid || rooms.contains(room);
     (opts.rooms.is_empty() || opts.rooms.iter().any(in_room)) && !opts.except.iter().any(in_room)
 }
@@ -208,6 +232,26 @@ mod tests {
         store.persist(session("p2"));
         assert!(store.restore("p2", "0-1").is_none());
         assert!(store.restore("missing", "0-1").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_sessions_are_forgotten_without_a_scan() {
+        let config = RecoveryConfig { max_disconnection_duration: Duration::from_secs(10), ..Default::default() };
+        let store = RecoveryStore::new(config);
+        let first = store.record("ev", &Payload::from(json!(1)), &opts(&[], &[]));
+        let offset = first.args.last().and_then(Value::as_str).unwrap().to_string();
+        store.persist(session("old"));
+        store.persist(session("again"));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // Restored and persisted again: the first entry's expiry must not remove the second.
+        assert!(store.restore("again", &offset).is_some());
+        store.persist(session("again"));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        store.persist(session("new"));
+        assert_eq!(store.session_count(), 2, "only `old` expired");
+        assert!(store.restore("old", &offset).is_none());
+        assert!(store.restore("again", &offset).is_some());
+        assert!(store.restore("new", &offset).is_some());
     }
 
     #[tokio::test]

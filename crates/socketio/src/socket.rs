@@ -249,7 +249,7 @@ impl Socket {
         });
         let pid = match restored {
             Some(session) => Some(session.pid.as_str().into()),
-            None => ns.recovery().map(|_| Sid::random().as_str().into()),
+            None => ns.recovery().map(|_| ns.adapter().new_session_id(&ns).into()),
         };
         Arc::new(Socket {
             id,
@@ -298,6 +298,25 @@ impl Socket {
     pub fn set_data(&self, data: Value) {
         *self.data.lock() = data;
         self.ns.observers().notify(|o| o.on_data(self));
+        self.session_changed();
+    }
+
+    /// What connection state recovery keeps of this socket: `None` when recovery is off.
+    pub fn session(&self) -> Option<crate::recovery::SessionToPersist> {
+        let pid = self.pid()?;
+        Some(crate::recovery::SessionToPersist {
+            sid: self.id.to_string(),
+            pid: pid.to_string(),
+            rooms: self.rooms.lock().to_vec(),
+            data: self.data(),
+        })
+    }
+
+    /// Tells the adapter that the session's rooms or data changed (recovery on, socket connected).
+    fn session_changed(&self) {
+        if self.pid.is_some() && self.connected() {
+            self.ns.adapter().on_session_changed(&self.ns, self);
+        }
     }
 
     /// Typed values attached to this socket that never leave this server (see [`Extensions`]):
@@ -380,9 +399,17 @@ impl Socket {
 
     // On every delivery of a broadcast: the frames go by reference to the queue, which clones each
     // once (a frame by value here cost a second reference-count round trip, a 48-byte copy and a drop).
+    /// Queues already-encoded frames for this client (a cluster adapter replaying missed packets).
     #[inline]
-    pub(crate) fn send_frames(&self, frames: &Frames) -> Result<(), SendError> {
+    pub fn send_frames(&self, frames: &Frames) -> Result<(), SendError> {
         self.client.connection().send_all(frames)
+    }
+
+    /// Queues a recovered session's missed packets: outside the queue limit (see
+    /// `Connection::send_all_uncounted`), so a client dropped for a full queue is not dropped again
+    /// for its own replay.
+    pub fn send_replay(&self, frames: &Frames) -> Result<(), SendError> {
+        self.client.connection().send_all_uncounted(frames)
     }
 
     fn check_event(&self, event: &str) -> Result<(), EmitError> {
@@ -517,6 +544,7 @@ impl Socket {
         }
         self.ns.index_join(self, &room);
         self.ns.observers().notify(|o| o.on_join(self, &room));
+        self.session_changed();
         Ok(())
     }
 
@@ -531,6 +559,7 @@ impl Socket {
             let room = Room::from(room);
             self.ns.index_leave(self, &room);
             self.ns.observers().notify(|o| o.on_leave(self, &room));
+            self.session_changed();
         }
     }
 
@@ -584,14 +613,18 @@ impl Socket {
         for handler in &disconnecting {
             handler(self, reason);
         }
-        if let (Some(pid), true) = (self.pid(), reason.is_recoverable()) {
-            let session = crate::recovery::SessionToPersist {
-                sid: self.id.to_string(),
-                pid: pid.to_string(),
-                rooms: self.rooms.lock().to_vec(),
-                data: self.data(),
-            };
-            self.ns.adapter().persist_session(&self.ns, session);
+        if let Some(pid) = self.pid() {
+            if reason.is_recoverable() {
+                let session = crate::recovery::SessionToPersist {
+                    sid: self.id.to_string(),
+                    pid: pid.to_string(),
+                    rooms: self.rooms.lock().to_vec(),
+                    data: self.data(),
+                };
+                self.ns.adapter().persist_session(&self.ns, session);
+            } else {
+                self.ns.adapter().discard_session(&self.ns, pid);
+            }
         }
         self.leave_all();
         self.ns.remove_socket(self);

@@ -151,19 +151,24 @@ export async function startRedisCluster(size = 3) {
 }
 
 /**
- * Starts a Switchyard cluster node (the cluster-node example). `redis` is {url} or {clusterNodes}.
+ * Starts a Switchyard cluster node (the cluster-node example). `redis` is {url} or {clusterNodes};
+ * `recoveryMs` turns connection state recovery on with that window; `maxQueueBytes` bounds each
+ * connection's outgoing queue; `port` (0: any) where it listens.
  * Resolves with {port, url, child} once it listens and is connected to Redis.
  */
-export async function startSwitchyard({ url, clusterNodes, mode = "classic", subscriptionMode = "dynamic" }) {
+export async function startSwitchyard({ url, clusterNodes, mode = "classic", subscriptionMode = "dynamic", recoveryMs, maxQueueBytes, port: listenPort = 0 }) {
   const env = {
     ...process.env,
-    PORT: "0",
+    PORT: String(listenPort),
     REDIS_MODE: mode,
     REDIS_SUBSCRIPTION_MODE: subscriptionMode,
     RUST_LOG: process.env.RUST_LOG || "warn",
   };
   if (clusterNodes) env.REDIS_CLUSTER_NODES = clusterNodes.join(",");
   else env.REDIS_URL = url;
+  // Connection state recovery (off unless asked, as in Node).
+  if (recoveryMs) env.RECOVERY_MS = String(recoveryMs);
+  if (maxQueueBytes) env.MAX_QUEUE_BYTES = String(maxQueueBytes);
   const child = spawn(clusterNodeBin, [], { env, stdio: ["ignore", "pipe", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"] });
   cleanups.push(async () => {
     if (child.exitCode === null) {

@@ -11,6 +11,7 @@ use super::{
 use crate::connection::{Outgoing, Subscription};
 use crate::convert;
 use crate::error::Error;
+use crate::recovery::OffsetSlot;
 use crate::RedisAdapterConfig;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -69,7 +70,7 @@ impl Classic {
     }
 
     fn publish(channel: String, payload: Vec<u8>) -> Outgoing {
-        Outgoing { sharded: false, channel, payload }
+        Outgoing { sharded: false, channel, payload, record: None }
     }
 
     fn request(&self, nsp: &str, body: Value) -> Outgoing {
@@ -115,6 +116,8 @@ impl Classic {
         }
         let opts = convert::parse_options(parts.get(2));
         let from = parts[0].as_str().map(str::to_string);
+        // A Switchyard node with connection state recovery adds the stream id (Node ignores it).
+        let offset = parts.get(3).and_then(Value::as_str).map(str::to_string);
         let Some(packet) = wire::parse_packet(parts.swap_remove(1), &decoded.binary) else {
             return Err(Error::Malformed("not an event packet"));
         };
@@ -122,7 +125,11 @@ impl Classic {
             return Ok(None);
         }
         let (event, payload) = convert::event(packet);
-        Ok(Some(Message::new(from, Value::Null, Incoming::Broadcast { event, payload, opts, ack_window: None })))
+        Ok(Some(Message::new(
+            from,
+            Value::Null,
+            Incoming::Broadcast { event, payload, opts, ack_window: None, offset },
+        )))
     }
 
     fn decode_request(&self, payload: &[u8]) -> Result<Option<Message>, Error> {
@@ -177,7 +184,7 @@ impl Classic {
                 match request.get("packet").cloned().and_then(|p| wire::parse_packet(p, &binary)) {
                     Some(packet) => {
                         let (event, payload) = convert::event(packet);
-                        Incoming::Broadcast { event, payload, opts, ack_window: Some(window) }
+                        Incoming::Broadcast { event, payload, opts, ack_window: Some(window), offset: None }
                     }
                     None => Incoming::Malformed("broadcast without an event packet"),
                 }
@@ -248,6 +255,19 @@ impl WireFormat for Classic {
 
     fn encode_broadcast(&self, nsp: &str, event: &str, payload: &Payload, opts: &BroadcastOptions) -> Outgoing {
         Self::broadcast(&self.prefix, &self.uid, nsp, event, payload, opts)
+    }
+
+    fn encode_recorded_broadcast(
+        &self,
+        nsp: &str,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+    ) -> (Outgoing, Vec<u8>, OffsetSlot) {
+        // The stored entry is the message itself; the script publishes it as `[uid, packet, opts, id]`.
+        let mut message = Self::broadcast(&self.prefix, &self.uid, nsp, event, payload, opts);
+        let entry = std::mem::take(&mut message.payload);
+        (message, entry, OffsetSlot::Classic)
     }
 
     fn encode_request(&self, nsp: &str, request: Request<'_>) -> Option<Outgoing> {

@@ -10,6 +10,8 @@ use super::{
 use crate::connection::{Outgoing, Subscription};
 use crate::convert;
 use crate::error::Error;
+use crate::format::classic::Classic;
+use crate::recovery::OffsetSlot;
 use crate::{RedisAdapterConfig, SubscriptionMode};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -72,7 +74,7 @@ impl Sharded {
     }
 
     fn publish(channel: String, payload: Vec<u8>) -> Outgoing {
-        Outgoing { sharded: true, channel, payload }
+        Outgoing { sharded: true, channel, payload, record: None }
     }
 
     /// A message on the namespace channel.
@@ -150,6 +152,34 @@ impl WireFormat for Sharded {
             _ => Self::namespace_channel(&self.prefix, nsp),
         };
         Self::publish(channel, message)
+    }
+
+    fn encode_recorded_broadcast(
+        &self,
+        nsp: &str,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+    ) -> (Outgoing, Vec<u8>, OffsetSlot) {
+        let entry = Classic::broadcast(&self.prefix, &self.uid, nsp, event, payload, opts).payload;
+        let mut message = self.encode_broadcast(nsp, event, payload, opts);
+        let slot = match message.payload.first().copied() {
+            // JSON: the script closes the object with `,"offset":"<id>"}`.
+            Some(b'{') => {
+                message.payload.pop();
+                OffsetSlot::JsonField
+            }
+            // A msgpack map of fewer than 15 entries: one more entry, the key `offset` written here.
+            Some(header @ 0x80..=0x8e) => {
+                message.payload[0] = header + 1;
+                message.payload.push(0xa6);
+                message.payload.extend_from_slice(b"offset");
+                OffsetSlot::MsgpackValue
+            }
+            // Not expected (the message has four keys); peers then deliver it without an offset.
+            _ => OffsetSlot::Absent,
+        };
+        (message, entry, slot)
     }
 
     fn encode_request(&self, nsp: &str, request: Request<'_>) -> Option<Outgoing> {
@@ -248,7 +278,9 @@ impl WireFormat for Sharded {
                     Some(packet) => {
                         let (event, payload) = convert::event(packet);
                         let ack_window = request_id.is_string().then_some(REMOTE_ACK_WINDOW);
-                        Incoming::Broadcast { event, payload, opts, ack_window }
+                        // A Switchyard node with connection state recovery adds the stream id.
+                        let offset = message.get("offset").and_then(Value::as_str).map(str::to_string);
+                        Incoming::Broadcast { event, payload, opts, ack_window, offset }
                     }
                     None => Incoming::Malformed("broadcast without an event packet"),
                 }
@@ -296,6 +328,45 @@ mod tests {
     fn shown(message: &Outgoing) -> String {
         assert!(message.sharded);
         format!("{} {}", message.channel, message.payload.escape_ascii())
+    }
+
+    /// What the recording script does with the message once it has the stream id.
+    fn with_offset(message: &Outgoing, slot: OffsetSlot, id: &str) -> Vec<u8> {
+        let mut full = message.payload.clone();
+        match slot {
+            OffsetSlot::JsonField => full.extend_from_slice(format!(",\"offset\":\"{id}\"}}").as_bytes()),
+            OffsetSlot::MsgpackValue => {
+                full.extend_from_slice(&[0xd9, id.len() as u8]);
+                full.extend_from_slice(id.as_bytes());
+            }
+            other => panic!("unexpected slot {other:?}"),
+        }
+        full
+    }
+
+    #[test]
+    fn recorded_broadcasts_carry_the_offset_as_an_extra_field() {
+        let mut opts = BroadcastOptions::default();
+        opts.rooms.push("room".into());
+        let text = Payload::new(vec![json!({"k": "v"})]);
+        let binary = Payload::new(vec![json!(1)]).push_binary(vec![1u8, 2, 3]);
+        for payload in [text, binary] {
+            let (message, entry, slot) = sharded().encode_recorded_broadcast("/", "ev", &payload, &opts);
+            let decoded = decode_json_or_msgpack(&with_offset(&message, slot, "1700000000000-42")).unwrap();
+            // Everything Node reads is as in a plain broadcast; `offset` is one more key.
+            let plain =
+                decode_json_or_msgpack(&sharded().encode_broadcast("/", "ev", &payload, &opts).payload).unwrap();
+            let mut without = decoded.value.clone();
+            without.as_object_mut().unwrap().remove("offset");
+            assert_eq!(without, plain.value);
+            assert_eq!(decoded.value["offset"], "1700000000000-42");
+            // The stream keeps the classic encoding, which decodes to the same event.
+            let (event, stored, stored_opts) = crate::recovery::decode_entry(&entry).unwrap();
+            assert_eq!(
+                (event.as_str(), stored.args, stored_opts.rooms),
+                ("ev", payload.args.clone(), opts.rooms.clone())
+            );
+        }
     }
 
     // Same bytes as tests/wire_bytes.rs pins through Redis.

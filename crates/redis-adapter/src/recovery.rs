@@ -1,0 +1,734 @@
+//! Connection state recovery across nodes: a client whose node died (or whose transport dropped)
+//! comes back on any node of the cluster with the same socket id, rooms and data and every packet it
+//! missed. Everything lives in Redis, per namespace, under one hash tag (so a Redis Cluster keeps a
+//! namespace's keys on one shard and the scripts below touch one slot):
+//!
+//! - `{<prefix>:recovery:<nsp>}:packets`: a stream of every stored broadcast of the namespace (the
+//!   classic wire encoding `[uid, packet, opts]` in field `m`); a packet's offset, the last argument
+//!   every client gets, is its stream id. Trimmed by `MINID` to `max_disconnection_duration` and by
+//!   `MAXLEN ~ max_stored_packets`.
+//! - `{..}:live:<node uid>`: a hash pid -> session JSON of this node's connected sockets, refreshed
+//!   (`PEXPIRE`) while the node lives, so the sessions of a node killed without warning stay
+//!   restorable for `max_disconnection_duration` after its last refresh.
+//! - `{..}:session:<pid>`: a session persisted at a network disconnect, expiring after
+//!   `max_disconnection_duration`.
+//! - `{..}:taken:<pid>`: the uid of the node that restored the session last, so its old node does
+//!   not persist it again.
+//!
+//! A stored broadcast is one script call: `XADD`, then the ordinary publish with the stream id added
+//! where Node's adapters ignore it (a 4th array element in classic mode, an `offset` field in sharded
+//! mode), so Node peers keep working and Switchyard peers deliver it with the same offset. The local
+//! delivery waits for the stream id (as Node's cluster adapters do); when Redis cannot be reached the
+//! packet is delivered at once without an offset (connected clients never wait for Redis and lose
+//! nothing; such a packet cannot be replayed), counted and logged.
+
+use crate::connection::{Outgoing, Publisher};
+use crate::convert;
+use crate::error::Error;
+use crate::stats::Stats;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use switchyard_protocol::cluster::{msgpack, wire};
+use switchyard_socketio::{
+    should_include, BroadcastOptions, Namespace, Payload, RecoveryConfig, RestoredSession, SessionToPersist, Sid,
+    Socket,
+};
+use tokio::sync::Notify;
+
+/// Stores a broadcast and publishes it with its stream id. KEYS[1] the stream. ARGV: 1 the stored
+/// entry (classic `[uid, packet, opts]`), 2 the window in ms, 3 the most packets kept, 4 `PUBLISH` or
+/// `SPUBLISH`, 5 the channel, 6 the message without its offset, 7 how to add the offset: `c` classic
+/// (the entry as a 4-element array), `m` a msgpack string after ARGV[6], `j` a JSON field closing
+/// ARGV[6], `a` none. Returns the stream id.
+const RECORD: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', now - tonumber(ARGV[2]), '*', 'm', ARGV[1])
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
+local msg
+if ARGV[7] == 'c' then
+  msg = string.char(0x94) .. string.sub(ARGV[1], 2) .. string.char(0xd9, #id) .. id
+elseif ARGV[7] == 'm' then
+  msg = ARGV[6] .. string.char(0xd9, #id) .. id
+elseif ARGV[7] == 'j' then
+  msg = ARGV[6] .. ',"offset":"' .. id .. '"}'
+else
+  msg = ARGV[6]
+end
+redis.call(ARGV[4], ARGV[5], msg)
+return id
+"#;
+
+/// Takes a session (persisted, or live in its node's hash) and reads what follows `offset`. KEYS: 1
+/// session, 2 the owner node's live hash, 3 taken marker, 4 stream. ARGV: 1 pid, 2 offset, 3 marker
+/// lifetime (ms), 4 most entries, 5 this node's uid (the marker's value). Returns nil (no session), `{session}` (no stream), or `{session,
+/// max-deleted-entry-id, last-generated-id, entries}`.
+const RESTORE: &str = r#"
+local s = redis.call('GET', KEYS[1])
+if s then
+  redis.call('DEL', KEYS[1])
+else
+  s = redis.call('HGET', KEYS[2], ARGV[1])
+  if not s then return false end
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[3])
+if redis.call('EXISTS', KEYS[4]) == 0 then return {s} end
+local info = redis.call('XINFO', 'STREAM', KEYS[4])
+local deleted, last = '0-0', '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+return {s, deleted, last, redis.call('XRANGE', KEYS[4], '(' .. ARGV[2], '+', 'COUNT', ARGV[4])}
+"#;
+
+/// Persists a dropped session unless another node restored it since (its old node's socket may
+/// notice the drop late). KEYS: 1 live hash, 2 taken marker, 3 session. ARGV: 1 pid, 2 session JSON,
+/// 3 lifetime (ms), 4 this node's uid.
+const PERSIST: &str = r#"
+redis.call('HDEL', KEYS[1], ARGV[1])
+local taken = redis.call('GET', KEYS[2])
+if (not taken) or taken == ARGV[4] then
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"#;
+
+/// How often the live sessions of this node are written and their hash's lifetime refreshed.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// A live hash outlives its node's last refresh by the recovery window plus this.
+const LIVE_GRACE: Duration = Duration::from_secs(15);
+/// A restore whose socket never completed (refused by middleware, connection gone) is forgotten.
+const RESTORING_TTL: Duration = Duration::from_secs(30);
+
+struct Script {
+    text: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(text: &'static str) -> Self {
+        let sha = Sha1::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        Script { text, sha }
+    }
+
+    /// `EVALSHA` (or `EVAL` with the text when Redis lost its script cache) with `keys`.
+    fn command(&self, loaded: bool, keys: &[&str]) -> redis::Cmd {
+        let mut cmd = if loaded {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&self.sha);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(self.text);
+            cmd
+        };
+        cmd.arg(keys.len());
+        for key in keys {
+            cmd.arg(*key);
+        }
+        cmd
+    }
+}
+
+fn scripts() -> &'static [Script; 3] {
+    static SCRIPTS: OnceLock<[Script; 3]> = OnceLock::new();
+    SCRIPTS.get_or_init(|| [Script::new(RECORD), Script::new(RESTORE), Script::new(PERSIST)])
+}
+
+/// How the stream id completes a published message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OffsetSlot {
+    /// Classic: the stored entry itself, as a 4-element array.
+    Classic,
+    /// Sharded, msgpack: the message ends with the key `offset`; the id follows as a string.
+    MsgpackValue,
+    /// Sharded, JSON: the message lacks its closing brace; `,"offset":"<id>"}` follows.
+    JsonField,
+    /// The message is published as it is.
+    Absent,
+}
+
+/// The recording half of a stored broadcast: what goes in the stream, and who waits for its id.
+pub(crate) struct Record {
+    stream: String,
+    entry: Vec<u8>,
+    window_ms: u64,
+    max_len: usize,
+    slot: OffsetSlot,
+    /// Called once with the stream id, or with `None` when the broadcast did not reach Redis.
+    on_done: Option<Box<dyn FnOnce(Option<String>) + Send>>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record").field("stream", &self.stream).finish_non_exhaustive()
+    }
+}
+
+impl Record {
+    pub(crate) fn command(&self, message: &Outgoing, loaded: bool) -> redis::Cmd {
+        let mut cmd = scripts()[0].command(loaded, &[&self.stream]);
+        let slot = match self.slot {
+            OffsetSlot::Classic => "c",
+            OffsetSlot::MsgpackValue => "m",
+            OffsetSlot::JsonField => "j",
+            OffsetSlot::Absent => "a",
+        };
+        cmd.arg(&self.entry)
+            .arg(self.window_ms)
+            .arg(self.max_len)
+            .arg(if message.sharded { "SPUBLISH" } else { "PUBLISH" })
+            .arg(&message.channel)
+            .arg(&message.payload)
+            .arg(slot);
+        cmd
+    }
+
+    /// Tells the waiter the outcome (the script's reply, or `None` when it failed).
+    pub(crate) fn done(mut self: Box<Self>, reply: Option<&redis::Value>) {
+        let id = reply.and_then(|v| match v {
+            redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        });
+        if let Some(on_done) = self.on_done.take() {
+            on_done(id);
+        }
+    }
+}
+
+impl Drop for Record {
+    /// A broadcast dropped on its way (queue full, Redis unreachable, connection lost) is still
+    /// delivered locally, without an offset.
+    fn drop(&mut self) {
+        if let Some(on_done) = self.on_done.take() {
+            on_done(None);
+        }
+    }
+}
+
+/// A stream id, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct StreamId(u64, u64);
+
+impl StreamId {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (ms, seq) = s.split_once('-')?;
+        if ms.is_empty() || seq.is_empty() || !ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(StreamId(ms.parse().ok()?, seq.parse().ok()?))
+    }
+}
+
+/// What happens to one session at the next flush (the last change wins).
+enum SessionWrite {
+    Live(String),
+    Persist(String),
+    Discard,
+}
+
+/// A packet delivered on this node while a session was being restored here.
+struct Buffered {
+    offset: StreamId,
+    event: String,
+    payload: Payload,
+    opts: BroadcastOptions,
+    /// The restored socket was already indexed (so a packet for its own id reached it directly).
+    indexed: bool,
+}
+
+struct Restoring {
+    nsp: String,
+    sid: Option<Sid>,
+    /// The stream's last id when the session's packets were read: later ones come from the buffer.
+    read_up_to: Option<StreamId>,
+    started: Instant,
+    buffer: Vec<Buffered>,
+}
+
+/// The node's recovery state (one per node, every namespace).
+pub(crate) struct Recovery {
+    prefix: String,
+    uid: String,
+    publisher: Arc<Publisher>,
+    stats: Arc<Stats>,
+    timeout: Duration,
+    /// nsp -> pid -> pending write, taken whole by the flusher.
+    writes: Mutex<HashMap<String, HashMap<String, SessionWrite>>>,
+    /// Namespaces with recovery and their windows, for the live hashes' refresh.
+    windows: Mutex<HashMap<String, Duration>>,
+    wake: Notify,
+    /// Sessions being restored on this node, by pid. Held while delivering a stored packet locally,
+    /// so a restore's last step (joining its rooms) and deliveries are ordered.
+    restoring: Mutex<HashMap<String, Restoring>>,
+    restoring_count: AtomicUsize,
+}
+
+impl Recovery {
+    pub(crate) fn start(
+        prefix: &str,
+        uid: &str,
+        publisher: Arc<Publisher>,
+        stats: Arc<Stats>,
+        timeout: Duration,
+    ) -> Arc<Self> {
+        let recovery = Arc::new(Recovery {
+            prefix: prefix.to_string(),
+            uid: uid.to_string(),
+            publisher,
+            stats,
+            timeout,
+            writes: Mutex::default(),
+            windows: Mutex::default(),
+            wake: Notify::new(),
+            restoring: Mutex::default(),
+            restoring_count: AtomicUsize::new(0),
+        });
+        recovery
+    }
+
+    fn key(&self, nsp: &str, suffix: &str) -> String {
+        format!("{{{}:recovery:{}}}:{}", self.prefix, nsp, suffix)
+    }
+
+    pub(crate) fn stream_key(&self, nsp: &str) -> String {
+        self.key(nsp, "packets")
+    }
+
+    /// A pid names the node that holds its live session: `<random>.<node uid>`.
+    pub(crate) fn new_pid(&self) -> String {
+        format!("{}.{}", Sid::random().as_str(), self.uid)
+    }
+
+    fn owner(pid: &str) -> Option<&str> {
+        pid.rsplit_once('.').map(|(_, uid)| uid).filter(|uid| !uid.is_empty() && uid.len() <= 64)
+    }
+
+    /// The stream record of a broadcast whose local delivery waits for its stream id.
+    pub(crate) fn record(
+        self: &Arc<Self>,
+        ns: &Arc<Namespace>,
+        config: &RecoveryConfig,
+        entry: Vec<u8>,
+        slot: OffsetSlot,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+    ) -> Box<Record> {
+        let this = self.clone();
+        let ns_weak: Weak<Namespace> = Arc::downgrade(ns);
+        let (event, payload, opts) = (event.to_string(), payload.clone(), opts.clone());
+        Box::new(Record {
+            stream: self.stream_key(ns.name()),
+            entry,
+            window_ms: config.max_disconnection_duration.as_millis() as u64,
+            max_len: config.max_stored_packets,
+            slot,
+            on_done: Some(Box::new(move |id| {
+                let Some(ns) = ns_weak.upgrade() else { return };
+                if id.is_none() {
+                    this.stats.unrecorded("Redis unreachable");
+                } else {
+                    this.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                }
+                this.deliver(&ns, &event, &payload, &opts, id.as_deref());
+            })),
+        })
+    }
+
+    /// Delivers a packet to the local sockets `opts` selects, with its stream id as the last
+    /// argument when it has one.
+    pub(crate) fn deliver(
+        &self,
+        ns: &Arc<Namespace>,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+        offset: Option<&str>,
+    ) {
+        let with_offset;
+        let payload = match offset {
+            Some(offset) => {
+                let mut p = payload.clone();
+                p.args.push(Value::String(offset.to_string()));
+                with_offset = p;
+                &with_offset
+            }
+            None => payload,
+        };
+        let frames = ns.parser().encode_packet(ns.name(), Some(event), payload, None);
+        let parsed = offset.and_then(StreamId::parse);
+        if parsed.is_none() || self.restoring_count.load(Ordering::SeqCst) == 0 {
+            ns.local_broadcast(&frames, opts);
+            return;
+        }
+        let mut restoring = self.restoring.lock();
+        for entry in restoring.values_mut().filter(|r| r.nsp == ns.name()) {
+            entry.buffer.push(Buffered {
+                offset: parsed.expect("checked"),
+                event: event.to_string(),
+                payload: payload.clone(),
+                opts: opts.clone(),
+                indexed: entry.sid.is_some_and(|sid| ns.get_socket(&sid).is_some()),
+            });
+        }
+        ns.local_broadcast(&frames, opts);
+    }
+
+    // ---- sessions ------------------------------------------------------------------------------
+
+    fn queue_write(&self, ns: &Namespace, pid: &str, write: SessionWrite) {
+        if let Some(config) = ns.recovery().map(|r| r.config()) {
+            self.windows.lock().entry(ns.name().to_string()).or_insert(config.max_disconnection_duration);
+        }
+        self.writes.lock().entry(ns.name().to_string()).or_default().insert(pid.to_string(), write);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn session_changed(&self, ns: &Namespace, socket: &Socket) {
+        if let Some(session) = socket.session() {
+            let pid = session.pid.clone();
+            self.queue_write(ns, &pid, SessionWrite::Live(session_json(&session)));
+        }
+    }
+
+    pub(crate) fn persist(&self, ns: &Namespace, session: SessionToPersist) {
+        let pid = session.pid.clone();
+        self.queue_write(ns, &pid, SessionWrite::Persist(session_json(&session)));
+    }
+
+    pub(crate) fn discard(&self, ns: &Namespace, pid: &str) {
+        self.queue_write(ns, pid, SessionWrite::Discard);
+    }
+
+    /// Writes what changed since the last flush; refreshes the live hashes' lifetime when `refresh`.
+    async fn flush(&self, refresh: bool) {
+        let writes = std::mem::take(&mut *self.writes.lock());
+        let windows = self.windows.lock().clone();
+        let mut pipe = redis::pipe();
+        let mut commands = 0usize;
+        for (nsp, sessions) in &writes {
+            let window = windows.get(nsp).copied().unwrap_or(Duration::from_secs(120));
+            let live = self.key(nsp, &format!("live:{}", self.uid));
+            for (pid, write) in sessions {
+                match write {
+                    SessionWrite::Live(json) => {
+                        pipe.cmd("HSET").arg(&live).arg(pid).arg(json);
+                    }
+                    SessionWrite::Discard => {
+                        pipe.cmd("HDEL").arg(&live).arg(pid);
+                    }
+                    SessionWrite::Persist(json) => {
+                        let (taken, session) =
+                            (self.key(nsp, &format!("taken:{pid}")), self.key(nsp, &format!("session:{pid}")));
+                        pipe.add_command(scripts()[2].command(false, &[&live, &taken, &session]))
+                            .arg(pid)
+                            .arg(json)
+                            .arg(window.as_millis() as u64)
+                            .arg(&self.uid);
+                    }
+                }
+                pipe.ignore();
+                commands += 1;
+            }
+        }
+        if refresh || !writes.is_empty() {
+            for (nsp, window) in &windows {
+                let live = self.key(nsp, &format!("live:{}", self.uid));
+                pipe.cmd("PEXPIRE").arg(&live).arg((*window + LIVE_GRACE).as_millis() as u64).ignore();
+                commands += 1;
+            }
+        }
+        if commands == 0 {
+            return;
+        }
+        if let Err(err) = self.publisher.query_pipeline(&pipe, self.timeout).await {
+            let sessions: usize = writes.values().map(HashMap::len).sum();
+            self.stats.session_write_failures.fetch_add(sessions as u64, Ordering::Relaxed);
+            tracing::warn!(error = %err, sessions, "redis adapter: recovery sessions not written");
+        }
+    }
+
+    // ---- restoring -----------------------------------------------------------------------------
+
+    /// Takes session `pid` from Redis with every packet after `offset` it should get. `None` when the
+    /// session is unknown or expired, the offset is not a stream id, or packets after it were trimmed.
+    pub(crate) async fn restore(
+        self: Arc<Self>,
+        ns: Arc<Namespace>,
+        pid: String,
+        offset: String,
+    ) -> Option<RestoredSession> {
+        let config = ns.recovery()?.config().clone();
+        let from = StreamId::parse(&offset)?;
+        let owner = Self::owner(&pid)?;
+        let nsp = ns.name().to_string();
+        self.begin_restoring(&nsp, &pid);
+        let result = self.read_session(&ns, &config, &pid, owner, &offset, from).await;
+        match result {
+            Ok(Some((restored, last))) => {
+                self.stats.restored.fetch_add(1, Ordering::Relaxed);
+                if let Some(entry) = self.restoring.lock().get_mut(&pid) {
+                    entry.sid = Sid::parse(&restored.session.sid);
+                    entry.read_up_to = Some(last);
+                }
+                Some(restored)
+            }
+            Ok(None) => {
+                self.stats.restore_refused.fetch_add(1, Ordering::Relaxed);
+                self.end_restoring(&pid);
+                None
+            }
+            Err(err) => {
+                self.stats.restore_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "redis adapter: session not restored (Redis)");
+                self.end_restoring(&pid);
+                None
+            }
+        }
+    }
+
+    async fn read_session(
+        &self,
+        ns: &Namespace,
+        config: &RecoveryConfig,
+        pid: &str,
+        owner: &str,
+        offset: &str,
+        from: StreamId,
+    ) -> Result<Option<(RestoredSession, StreamId)>, Error> {
+        let nsp = ns.name();
+        let keys = [
+            self.key(nsp, &format!("session:{pid}")),
+            self.key(nsp, &format!("live:{owner}")),
+            self.key(nsp, &format!("taken:{pid}")),
+            self.stream_key(nsp),
+        ];
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let args = |loaded| {
+            let mut cmd = scripts()[1].command(loaded, &keys);
+            cmd.arg(pid)
+                .arg(offset)
+                .arg(config.max_disconnection_duration.as_millis() as u64)
+                .arg(config.max_stored_packets)
+                .arg(&self.uid);
+            cmd
+        };
+        let reply = match self.publisher.query(&args(true), self.timeout).await {
+            Err(Error::Redis(err)) if err.code() == Some("NOSCRIPT") => {
+                self.publisher.query(&args(false), self.timeout).await?
+            }
+            other => other?,
+        };
+        let redis::Value::Array(parts) = reply else { return Ok(None) };
+        // `{session}` alone: the stream is gone (Redis restarted), so the offset cannot be checked.
+        let Ok([session, deleted, last, entries]) = <[redis::Value; 4]>::try_from(parts) else { return Ok(None) };
+        let (Some(session), Some(deleted), Some(last)) = (text(&session), text(&deleted), text(&last)) else {
+            return Err(unexpected("session or stream ids"));
+        };
+        let (Some(deleted), Some(last)) = (StreamId::parse(&deleted), StreamId::parse(&last)) else {
+            return Err(unexpected("stream ids"));
+        };
+        // Packets after `offset` were trimmed (too old), or the offset was never handed out.
+        if deleted > from || from > last {
+            return Ok(None);
+        }
+        let Some(session) = parse_session(&session) else { return Err(unexpected("session")) };
+        let redis::Value::Array(entries) = entries else { return Err(unexpected("stream entries")) };
+        let mut missed = Vec::new();
+        for entry in entries {
+            let Some((id, (event, mut payload, opts))) = stream_entry(&entry) else {
+                self.stats.malformed("recovery stream entry", &"undecodable");
+                continue;
+            };
+            if should_include(&session.rooms, &session.sid, &opts) {
+                payload.args.push(Value::String(id));
+                missed.push((event, payload));
+            }
+        }
+        Ok(Some((RestoredSession { session, missed }, last)))
+    }
+
+    fn begin_restoring(&self, nsp: &str, pid: &str) {
+        let mut restoring = self.restoring.lock();
+        restoring.retain(|_, r| r.started.elapsed() < RESTORING_TTL);
+        let entry = Restoring {
+            nsp: nsp.to_string(),
+            sid: None,
+            read_up_to: None,
+            started: Instant::now(),
+            buffer: Vec::new(),
+        };
+        restoring.insert(pid.to_string(), entry);
+        self.restoring_count.store(restoring.len(), Ordering::SeqCst);
+    }
+
+    fn end_restoring(&self, pid: &str) -> Option<Restoring> {
+        let mut restoring = self.restoring.lock();
+        let entry = restoring.remove(pid);
+        self.restoring_count.store(restoring.len(), Ordering::SeqCst);
+        entry
+    }
+
+    /// Joins the restored socket's rooms, sends what it missed, then what was delivered on this node
+    /// since its packets were read and before it joined, each packet once.
+    pub(crate) fn complete(&self, ns: &Arc<Namespace>, socket: &Arc<Socket>, restored: RestoredSession) {
+        let pid = restored.session.pid.clone();
+        // The last packet read from the stream (or the client's own offset) marks where the buffer
+        // starts to matter.
+        let mut restoring = self.restoring.lock();
+        let entry = restoring.remove(&pid);
+        self.restoring_count.store(restoring.len(), Ordering::SeqCst);
+        let read_up_to = entry.as_ref().and_then(|e| e.read_up_to);
+        let rooms = restored.session.rooms.clone();
+        let sid = socket.id();
+        switchyard_socketio::Adapter::complete_restore(&switchyard_socketio::MemoryAdapter, ns, socket, restored);
+        if let Some(entry) = entry {
+            for b in entry.buffer {
+                if read_up_to.is_some_and(|up_to| b.offset <= up_to) {
+                    continue;
+                }
+                let reaches = should_include(&rooms, sid.as_str(), &b.opts);
+                let reached_directly = b.indexed && should_include(&[], sid.as_str(), &b.opts);
+                if reaches && !reached_directly {
+                    let _ = socket.send_replay(&ns.parser().encode_packet(ns.name(), Some(&b.event), &b.payload, None));
+                }
+            }
+        }
+        drop(restoring);
+    }
+}
+
+fn unexpected(what: &'static str) -> Error {
+    Error::UnexpectedReply { command: "recovery restore", reply: what.to_string() }
+}
+
+fn text(value: &redis::Value) -> Option<String> {
+    match value {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn parse_session(json: &str) -> Option<SessionToPersist> {
+    let value: Value = serde_json::from_str(json).ok()?;
+    Some(SessionToPersist {
+        sid: value.get("sid")?.as_str()?.to_string(),
+        pid: value.get("pid")?.as_str()?.to_string(),
+        rooms: value.get("rooms")?.as_array()?.iter().filter_map(Value::as_str).map(Into::into).collect(),
+        data: value.get("data").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// A stream entry `[id, [field, value, ...]]`: its id and the stored broadcast.
+fn stream_entry(entry: &redis::Value) -> Option<(String, (String, Payload, BroadcastOptions))> {
+    let redis::Value::Array(parts) = entry else { return None };
+    let [id, fields] = parts.as_slice() else { return None };
+    let id = text(id)?;
+    let fields = match fields {
+        redis::Value::Array(fields) => fields.as_slice(),
+        _ => return None,
+    };
+    let value = fields.chunks(2).find(|kv| kv.len() == 2 && text(&kv[0]).as_deref() == Some("m"))?;
+    let redis::Value::BulkString(bytes) = &value[1] else { return None };
+    Some((id, decode_entry(bytes)?))
+}
+
+/// The classic encoding `[uid, packet, opts]` of a stored broadcast, decoded.
+pub(crate) fn decode_entry(bytes: &[u8]) -> Option<(String, Payload, BroadcastOptions)> {
+    let decoded = msgpack::decode(bytes).ok()?;
+    let Value::Array(mut parts) = decoded.value else { return None };
+    if parts.len() < 3 {
+        return None;
+    }
+    let opts = convert::parse_options(parts.get(2));
+    let packet = wire::parse_packet(parts.swap_remove(1), &decoded.binary)?;
+    let (event, payload) = convert::event(packet);
+    Some((event, payload, opts))
+}
+
+fn session_json(session: &SessionToPersist) -> String {
+    json!({"sid": session.sid, "pid": session.pid, "rooms": session.rooms.iter().map(|r| r.as_ref()).collect::<Vec<&str>>(), "data": session.data})
+        .to_string()
+}
+
+/// Writes session changes every [`FLUSH_EVERY`] at most, refreshes the live hashes every
+/// [`REFRESH_EVERY`], and after the publisher reconnects (a restarted Redis lost everything) writes
+/// every live session again through `resync`.
+pub(crate) async fn run_flusher(recovery: Weak<Recovery>, resync: impl Fn() + Send + 'static) {
+    let mut last_refresh = Instant::now();
+    let mut generation = None;
+    loop {
+        let Some(this) = recovery.upgrade() else { return };
+        let _ = tokio::time::timeout(REFRESH_EVERY, this.wake.notified()).await;
+        drop(this);
+        tokio::time::sleep(FLUSH_EVERY).await;
+        let Some(this) = recovery.upgrade() else { return };
+        let current = this.publisher.generation();
+        if current.is_some() && current != generation {
+            if generation.is_some() {
+                tracing::info!("redis adapter: Redis reconnected; writing the live recovery sessions again");
+            }
+            generation = current;
+            resync();
+        }
+        let refresh = last_refresh.elapsed() >= REFRESH_EVERY;
+        if refresh {
+            last_refresh = Instant::now();
+        }
+        this.flush(refresh).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_parse_and_order_as_redis_orders_them() {
+        let a = StreamId::parse("1700000000000-9").unwrap();
+        let b = StreamId::parse("1700000000000-10").unwrap();
+        let c = StreamId::parse("1700000000001-0").unwrap();
+        assert!(a < b && b < c);
+        for bad in ["", "-", "1-", "-1", "a-1", "1-b", "1", "0x1-2", "1-2-3", " 1-2", "99999999999999999999999-1"] {
+            assert_eq!(StreamId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_pid_names_its_node() {
+        assert_eq!(Recovery::owner("abc.NODE01"), Some("NODE01"));
+        assert_eq!(Recovery::owner("abc"), None);
+        assert_eq!(Recovery::owner("abc."), None);
+    }
+
+    #[test]
+    fn sessions_round_trip_through_json() {
+        let session = SessionToPersist {
+            sid: "s".into(),
+            pid: "p.n".into(),
+            rooms: vec!["a".into(), "b".into()],
+            data: json!({"user": 1}),
+        };
+        assert_eq!(parse_session(&session_json(&session)), Some(session));
+        assert_eq!(parse_session("{}"), None);
+        assert_eq!(parse_session("not json"), None);
+    }
+
+    #[test]
+    fn the_scripts_have_their_sha1() {
+        // EVALSHA names a script by the SHA-1 of its text, as Redis computes it.
+        assert_eq!(Script::new("return 1").sha, "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+}
