@@ -20,6 +20,9 @@
 //!   (memory, Redis) and this node's tracker.
 //! - [`auth`]: JWTs checked on every connection (`[auth]`), the user and handshake rooms (`[rooms]`),
 //!   token expiry, `switchyard token`.
+//! - [`pipeline`]: the stages (message sinks) an accepted `message` passes before its broadcast.
+//! - [`kafka`]: Kafka out (accepted messages, `kafka.produce_events`; the on-disk spool) and in
+//!   (`kafka.consume` emitted to rooms); docs/KAFKA.md.
 //! - [`chat`]: the demo chat page at `/`, a client of the built-in events, and the development
 //!   token endpoint `POST /dev/token` (`auth.dev_token_endpoint`).
 //!
@@ -34,6 +37,7 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod kafka;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -68,6 +72,8 @@ pub enum AppError {
     Tls(#[from] tls::TlsError),
     #[error("presence.store: {0}")]
     Presence(String),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
     /// A JWT key that cannot be used (an invalid configuration: the binary exits with status 2).
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
@@ -93,6 +99,8 @@ pub struct App {
     presence: Option<Arc<presence::Presence>>,
     /// Authentication and handshake rooms (installed only when configured).
     auth: Arc<auth::Auth>,
+    /// Kafka out and in, when `kafka.brokers` is set.
+    kafka: Option<Arc<kafka::Kafka>>,
 }
 
 /// The presence tracker `config` asks for: in Redis when the server joined a cluster (or
@@ -173,8 +181,20 @@ impl App {
             Arc::new(metrics)
         });
         let presence = start_presence(&config, &io, cluster.as_ref())?;
+        let kafka = kafka::Kafka::start(&config, &io)?;
+        if let Some(kafka) = &kafka {
+            kafka.install_event_producer(&main_ns);
+            let part = kafka.clone();
+            health.add_part("kafka", Arc::new(move || part.readiness()));
+            if let Some(metrics) = &metrics {
+                if let Err(e) = kafka.register_metrics(metrics.registry()) {
+                    tracing::warn!(error = %e, "registering the Kafka metrics");
+                }
+            }
+        }
         if config.events.enabled {
-            events::Events::new(access.clone(), presence.clone()).install(&main_ns);
+            let sinks: Vec<Arc<dyn pipeline::MessageSink>> = kafka.iter().map(|k| k.sink()).collect();
+            events::Events::with_sinks(access.clone(), presence.clone(), sinks).install(&main_ns);
         }
         let api = api::Api::new(io.clone(), &config.api, presence.clone());
         if let (Some(api), Some(metrics)) = (&api, &metrics) {
@@ -182,7 +202,7 @@ impl App {
                 tracing::warn!(error = %e, "registering the API's metrics");
             }
         }
-        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence, auth })
+        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence, auth, kafka })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -231,6 +251,11 @@ impl App {
     /// Authentication (`[auth]`) and handshake rooms (`[rooms]`).
     pub fn auth(&self) -> &Arc<auth::Auth> {
         &self.auth
+    }
+
+    /// Kafka, when `kafka.brokers` is set.
+    pub fn kafka(&self) -> Option<&Arc<kafka::Kafka>> {
+        self.kafka.as_ref()
     }
 
     /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.
@@ -289,7 +314,13 @@ impl App {
         if let Some(limiter) = self.limits.connection_limiter() {
             serve = serve.connection_limit(limiter.clone());
         }
-        shutdown::serve_until(serve, self.io.clone(), self.health.clone(), drain, signal).await
+        let kafka = self.kafka.clone();
+        let served = shutdown::serve_until(serve, self.io.clone(), self.health.clone(), drain, signal).await;
+        if let Some(kafka) = kafka {
+            // Messages accepted before the stop reach Kafka, or the spool for the next start.
+            kafka.close(drain).await;
+        }
+        served
     }
 }
 
