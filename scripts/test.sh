@@ -96,6 +96,8 @@ if [[ -f tests/cluster/run.sh ]]; then
 else
   skip cluster "tests/cluster/run.sh not present"
 fi
+# Kafka out and in: the tansu broker (killed and restarted under traffic), confluent-kafka, socket.io-client.
+step kafka 400 0 bash tests/kafka/run.sh
 if [[ -f tests/browser/run.sh ]]; then
   step browser 600 0 bash tests/browser/run.sh
 else
