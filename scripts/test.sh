@@ -99,6 +99,8 @@ fi
 # The official Socket.IO Admin UI (docs/ADMIN.md): socket.io-client on the admin namespace (one node, two
 # over Redis), a mixed cluster with an instrumented Node server, the real UI files in headless Chromium.
 step admin 420 0 bash tests/admin/run.sh
+# Kafka out and in: the tansu broker (killed and restarted under traffic), confluent-kafka, socket.io-client.
+step kafka 400 0 bash tests/kafka/run.sh
 if [[ -f tests/browser/run.sh ]]; then
   step browser 600 0 bash tests/browser/run.sh
 else

@@ -3,11 +3,16 @@
 //   leave(room)         -> leave the room
 //   msg(room, payload)  -> emit "msg" with the payload to everyone in the room except the sender
 //   echo(payload, ack)  -> ack(payload)
+//   message(room, data, ack) -> the built-in `message` of Switchyard's docs/EVENTS.md, done the way Node
+//                          apps commonly add Kafka: with KAFKA_BROKERS set, `await producer.send(...)` of
+//                          {id, event, room, user, data, ts} keyed by the room to KAFKA_TOPIC (kafkajs),
+//                          then the broadcast to the room and the ack {ok, id, ts}; without it, at once.
 // Listens on 127.0.0.1:$PORT (default 3000) with socket.io's default options. With REDIS_URL set it joins a
 // cluster through @socket.io/redis-adapter (classic mode), like Switchyard's bench-server.
 "use strict";
 
 const http = require("node:http");
+const { randomUUID } = require("node:crypto");
 const { Server } = require("socket.io");
 
 const port = Number.parseInt(process.env.PORT || "3000", 10);
@@ -19,6 +24,8 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
 const httpServer = http.createServer();
 const io = new Server(httpServer);
 const redisClients = [];
+let producer = null;
+const kafkaTopic = process.env.KAFKA_TOPIC || "switchyard.messages";
 
 io.on("connection", (socket) => {
   socket.on("join", (room) => {
@@ -33,7 +40,37 @@ io.on("connection", (socket) => {
   socket.on("echo", (payload, ack) => {
     if (typeof ack === "function") ack(payload);
   });
+  socket.on("message", async (room, data, ack) => {
+    if (typeof room !== "string" || !socket.rooms.has(room)) {
+      if (typeof ack === "function") ack({ ok: false, error: "forbidden" });
+      return;
+    }
+    const ts = Date.now();
+    const message = { id: randomUUID(), room, user: socket.id, data, ts };
+    if (producer) {
+      try {
+        await producer.send({
+          topic: kafkaTopic,
+          messages: [{ key: room, value: JSON.stringify({ ...message, event: "message" }) }],
+        });
+      } catch (err) {
+        if (typeof ack === "function") ack({ ok: false, error: "unavailable" });
+        return;
+      }
+    }
+    io.to(room).emit("message", message);
+    if (typeof ack === "function") ack({ ok: true, id: message.id, ts });
+  });
 });
+
+async function connectKafka(brokers) {
+  // Required only here, so a run without Kafka does not load it.
+  const { Kafka, logLevel } = require("kafkajs");
+  const kafka = new Kafka({ clientId: "bench-node", brokers: brokers.split(","), logLevel: logLevel.WARN });
+  producer = kafka.producer({ allowAutoTopicCreation: true });
+  await producer.connect();
+  console.log(`producing messages to ${kafkaTopic} on ${brokers}`);
+}
 
 async function joinCluster(url) {
   // Required only here, so a run without Redis needs neither package.
@@ -52,6 +89,7 @@ async function joinCluster(url) {
 
 async function start() {
   if (process.env.REDIS_URL) await joinCluster(process.env.REDIS_URL);
+  if (process.env.KAFKA_BROKERS) await connectKafka(process.env.KAFKA_BROKERS);
   httpServer.listen(port, "127.0.0.1", () => {
     console.log(`node socket.io peer listening on 127.0.0.1:${port}`);
   });
@@ -66,6 +104,7 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
     io.close();
     for (const client of redisClients) client.disconnect().catch(() => {});
+    if (producer) producer.disconnect().catch(() => {});
     process.exit(0);
   });
 }

@@ -63,6 +63,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rooms: RoomsConfig,
     pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub kafka: KafkaConfig,
 }
 
 /// Where to listen and how to stop.
@@ -648,6 +650,145 @@ impl RoomsConfig {
     }
 }
 
+// ---- storage on disk and Kafka (issue 10; docs/KAFKA.md) ---------------------------------------
+
+/// Where the server keeps files of its own (the Kafka spool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The directory for the server's files, relative to the working directory unless absolute.
+    pub dir: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { dir: "data".into() }
+    }
+}
+
+/// Kafka out (every accepted `message`, and `produce_events`) and in (`consume`): docs/KAFKA.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated `host:port`. Empty: Kafka is off.
+    pub brokers: String,
+    /// The topic accepted messages and `produce_events` are produced to.
+    pub topic: String,
+    /// Events besides `message` that are produced when a client sends them (names; the
+    /// environment variable takes them comma-separated).
+    pub produce_events: Vec<String>,
+    /// `accepted`: a `message` is acknowledged once it is queued for Kafka or spooled; `persisted`:
+    /// once Kafka acknowledged it or the spool has it on disk (fsync).
+    pub ack: String,
+    /// Messages held in memory on their way to Kafka; past it (Kafka slow or down) new messages go
+    /// to the spool.
+    pub queue_max: usize,
+    /// How long one delivery may take before Kafka is taken as down (librdkafka's
+    /// `message.timeout.ms`); undelivered messages are then spooled and produced again.
+    pub delivery_timeout_ms: u64,
+    /// The spool's size on disk (`<store.dir>/kafka-spool/`) past which new messages are refused
+    /// with the error `spool_full`.
+    pub spool_max_bytes: u64,
+    /// Topics to consume, comma-separated; their records are emitted to rooms. Empty: none.
+    pub consume: String,
+    /// The consumer group every node of the cluster shares.
+    pub group: String,
+    /// How long a consumed record's `id` is remembered, so that a redelivered record is not
+    /// emitted twice (in Redis when the server joined a cluster, else in memory).
+    pub dedupe_window_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            topic: "switchyard.messages".into(),
+            produce_events: Vec::new(),
+            ack: "accepted".into(),
+            queue_max: 10_000,
+            delivery_timeout_ms: 10_000,
+            spool_max_bytes: 256 * 1024 * 1024,
+            consume: String::new(),
+            group: "switchyard".into(),
+            dedupe_window_ms: 600_000,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// True when brokers are set: nothing of Kafka runs otherwise.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    /// The topics of `consume`.
+    pub fn consume_topics(&self) -> Vec<String> {
+        split_list(&self.consume)
+    }
+
+    /// Whether the sender's ack waits for Kafka (or the spool's fsync).
+    pub fn ack_persisted(&self) -> bool {
+        self.ack == "persisted"
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.into(), reason: reason.into() });
+        if !matches!(self.ack.as_str(), "accepted" | "persisted") {
+            return invalid("kafka.ack", "must be \"accepted\" or \"persisted\"");
+        }
+        if !self.enabled() {
+            if !self.consume.trim().is_empty() {
+                return invalid("kafka.consume", "needs kafka.brokers");
+            }
+            return Ok(());
+        }
+        if !cfg!(feature = "kafka") {
+            return invalid("kafka.brokers", "this binary was built without the `kafka` feature");
+        }
+        if split_list(&self.brokers).iter().any(|b| !b.contains(':')) {
+            return invalid("kafka.brokers", "list host:port pairs separated by commas");
+        }
+        if !valid_topic(&self.topic) {
+            return invalid("kafka.topic", "must be 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'");
+        }
+        if !self.consume_topics().iter().all(|t| valid_topic(t)) {
+            return invalid("kafka.consume", "topics are 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'");
+        }
+        if self.produce_events.iter().any(|e| e.is_empty()) {
+            return invalid("kafka.produce_events", "event names must not be empty");
+        }
+        if self.queue_max == 0 {
+            return invalid("kafka.queue_max", "must be greater than 0");
+        }
+        if self.delivery_timeout_ms < 100 {
+            return invalid("kafka.delivery_timeout_ms", "must be at least 100");
+        }
+        if self.spool_max_bytes < 64 * 1024 {
+            return invalid("kafka.spool_max_bytes", "must be at least 65536");
+        }
+        if self.group.is_empty() {
+            return invalid("kafka.group", "must name a consumer group");
+        }
+        if self.dedupe_window_ms == 0 {
+            return invalid("kafka.dedupe_window_ms", "must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
+/// The non-empty, trimmed items of a comma-separated list.
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// Kafka's rule for topic names.
+fn valid_topic(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 impl Config {
     /// The checks of the `events` and `presence` sections.
     fn validate_events(&self) -> Result<(), ConfigError> {
@@ -872,6 +1013,10 @@ impl Config {
         }
         self.api.validate()?;
         self.admin.validate()?;
+        if self.store.dir.is_empty() {
+            return invalid("store.dir", "must name a directory");
+        }
+        self.kafka.validate()?;
         self.validate_events()?;
         self.validate_auth()
     }

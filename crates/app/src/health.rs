@@ -11,17 +11,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use switchyard_redis::RedisNode;
 
+/// A part of the server that reports to `/readyz`: whether it lets the node take traffic, and
+/// what it shows under its name in the answer (Kafka: its state and spool).
+pub type ReadinessPart = Arc<dyn Fn() -> (Result<(), &'static str>, serde_json::Value) + Send + Sync>;
+
 /// What readiness depends on.
 #[derive(Default)]
 pub struct Health {
     shutting_down: AtomicBool,
     redis: Option<RedisNode>,
+    parts: parking_lot::RwLock<Vec<(&'static str, ReadinessPart)>>,
 }
 
 impl Health {
     /// Readiness that also follows the link to the cluster's Redis, when there is one.
     pub fn new(redis: Option<RedisNode>) -> Arc<Self> {
-        Arc::new(Health { shutting_down: AtomicBool::new(false), redis })
+        Arc::new(Health { shutting_down: AtomicBool::new(false), redis, parts: Default::default() })
+    }
+
+    /// Adds a part reported under `name` in `/readyz`'s answer.
+    pub fn add_part(&self, name: &'static str, part: ReadinessPart) {
+        self.parts.write().push((name, part));
     }
 
     /// From now on `/readyz` answers 503.
@@ -41,7 +51,24 @@ impl Health {
         if self.redis.as_ref().is_some_and(|node| !node.is_connected()) {
             return Err("redis unreachable");
         }
+        for (_, part) in self.parts.read().iter() {
+            part().0?;
+        }
         Ok(())
+    }
+
+    /// The `/readyz` answer: `ready`, `reason` when not, and each part's details under its name.
+    pub fn answer(&self) -> (bool, serde_json::Value) {
+        let mut body = serde_json::Map::new();
+        let ready = self.readiness();
+        body.insert("ready".into(), ready.is_ok().into());
+        if let Err(reason) = ready {
+            body.insert("reason".into(), reason.into());
+        }
+        for (name, part) in self.parts.read().iter() {
+            body.insert((*name).into(), part().1);
+        }
+        (ready.is_ok(), body.into())
     }
 
     /// `/healthz`, `/readyz` and `/health`.
@@ -53,13 +80,9 @@ impl Health {
             .route(
                 "/readyz",
                 get(move || {
-                    let answer = match health.readiness() {
-                        Ok(()) => (StatusCode::OK, Json(json!({"ready": true}))),
-                        Err(reason) => {
-                            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason})))
-                        }
-                    };
-                    std::future::ready(answer.into_response())
+                    let (ready, body) = health.answer();
+                    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    std::future::ready((status, Json(body)).into_response())
                 }),
             )
     }

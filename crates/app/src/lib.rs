@@ -22,6 +22,9 @@
 //!   token expiry, `switchyard token`.
 //! - [`admin`]: the official Socket.IO Admin UI's namespace (`[admin]`, docs/ADMIN.md): login,
 //!   `server_stats`, live events from an observer, commands through the adapter, the UI's files.
+//! - [`pipeline`]: the stages (message sinks) an accepted `message` passes before its broadcast.
+//! - [`kafka`]: Kafka out (accepted messages, `kafka.produce_events`; the on-disk spool) and in
+//!   (`kafka.consume` emitted to rooms); docs/KAFKA.md.
 //! - [`chat`]: the demo chat page at `/`, a client of the built-in events, and the development
 //!   token endpoint `POST /dev/token` (`auth.dev_token_endpoint`).
 //!
@@ -37,6 +40,7 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod kafka;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -71,6 +75,8 @@ pub enum AppError {
     Tls(#[from] tls::TlsError),
     #[error("presence.store: {0}")]
     Presence(String),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
     /// A JWT key that cannot be used (an invalid configuration: the binary exits with status 2).
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
@@ -100,6 +106,8 @@ pub struct App {
     auth: Arc<auth::Auth>,
     /// The admin UI's namespace, when `admin.enabled`.
     admin: Option<Arc<admin::Admin>>,
+    /// Kafka out and in, when `kafka.brokers` is set.
+    kafka: Option<Arc<kafka::Kafka>>,
 }
 
 /// The presence tracker `config` asks for: in Redis when the server joined a cluster (or
@@ -189,8 +197,20 @@ impl App {
         if let (Some(metrics), Some(presence)) = (&metrics, &presence) {
             metrics::PresenceCollector::register_metrics(presence, metrics.registry());
         }
+        let kafka = kafka::Kafka::start(&config, &io)?;
+        if let Some(kafka) = &kafka {
+            kafka.install_event_producer(&main_ns);
+            let part = kafka.clone();
+            health.add_part("kafka", Arc::new(move || part.readiness()));
+            if let Some(metrics) = &metrics {
+                if let Err(e) = kafka.register_metrics(metrics.registry()) {
+                    tracing::warn!(error = %e, "registering the Kafka metrics");
+                }
+            }
+        }
         if config.events.enabled {
-            events::Events::new(access.clone(), presence.clone()).install(&main_ns);
+            let sinks: Vec<Arc<dyn pipeline::MessageSink>> = kafka.iter().map(|k| k.sink()).collect();
+            events::Events::with_sinks(access.clone(), presence.clone(), sinks).install(&main_ns);
         }
         let api = api::Api::new(io.clone(), &config.api, presence.clone());
         if let (Some(api), Some(metrics)) = (&api, &metrics) {
@@ -198,7 +218,7 @@ impl App {
                 tracing::warn!(error = %e, "registering the API's metrics");
             }
         }
-        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence, auth, admin })
+        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence, auth, admin, kafka })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -252,6 +272,11 @@ impl App {
     /// The admin UI's namespace, when `admin.enabled`.
     pub fn admin(&self) -> Option<&Arc<admin::Admin>> {
         self.admin.as_ref()
+    }
+
+    /// Kafka, when `kafka.brokers` is set.
+    pub fn kafka(&self) -> Option<&Arc<kafka::Kafka>> {
+        self.kafka.as_ref()
     }
 
     /// The metrics registry (when `metrics.enabled`), for other concerns to register collectors on.
@@ -314,7 +339,13 @@ impl App {
         if let Some(limiter) = self.limits.connection_limiter() {
             serve = serve.connection_limit(limiter.clone());
         }
-        shutdown::serve_until(serve, self.io.clone(), self.health.clone(), drain, signal).await
+        let kafka = self.kafka.clone();
+        let served = shutdown::serve_until(serve, self.io.clone(), self.health.clone(), drain, signal).await;
+        if let Some(kafka) = kafka {
+            // Messages accepted before the stop reach Kafka, or the spool for the next start.
+            kafka.close(drain).await;
+        }
+        served
     }
 }
 

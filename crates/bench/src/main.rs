@@ -347,7 +347,13 @@ fn main() -> ExitCode {
                 server_pids: pids,
                 settle: Duration::from_millis(settle_ms),
             };
-            runtime.block_on(recovery::recovery(&target, &reconnect, &options))
+            match runtime.block_on(recovery::recovery(&target, &reconnect, &options)) {
+                Ok(value) => value,
+                Err(err) => {
+                    eprintln!("switchyard-bench recovery: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
         Command::Echo { server, clients, rate, seconds, payload_bytes, transport } => {
             let target = server.target(clients);

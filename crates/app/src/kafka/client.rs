@@ -1,0 +1,204 @@
+//! The Kafka client: rdkafka (librdkafka, built in) behind [`Transport`] for the producer, and the
+//! consumer task of `kafka.consume`.
+
+use super::dedupe::Dedupe;
+use super::producer::{Connect, Delivery, Transport};
+use super::record::{BadRecord, InRecord};
+use super::Stats;
+use crate::config::KafkaConfig;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_socketio::{Payload, SocketIo};
+
+/// How long a consumer may be silent before the group moves its partitions to another node.
+pub const SESSION_TIMEOUT_MS: u32 = 10_000;
+
+/// librdkafka's logs and errors, into `tracing`. "All brokers down" marks Kafka down at once (the
+/// pump notices at its next failed delivery; this makes `/readyz` and the metrics tell sooner).
+struct Context {
+    stats: Arc<Stats>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            // Connection failures repeat every second while a broker is down: debug, not warn
+            // (the state change itself is logged once by the pump and the error callback).
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                tracing::debug!(target: "librdkafka", facility, "{message}")
+            }
+            _ => tracing::trace!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            if self.stats.up.swap(false, Ordering::Relaxed) {
+                tracing::warn!(reason, "kafka: all brokers down");
+            }
+        } else {
+            tracing::debug!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
+fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", kafka.brokers.trim())
+        .set("client.id", "switchyard")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    config
+}
+
+struct RdTransport {
+    producer: FutureProducer<Context>,
+    topic: Arc<str>,
+}
+
+impl Transport for RdTransport {
+    fn send(&self, key: &[u8], value: &[u8]) -> Result<Delivery, String> {
+        match self.producer.send_result(FutureRecord::to(&self.topic).key(key).payload(value)) {
+            Ok(delivery) => Ok(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(error.to_string()),
+                    Err(_) => Err("the producer was dropped".to_string()),
+                }
+            }
+            .boxed()),
+            Err((error, _)) => Err(error.to_string()),
+        }
+    }
+
+    fn probe(&self, timeout: Duration) -> BoxFuture<'static, bool> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        async move {
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout).is_ok())
+                .await
+                .unwrap_or(false)
+        }
+        .boxed()
+    }
+}
+
+/// Makes idempotent producers for `kafka.topic`.
+pub(super) fn connector(kafka: &KafkaConfig, stats: Arc<Stats>) -> Connect {
+    let mut config = base_config(kafka);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
+        // The pump holds at most kafka.queue_max records in memory (1000 while it delivers the
+        // spool): librdkafka's own queue is sized to take them all, so it never refuses one.
+        .set("queue.buffering.max.messages", kafka.queue_max.max(1000).saturating_mul(2).min(10_000_000).to_string())
+        .set("queue.buffering.max.kbytes", "1048576");
+    let topic: Arc<str> = kafka.topic.as_str().into();
+    Box::new(move || {
+        let producer: FutureProducer<Context> =
+            config.create_with_context(Context { stats: stats.clone() }).map_err(|e| e.to_string())?;
+        Ok(Arc::new(RdTransport { producer, topic: topic.clone() }) as Arc<dyn Transport>)
+    })
+}
+
+/// Starts the consumer of `kafka.consume` (group `kafka.group`): each record is emitted to its
+/// rooms on the main namespace through the adapter (so across the cluster), then its offset is
+/// committed. A record whose id was emitted within the dedupe window is skipped; a malformed one
+/// is counted, logged and skipped. Offsets are committed either way.
+pub(super) fn start_consumer(
+    kafka: &KafkaConfig,
+    io: SocketIo,
+    dedupe: Arc<dyn Dedupe>,
+    stats: Arc<Stats>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let mut config = base_config(kafka);
+    config
+        .set("group.id", &kafka.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+        // Some brokers do not answer a waiting fetch early when data arrives: a short wait keeps
+        // the delay from producer to clients low.
+        .set("fetch.wait.max.ms", "50");
+    let consumer: StreamConsumer<Context> =
+        config.create_with_context(Context { stats: stats.clone() }).map_err(|e| e.to_string())?;
+    let topics = kafka.consume_topics();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(|e| e.to_string())?;
+    tracing::info!(topics = ?topics, group = %kafka.group, "kafka: consuming");
+    Ok(tokio::spawn(async move {
+        let ns = io.of("/");
+        loop {
+            let message = match consumer.recv().await {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::debug!(%error, "kafka consumer: receive failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            stats.consumed.fetch_add(1, Ordering::Relaxed);
+            match InRecord::parse(message.payload()) {
+                Err(error) => skip_bad(&stats, &message, &error),
+                Ok(record) => {
+                    let first = match &record.id {
+                        None => true,
+                        Some(id) => match dedupe.first_time(id).await {
+                            Ok(first) => first,
+                            Err(error) => {
+                                stats.dedupe_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%error, id, "kafka consumer: dedupe store unreachable; emitting anyway");
+                                true
+                            }
+                        },
+                    };
+                    if first {
+                        let payload = match record.data {
+                            Some(data) => Payload::new(vec![data]),
+                            None => Payload::empty(),
+                        };
+                        ns.broadcast().to_many(record.rooms.iter().map(String::as_str)).emit(&record.event, payload);
+                        stats.emitted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(id = record.id.as_deref(), "kafka consumer: id already emitted; skipped");
+                    }
+                }
+            }
+            if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
+                tracing::warn!(%error, "kafka consumer: commit failed (the record may be delivered again)");
+            }
+        }
+    }))
+}
+
+fn skip_bad(stats: &Stats, message: &impl Message, error: &BadRecord) {
+    let total = stats.bad_records.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::warn!(
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+        %error,
+        bad_records_total = total,
+        "kafka consumer: malformed record skipped"
+    );
+}

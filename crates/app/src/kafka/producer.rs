@@ -1,0 +1,745 @@
+//! Kafka out: the route every produced record takes and the pump that delivers them, in order.
+//!
+//! A record is taken on the sender's task ([`KafkaOut::enqueue`]): while Kafka keeps up it goes to
+//! the pump through memory (at most `kafka.queue_max` records held); while Kafka is down or behind it
+//! is appended to the spool on disk (a full spool refuses it: error `spool_full`). One pump task
+//! sends records to Kafka in the order they were taken: first what memory holds, then the spool.
+//!
+//! When a delivery fails (Kafka down past `kafka.delivery_timeout_ms`) the pump marks Kafka down,
+//! drops the producer, moves every undelivered record it holds to the spool (in order, ahead of the
+//! records spooled since, which only happens while the spool was empty; otherwise they stay at the
+//! head of its memory), and probes the brokers with backoff. Once they answer, a new producer
+//! delivers the spool from its cursor and the route returns to memory when the spool is drained.
+//!
+//! The Kafka client sits behind [`Transport`] so that this logic is tested without a broker.
+
+use super::spool::{Position, Spool, SpoolError};
+use super::Stats;
+use crate::pipeline::Refused;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// The error of an ack refused because the spool is full (docs/EVENTS.md, docs/KAFKA.md).
+pub const SPOOL_FULL: &str = "spool_full";
+/// The error of an ack refused because the spool cannot be written (disk error) or the server is
+/// stopping.
+pub const UNAVAILABLE: &str = crate::events::errors::UNAVAILABLE;
+
+/// Kafka's answer for one record.
+pub type Delivery = BoxFuture<'static, Result<(), String>>;
+
+/// A connection to Kafka for one topic: the producer behind the pump.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues one record; the future resolves with its delivery report.
+    fn send(&self, key: &[u8], value: &[u8]) -> Result<Delivery, String>;
+    /// Whether the brokers answer a metadata request for the topic within `timeout`.
+    fn probe(&self, timeout: Duration) -> BoxFuture<'static, bool>;
+}
+
+/// Makes a new [`Transport`] (a new producer: new producer id) after a failure.
+pub type Connect = Box<dyn Fn() -> Result<Arc<dyn Transport>, String> + Send + Sync>;
+
+/// Records the pump keeps in flight while it delivers the spool.
+const SPOOL_WINDOW: usize = 1000;
+/// Commit the spool's cursor at least every this many delivered records.
+const COMMIT_EVERY: u64 = 500;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One record held in memory on its way to Kafka.
+struct Entry {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    /// With `kafka.ack = "persisted"`: answered once Kafka or the spool's fsync has the record.
+    done: Option<oneshot::Sender<Result<(), Refused>>>,
+}
+
+pub(super) struct Shared {
+    /// True while new records go to the spool. Appends to the spool happen under this lock, so the
+    /// pump can tell "drained" from "something new came in" without a race.
+    spooling: Mutex<bool>,
+    queue_max: usize,
+    persisted: bool,
+    spool: Arc<Spool>,
+    /// Wakes the pump: a record was spooled.
+    wake: Notify,
+    /// Wakes the pump: the server is stopping.
+    stop: Notify,
+    pub(super) stats: Arc<Stats>,
+}
+
+impl Shared {
+    fn refresh_spool_gauges(&self) {
+        self.stats.spool_records.store(self.spool.records(), Ordering::Relaxed);
+        self.stats.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
+    }
+}
+
+/// The producing side: takes records and hands them to the pump.
+pub struct KafkaOut {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Entry>,
+    pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl KafkaOut {
+    /// Starts the pump on the current runtime, producing through the transports `connect` makes.
+    /// `persisted`: see `kafka.ack`. Public so that other transports (and tests) can drive it.
+    pub fn start(
+        connect: Connect,
+        spool: Arc<Spool>,
+        queue_max: usize,
+        persisted: bool,
+        stats: Arc<Stats>,
+    ) -> KafkaOut {
+        let shared = Arc::new(Shared {
+            // Records left from a previous run go out first.
+            spooling: Mutex::new(!spool.is_empty()),
+            queue_max,
+            persisted,
+            spool,
+            wake: Notify::new(),
+            stop: Notify::new(),
+            stats,
+        });
+        shared.refresh_spool_gauges();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pump = tokio::spawn(Pump { shared: shared.clone(), rx, connect, head: VecDeque::new() }.run());
+        KafkaOut { shared, tx, pump: Mutex::new(Some(pump)) }
+    }
+
+    /// Takes one record, in the caller's order. The future resolves when the record is held as
+    /// `kafka.ack` promises, or with the refusal (`spool_full`, `unavailable`).
+    pub fn enqueue(&self, key: Vec<u8>, value: Vec<u8>) -> BoxFuture<'static, Result<(), Refused>> {
+        let shared = &self.shared;
+        let mut spooling = shared.spooling.lock();
+        if !*spooling {
+            if shared.stats.queued.load(Ordering::Relaxed) < shared.queue_max as u64 {
+                shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+                let (done, wait) = match shared.persisted {
+                    true => {
+                        let (tx, rx) = oneshot::channel();
+                        (Some(tx), Some(rx))
+                    }
+                    false => (None, None),
+                };
+                if self.tx.send(Entry { key, value, done }).is_err() {
+                    shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    return refuse(shared, UNAVAILABLE, "the Kafka pump has stopped");
+                }
+                drop(spooling);
+                return match wait {
+                    None => futures_util::future::ready(Ok(())).boxed(),
+                    Some(rx) => async move { rx.await.unwrap_or(Err(Refused { error: UNAVAILABLE })) }.boxed(),
+                };
+            }
+            tracing::warn!(queue_max = shared.queue_max, "kafka: producer queue full; spooling new messages to disk");
+            *spooling = true;
+        }
+        let appended = shared.spool.append(&key, &value, false);
+        drop(spooling);
+        match appended {
+            Ok(number) => {
+                shared.stats.spooled.fetch_add(1, Ordering::Relaxed);
+                shared.refresh_spool_gauges();
+                shared.wake.notify_one();
+                if !shared.persisted {
+                    return futures_util::future::ready(Ok(())).boxed();
+                }
+                let shared = shared.clone();
+                async move {
+                    shared.spool.sync(number).await.map_err(|e| {
+                        tracing::error!(error = %e, "kafka spool: fsync failed");
+                        Refused { error: UNAVAILABLE }
+                    })
+                }
+                .boxed()
+            }
+            Err(SpoolError::Full { bytes, limit }) => {
+                refuse(shared, SPOOL_FULL, &format!("the spool is full ({bytes} of {limit} bytes)"))
+            }
+            Err(e) => refuse(shared, UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    /// Whether new records currently go to the spool.
+    pub fn spooling(&self) -> bool {
+        *self.shared.spooling.lock()
+    }
+
+    /// Stops taking records and waits up to `timeout` for the pump to deliver what memory holds;
+    /// what is left then is written to the spool (produced at the next start).
+    pub async fn close(&self, timeout: Duration) {
+        let Some(pump) = self.pump.lock().take() else { return };
+        // Route everything new to the spool; the pump finishes what it holds.
+        *self.shared.spooling.lock() = true;
+        self.shared.stats.closing.store(true, Ordering::Relaxed);
+        self.shared.stop.notify_waiters();
+        let _ = tokio::time::timeout(timeout, pump).await;
+    }
+}
+
+fn refuse(shared: &Shared, error: &'static str, why: &str) -> BoxFuture<'static, Result<(), Refused>> {
+    let total = shared.stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
+    // One line per refusal would flood the log when the spool fills under load: the first and
+    // every thousandth, with the running count (all of them are in the metrics).
+    if total == 1 || total.is_multiple_of(1000) {
+        tracing::warn!(error, reason = why, refused_total = total, "kafka: message refused");
+    } else {
+        tracing::debug!(error, reason = why, "kafka: message refused");
+    }
+    futures_util::future::ready(Err(Refused { error })).boxed()
+}
+
+/// What the pump owns: the receiving end, the records it took back after a failure, the producer.
+struct Pump {
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Entry>,
+    connect: Connect,
+    /// Records older than the channel's and the spool's, taken back after a failed delivery.
+    head: VecDeque<Entry>,
+}
+
+/// Why a phase of the pump ended.
+enum PhaseEnd {
+    /// Go on with the other phase.
+    Switch,
+    /// A delivery failed: Kafka is down.
+    Failed(String),
+    /// The server is stopping and everything held is delivered or spooled.
+    Closed,
+}
+
+impl Pump {
+    async fn run(mut self) {
+        let mut transport: Option<Arc<dyn Transport>> = None;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let t = match &transport {
+                Some(t) => t.clone(),
+                None => match self.reconnect(&mut backoff).await {
+                    Some(t) => {
+                        transport = Some(t.clone());
+                        t
+                    }
+                    None => return self.spill_on_close(),
+                },
+            };
+            let spooling = *self.shared.spooling.lock();
+            let end = if !self.head.is_empty() || !spooling || !self.rx.is_empty() {
+                self.direct(&t).await
+            } else {
+                self.drain_spool(&t).await
+            };
+            match end {
+                PhaseEnd::Switch => backoff = BACKOFF_MIN,
+                PhaseEnd::Closed => return self.spill_on_close(),
+                PhaseEnd::Failed(error) => {
+                    let was_up = self.shared.stats.up.swap(false, Ordering::Relaxed);
+                    if was_up {
+                        tracing::warn!(%error, "kafka: delivery failed; spooling until the brokers answer again");
+                    }
+                    self.take_back();
+                    // Dropping a producer waits for its polling thread and purges its queue.
+                    if let Some(old) = transport.take() {
+                        tokio::task::spawn_blocking(move || drop(old));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new producer once the brokers answer, with exponential backoff. `None`: closing.
+    async fn reconnect(&mut self, backoff: &mut Duration) -> Option<Arc<dyn Transport>> {
+        let mut first = true;
+        loop {
+            if self.closing() && self.head.is_empty() && self.rx.is_empty() {
+                return None;
+            }
+            if !first {
+                tokio::select! {
+                    _ = tokio::time::sleep(*backoff) => {}
+                    _ = self.shared.stop.notified() => {}
+                }
+                *backoff = (*backoff * 2).min(BACKOFF_MAX);
+                if self.closing() {
+                    return None;
+                }
+            }
+            first = false;
+            match (self.connect)() {
+                Ok(t) => {
+                    if t.probe(PROBE_TIMEOUT).await {
+                        if !self.shared.stats.up.swap(true, Ordering::Relaxed) {
+                            tracing::info!("kafka: brokers answer");
+                        }
+                        return Some(t);
+                    }
+                    tokio::task::spawn_blocking(move || drop(t));
+                    if self.shared.stats.up.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("kafka: brokers do not answer; spooling");
+                    }
+                    // Nothing waits in memory while the brokers are away: to the spool.
+                    self.take_back();
+                }
+                Err(e) => tracing::warn!(error = %e, "kafka: cannot create a producer"),
+            }
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.shared.stats.closing.load(Ordering::Relaxed)
+    }
+
+    /// Sends the head, then the channel, keeping order; ends when the route is on the spool and
+    /// memory holds nothing more.
+    async fn direct(&mut self, t: &Arc<dyn Transport>) -> PhaseEnd {
+        let mut inflight: VecDeque<Entry> = VecDeque::new();
+        let mut deliveries: FuturesOrdered<Delivery> = FuturesOrdered::new();
+        let window = self.shared.queue_max.max(1);
+        loop {
+            // Fill: head first (older), then whatever the channel holds now.
+            while inflight.len() < window {
+                let entry = match self.head.pop_front() {
+                    Some(entry) => entry,
+                    None => match self.rx.try_recv() {
+                        Ok(entry) => entry,
+                        Err(_) => break,
+                    },
+                };
+                match t.send(&entry.key, &entry.value) {
+                    Ok(delivery) => {
+                        deliveries.push_back(delivery);
+                        inflight.push_back(entry);
+                    }
+                    Err(error) => {
+                        // Newer than everything in flight: it goes back behind them.
+                        self.head.push_front(entry);
+                        self.requeue(None, inflight);
+                        return PhaseEnd::Failed(error);
+                    }
+                }
+            }
+            if inflight.is_empty() {
+                // Checked under the route lock: nothing can be added to the channel meanwhile.
+                let done = {
+                    let spooling = self.shared.spooling.lock();
+                    *spooling && self.rx.is_empty() && self.head.is_empty()
+                };
+                if done {
+                    return if self.closing() { PhaseEnd::Closed } else { PhaseEnd::Switch };
+                }
+                tokio::select! {
+                    entry = self.rx.recv() => match entry {
+                        Some(entry) => self.head.push_back(entry),
+                        None => return PhaseEnd::Closed,
+                    },
+                    _ = self.shared.wake.notified() => {}
+                    _ = self.shared.stop.notified() => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                Some(result) = deliveries.next() => {
+                    let entry = inflight.pop_front().expect("one entry per delivery");
+                    match result {
+                        Ok(()) => self.delivered(entry),
+                        Err(error) => {
+                            self.requeue(Some(entry), inflight);
+                            return PhaseEnd::Failed(error);
+                        }
+                    }
+                }
+                entry = self.rx.recv(), if inflight.len() < window => match entry {
+                    Some(entry) => self.head.push_back(entry),
+                    None => {
+                        // Every sender is gone: deliver what is in flight, then stop.
+                        while let Some(result) = deliveries.next().await {
+                            let entry = inflight.pop_front().expect("one entry per delivery");
+                            match result {
+                                Ok(()) => self.delivered(entry),
+                                Err(error) => {
+                                    self.requeue(Some(entry), inflight);
+                                    return PhaseEnd::Failed(error);
+                                }
+                            }
+                        }
+                        return PhaseEnd::Closed;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Puts records that were in flight back at the front of the head in their order, behind
+    /// `first` (the oldest: the one whose delivery failed) when given.
+    fn requeue(&mut self, first: Option<Entry>, inflight: VecDeque<Entry>) {
+        for entry in inflight.into_iter().rev() {
+            self.head.push_front(entry);
+        }
+        if let Some(first) = first {
+            self.head.push_front(first);
+        }
+    }
+
+    fn delivered(&mut self, entry: Entry) {
+        self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        self.shared.stats.produced.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.up.store(true, Ordering::Relaxed);
+        if let Some(done) = entry.done {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    /// After a failure: new records go to the spool; what memory holds (head, then the channel) goes
+    /// there too when the spool is empty (so order holds), else stays in memory ahead of it.
+    fn take_back(&mut self) {
+        let shared = self.shared.clone();
+        let mut spooling = shared.spooling.lock();
+        *spooling = true;
+        while let Ok(entry) = self.rx.try_recv() {
+            self.head.push_back(entry);
+        }
+        self.shared.stats.failed.fetch_add(self.head.len() as u64, Ordering::Relaxed);
+        if !self.shared.spool.is_empty() {
+            return;
+        }
+        self.spill(&mut spooling);
+    }
+
+    /// Writes the head to the (empty) spool, in order. Called with the route lock held.
+    fn spill(&mut self, _route: &mut bool) {
+        let mut last = None;
+        let mut waiting = Vec::new();
+        while let Some(entry) = self.head.pop_front() {
+            match self.shared.spool.append(&entry.key, &entry.value, true) {
+                Ok(number) => {
+                    last = Some(number);
+                    self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.stats.spooled.fetch_add(1, Ordering::Relaxed);
+                    waiting.extend(entry.done);
+                }
+                Err(e) => {
+                    // Disk trouble: keep this and the rest in memory; they are produced from there.
+                    tracing::error!(error = %e, "kafka spool: cannot write; keeping undelivered messages in memory");
+                    self.head.push_front(entry);
+                    break;
+                }
+            }
+        }
+        self.shared.refresh_spool_gauges();
+        if let Some(number) = last {
+            let spool = self.shared.spool.clone();
+            tokio::spawn(async move {
+                let result = spool.sync(number).await.map_err(|_| Refused { error: UNAVAILABLE });
+                for done in waiting {
+                    let _ = done.send(result.clone());
+                }
+            });
+        }
+    }
+
+    /// At shutdown: whatever memory still holds goes to the spool, produced at the next start.
+    fn spill_on_close(mut self) {
+        let shared = self.shared.clone();
+        let mut spooling = shared.spooling.lock();
+        *spooling = true;
+        while let Ok(entry) = self.rx.try_recv() {
+            self.head.push_back(entry);
+        }
+        if !self.head.is_empty() {
+            tracing::info!(records = self.head.len(), "kafka: spooling undelivered messages for the next start");
+            // Forced appends after what the spool holds: these are older only if the spool was
+            // empty, which is the case when the route never left memory.
+            self.spill(&mut spooling);
+        }
+    }
+
+    /// Delivers the spool from its cursor; ends when it is drained (route back to memory).
+    async fn drain_spool(&mut self, t: &Arc<dyn Transport>) -> PhaseEnd {
+        let spool = self.shared.spool.clone();
+        let mut read_at = spool.cursor();
+        let mut delivered_to: Position = read_at;
+        let mut uncommitted = 0u64;
+        let mut inflight: VecDeque<Position> = VecDeque::new();
+        let mut deliveries: FuturesOrdered<Delivery> = FuturesOrdered::new();
+        let commit = |to: Position, count: &mut u64| {
+            if *count == 0 {
+                return;
+            }
+            if let Err(e) = spool.commit(to, *count) {
+                tracing::error!(error = %e, "kafka spool: cannot save the cursor (records may be produced twice)");
+            }
+            *count = 0;
+            self.shared.refresh_spool_gauges();
+        };
+        loop {
+            if inflight.len() < SPOOL_WINDOW {
+                match spool.read(read_at, SPOOL_WINDOW - inflight.len()) {
+                    Ok(records) => {
+                        for record in records {
+                            match t.send(&record.key, &record.value) {
+                                Ok(delivery) => {
+                                    deliveries.push_back(delivery);
+                                    inflight.push_back(record.next);
+                                    read_at = record.next;
+                                }
+                                Err(error) => {
+                                    commit(delivered_to, &mut uncommitted);
+                                    return PhaseEnd::Failed(error);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "kafka spool: cannot read; retrying");
+                        commit(delivered_to, &mut uncommitted);
+                        tokio::time::sleep(BACKOFF_MAX).await;
+                        return PhaseEnd::Switch;
+                    }
+                }
+            }
+            if inflight.is_empty() {
+                commit(delivered_to, &mut uncommitted);
+                // Checked under the route lock: appends to the spool happen under it too.
+                let drained = {
+                    let mut spooling = self.shared.spooling.lock();
+                    let drained = spool.is_empty() && !self.closing();
+                    if drained {
+                        *spooling = false;
+                    }
+                    drained
+                };
+                if drained {
+                    tracing::info!("kafka: spool drained; messages go straight to Kafka again");
+                    return PhaseEnd::Switch;
+                }
+                if self.closing() {
+                    return PhaseEnd::Closed;
+                }
+                tokio::select! {
+                    _ = self.shared.wake.notified() => {}
+                    _ = self.shared.stop.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                Some(result) = deliveries.next() => {
+                    let next = inflight.pop_front().expect("one position per delivery");
+                    match result {
+                        Ok(()) => {
+                            delivered_to = next;
+                            uncommitted += 1;
+                            self.shared.stats.produced.fetch_add(1, Ordering::Relaxed);
+                            self.shared.stats.up.store(true, Ordering::Relaxed);
+                            if uncommitted >= COMMIT_EVERY {
+                                commit(delivered_to, &mut uncommitted);
+                            }
+                        }
+                        Err(error) => {
+                            self.shared.stats.failed.fetch_add(1 + inflight.len() as u64, Ordering::Relaxed);
+                            commit(delivered_to, &mut uncommitted);
+                            return PhaseEnd::Failed(error);
+                        }
+                    }
+                }
+                _ = self.shared.wake.notified(), if inflight.len() < SPOOL_WINDOW => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A broker that takes records while up and fails them (after a short delay) while down.
+    #[derive(Default)]
+    struct FakeBroker {
+        down: AtomicBool,
+        log: Mutex<Vec<Vec<u8>>>,
+        producers: std::sync::atomic::AtomicUsize,
+    }
+
+    struct FakeTransport(Arc<FakeBroker>);
+
+    impl Transport for FakeTransport {
+        fn send(&self, _key: &[u8], value: &[u8]) -> Result<Delivery, String> {
+            if self.0.down.load(Ordering::SeqCst) {
+                return Ok(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Err("broker down".to_string())
+                }
+                .boxed());
+            }
+            self.0.log.lock().push(value.to_vec());
+            Ok(futures_util::future::ready(Ok(())).boxed())
+        }
+
+        fn probe(&self, _timeout: Duration) -> BoxFuture<'static, bool> {
+            futures_util::future::ready(!self.0.down.load(Ordering::SeqCst)).boxed()
+        }
+    }
+
+    fn start(
+        broker: &Arc<FakeBroker>,
+        dir: &std::path::Path,
+        max_bytes: u64,
+        persisted: bool,
+    ) -> (KafkaOut, Arc<Stats>) {
+        let (spool, _) = Spool::open(dir, max_bytes).unwrap();
+        let stats = Arc::new(Stats::default());
+        let b = broker.clone();
+        let connect: Connect = Box::new(move || {
+            b.producers.fetch_add(1, Ordering::SeqCst);
+            Ok(Arc::new(FakeTransport(b.clone())) as Arc<dyn Transport>)
+        });
+        (KafkaOut::start(connect, Arc::new(spool), 64, persisted, stats.clone()), stats)
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn values(broker: &FakeBroker) -> Vec<u32> {
+        broker.log.lock().iter().map(|v| String::from_utf8_lossy(v).parse().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn records_reach_kafka_in_order_and_persisted_acks_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        let (out, stats) = start(&broker, dir.path(), 1 << 20, true);
+        // 200 at once with a queue of 64: the rest overflows to the spool, and order still holds.
+        let acks: Vec<_> = (0..200u32).map(|i| out.enqueue(b"room".to_vec(), i.to_string().into_bytes())).collect();
+        for (i, ack) in acks.into_iter().enumerate() {
+            ack.await.unwrap();
+            // A persisted ack means Kafka (or the spool's fsync) has it.
+            assert!(broker.log.lock().len() > i || stats.spooled.load(Ordering::SeqCst) > 0);
+        }
+        wait_for("every record", || broker.log.lock().len() == 200).await;
+        assert_eq!(values(&broker), (0..200).collect::<Vec<_>>());
+        assert_eq!(stats.produced.load(Ordering::SeqCst), 200);
+        assert_eq!(stats.spooled.load(Ordering::SeqCst), 200 - 64);
+        wait_for("the route back in memory", || !out.spooling()).await;
+        // Once caught up, one at a time goes straight through.
+        for i in 200..210u32 {
+            out.enqueue(b"room".to_vec(), i.to_string().into_bytes()).await.unwrap();
+            assert_eq!(broker.log.lock().len(), i as usize + 1);
+        }
+        assert_eq!(stats.spooled.load(Ordering::SeqCst), 200 - 64);
+    }
+
+    #[tokio::test]
+    async fn while_kafka_is_down_records_are_spooled_then_produced_in_order_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        let (out, stats) = start(&broker, dir.path(), 1 << 20, false);
+        for i in 0..50u32 {
+            out.enqueue(b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
+        }
+        wait_for("the first 50", || broker.log.lock().len() == 50).await;
+        broker.down.store(true, Ordering::SeqCst);
+        for i in 50..300u32 {
+            out.enqueue(b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }
+        wait_for("spooling", || out.spooling() && stats.spool_records.load(Ordering::SeqCst) > 0).await;
+        assert!(!stats.up.load(Ordering::SeqCst));
+        broker.down.store(false, Ordering::SeqCst);
+        wait_for("every record", || broker.log.lock().len() >= 300).await;
+        wait_for("the route back in memory", || !out.spooling()).await;
+        assert_eq!(values(&broker), (0..300).collect::<Vec<_>>());
+        assert!(stats.spooled.load(Ordering::SeqCst) > 0);
+        assert!(stats.failed.load(Ordering::SeqCst) > 0);
+        assert_eq!(stats.spool_records.load(Ordering::SeqCst), 0);
+        assert!(broker.producers.load(Ordering::SeqCst) >= 2, "a new producer after the failure");
+        // And straight through again.
+        out.enqueue(b"r".to_vec(), b"300".to_vec()).await.unwrap();
+        wait_for("one more", || broker.log.lock().len() == 301).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_refuses_with_spool_full_and_counts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        broker.down.store(true, Ordering::SeqCst);
+        let (out, stats) = start(&broker, dir.path(), 64 * 1024, false);
+        let value = vec![b'7'; 1000];
+        let mut refused = None;
+        for _ in 0..500 {
+            match out.enqueue(b"r".to_vec(), value.clone()).await {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, Some(Refused { error: SPOOL_FULL }));
+        assert_eq!(stats.refused.load(Ordering::SeqCst), 1);
+        // What was accepted is all produced once Kafka is back, and the spool takes messages again.
+        let accepted = stats.spooled.load(Ordering::SeqCst) as usize;
+        broker.down.store(false, Ordering::SeqCst);
+        wait_for("the spool drained", || !out.spooling()).await;
+        assert_eq!(broker.log.lock().len(), accepted);
+        out.enqueue(b"r".to_vec(), value).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_spooled_by_a_previous_run_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+            for i in 0..10u32 {
+                spool.append(b"r", i.to_string().as_bytes(), false).unwrap();
+            }
+        }
+        let broker = Arc::new(FakeBroker::default());
+        let (out, _) = start(&broker, dir.path(), 1 << 20, false);
+        assert!(out.spooling());
+        for i in 10..20u32 {
+            out.enqueue(b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
+        }
+        wait_for("all 20", || broker.log.lock().len() == 20).await;
+        assert_eq!(values(&broker), (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn close_spools_what_kafka_did_not_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        broker.down.store(true, Ordering::SeqCst);
+        let (out, _) = start(&broker, dir.path(), 1 << 20, false);
+        for i in 0..20u32 {
+            out.enqueue(b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
+        }
+        out.close(Duration::from_secs(5)).await;
+        let (spool, opened) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(opened.records, 20);
+        let back: Vec<u32> = spool
+            .read(spool.cursor(), 100)
+            .unwrap()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.value).parse().unwrap())
+            .collect();
+        assert_eq!(back, (0..20).collect::<Vec<_>>());
+    }
+}
