@@ -71,7 +71,7 @@ pub struct ServerCollector {
 }
 
 /// (name, help) of every engine counter, in `EngineStats` order.
-const ENGINE_COUNTERS: [(&str, &str); 11] = [
+const ENGINE_COUNTERS: [(&str, &str); 12] = [
     ("switchyard_connections_opened_total", "Engine.IO connections opened."),
     ("switchyard_connections_closed_total", "Engine.IO connections closed."),
     ("switchyard_upgrades_total", "Polling sessions upgraded to WebSocket."),
@@ -79,6 +79,7 @@ const ENGINE_COUNTERS: [(&str, &str); 11] = [
     ("switchyard_frames_sent_total", "WebSocket frames written."),
     ("switchyard_bytes_sent_total", "WebSocket bytes written."),
     ("switchyard_messages_received_total", "Engine.IO messages received."),
+    ("switchyard_bytes_received_total", "Bytes of the Engine.IO messages received."),
     ("switchyard_protocol_errors_total", "Connections closed for invalid input."),
     ("switchyard_websocket_deflate_connections_total", "WebSockets that negotiated permessage-deflate."),
     ("switchyard_websocket_deflated_frames_total", "WebSocket frames written compressed."),
@@ -102,6 +103,7 @@ impl ServerCollector {
             &stats.frames_sent,
             &stats.bytes_sent,
             &stats.messages_received,
+            &stats.bytes_received,
             &stats.protocol_errors,
             &stats.deflate_connections,
             &stats.frames_deflated,

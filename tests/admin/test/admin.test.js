@@ -325,6 +325,20 @@ describe("readonly, production and no-auth servers", () => {
     await server.stop();
   });
 
+  test("admin.cors_origin: that origin exactly, with credentials; no other", async () => {
+    const server = await startSwitchyard({ SWITCHYARD_ADMIN_CORS_ORIGIN: "https://admin.socket.io" });
+    const poll = (origin) =>
+      fetch(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { Origin: origin } });
+    const ok = await poll("https://admin.socket.io");
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get("access-control-allow-origin"), "https://admin.socket.io");
+    assert.equal(ok.headers.get("access-control-allow-credentials"), "true");
+    const other = await poll("https://evil.example");
+    assert.equal(other.headers.get("access-control-allow-origin"), null);
+    assert.equal(other.headers.get("access-control-allow-credentials"), null);
+    await server.stop();
+  });
+
   test("a bad password hash stops the server at startup with a clear error", async () => {
     await assert.rejects(
       startSwitchyard({ SWITCHYARD_ADMIN_PASSWORD_HASH: "changeit" }),
