@@ -167,6 +167,9 @@ enum Keys {
     },
 }
 
+/// Claims up to this size (decoded) are decoded into a stack buffer; larger ones into a `Vec`.
+const CLAIMS_ON_STACK: usize = 512;
+
 /// How many distinct token headers the verifier remembers.
 const HEADER_CACHE: usize = 8;
 
@@ -335,9 +338,19 @@ impl Verifier {
         if let Some(kid) = new_header {
             self.remember(header, alg, kid);
         }
-        let claims_json = B64.decode(payload).map_err(|_| malformed)?;
+        // Claims of the usual size are decoded on the stack: no allocation for them.
+        let mut stack = [0u8; CLAIMS_ON_STACK];
+        let heap;
+        let claims_json: &[u8] = match B64.decode_slice(payload, &mut stack) {
+            Ok(len) => &stack[..len],
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                heap = B64.decode(payload).map_err(|_| malformed)?;
+                &heap
+            }
+            Err(_) => return Err(malformed),
+        };
         let seed = ClaimsSeed { rooms: &self.rooms_claim, publish: &self.publish_claim };
-        let mut deserializer = serde_json::Deserializer::from_slice(&claims_json);
+        let mut deserializer = serde_json::Deserializer::from_slice(claims_json);
         let claims = seed.deserialize(&mut deserializer).map_err(|_| malformed)?;
         deserializer.end().map_err(|_| malformed)?;
         claims.check(&self.rules, now)?;
@@ -1527,6 +1540,12 @@ mod tests {
         let identity = v.verify(&token(&escaped)).unwrap();
         assert_eq!(&*identity.user, "alice");
         assert_eq!(identity.rooms.as_deref(), Some(&[RoomPattern::new("chat:*"), RoomPattern::new("user:a")][..]));
+        // Claims larger than the stack buffer are read the same way.
+        let big =
+            format!(r#"{{"sub":"big","exp":{},"pad":"{}","rooms":["r"]}}"#, now + 60, "p".repeat(CLAIMS_ON_STACK));
+        let identity = v.verify(&token(&big)).unwrap();
+        assert_eq!((&*identity.user, identity.rooms.as_deref()), ("big", Some(&[RoomPattern::new("r")][..])));
+        assert_eq!(refused(&v, &format!("{}x", token(&big))).detail, "bad signature");
         // A float `exp` is rounded (and tracked for the expiry disconnect).
         let float = format!(r#"{{"sub":"a","exp":{}.4}}"#, now + 60);
         assert_eq!(v.verify(&token(&float)).unwrap().expires_at, Some(now + 60));

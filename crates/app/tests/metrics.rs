@@ -162,3 +162,43 @@ async fn series_after_a_scripted_session() {
     assert!(!m.keys().any(|k| k.contains("\"x1\"") || k.contains("\"seen\"")));
     assert!(!m.contains_key("switchyard_redis_connected"), "no Redis configured");
 }
+
+/// The presence tracker's series: two users join a room through the built-in `join` (acked once the
+/// change reached the store), each also in their own `user:` room.
+#[tokio::test]
+async fn presence_series_count_entries_and_announcements() {
+    let mut config = Config::default();
+    config.server.host = "127.0.0.1".into();
+    config.server.port = 0;
+    config.server.chat_page = false;
+    config.recovery.enabled = false;
+    let app = App::build(config).expect("app");
+    let listener = app.bind().await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut clients = Vec::new();
+    for user in ["ann", "ben"] {
+        let (mut ws, _open) = WsClient::open_session(addr, PATH).await;
+        ws.sio_connect("/", Some(&format!(r#"{{"user":"{user}"}}"#))).await;
+        ws.sio_send(r#"21["join","lobby"]"#).await;
+        loop {
+            let packet = within("the join ack", ws.sio_recv()).await;
+            if packet.starts_with("31") {
+                assert!(packet.contains(r#""ok":true"#), "{packet}");
+                break;
+            }
+        }
+        clients.push(ws);
+    }
+    let s = scrape(addr).await;
+    // ann and ben, each in lobby and in their own room.
+    assert_eq!(s["switchyard_presence_local_entries"], 4.0);
+    // user-connected for each in lobby; own rooms are never announced.
+    assert_eq!(s["switchyard_presence_announcements_total"], 2.0);
+    assert_eq!(s["switchyard_presence_store_errors_total"], 0.0);
+    assert_eq!(s["switchyard_presence_expired_total"], 0.0);
+    assert!(s.contains_key("switchyard_presence_refreshes_total"));
+}
