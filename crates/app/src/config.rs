@@ -1340,6 +1340,41 @@ mod tests {
     }
 
     #[test]
+    fn kafka_rules() {
+        let config = Loader::new().load().unwrap();
+        assert!(!config.kafka.enabled(), "Kafka is off by default");
+        let config = Loader::new()
+            .env(env(&[
+                ("SWITCHYARD_KAFKA_BROKERS", "k1:9092, k2:9092"),
+                ("SWITCHYARD_KAFKA_CONSUME", "a, b.c ,"),
+                ("SWITCHYARD_KAFKA_PRODUCE_EVENTS", "order,cart"),
+                ("SWITCHYARD_KAFKA_ACK", "persisted"),
+            ]))
+            .load()
+            .unwrap();
+        assert!(config.kafka.enabled());
+        assert!(config.kafka.ack_persisted());
+        assert_eq!(config.kafka.consume_topics(), vec!["a", "b.c"]);
+        assert_eq!(config.kafka.produce_events, vec!["order", "cart"]);
+        let refused = |pairs: &[(&str, &str)], key: &str| {
+            let mut all = vec![("SWITCHYARD_KAFKA_BROKERS", "k1:9092")];
+            all.extend_from_slice(pairs);
+            let err = Loader::new().env(env(&all)).load().unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
+        };
+        refused(&[("SWITCHYARD_KAFKA_ACK", "sometimes")], "kafka.ack");
+        refused(&[("SWITCHYARD_KAFKA_BROKERS", "no-port")], "kafka.brokers");
+        refused(&[("SWITCHYARD_KAFKA_TOPIC", "a topic")], "kafka.topic");
+        refused(&[("SWITCHYARD_KAFKA_CONSUME", "ok,b@d")], "kafka.consume");
+        refused(&[("SWITCHYARD_KAFKA_QUEUE_MAX", "0")], "kafka.queue_max");
+        refused(&[("SWITCHYARD_KAFKA_SPOOL_MAX_BYTES", "10")], "kafka.spool_max_bytes");
+        refused(&[("SWITCHYARD_KAFKA_GROUP", "")], "kafka.group");
+        // Consuming needs brokers.
+        let err = Loader::new().env(env(&[("SWITCHYARD_KAFKA_CONSUME", "a")])).load().unwrap_err();
+        assert!(err.to_string().starts_with("kafka.consume: "), "{err}");
+    }
+
+    #[test]
     fn environment_names_follow_the_keys() {
         assert_eq!(env_name("tls.cert_file"), "SWITCHYARD_TLS_CERT_FILE");
         assert_eq!(env_name("limits.events_per_second"), "SWITCHYARD_LIMITS_EVENTS_PER_SECOND");

@@ -53,6 +53,9 @@ pub struct Stats {
     pub queued: AtomicU64,
     /// Whether the last delivery succeeded (false from a failed delivery until the next success).
     pub up: AtomicBool,
+    /// Set when the spool refuses a record for being full; cleared by the next record it takes or
+    /// when it is drained.
+    pub spool_full: AtomicBool,
     /// Set when the server stops.
     pub closing: AtomicBool,
     /// Records consumed from `kafka.consume`.
@@ -210,7 +213,7 @@ impl Kafka {
             (false, _) => "down",
         };
         let bytes = load(&s.spool_bytes);
-        let full = spooling && bytes.saturating_add(64 * 1024) > self.spool_max_bytes;
+        let full = spooling && s.spool_full.load(Ordering::Relaxed);
         let detail = json!({
             "state": state,
             "topic": self.topic,
@@ -218,6 +221,7 @@ impl Kafka {
             "spool_records": load(&s.spool_records),
             "spool_bytes": bytes,
             "spool_full": full,
+            "spool_max_bytes": self.spool_max_bytes,
         });
         (if full { Err("kafka spool full") } else { Ok(()) }, detail)
     }

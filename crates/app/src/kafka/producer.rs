@@ -149,6 +149,7 @@ impl KafkaOut {
         match appended {
             Ok(number) => {
                 shared.stats.spooled.fetch_add(1, Ordering::Relaxed);
+                shared.stats.spool_full.store(false, Ordering::Relaxed);
                 shared.refresh_spool_gauges();
                 shared.wake.notify_one();
                 if !shared.persisted {
@@ -164,6 +165,7 @@ impl KafkaOut {
                 .boxed()
             }
             Err(SpoolError::Full { bytes, limit }) => {
+                shared.stats.spool_full.store(true, Ordering::Relaxed);
                 refuse(shared, SPOOL_FULL, &format!("the spool is full ({bytes} of {limit} bytes)"))
             }
             Err(e) => refuse(shared, UNAVAILABLE, &e.to_string()),
@@ -516,6 +518,7 @@ impl Pump {
                     let drained = spool.is_empty() && !self.closing();
                     if drained {
                         *spooling = false;
+                        self.shared.stats.spool_full.store(false, Ordering::Relaxed);
                     }
                     drained
                 };
