@@ -328,7 +328,9 @@ fn main() -> ExitCode {
                 server_pids: pids,
                 settle: Duration::from_millis(settle_ms),
             };
-            runtime.block_on(recovery::recovery(&target, &reconnect, &options))
+            runtime
+                .block_on(recovery::recovery(&target, &reconnect, &options))
+                .unwrap_or_else(|err| serde_json::json!({"scenario": "recovery", "error": err.to_string()}))
         }
         Command::Echo { server, clients, rate, seconds, payload_bytes } => {
             let target = server.target(clients);
