@@ -347,13 +347,9 @@ fn main() -> ExitCode {
                 server_pids: pids,
                 settle: Duration::from_millis(settle_ms),
             };
-            match runtime.block_on(recovery::recovery(&target, &reconnect, &options)) {
-                Ok(value) => value,
-                Err(err) => {
-                    eprintln!("switchyard-bench recovery: {err}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            runtime
+                .block_on(recovery::recovery(&target, &reconnect, &options))
+                .unwrap_or_else(|err| serde_json::json!({"scenario": "recovery", "error": err.to_string()}))
         }
         Command::Echo { server, clients, rate, seconds, payload_bytes, transport } => {
             let target = server.target(clients);

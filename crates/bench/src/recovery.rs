@@ -140,7 +140,15 @@ pub async fn recovery(target: &Target, reconnect: &Target, options: &RecoveryOpt
         while got < options.missed {
             let args = tokio::time::timeout(WAIT, next_event(&mut back)).await??;
             if args.get(1) != Some(&json!(got)) {
-                return Err(BenchError::new(format!("replayed message {got} out of order: {}", Value::Array(args))));
+                // What came instead, for the report.
+                let mut seen = vec![args.get(1).cloned().unwrap_or(Value::Null)];
+                while let Ok(Ok(more)) = tokio::time::timeout(Duration::from_millis(500), next_event(&mut back)).await {
+                    seen.push(more.get(1).cloned().unwrap_or(Value::Null));
+                }
+                return Err(BenchError::new(format!(
+                    "replayed message {got} out of order: then {}",
+                    Value::Array(seen)
+                )));
             }
             got += 1;
         }

@@ -5,7 +5,6 @@
 
 use crate::error::Error;
 use crate::stats::Stats;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClientBuilder;
@@ -98,6 +97,14 @@ impl Conn {
             Conn::Cluster(conn) => cmd.query_async(conn).await,
         }
     }
+
+    /// Runs a pipeline built with `ignore_errors`: one result per command.
+    async fn query_pipeline(&mut self, pipe: &redis::Pipeline) -> RedisResult<Vec<RedisResult<redis::Value>>> {
+        match self {
+            Conn::Single(conn) => pipe.query_async(conn).await,
+            Conn::Cluster(conn) => pipe.query_async(conn).await,
+        }
+    }
 }
 
 /// Errors after which the connection is not worth keeping.
@@ -131,17 +138,54 @@ impl Outgoing {
     }
 }
 
-/// Sends `message`; a recorded broadcast whose script Redis does not know (a restarted Redis) is sent
-/// again with the script's text. Returns the reply and tells the record's waiter the stream id.
-async fn send(mut conn: Conn, mut message: Outgoing) -> RedisResult<redis::Value> {
-    let mut result = conn.query(&message.command(true)).await;
-    if matches!(&result, Err(err) if err.code() == Some("NOSCRIPT")) {
-        result = conn.query(&message.command(false)).await;
+/// What became of one batch of messages.
+struct BatchOutcome {
+    published: u64,
+    failed: u64,
+    /// The connection failed (the batch's messages are lost with it).
+    connection_error: Option<redis::RedisError>,
+}
+
+/// Sends `batch` as one pipeline (one write, answers in order), so messages are stored and published
+/// in the order they were queued. A recorded broadcast whose script Redis does not know (loaded at
+/// connect, so only after a `SCRIPT FLUSH`) is sent again with the script's text. Each record's
+/// waiter learns its stream id, or that it failed.
+async fn send_batch(mut conn: Conn, mut batch: Vec<Outgoing>) -> BatchOutcome {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for message in &batch {
+        pipe.add_command(message.command(true));
     }
-    if let Some(record) = message.record.take() {
-        record.done(result.as_ref().ok());
+    let results = match conn.query_pipeline(&pipe).await {
+        Ok(results) => results,
+        Err(err) => {
+            let failed = batch.len() as u64;
+            let connection_error = is_connection_error(&err).then_some(err);
+            // Dropping the batch tells every record's waiter (delivered without an offset).
+            return BatchOutcome { published: 0, failed, connection_error };
+        }
+    };
+    let mut outcome = BatchOutcome { published: 0, failed: 0, connection_error: None };
+    let mut results = results.into_iter();
+    for message in &mut batch {
+        let mut result = results.next().unwrap_or_else(|| Err((redis::ErrorKind::Parse, "missing reply").into()));
+        if matches!(&result, Err(err) if err.code() == Some("NOSCRIPT")) {
+            result = conn.query(&message.command(false)).await;
+        }
+        match &result {
+            Ok(_) => outcome.published += 1,
+            Err(err) => {
+                outcome.failed += 1;
+                if is_connection_error(err) && outcome.connection_error.is_none() {
+                    outcome.connection_error = Some(err.clone());
+                }
+            }
+        }
+        if let Some(mut record) = message.record.take() {
+            record.done(result.as_ref().ok());
+        }
     }
-    result
+    outcome
 }
 
 /// The publishing side: a bounded queue drained by a supervised task, and the live connection for
@@ -294,6 +338,16 @@ async fn run_publisher(
                 continue;
             }
         };
+        // Load the recovery scripts before anything is sent: an `EVALSHA` answered `NOSCRIPT` is sent
+        // again after later messages, which would store and publish them out of order.
+        if let Err(err) = load_scripts(&mut conn).await {
+            tracing::warn!(error = %err, "redis adapter: cannot load the recovery scripts; reconnecting");
+            if !drain_for(&mut rx, backoff, &stats).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        }
         let Some(publisher) = publisher.upgrade() else { return };
         generation += 1;
         *publisher.current.write() = Some((generation, conn.clone()));
@@ -303,26 +357,39 @@ async fn run_publisher(
         backoff = BACKOFF_MIN;
         first = true;
 
-        let mut in_flight = FuturesUnordered::new();
+        // One batch in flight at a time: its messages go out in one write, and the next batch only
+        // after its answers, so Redis stores and publishes them in queue order.
+        let mut in_flight: Option<std::pin::Pin<Box<dyn std::future::Future<Output = BatchOutcome> + Send>>> = None;
+        let mut lost = 0usize;
         let mut health = tokio::time::interval(HEALTH_CHECK);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         health.tick().await;
         loop {
             tokio::select! {
-                message = rx.recv(), if in_flight.len() < max_in_flight => {
-                    let Some(message) = message else { return };
-                    in_flight.push(send(conn.clone(), message));
-                }
-                Some(result) = in_flight.next() => match result {
-                    Ok(_) => { stats.published.fetch_add(1, Ordering::Relaxed); }
-                    Err(err) => {
-                        stats.dropped("publish failed", 1);
-                        if is_connection_error(&err) {
-                            tracing::warn!(error = %err, "redis adapter: publisher connection lost");
-                            break;
+                message = rx.recv(), if in_flight.is_none() => {
+                    let Some(first) = message else { return };
+                    let mut batch = vec![first];
+                    while batch.len() < max_in_flight {
+                        match rx.try_recv() {
+                            Ok(message) => batch.push(message),
+                            Err(_) => break,
                         }
                     }
-                },
+                    lost = batch.len();
+                    in_flight = Some(Box::pin(send_batch(conn.clone(), batch)));
+                }
+                outcome = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    lost = 0;
+                    stats.published.fetch_add(outcome.published, Ordering::Relaxed);
+                    if outcome.failed > 0 {
+                        stats.dropped("publish failed", outcome.failed);
+                    }
+                    if let Some(err) = outcome.connection_error {
+                        tracing::warn!(error = %err, "redis adapter: publisher connection lost");
+                        break;
+                    }
+                }
                 _ = publisher.broken.notified() => {
                     // The connection ended or a query failed: check with a PING before throwing it away.
                     let ping = tokio::time::timeout(RESPONSE_TIMEOUT, conn.query(&redis::cmd("PING"))).await;
@@ -342,14 +409,25 @@ async fn run_publisher(
         }
         *publisher.current.write() = None;
         stats.publisher_connected.store(false, Ordering::Relaxed);
-        // Whatever was in flight on the dead connection is lost.
-        let lost = in_flight.len();
+        // Whatever was in flight on the dead connection is lost (its records are delivered locally).
         drop(in_flight);
         if lost > 0 {
             stats.dropped("connection lost with messages in flight", lost as u64);
         }
         drop(publisher);
     }
+}
+
+/// `SCRIPT LOAD`s the recovery scripts (every primary of a Redis Cluster).
+async fn load_scripts(conn: &mut Conn) -> RedisResult<()> {
+    for text in crate::recovery::script_texts() {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(text);
+        tokio::time::timeout(RESPONSE_TIMEOUT, conn.query(&cmd))
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "SCRIPT LOAD timed out")))??;
+    }
+    Ok(())
 }
 
 /// A connection attempt bounded by `CONNECT_TIMEOUT * 2`.

@@ -542,9 +542,8 @@ impl Shared {
         payload: &Payload,
         opts: &BroadcastOptions,
     ) {
-        let Some(config) = ns.recovery().map(|r| r.config()) else { return };
         let (mut message, entry, slot) = self.format.encode_recorded_broadcast(ns.name(), event, payload, opts);
-        message.record = Some(recovery.record(ns, config, entry, slot, event, payload, opts));
+        message.record = Some(recovery.record(ns, entry, slot, event, payload, opts));
         self.publisher.publish(message);
     }
 }

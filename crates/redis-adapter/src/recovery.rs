@@ -138,6 +138,11 @@ impl Script {
     }
 }
 
+/// The texts of the recovery scripts, loaded by the publisher on every (re)connect.
+pub(crate) fn script_texts() -> [&'static str; 3] {
+    [RECORD, RESTORE, PERSIST]
+}
+
 fn scripts() -> &'static [Script; 3] {
     static SCRIPTS: OnceLock<[Script; 3]> = OnceLock::new();
     SCRIPTS.get_or_init(|| [Script::new(RECORD), Script::new(RESTORE), Script::new(PERSIST)])
@@ -193,7 +198,7 @@ impl Record {
     }
 
     /// Tells the waiter the outcome (the script's reply, or `None` when it failed).
-    pub(crate) fn done(mut self: Box<Self>, reply: Option<&redis::Value>) {
+    pub(crate) fn done(&mut self, reply: Option<&redis::Value>) {
         let id = reply.and_then(|v| match v {
             redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
             redis::Value::SimpleString(s) => Some(s.clone()),
@@ -281,7 +286,7 @@ impl Recovery {
         stats: Arc<Stats>,
         timeout: Duration,
     ) -> Arc<Self> {
-        let recovery = Arc::new(Recovery {
+        Arc::new(Recovery {
             prefix: prefix.to_string(),
             uid: uid.to_string(),
             publisher,
@@ -292,8 +297,7 @@ impl Recovery {
             wake: Notify::new(),
             restoring: Mutex::default(),
             restoring_count: AtomicUsize::new(0),
-        });
-        recovery
+        })
     }
 
     fn key(&self, nsp: &str, suffix: &str) -> String {
@@ -317,13 +321,13 @@ impl Recovery {
     pub(crate) fn record(
         self: &Arc<Self>,
         ns: &Arc<Namespace>,
-        config: &RecoveryConfig,
         entry: Vec<u8>,
         slot: OffsetSlot,
         event: &str,
         payload: &Payload,
         opts: &BroadcastOptions,
     ) -> Box<Record> {
+        let config = ns.recovery().map(|r| r.config().clone()).unwrap_or_default();
         let this = self.clone();
         let ns_weak: Weak<Namespace> = Arc::downgrade(ns);
         let (event, payload, opts) = (event.to_string(), payload.clone(), opts.clone());
