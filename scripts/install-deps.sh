@@ -19,6 +19,8 @@ declare -A PACKAGE_COMMAND=(
   [procps]=ps
   # RSA keys for the JWT tests (crates/app/src/auth.rs) are generated with the openssl command.
   [openssl]=openssl
+  # tikv-jemalloc-sys (the binaries' allocator) builds jemalloc from source with configure and make.
+  [make]=make
 )
 
 is_installed() {

@@ -170,6 +170,7 @@ fn push<T: Clone>(list: &mut Arc<[T]>, item: T) {
 /// Acks this socket's client still owes, by id. Most sockets never wait for one, so the map is boxed
 /// and made by the first: an idle socket pays a pointer, not an empty `HashMap` (48 bytes).
 #[derive(Default)]
+#[allow(clippy::box_collection)] // deliberate: the box is what makes the empty case one pointer
 struct PendingAcks(Option<Box<HashMap<u64, oneshot::Sender<Payload>>>>);
 
 impl PendingAcks {

@@ -77,6 +77,39 @@ async fn websocket_missing_pong_closes_with_ping_timeout() {
     assert_eq!(server.closed(sid).await, CloseReason::PingTimeout);
 }
 
+/// One heartbeat task drives every WebSocket connection of the engine, each on its own deadline:
+/// connections opened at different times are each pinged about pingInterval after their own
+/// handshake (or pong), and the one that stops answering is closed for a ping timeout while the
+/// others stay open.
+#[tokio::test]
+async fn websocket_heartbeats_are_per_connection_under_one_task() {
+    let mut server = EchoServer::start(quick_heartbeat_config()).await;
+    let (mut first, _) = WsClient::open_session(server.addr, EIO_PATH).await;
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let (mut second, _) = WsClient::open_session(server.addr, EIO_PATH).await;
+    let second_opened = Instant::now();
+    let (mut silent, silent_open) = WsClient::open_session(server.addr, EIO_PATH).await;
+    // The first is pinged first, about 120 ms before the second.
+    assert_eq!(first.recv().await, WsFrame::Text("2".into()));
+    assert!(second_opened.elapsed() < MIN_PING_GAP, "the second connection's deadline came first");
+    first.send_text("3").await;
+    assert_eq!(second.recv().await, WsFrame::Text("2".into()));
+    assert!(second_opened.elapsed() >= MIN_PING_GAP, "ping after {:?}, before pingInterval", second_opened.elapsed());
+    second.send_text("3").await;
+    assert_eq!(silent.recv().await, WsFrame::Text("2".into()));
+    // The silent one is closed for it; the two that answer are pinged again and stay open.
+    silent.expect_closed().await;
+    let silent_sid = silent_open["sid"].as_str().expect("sid");
+    assert_eq!(server.closed(silent_sid).await, CloseReason::PingTimeout);
+    for ws in [&mut first, &mut second] {
+        assert_eq!(ws.recv().await, WsFrame::Text("2".into()));
+        ws.send_text("3").await;
+    }
+    assert!(server.no_close_yet(), "connections that answer pings stay open");
+    first.send_text("4still").await;
+    assert_eq!(first.recv_text().await, "4still");
+}
+
 #[tokio::test]
 async fn websocket_client_ping_closes_the_connection() {
     let mut server = EchoServer::start(engine_config()).await;
