@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the mixed-cluster suite: Node socket.io with @socket.io/redis-adapter beside Switchyard nodes on
-# one redis-server (classic mode, then sharded mode), the Node emitter, `switchyard emit` and the HTTP API
+# one redis-server (classic mode, then sharded mode), the Node emitter, `switchyard emit`, message history
+# and redis.bridge (test/history.test.js), and the HTTP API
 # of one `switchyard` node acting on sockets of the others (test/api.test.js).
 #   tests/cluster/run.sh                      every test file
 #   tests/cluster/run.sh test/mixed.test.js   only the given files
 # Needs redis-server and the release builds of the cluster-node example and the switchyard binary:
 #   cargo build --release -p switchyard-fixtures --bin cluster-node && cargo build --release -p switchyard
-# CLUSTER_SERVER_LOG=1 shows the Switchyard nodes' logs; CLUSTER_SUITE_TIMEOUT (s, default 240) bounds the run.
+# CLUSTER_SERVER_LOG=1 shows the Switchyard nodes' logs; CLUSTER_SUITE_TIMEOUT (s, default 300) bounds the run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,5 +30,5 @@ done
 
 files=("$@")
 [[ ${#files[@]} -gt 0 ]] || files=(test/*.test.js)
-timeout --kill-after=10 "${CLUSTER_SUITE_TIMEOUT:-240}" \
+timeout --kill-after=10 "${CLUSTER_SUITE_TIMEOUT:-300}" \
   node --test --test-reporter=spec --test-force-exit --test-concurrency=1 "${files[@]}"
