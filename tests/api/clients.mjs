@@ -31,7 +31,10 @@ for (let i = 0; i < total; i++) {
   const socket = io(url, { transports: ["websocket"], reconnectionDelay: 100, reconnectionDelayMax: 500 });
   socket.on("connect", () => {
     join(socket.id, room).then(
-      () => {
+      async () => {
+        // A message in the room, so GET /api/rooms/{room}/history has something to page through.
+        await socket.timeout(5000).emitWithAck("join", room).catch(() => {});
+        await socket.timeout(5000).emitWithAck("message", room, { text: `hello from ${i}` }).catch(() => {});
         joined += 1;
         if (joined === total) console.log("ready");
       },

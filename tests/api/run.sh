@@ -48,12 +48,14 @@ cleanup() {
 trap cleanup EXIT
 
 # The key through SWITCHYARD_API_KEY, as a deployment would set it; no rate limit, so every generated
-# request reaches the handlers.
+# request reaches the handlers. History on (its embedded store in the scratch directory), so
+# GET /api/rooms/{room}/history answers pages, not 501.
 server_log=/dev/null
 [[ -n "${API_SERVER_LOG:-}" ]] && server_log=/dev/stderr
 SWITCHYARD_API_KEY="$key" "$bin" --host 127.0.0.1 --port "$port" \
   --set api.requests_per_second=0 --set server.chat_page=false --set limits.connections_per_ip=0 \
-  --set limits.handshakes_per_second_per_ip=0 >"$server_log" 2>&1 &
+  --set limits.handshakes_per_second_per_ip=0 \
+  --set history.enabled=true --set "store.dir=$work/data" >"$server_log" 2>&1 &
 server_pid=$!
 ready() {
   python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$url/readyz" >/dev/null 2>&1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the mixed-cluster suite: Node socket.io with @socket.io/redis-adapter beside Switchyard nodes on
-# one redis-server (classic mode, then sharded mode), the Node emitter, `switchyard emit` and the HTTP API
+# one redis-server (classic mode, then sharded mode), the Node emitter, `switchyard emit`, message history
+# and redis.bridge (test/history.test.js), and the HTTP API
 # of one `switchyard` node acting on sockets of the others (test/api.test.js).
 #   tests/cluster/run.sh                      every test file
 #   tests/cluster/run.sh test/mixed.test.js   only the given files

@@ -20,6 +20,7 @@
 //! Without `api.key` the API is off: every `/api` path answers 404 and nothing here runs.
 
 use crate::config::ApiConfig;
+use crate::history::{History, ReadOptions};
 use crate::presence::Presence;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, Request};
@@ -92,6 +93,10 @@ pub enum ErrorKind {
     PresenceUnavailable,
     /// 503: a cluster request failed (Redis unreachable, or a node did not answer in time).
     ClusterUnavailable,
+    /// 501: message history is off on this server (`history.enabled` is false).
+    HistoryUnavailable,
+    /// 503: the history store could not be read (Redis unreachable, a disk error).
+    StoreUnavailable,
 }
 
 impl ErrorKind {
@@ -114,6 +119,8 @@ impl ErrorKind {
         ErrorKind::RateLimited,
         ErrorKind::PresenceUnavailable,
         ErrorKind::ClusterUnavailable,
+        ErrorKind::HistoryUnavailable,
+        ErrorKind::StoreUnavailable,
     ];
 
     /// The `error` string of the answer.
@@ -136,6 +143,8 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate limited",
             ErrorKind::PresenceUnavailable => "presence not available",
             ErrorKind::ClusterUnavailable => "cluster unavailable",
+            ErrorKind::HistoryUnavailable => "history not available",
+            ErrorKind::StoreUnavailable => "store unavailable",
         }
     }
 
@@ -154,8 +163,8 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::PresenceUnavailable => StatusCode::NOT_IMPLEMENTED,
-            ErrorKind::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::PresenceUnavailable | ErrorKind::HistoryUnavailable => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::ClusterUnavailable | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -206,6 +215,8 @@ pub struct Param {
     pub name: &'static str,
     pub location: ParamIn,
     pub description: &'static str,
+    /// The parameter's JSON schema in the OpenAPI document.
+    pub schema: fn() -> Value,
 }
 
 /// What a handler gets: the decoded path parameters, the `namespace` query parameter and the body.
@@ -263,10 +274,29 @@ pub const COMMON_ERRORS: &[ErrorKind] = &[ErrorKind::Unauthorized, ErrorKind::Ra
 /// Errors every endpoint with a body can answer.
 pub const BODY_ERRORS: &[ErrorKind] = &[ErrorKind::InvalidJson, ErrorKind::BodyTooLarge];
 
-const NAMESPACE_QUERY: Param =
-    Param { name: "namespace", location: ParamIn::Query, description: "The namespace, `/` when absent." };
-const ROOM_PATH: Param = Param { name: "room", location: ParamIn::Path, description: "The room's name." };
-const SOCKET_PATH: Param = Param { name: "id", location: ParamIn::Path, description: "The socket's id." };
+const NAMESPACE_QUERY: Param = Param {
+    name: "namespace",
+    location: ParamIn::Query,
+    description: "The namespace, `/` when absent.",
+    schema: namespace_schema,
+};
+const ROOM_PATH: Param =
+    Param { name: "room", location: ParamIn::Path, description: "The room's name.", schema: path_schema };
+const SOCKET_PATH: Param =
+    Param { name: "id", location: ParamIn::Path, description: "The socket's id.", schema: path_schema };
+const SINCE_QUERY: Param = Param {
+    name: "since",
+    location: ParamIn::Query,
+    description: "A message id: only the messages after it (absent, or an id the room no longer holds: from the \
+                  oldest kept).",
+    schema: since_schema,
+};
+const LIMIT_QUERY: Param = Param {
+    name: "limit",
+    location: ParamIn::Query,
+    description: "The most messages to return (default 50).",
+    schema: limit_schema,
+};
 
 /// Every route of the API.
 pub static ENDPOINTS: &[Endpoint] = &[
@@ -357,6 +387,27 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ],
         links: &[],
         handler: presence,
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/rooms/{room}/history",
+        operation_id: "roomHistory",
+        summary: "A room's message history",
+        description: "The `message`s the room kept (docs/HISTORY.md), oldest first: at most `limit` after \
+                      `since`, and `more` when there are others after them, as the `history` event answers them. \
+                      Rooms are those of the main namespace `/`. 501 when history is off.",
+        params: &[ROOM_PATH, SINCE_QUERY, LIMIT_QUERY],
+        body: None,
+        response: history_schema,
+        errors: &[
+            ErrorKind::InvalidQuery,
+            ErrorKind::InvalidPath,
+            ErrorKind::NotFound,
+            ErrorKind::HistoryUnavailable,
+            ErrorKind::StoreUnavailable,
+        ],
+        links: &[],
+        handler: room_history,
     },
     Endpoint {
         method: Method::POST,
@@ -481,6 +532,8 @@ pub struct DisconnectRequest {
 #[derive(Debug, Default, Deserialize)]
 struct NamespaceQuery {
     namespace: Option<String>,
+    since: Option<String>,
+    limit: Option<u64>,
 }
 
 /// A field that, when present, must be a string (`null` is refused, as the schema says).
@@ -495,6 +548,43 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
 
 fn namespace_schema() -> Value {
     json!({"type": "string", "pattern": "^/", "description": "The namespace, `/` when absent.", "example": "/"})
+}
+
+fn path_schema() -> Value {
+    json!({"type": "string", "minLength": 1})
+}
+
+fn since_schema() -> Value {
+    json!({"type": "string", "format": "uuid", "description": "A message id.", "example": "01938a5e-7c1a-7f3e-9d2b-5c6f0e1a2b3c"})
+}
+
+fn limit_schema() -> Value {
+    json!({"type": "integer", "minimum": 1, "maximum": crate::history::MAX_LIMIT, "default": crate::history::DEFAULT_LIMIT})
+}
+
+fn history_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["room", "messages", "more"],
+        "properties": {
+            "room": {"type": "string"},
+            "messages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "room", "user", "data", "ts"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "room": {"type": "string"},
+                        "user": {"type": "string"},
+                        "data": {"description": "The message's data, as its sender sent it."},
+                        "ts": {"type": "integer"},
+                    },
+                },
+            },
+            "more": {"type": "boolean", "description": "More messages follow the last one returned."},
+        },
+    })
 }
 
 fn room_name_schema() -> Value {
@@ -624,12 +714,20 @@ pub struct Api {
     openapi: Bytes,
     /// Who is in which room (`GET /api/presence/{room}`), when presence is on.
     presence: Option<Arc<Presence>>,
+    /// Message history (`GET /api/rooms/{room}/history`), when it is on.
+    history: Option<Arc<History>>,
 }
 
 impl Api {
     /// The API of `io` as `config` sets it up; `None` when `api.key` is empty (the API is off).
-    /// `presence` answers `GET /api/presence/{room}` (501 without it).
-    pub fn new(io: SocketIo, config: &ApiConfig, presence: Option<Arc<Presence>>) -> Option<Arc<Api>> {
+    /// `presence` answers `GET /api/presence/{room}` and `history` `GET /api/rooms/{room}/history`
+    /// (501 without them).
+    pub fn new(
+        io: SocketIo,
+        config: &ApiConfig,
+        presence: Option<Arc<Presence>>,
+        history: Option<Arc<History>>,
+    ) -> Option<Arc<Api>> {
         if !config.enabled() {
             return None;
         }
@@ -650,6 +748,7 @@ impl Api {
             refusals_log: LogThrottle::default(),
             openapi,
             presence,
+            history,
         }))
     }
 
@@ -794,6 +893,12 @@ impl Api {
             let Query(query) = Query::<NamespaceQuery>::try_from_uri(&parts.uri)
                 .map_err(|e| ApiError::with_detail(ErrorKind::InvalidQuery, e.body_text()))?;
             call.namespace = query.namespace;
+            if let Some(since) = query.since {
+                call.params.insert("since".into(), since);
+            }
+            if let Some(limit) = query.limit {
+                call.params.insert("limit".into(), limit.to_string());
+            }
         }
         if endpoint.body.is_some() {
             let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -991,6 +1096,22 @@ fn presence(api: Arc<Api>, call: Call) -> Reply {
     })
 }
 
+fn room_history(api: Arc<Api>, call: Call) -> Reply {
+    Box::pin(async move {
+        let history = api.history.clone().ok_or_else(|| ApiError::new(ErrorKind::HistoryUnavailable))?;
+        let room = call.param("room").to_string();
+        let since = call.params.get("since").map(String::as_str);
+        let limit = call.params.get("limit").and_then(|l| l.parse().ok());
+        let options =
+            ReadOptions::parse(since, limit).map_err(|e| ApiError::with_detail(ErrorKind::InvalidQuery, e))?;
+        let page = history
+            .read(&room, options.since, options.limit)
+            .await
+            .map_err(|e| ApiError::with_detail(ErrorKind::StoreUnavailable, e.to_string()))?;
+        Ok(json!({"room": room, "messages": page.messages, "more": page.more}))
+    })
+}
+
 fn disconnect_socket(api: Arc<Api>, call: Call) -> Reply {
     Box::pin(async move {
         let request: DisconnectRequest = parse_body(&call.body)?;
@@ -1038,11 +1159,11 @@ pub fn openapi() -> Value {
             .map(|p| match p.location {
                 ParamIn::Path => json!({
                     "name": p.name, "in": "path", "required": true, "description": p.description,
-                    "schema": {"type": "string", "minLength": 1},
+                    "schema": (p.schema)(),
                 }),
                 ParamIn::Query => json!({
                     "name": p.name, "in": "query", "required": false, "description": p.description,
-                    "schema": namespace_schema(),
+                    "schema": (p.schema)(),
                 }),
             })
             .collect();

@@ -65,6 +65,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub kafka: KafkaConfig,
+    pub history: HistoryConfig,
 }
 
 /// Where to listen and how to stop.
@@ -310,6 +311,10 @@ pub struct RedisSection {
     pub subscription_mode: String,
     /// How long cluster requests wait for other servers.
     pub requests_timeout_ms: u64,
+    /// Plain Redis channels whose JSON messages are emitted to rooms (`crate::bridge`): each
+    /// `{channel, event, room}`, the room a template such as `user:{userId}` filled from the
+    /// message's fields. In the environment: `channel event room` items, comma-separated.
+    pub bridge: Vec<BridgeRoute>,
 }
 
 impl Default for RedisSection {
@@ -321,6 +326,7 @@ impl Default for RedisSection {
             mode: "classic".into(),
             subscription_mode: "dynamic".into(),
             requests_timeout_ms: 5_000,
+            bridge: Vec::new(),
         }
     }
 }
@@ -378,6 +384,135 @@ impl ApiConfig {
         }
         if self.enabled() && self.max_body_bytes == 0 {
             return invalid("api.max_body_bytes", "must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
+/// One `redis.bridge` entry: messages on `channel` are emitted as `event` to the room `room`
+/// (a template: `{field}` is replaced by that field of the JSON message, `{a.b}` by a nested one).
+/// A file gives a table `{channel = "...", event = "...", room = "..."}` or the string
+/// `"channel event room"`; the environment, the string form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BridgeRoute {
+    pub channel: String,
+    pub event: String,
+    pub room: String,
+}
+
+impl<'de> Deserialize<'de> for BridgeRoute {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            channel: String,
+            event: String,
+            room: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Table(Table),
+        }
+        match Raw::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected {channel, event, room} or the string \"channel event room\"")
+        })? {
+            Raw::Table(Table { channel, event, room }) => Ok(BridgeRoute { channel, event, room }),
+            Raw::Text(text) => {
+                let parts: Vec<&str> = text.split_whitespace().collect();
+                match parts.as_slice() {
+                    [channel, event, room] => Ok(BridgeRoute {
+                        channel: channel.to_string(),
+                        event: event.to_string(),
+                        room: room.to_string(),
+                    }),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "{text:?}: expected \"channel event room\" (three words separated by spaces)"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+// ---- store and history (docs/HISTORY.md) ------------------------------------------------------------
+
+/// Where the server keeps files of its own (the embedded history store, the Kafka spool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The directory, created if missing; relative paths are from the working directory. One server
+    /// per directory.
+    pub dir: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { dir: "data".into() }
+    }
+}
+
+/// Message history: every accepted `message` kept per room (`history` event, `GET
+/// /api/rooms/{room}/history`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Keep history; a `message` is acknowledged only once the store holds it.
+    pub enabled: bool,
+    /// `auto` (Redis Streams when `redis.*` is set, else embedded), `embedded` or `redis`.
+    pub store: String,
+    /// Messages kept per room (the oldest are dropped first).
+    pub max_messages: u64,
+    /// Messages older than this are dropped (0: no age limit).
+    pub max_age_seconds: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { enabled: false, store: "auto".into(), max_messages: 1000, max_age_seconds: 7 * 86_400 }
+    }
+}
+
+impl HistoryConfig {
+    /// The retention of every room.
+    pub fn retention(&self) -> crate::history::Retention {
+        crate::history::Retention {
+            max_messages: self.max_messages,
+            max_age: (self.max_age_seconds > 0).then(|| Duration::from_secs(self.max_age_seconds)),
+        }
+    }
+}
+
+impl Config {
+    /// The checks of `[store]`, `[history]` and `redis.bridge`.
+    fn validate_history(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| Err(ConfigError::Invalid { key: key.into(), reason });
+        if !matches!(self.history.store.as_str(), "auto" | "embedded" | "redis") {
+            return invalid("history.store", "must be \"auto\", \"embedded\" or \"redis\"".into());
+        }
+        if self.history.store == "redis" && self.redis.target().is_none() {
+            return invalid("history.store", "\"redis\" needs redis.url or redis.cluster_nodes".into());
+        }
+        if self.history.max_messages == 0 || self.history.max_messages > 10_000_000 {
+            return invalid("history.max_messages", "must be between 1 and 10000000".into());
+        }
+        if self.history.max_age_seconds > 10 * 365 * 86_400 {
+            return invalid("history.max_age_seconds", "must be at most ten years (0: no age limit)".into());
+        }
+        if !self.redis.bridge.is_empty() && self.redis.target().is_none() {
+            return invalid("redis.bridge", "needs redis.url or redis.cluster_nodes".into());
+        }
+        for route in &self.redis.bridge {
+            if route.channel.is_empty() || route.event.is_empty() || route.room.is_empty() {
+                return invalid("redis.bridge", format!("{route:?}: channel, event and room must not be empty"));
+            }
+            if crate::api::RESERVED_EVENTS.contains(&route.event.as_str()) {
+                return invalid("redis.bridge", format!("{:?} is a reserved event name", route.event));
+            }
+            if let Err(e) = crate::bridge::RoomTemplate::parse(&route.room) {
+                return invalid("redis.bridge", format!("room {:?}: {e}", route.room));
+            }
         }
         Ok(())
     }
@@ -650,21 +785,7 @@ impl RoomsConfig {
     }
 }
 
-// ---- storage on disk and Kafka (issue 10; docs/KAFKA.md) ---------------------------------------
-
-/// Where the server keeps files of its own (the Kafka spool).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// The directory for the server's files, relative to the working directory unless absolute.
-    pub dir: String,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig { dir: "data".into() }
-    }
-}
+// ---- Kafka (issue 10; docs/KAFKA.md) ---------------------------------------
 
 /// Kafka out (every accepted `message`, and `produce_events`) and in (`consume`): docs/KAFKA.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1013,11 +1134,12 @@ impl Config {
         }
         self.api.validate()?;
         self.admin.validate()?;
-        if self.store.dir.is_empty() {
+        if self.store.dir.trim().is_empty() {
             return invalid("store.dir", "must name a directory");
         }
         self.kafka.validate()?;
         self.validate_events()?;
+        self.validate_history()?;
         self.validate_auth()
     }
 

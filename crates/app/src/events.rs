@@ -1,4 +1,4 @@
-//! The built-in events: `join`, `leave`, `message`, `typing`, `presence` and `signal`, on every
+//! The built-in events: `join`, `leave`, `message`, `typing`, `presence`, `signal` and `history`, on every
 //! namespace the application serves. docs/EVENTS.md is the contract (every argument, ack and error).
 //!
 //! They are ordinary event handlers, so the server-wide limits (event rate, payload size) and every
@@ -16,6 +16,7 @@
 //! ```
 
 use crate::access::{self, Access};
+use crate::history::{History, ReadOptions};
 use crate::pipeline::{AcceptedMessage, MessageSink};
 use crate::presence::Presence;
 use serde_json::{json, Value};
@@ -43,8 +44,10 @@ pub mod errors {
     pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
     /// `signal`'s target has no socket anywhere.
     pub const OFFLINE: &str = "offline";
-    /// Presence is off or its store cannot be reached.
+    /// Presence is off or its store cannot be reached; `history`: history is off.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// `message`: the history store could not take the message; `history`: nor be read.
+    pub const HISTORY_UNAVAILABLE: &str = crate::history::errors::HISTORY_UNAVAILABLE;
 }
 
 /// The built-in events of one server.
@@ -52,6 +55,8 @@ pub struct Events {
     access: Arc<Access>,
     presence: Option<Arc<Presence>>,
     sinks: Vec<Arc<dyn MessageSink>>,
+    /// Answers the `history` event (`unavailable` without it).
+    history: Option<Arc<History>>,
 }
 
 /// The end of a socket's chain of messages waiting for their sinks: a message is broadcast only
@@ -62,7 +67,7 @@ struct MessageOrder(Arc<parking_lot::Mutex<Option<oneshot::Receiver<()>>>>);
 impl Events {
     /// Events checked against `access`, with presence when `presence` is given.
     pub fn new(access: Arc<Access>, presence: Option<Arc<Presence>>) -> Arc<Events> {
-        Arc::new(Events { access, presence, sinks: Vec::new() })
+        Arc::new(Events { access, presence, sinks: Vec::new(), history: None })
     }
 
     /// Events whose accepted messages pass through `sinks` (history, Kafka) before they are
@@ -72,7 +77,19 @@ impl Events {
         presence: Option<Arc<Presence>>,
         sinks: Vec<Arc<dyn MessageSink>>,
     ) -> Arc<Events> {
-        Arc::new(Events { access, presence, sinks })
+        Arc::new(Events { access, presence, sinks, history: None })
+    }
+
+    /// Events with message history: every accepted message waits for `history` (and the other
+    /// `sinks`) before it is broadcast and acknowledged, and the `history` event reads it.
+    pub fn with_history(
+        access: Arc<Access>,
+        presence: Option<Arc<Presence>>,
+        mut sinks: Vec<Arc<dyn MessageSink>>,
+        history: Arc<History>,
+    ) -> Arc<Events> {
+        sinks.insert(0, history.clone());
+        Arc::new(Events { access, presence, sinks, history: Some(history) })
     }
 
     /// Handles the built-in events on every socket that connects to `ns` (this takes the namespace's
@@ -99,6 +116,40 @@ impl Events {
         socket.on("presence", move |socket, payload, ack| events.on_presence(socket, payload, ack));
         let events = self.clone();
         socket.on("signal", move |socket, payload, ack| events.on_signal(socket, payload, ack));
+        let events = self.clone();
+        socket.on("history", move |socket, payload, ack| events.on_history(socket, payload, ack));
+    }
+
+    fn on_history(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {
+        let room = match room_arg(&payload) {
+            Ok(room) => room,
+            Err(error) => return refuse(socket, "history", ack, error),
+        };
+        let options = match ReadOptions::from_value(payload.args.get(1)) {
+            Ok(options) => options,
+            Err(reason) => {
+                tracing::debug!(socket = %socket.id(), reason, "history: invalid options");
+                return refuse(socket, "history", ack, errors::INVALID);
+            }
+        };
+        // As `join`: a user's own room is theirs alone, other rooms as the policy says.
+        let own = room == access::user_room(&access::user_of(socket));
+        if !own && (room.starts_with(USER_ROOM_PREFIX) || !self.access.may_join(socket, &room)) {
+            return refuse(socket, "history", ack, errors::FORBIDDEN);
+        }
+        let Some(history) = self.history.clone() else {
+            return refuse(socket, "history", ack, errors::UNAVAILABLE);
+        };
+        let Some(ack) = ack else {
+            tracing::debug!(socket = %socket.id(), "history without an ack: nothing to answer");
+            return;
+        };
+        tokio::spawn(async move {
+            match history.read(&room, options.since, options.limit).await {
+                Ok(page) => ack.send(json!({"ok": true, "messages": page.messages, "more": page.more})),
+                Err(_) => ack.send(refusal(crate::history::errors::HISTORY_UNAVAILABLE)),
+            }
+        });
     }
 
     fn on_join(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {

@@ -25,6 +25,10 @@
 //! - [`pipeline`]: the stages (message sinks) an accepted `message` passes before its broadcast.
 //! - [`kafka`]: Kafka out (accepted messages, `kafka.produce_events`; the on-disk spool) and in
 //!   (`kafka.consume` emitted to rooms); docs/KAFKA.md.
+//! - [`history`]: message history per room: the [`history::HistoryStore`] trait (embedded redb
+//!   under `store.dir`, Redis Streams), the sink every accepted `message` waits for, the `history`
+//!   event and `GET /api/rooms/{room}/history` (docs/HISTORY.md).
+//! - [`bridge`]: `redis.bridge`: plain Redis channels emitted to rooms as events.
 //! - [`chat`]: the demo chat page at `/`, a client of the built-in events, and the development
 //!   token endpoint `POST /dev/token` (`auth.dev_token_endpoint`).
 //!
@@ -35,11 +39,13 @@ pub mod access;
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod bridge;
 pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod history;
 pub mod kafka;
 pub mod limits;
 pub mod logging;
@@ -77,6 +83,11 @@ pub enum AppError {
     Presence(String),
     #[error(transparent)]
     Kafka(#[from] kafka::KafkaError),
+    /// The history store cannot be opened (`store.dir` unusable or in use by another server).
+    #[error(transparent)]
+    History(#[from] history::StartError),
+    #[error("redis.bridge: {0}")]
+    Bridge(String),
     /// A JWT key that cannot be used (an invalid configuration: the binary exits with status 2).
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
@@ -108,6 +119,10 @@ pub struct App {
     admin: Option<Arc<admin::Admin>>,
     /// Kafka out and in, when `kafka.brokers` is set.
     kafka: Option<Arc<kafka::Kafka>>,
+    /// Message history, when `history.enabled`.
+    history: Option<Arc<history::History>>,
+    /// The `redis.bridge` subscription, when configured (stopped with the app).
+    _bridge: Option<AbortOnDrop>,
 }
 
 /// The presence tracker `config` asks for: in Redis when the server joined a cluster (or
@@ -194,6 +209,7 @@ impl App {
             }
         }
         let presence = start_presence(&config, &io, cluster.as_ref())?;
+        let history = history::History::start(&config)?;
         if let (Some(metrics), Some(presence)) = (&metrics, &presence) {
             metrics::PresenceCollector::register_metrics(presence, metrics.registry());
         }
@@ -210,15 +226,52 @@ impl App {
         }
         if config.events.enabled {
             let sinks: Vec<Arc<dyn pipeline::MessageSink>> = kafka.iter().map(|k| k.sink()).collect();
-            events::Events::with_sinks(access.clone(), presence.clone(), sinks).install(&main_ns);
+            let events = match &history {
+                Some(history) => events::Events::with_history(access.clone(), presence.clone(), sinks, history.clone()),
+                None => events::Events::with_sinks(access.clone(), presence.clone(), sinks),
+            };
+            events.install(&main_ns);
         }
-        let api = api::Api::new(io.clone(), &config.api, presence.clone());
+        let bridge = match config.redis.target().filter(|_| !config.redis.bridge.is_empty()) {
+            Some(target) => {
+                let bridge = bridge::Bridge::new(io.clone(), &config.redis.bridge).map_err(AppError::Bridge)?;
+                if let Some(metrics) = &metrics {
+                    if let Err(e) = bridge.register_metrics(metrics.registry()) {
+                        tracing::warn!(error = %e, "registering the redis.bridge metrics");
+                    }
+                }
+                Some(AbortOnDrop(bridge.spawn(target)))
+            }
+            None => None,
+        };
+        if let (Some(history), Some(metrics)) = (&history, &metrics) {
+            if let Err(e) = history.register_metrics(metrics.registry()) {
+                tracing::warn!(error = %e, "registering the history metrics");
+            }
+        }
+        let api = api::Api::new(io.clone(), &config.api, presence.clone(), history.clone());
         if let (Some(api), Some(metrics)) = (&api, &metrics) {
             if let Err(e) = api.register_metrics(metrics.registry()) {
                 tracing::warn!(error = %e, "registering the API's metrics");
             }
         }
-        Ok(App { config, io, cluster, health, tls, limits, metrics, access, api, presence, auth, admin, kafka })
+        Ok(App {
+            config,
+            io,
+            cluster,
+            health,
+            tls,
+            limits,
+            metrics,
+            access,
+            api,
+            presence,
+            auth,
+            admin,
+            kafka,
+            history,
+            _bridge: bridge,
+        })
     }
 
     /// The Socket.IO server, to add handlers before serving.
@@ -262,6 +315,11 @@ impl App {
     /// The presence tracker, when the built-in events and presence are on.
     pub fn presence(&self) -> Option<&Arc<presence::Presence>> {
         self.presence.as_ref()
+    }
+
+    /// Message history, when `history.enabled`.
+    pub fn history(&self) -> Option<&Arc<history::History>> {
+        self.history.as_ref()
     }
 
     /// Authentication (`[auth]`) and handshake rooms (`[rooms]`).

@@ -6,6 +6,7 @@ mod chart;
 mod client;
 mod cluster;
 mod error;
+mod history;
 mod net;
 mod polling;
 mod procfs;
@@ -133,6 +134,25 @@ enum Command {
         /// `websocket`, or `polling`: long-polling clients that never upgrade (JSON only).
         #[arg(long, value_enum, default_value = "websocket")]
         transport: scenarios::ClientTransport,
+    },
+    /// Message history (a `switchyard` server): C clients each send M acked `message`s to a room of
+    /// their own (messages/s, server CPU per message: run with history on and off), then read
+    /// `history`(room, {since, limit}) for S seconds (reads/s, latency, server CPU per read).
+    History {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 20)]
+        clients: usize,
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        /// Seconds of reads (0: writes only).
+        #[arg(long, default_value_t = 5.0)]
+        read_seconds: f64,
+        /// Messages per read.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
     },
     /// Handshake rate over WebSocket and over polling with upgrade.
     Connect {
@@ -363,6 +383,18 @@ fn main() -> ExitCode {
                 transport,
             };
             runtime.block_on(scenarios::echo(&target, &options))
+        }
+        Command::History { server, clients, messages, read_seconds, limit, payload_bytes } => {
+            let target = server.target(clients);
+            let options = history::HistoryOptions {
+                clients,
+                messages_per_client: messages,
+                read_seconds,
+                limit,
+                payload_bytes,
+                server_pid: server.server_pid,
+            };
+            runtime.block_on(history::history(&target, &options))
         }
         Command::Connect { server, count } => {
             let target = server.target(count * 3);
