@@ -398,6 +398,12 @@ async fn presence_answers_501_when_it_is_off() {
 }
 
 #[tokio::test]
+async fn history_answers_501_when_it_is_off() {
+    let server = Server::start(config(api_on())).await;
+    assert_error(&server.call("GET", "/api/rooms/lobby/history", None).await, ErrorKind::HistoryUnavailable);
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods() {
     let server = Server::with_api().await;
     for target in ["/api", "/api/", "/api/nowhere", "/api/emit/", "/api/rooms/x", "/api/sockets/x/explode"] {
@@ -476,7 +482,7 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(doc["openapi"], "3.0.3");
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 7, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 8, "{:?}", paths.keys().collect::<Vec<_>>());
     for endpoint in ENDPOINTS {
         let operation = &doc["paths"][endpoint.path][endpoint.method.as_str().to_ascii_lowercase()];
         assert_eq!(operation["operationId"], endpoint.operation_id, "{}", endpoint.path);
