@@ -591,7 +591,8 @@ impl Recovery {
         // starts to matter.
         let mut restoring = self.restoring.lock();
         let entry = restoring.remove(&pid);
-        self.restoring_count.store(restoring.len(), Ordering::SeqCst);
+        // The count drops only once the replay is queued (below, still under the lock): a delivery
+        // that saw it at zero would reach the socket (in its rooms by then) ahead of the replay.
         let read_up_to = entry.as_ref().and_then(|e| e.read_up_to);
         let rooms = restored.session.rooms.clone();
         let sid = socket.id();
@@ -608,6 +609,7 @@ impl Recovery {
                 }
             }
         }
+        self.restoring_count.store(restoring.len(), Ordering::SeqCst);
         drop(restoring);
     }
 }
