@@ -151,18 +151,40 @@ struct BatchOutcome {
 /// connect, so only after a `SCRIPT FLUSH`) is sent again with the script's text. Each record's
 /// waiter learns its stream id, or that it failed.
 async fn send_batch(mut conn: Conn, mut batch: Vec<Outgoing>) -> BatchOutcome {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    for message in &batch {
-        pipe.add_command(message.command(true));
-    }
-    let results = match conn.query_pipeline(&pipe).await {
-        Ok(results) => results,
-        Err(err) => {
-            let failed = batch.len() as u64;
-            let connection_error = is_connection_error(&err).then_some(err);
-            // Dropping the batch tells every record's waiter (delivered without an offset).
-            return BatchOutcome { published: 0, failed, connection_error };
+    // A Redis Cluster routes each command to its slot's primary: one pipeline cannot span them, so
+    // there the batch's commands go one after another, still in queue order.
+    let cluster = matches!(conn, Conn::Cluster(_));
+    let results = match cluster {
+        true => {
+            let mut results = Vec::with_capacity(batch.len());
+            // The commands first: a record's completion callback is not `Sync`, so `batch` must not be
+            // borrowed across an await.
+            let commands: Vec<Cmd> = batch.iter().map(|message| message.command(true)).collect();
+            for command in &commands {
+                let result = conn.query(command).await;
+                if matches!(&result, Err(err) if is_connection_error(err)) {
+                    results.push(result);
+                    break;
+                }
+                results.push(result);
+            }
+            results
+        }
+        false => {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for message in &batch {
+                pipe.add_command(message.command(true));
+            }
+            match conn.query_pipeline(&pipe).await {
+                Ok(results) => results,
+                Err(err) => {
+                    let failed = batch.len() as u64;
+                    let connection_error = is_connection_error(&err).then_some(err);
+                    // Dropping the batch tells every record's waiter (delivered without an offset).
+                    return BatchOutcome { published: 0, failed, connection_error };
+                }
+            }
         }
     };
     let mut outcome = BatchOutcome { published: 0, failed: 0, connection_error: None };
