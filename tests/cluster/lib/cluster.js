@@ -171,9 +171,17 @@ export async function startSwitchyard({ url, clusterNodes, mode = "classic", sub
   if (maxQueueBytes) env.MAX_QUEUE_BYTES = String(maxQueueBytes);
   const child = spawn(clusterNodeBin, [], { env, stdio: ["ignore", "pipe", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"] });
   cleanups.push(async () => {
-    if (child.exitCode === null) {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
-      await new Promise((r) => child.once("exit", r));
+      // A graceful stop takes at most the engine's drain timeout (10 s); past 15 s it is a hang: say so
+      // (the suite must still end) and kill it.
+      const timer = setTimeout(() => {
+        console.error(`cluster-node ${child.pid} did not exit within 15 s of SIGTERM: killed`);
+        child.kill("SIGKILL");
+      }, 15000);
+      await exited;
+      clearTimeout(timer);
     }
   });
   const port = await within(
