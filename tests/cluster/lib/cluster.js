@@ -174,8 +174,9 @@ export async function startSwitchyard({ url, clusterNodes, mode = "classic", sub
     if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
-      // The tests' nodes hold no queued data worth draining: past 5 s say so (the suite must still end)
-      // and kill it. Nodes of the recovery suite whose Redis was restarted have been seen to hang here.
+      // A node a test killed (kill -9) has exited already: `exitCode` stays null, `signalCode` is set, and
+      // its "exit" has fired, so waiting for it would never end (this hung the suite). The tests' nodes
+      // hold nothing worth draining: past 5 s say so (the suite must still end) and kill it.
       const timer = setTimeout(() => {
         console.error(`cluster-node ${child.pid} did not exit within 5 s of SIGTERM: killed`);
         child.kill("SIGKILL");
