@@ -95,7 +95,7 @@ export async function startNginx(upstreams) {
   return {
     url,
     stop: async () => {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill("SIGTERM");
         await new Promise((r) => child.once("exit", r));
       }
