@@ -715,11 +715,28 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
     }
     fs::write(&chart_path, svg).map_err(|e| format!("{}: {e}", chart_path.display()))?;
 
-    let markdown = render_markdown(options, &specs, &skipped, &records, &servers, elapsed);
+    let mut markdown = render_markdown(options, &specs, &skipped, &records, &servers, elapsed);
     let report_path = options.repo.join(&options.report);
+    if let Ok(previous) = fs::read_to_string(&report_path) {
+        markdown.push_str(hand_kept_part(&previous));
+    }
     fs::write(&report_path, markdown).map_err(|e| format!("{}: {e}", report_path.display()))?;
     log(format!("wrote {} and {}", report_path.display(), chart_path.display()));
     Ok(())
+}
+
+/// The line after which a report holds sections measured by hand (issue by issue: Kafka, history,
+/// recovery, ...), which a new run must not erase.
+pub const HAND_KEPT_MARKER: &str =
+    "<!-- Measured by hand below this line: `switchyard-bench run` keeps it as it is. -->";
+
+/// The hand-kept part of a previous report, marker line included ("" when it has none), so a run
+/// regenerates its own sections and keeps the rest.
+fn hand_kept_part(previous: &str) -> &str {
+    match previous.find(HAND_KEPT_MARKER) {
+        Some(at) => &previous[at..],
+        None => "",
+    }
 }
 
 fn polling_section() -> String {
@@ -902,6 +919,13 @@ mod tests {
         assert_eq!(locked_version(lock, "socketioxide").as_deref(), Some("0.18.9"));
         assert_eq!(locked_version(lock, "axum").as_deref(), Some("0.8.9"));
         assert_eq!(locked_version(lock, "tokio"), None);
+    }
+
+    #[test]
+    fn a_new_report_keeps_the_hand_measured_sections() {
+        let previous = format!("# Benchmarks\n\nold generated table\n\n{HAND_KEPT_MARKER}\n\n## Kafka\n\nby hand\n");
+        assert_eq!(hand_kept_part(&previous), format!("{HAND_KEPT_MARKER}\n\n## Kafka\n\nby hand\n"));
+        assert_eq!(hand_kept_part("# Benchmarks\n\nno marker\n"), "");
     }
 
     #[test]
