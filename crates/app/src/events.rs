@@ -54,20 +54,33 @@ pub mod errors {
 pub struct Events {
     access: Arc<Access>,
     presence: Option<Arc<Presence>>,
-    sinks: Vec<Arc<dyn MessageSink>>,
+    /// The sink that must hold a message before `sinks` take it (history): a message it refuses
+    /// reaches none of them.
+    gate: Option<Arc<dyn MessageSink>>,
+    /// Shared with each message's task (one reference count, no copy of the list).
+    sinks: Arc<[Arc<dyn MessageSink>]>,
     /// Answers the `history` event (`unavailable` without it).
     history: Option<Arc<History>>,
 }
 
-/// The end of a socket's chain of messages waiting for their sinks: a message is broadcast only
-/// after the one its sender sent before it, whatever order their sinks finish in.
+/// The ends of a socket's chains of messages waiting for their sinks.
+#[derive(Default)]
+struct Chains {
+    /// A message is broadcast only after the one its sender sent before it, whatever order their
+    /// sinks finish in.
+    done: Option<oneshot::Receiver<()>>,
+    /// With a gate: the later sinks take a message only after the one sent before it was handed to
+    /// them (or refused), so they see one sender's messages in its order.
+    handed: Option<oneshot::Receiver<()>>,
+}
+
 #[derive(Clone, Default)]
-struct MessageOrder(Arc<parking_lot::Mutex<Option<oneshot::Receiver<()>>>>);
+struct MessageOrder(Arc<parking_lot::Mutex<Chains>>);
 
 impl Events {
     /// Events checked against `access`, with presence when `presence` is given.
     pub fn new(access: Arc<Access>, presence: Option<Arc<Presence>>) -> Arc<Events> {
-        Arc::new(Events { access, presence, sinks: Vec::new(), history: None })
+        Arc::new(Events { access, presence, gate: None, sinks: Arc::from(Vec::new()), history: None })
     }
 
     /// Events whose accepted messages pass through `sinks` (history, Kafka) before they are
@@ -77,19 +90,32 @@ impl Events {
         presence: Option<Arc<Presence>>,
         sinks: Vec<Arc<dyn MessageSink>>,
     ) -> Arc<Events> {
-        Arc::new(Events { access, presence, sinks, history: None })
+        Arc::new(Events { access, presence, gate: None, sinks: sinks.into(), history: None })
     }
 
-    /// Events with message history: every accepted message waits for `history` (and the other
-    /// `sinks`) before it is broadcast and acknowledged, and the `history` event reads it.
+    /// Events whose accepted messages must be held by `gate` before `sinks` take them, then by
+    /// `sinks`, before they are broadcast and acknowledged: a message `gate` refuses reaches none of
+    /// `sinks` (history before Kafka: a message history refuses is not produced either).
+    pub fn with_gate(
+        access: Arc<Access>,
+        presence: Option<Arc<Presence>>,
+        gate: Arc<dyn MessageSink>,
+        sinks: Vec<Arc<dyn MessageSink>>,
+    ) -> Arc<Events> {
+        Arc::new(Events { access, presence, gate: Some(gate), sinks: sinks.into(), history: None })
+    }
+
+    /// Events with message history: every accepted message waits for `history`, then for the other
+    /// `sinks` (see [`Events::with_gate`]), before it is broadcast and acknowledged, and the `history`
+    /// event reads it.
     pub fn with_history(
         access: Arc<Access>,
         presence: Option<Arc<Presence>>,
-        mut sinks: Vec<Arc<dyn MessageSink>>,
+        sinks: Vec<Arc<dyn MessageSink>>,
         history: Arc<History>,
     ) -> Arc<Events> {
-        sinks.insert(0, history.clone());
-        Arc::new(Events { access, presence, sinks, history: Some(history) })
+        let gate: Arc<dyn MessageSink> = history.clone();
+        Arc::new(Events { access, presence, gate: Some(gate), sinks: sinks.into(), history: Some(history) })
     }
 
     /// Handles the built-in events on every socket that connects to `ns` (this takes the namespace's
@@ -204,7 +230,7 @@ impl Events {
             .unwrap_or_default();
         let id = id.to_string();
         let user = access::user_of(socket);
-        if self.sinks.is_empty() {
+        if self.sinks.is_empty() && self.gate.is_none() {
             let message = json!({"id": id, "room": room, "user": &*user, "data": data, "ts": ts});
             // Binary attachments of `data` keep their placeholders: the packet carries them unchanged.
             socket.ns().to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
@@ -214,36 +240,49 @@ impl Events {
             return;
         }
         let accepted = AcceptedMessage { id, room, user: user.to_string(), data, ts };
-        // Every sink takes the message here, on the connection's task, in arrival order.
-        let holds: Vec<_> = self.sinks.iter().map(|sink| sink.accept(&accepted)).collect();
         let order = socket.extensions().get::<MessageOrder>().unwrap_or_else(|| {
             let order = MessageOrder::default();
             socket.extensions().insert(order.clone());
             order
         });
         let (done, next) = oneshot::channel();
-        let previous = order.0.lock().replace(next);
         let ns = socket.ns().clone();
+        let Some(gate) = &self.gate else {
+            let previous = order.0.lock().done.replace(next);
+            // Every sink takes the message here, on the connection's task, in arrival order.
+            let holds: Vec<_> = self.sinks.iter().map(|sink| sink.accept(&accepted)).collect();
+            tokio::spawn(async move {
+                let outcome = futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>();
+                deliver(&ns, previous, outcome.map(drop), accepted, payload, ack).await;
+                let _ = done.send(());
+            });
+            return;
+        };
+        let (handed, next_handed) = oneshot::channel();
+        let (previous, previous_handed) = {
+            let mut chains = order.0.lock();
+            (chains.done.replace(next), chains.handed.replace(next_handed))
+        };
+        // The gate takes the message here, in arrival order; the later sinks only once it holds it.
+        let gated = gate.accept(&accepted);
+        let sinks = self.sinks.clone();
         tokio::spawn(async move {
-            let outcome = futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>();
-            if let Some(previous) = previous {
-                let _ = previous.await;
+            let gated = gated.await;
+            if let Some(previous_handed) = previous_handed {
+                let _ = previous_handed.await;
             }
-            match outcome {
-                Ok(_) => {
-                    let AcceptedMessage { id, room, user, data, ts } = accepted;
-                    let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
-                    ns.to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
-                    if let Some(ack) = ack {
-                        ack.send(json!({"ok": true, "id": id, "ts": ts}));
-                    }
+            let outcome = match gated {
+                Ok(()) => {
+                    let holds: Vec<_> = sinks.iter().map(|sink| sink.accept(&accepted)).collect();
+                    let _ = handed.send(());
+                    futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>().map(drop)
                 }
                 Err(refused) => {
-                    if let Some(ack) = ack {
-                        ack.send(refusal(refused.error));
-                    }
+                    let _ = handed.send(());
+                    Err(refused)
                 }
-            }
+            };
+            deliver(&ns, previous, outcome, accepted, payload, ack).await;
             let _ = done.send(());
         });
     }
@@ -367,6 +406,36 @@ fn room_arg(payload: &Payload) -> Result<String, &'static str> {
 
 fn joined(socket: &Socket, room: &str) -> bool {
     socket.rooms().iter().any(|r| &**r == room)
+}
+
+/// Once the message its sender sent before this one is done (`previous`), broadcasts an accepted
+/// message (with `payload`'s binary attachments) and acks `ok`, or acks a refusal.
+async fn deliver(
+    ns: &Arc<Namespace>,
+    previous: Option<oneshot::Receiver<()>>,
+    outcome: Result<(), crate::pipeline::Refused>,
+    accepted: AcceptedMessage,
+    payload: Payload,
+    ack: Option<AckSender>,
+) {
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
+    match outcome {
+        Ok(()) => {
+            let AcceptedMessage { id, room, user, data, ts } = accepted;
+            let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
+            ns.to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
+            if let Some(ack) = ack {
+                ack.send(json!({"ok": true, "id": id, "ts": ts}));
+            }
+        }
+        Err(refused) => {
+            if let Some(ack) = ack {
+                ack.send(refusal(refused.error));
+            }
+        }
+    }
 }
 
 fn refusal(error: &str) -> Value {

@@ -12,6 +12,11 @@
 //!   Kafka, or acknowledged by Kafka with `kafka.ack = "persisted"`).
 //! - An `Err` refuses the message: it is not broadcast and the sender's ack is
 //!   `{"ok": false, "error": <the refusal's error>}`. A sink that refuses counts and logs why.
+//! - With a gate (history: `Events::with_history`, `Events::with_gate`) the gate takes the message
+//!   on the connection's task; the other sinks take it only once the gate holds it, from the
+//!   message's task, still in the sender's order, so a message the gate refuses reaches none of them
+//!   (a message history refuses is not produced to Kafka). A later sink's refusal cannot take the
+//!   message back out of the gate's store.
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;

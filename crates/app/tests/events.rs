@@ -148,3 +148,54 @@ async fn sinks_keep_a_senders_order_and_a_refused_message_is_neither_sent_nor_ac
     assert_eq!(acks[1].1, json!({"ok": false, "error": "unavailable"}));
     assert_eq!(acks[2].1["ok"], json!(true));
 }
+
+/// A sink that records the data of every message it takes, in the order it takes them.
+#[derive(Default)]
+struct RecordingSink(parking_lot::Mutex<Vec<Value>>);
+
+impl switchyard::pipeline::MessageSink for RecordingSink {
+    fn accept(
+        &self,
+        message: &switchyard::pipeline::AcceptedMessage,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), switchyard::pipeline::Refused>> {
+        self.0.lock().push(message.data.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// History is the gate before Kafka: a message the gate refuses must never reach the later sinks
+/// (tests/kafka/fault.test.mjs found messages refused with `history_unavailable` in Kafka), and the
+/// later sinks still take one sender's messages in its order, whatever order the gate finishes in.
+#[tokio::test]
+async fn a_message_the_gate_refuses_never_reaches_the_later_sinks() {
+    let recorder = Arc::new(RecordingSink::default());
+    let later: Arc<dyn switchyard::pipeline::MessageSink> = recorder.clone();
+    let server = SioServer::start(sio_config(), move |io| {
+        let events =
+            Events::with_gate(Arc::new(Access::allow_all()), None, Arc::new(DelayingSink), vec![later.clone()]);
+        events.install(&io.of("/"));
+    })
+    .await;
+    let (mut ws, _) = server.connect("/", None).await;
+    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
+    ws.sio_send(r#"22["message","lobby",{"n":1,"delay":300}]"#).await;
+    ws.sio_send(r#"23["message","lobby","refuse"]"#).await;
+    ws.sio_send(r#"24["message","lobby",{"n":2,"delay":0}]"#).await;
+    let mut seen = Vec::new();
+    let mut acks = Vec::new();
+    while seen.len() < 2 || acks.len() < 3 {
+        let packet = within("messages and acks", ws.sio_recv()).await;
+        if let Some(rest) = packet.strip_prefix("2[\"message\",") {
+            let message: Value = serde_json::from_str(rest.strip_suffix(']').expect("array")).expect("JSON");
+            seen.push(message["data"].clone());
+        } else if let Some(rest) = packet.strip_prefix('3') {
+            acks.push((rest[..1].to_string(), serde_json::from_str::<Value>(&rest[1..]).expect("ack")[0].clone()));
+        }
+    }
+    assert_eq!(seen, vec![json!({"n": 1, "delay": 300}), json!({"n": 2, "delay": 0})]);
+    acks.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(acks[1].1, json!({"ok": false, "error": "unavailable"}));
+    assert_eq!((acks[0].1["ok"].clone(), acks[2].1["ok"].clone()), (json!(true), json!(true)));
+    // The refused message never reached the later sink; the others did, in the sender's order.
+    assert_eq!(*recorder.0.lock(), vec![json!({"n": 1, "delay": 300}), json!({"n": 2, "delay": 0})]);
+}

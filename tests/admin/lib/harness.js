@@ -3,66 +3,20 @@
 // @socket.io/admin-ui, and socket.io-client connections. `stopAll()` stops everything started here.
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { io as ioClient } from "socket.io-client";
+import { eventually, freePort, onCleanup, stopChild, switchyardBin, within } from "../../lib/process.js";
+
+// The process helpers live in tests/lib/process.js (shared with tests/cluster and tests/kafka).
+export { eventually, freePort, repoRoot, sleep, startRedis, stopAll, switchyardBin, within } from "../../lib/process.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const repoRoot = path.resolve(here, "../../..");
-export const switchyardBin = process.env.SWITCHYARD_BIN || path.join(repoRoot, "target/release/switchyard");
 export const uiDir = path.join(here, "../node_modules/@socket.io/admin-ui/ui/dist");
 /** bcrypt of "changeit" (the hash @socket.io/admin-ui's own tests use). */
 export const HASH = "$2b$10$nu1FHRkuxkZkqID.31gz4uQsyERZAn.m4IIruysTsHDODBtrqS5Me";
 export const PASSWORD = "changeit";
-
-const cleanups = [];
-
-export async function stopAll() {
-  while (cleanups.length) {
-    try {
-      await cleanups.pop()();
-    } catch {
-      // Best effort: the next cleanup still runs.
-    }
-  }
-}
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Rejects if `promise` takes longer than `ms`. */
-export function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `check` until it returns truthy, for at most `ms`. */
-export async function eventually(what, check, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 function canConnect(port) {
   return new Promise((resolve) => {
@@ -98,13 +52,9 @@ export async function startSwitchyard(env = {}) {
   });
   let stderr = "";
   child.stderr?.on("data", (chunk) => (stderr += chunk));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGKILL");
-      await new Promise((r) => child.once("exit", r));
-    }
-  };
-  cleanups.push(stop);
+  // The admin tests' servers hold nothing worth draining: SIGKILL, bounded.
+  const stop = () => stopChild(child, { signal: "SIGKILL", name: `switchyard on ${port}` });
+  onCleanup(stop);
   await eventually(
     `switchyard on ${port}`,
     async () => {
@@ -114,26 +64,6 @@ export async function startSwitchyard(env = {}) {
     15000,
   );
   return { port, url: `http://127.0.0.1:${port}`, serverId: env.SWITCHYARD_ADMIN_SERVER_ID || `switchyard-${port}`, child, stop, stderr: () => stderr };
-}
-
-/** A redis-server on a free port. */
-export async function startRedis() {
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(os.tmpdir(), "switchyard-admin-redis-"));
-  const child = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
-    { stdio: "ignore" },
-  );
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGKILL");
-      await new Promise((r) => child.once("exit", r));
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  await eventually(`redis-server on ${port}`, () => canConnect(port), 10000);
-  return { port, url: `redis://127.0.0.1:${port}` };
 }
 
 /** A Node socket.io server on the Redis adapter, instrumented with @socket.io/admin-ui. */
@@ -153,7 +83,7 @@ export async function startInstrumentedNode(redisUrl, options) {
   const io = new Server(httpServer, { adapter: createAdapter(pub, sub) });
   instrument(io, { store: new RedisStore(storeClient), ...options });
   await new Promise((resolve) => httpServer.listen(port, "127.0.0.1", resolve));
-  cleanups.push(async () => {
+  onCleanup(async () => {
     io.close();
     await Promise.allSettled([pub.quit(), sub.quit(), new Promise((resolve) => storeClient.quit(resolve))]);
   });
@@ -163,7 +93,7 @@ export async function startInstrumentedNode(redisUrl, options) {
 /** A socket.io-client connection (websocket only unless `opts.transports` says otherwise). */
 export function connect(url, nsp = "/", opts = {}) {
   const socket = ioClient(url + nsp, { forceNew: true, reconnection: false, transports: ["websocket"], ...opts });
-  cleanups.push(() => socket.disconnect());
+  onCleanup(() => socket.disconnect());
   return socket;
 }
 

@@ -3,109 +3,18 @@
 // and socket.io-client connections. Everything started here is stopped by `stopAll()`.
 import { spawn, execFile } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { Server } from "socket.io";
 import { io as ioClient } from "socket.io-client";
 import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
+import { eventually, onCleanup, repoRoot, startRedis, stopChild, switchyardBin, within } from "../../lib/process.js";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-export const repoRoot = path.resolve(here, "../../..");
+// The process helpers live in tests/lib/process.js (shared with tests/admin and tests/kafka).
+export { eventually, freePort, repoRoot, sleep, startRedis, stopAll, switchyardBin, within } from "../../lib/process.js";
 export const clusterNodeBin =
   process.env.CLUSTER_NODE_BIN || path.join(repoRoot, "target/release/cluster-node");
-export const switchyardBin = process.env.SWITCHYARD_BIN || path.join(repoRoot, "target/release/switchyard");
-
-const cleanups = [];
-
-/** Stops everything this module started, newest first. */
-export async function stopAll() {
-  while (cleanups.length) {
-    const cleanup = cleanups.pop();
-    try {
-      await cleanup();
-    } catch {
-      // Best effort: the next cleanup still runs.
-    }
-  }
-}
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Rejects if `promise` takes longer than `ms`. */
-export function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `check` (sync or async) until it returns truthy, for at most `ms`. */
-export async function eventually(what, check, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-function ping(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    let data = "";
-    const done = (ok) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.on("error", () => done(false));
-    socket.on("connect", () => socket.write("PING\r\n"));
-    socket.on("data", (chunk) => {
-      data += chunk;
-      if (data.includes("\r\n")) done(data.startsWith("+PONG"));
-    });
-  });
-}
-
-/** Starts a redis-server on a free port; returns {port, url, stop}. */
-export async function startRedis(extraArgs = [], port) {
-  port = port || (await freePort());
-  const dir = mkdtempSync(path.join(os.tmpdir(), "switchyard-cluster-redis-"));
-  const child = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, ...extraArgs],
-    { stdio: "ignore" },
-  );
-  // Safe to call twice (a test may stop Redis before stopAll does): a killed process has a signalCode.
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGKILL");
-      await new Promise((r) => child.once("exit", r));
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  cleanups.push(stop);
-  await eventually(`redis-server on ${port}`, () => ping(port), 10000);
-  return { port, url: `redis://127.0.0.1:${port}`, stop };
-}
 
 function run(cmd, args) {
   return new Promise((resolve, reject) => {
@@ -170,21 +79,9 @@ export async function startSwitchyard({ url, clusterNodes, mode = "classic", sub
   if (recoveryMs) env.RECOVERY_MS = String(recoveryMs);
   if (maxQueueBytes) env.MAX_QUEUE_BYTES = String(maxQueueBytes);
   const child = spawn(clusterNodeBin, [], { env, stdio: ["ignore", "pipe", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"] });
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
-      // A node a test killed (kill -9) has exited already: `exitCode` stays null, `signalCode` is set, and
-      // its "exit" has fired, so waiting for it would never end (this hung the suite). The tests' nodes
-      // hold nothing worth draining: past 5 s say so (the suite must still end) and kill it.
-      const timer = setTimeout(() => {
-        console.error(`cluster-node ${child.pid} did not exit within 5 s of SIGTERM: killed`);
-        child.kill("SIGKILL");
-      }, 5000);
-      await exited;
-      clearTimeout(timer);
-    }
-  });
+  // Bounded (SIGTERM, then SIGKILL after 5 s) and safe on a node a test killed already: the tests' nodes
+  // hold nothing worth draining.
+  onCleanup(() => stopChild(child, { name: `cluster-node ${child.pid}` }));
   const port = await within(
     15000,
     new Promise((resolve, reject) => {
@@ -279,7 +176,7 @@ export async function startNodeServer({ url, clusterNodes, mode = "classic", sub
     // quit() lets pending commands finish; disconnect() would reject them.
     await Promise.allSettled([pub.quit(), sub.quit()]);
   };
-  cleanups.push(stop);
+  onCleanup(stop);
   return { kind: "node", port, url: `http://127.0.0.1:${port}`, io, pub, stop };
 }
 
@@ -291,7 +188,7 @@ export async function connect(server, label, options = {}) {
     const ack = args.pop();
     if (typeof ack === "function") ack(label);
   });
-  cleanups.push(async () => socket.disconnect());
+  onCleanup(async () => socket.disconnect());
   await within(
     5000,
     new Promise((resolve, reject) => {

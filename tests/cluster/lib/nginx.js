@@ -1,12 +1,12 @@
 // The nginx configuration the tests run and docs/CLUSTER.md shows: sticky by client address (every
 // request of a long-polling session must reach the node that holds it) and the WebSocket upgrade
-// headers passed on.
+// headers passed on. No package imports: tests/kafka's fault test loads it too.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { eventually, freePort } from "./cluster.js";
+import { eventually, freePort, onCleanup, stopChild } from "../../lib/process.js";
 
 /**
  * @param {{listen: string, upstreams: string[], prefix: string}} options
@@ -92,14 +92,11 @@ export async function startNginx(upstreams) {
       }),
     10000,
   );
-  return {
-    url,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        await new Promise((r) => child.once("exit", r));
-      }
-      rmSync(prefix, { recursive: true, force: true });
-    },
+  // Bounded (SIGTERM, SIGKILL after 5 s); safe to call twice, and stopAll() calls it too.
+  const stop = async () => {
+    await stopChild(child, { name: `nginx on ${port}` });
+    rmSync(prefix, { recursive: true, force: true });
   };
+  onCleanup(stop);
+  return { url, port, stop };
 }

@@ -1,0 +1,71 @@
+"""The Kafka side of tests/kafka/fault.test.mjs, with confluent-kafka (the independent client test_kafka.py
+uses too), run from tests/kafka/.venv:
+
+  kafka_tool.py create BROKER TOPIC PARTITIONS   waits (at most 20 s) for the broker, creates the topic
+  kafka_tool.py read BROKER TOPIC                prints "ready" once subscribed, then every record of the
+                                                 topic from its beginning as one JSON line
+                                                 {"key", "partition", "value"}, until killed or stdin closes
+"""
+
+import json
+import sys
+import threading
+import time
+import uuid
+
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def create(broker, topic, partitions):
+    deadline = time.monotonic() + 20
+    while True:
+        admin = AdminClient({"bootstrap.servers": broker, "log_level": 0})
+        try:
+            admin.list_topics(timeout=2)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"kafka_tool: broker {broker} did not answer within 20 s")
+            time.sleep(0.1)
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=int(partitions), replication_factor=1)], operation_timeout=10)
+    for future in futures.values():
+        future.result(timeout=15)
+    print("created", flush=True)
+
+
+def read(broker, topic):
+    consumer = Consumer({
+        "bootstrap.servers": broker,
+        "group.id": "fault-" + uuid.uuid4().hex,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 50,
+        "session.timeout.ms": 6000,
+        "topic.metadata.refresh.interval.ms": 500,
+        # The broker is killed on purpose: its connection errors are expected.
+        "log_level": 0,
+    })
+    consumer.subscribe([topic])
+    stop = threading.Event()
+    # The test ends the reader by closing stdin (or killing it).
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    print("ready", flush=True)
+    while not stop.is_set():
+        message = consumer.poll(0.1)
+        if message is None or message.error():
+            continue
+        key = message.key().decode() if message.key() is not None else None
+        line = {"key": key, "partition": message.partition(), "value": json.loads(message.value())}
+        print(json.dumps(line), flush=True)
+    consumer.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "create":
+        create(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "read":
+        read(*sys.argv[2:])
+    else:
+        raise SystemExit(__doc__)
