@@ -239,8 +239,17 @@ pub(crate) trait WireFormat: Send + Sync + 'static {
     // ---- decoding ------------------------------------------------------------------------------
 
     /// Decodes a message that arrived on `channel` (a `route` channel of namespace `ns`). `Ok(None)`
-    /// for messages this node skips (its own, another namespace's, a room it does not have).
-    fn decode(&self, ns: &Namespace, route: Route, channel: &[u8], payload: &[u8]) -> Result<Option<Message>, Error>;
+    /// for messages this node skips (its own, another namespace's, a room it does not have unless
+    /// `all_rooms`: a session being restored here joins its rooms only once its missed packets are
+    /// read, and what is published to them meanwhile must reach the restore's buffer).
+    fn decode(
+        &self,
+        ns: &Namespace,
+        route: Route,
+        channel: &[u8],
+        payload: &[u8],
+        all_rooms: bool,
+    ) -> Result<Option<Message>, Error>;
 }
 
 /// A message in either encoding: JSON when it starts with `{`, msgpack otherwise.

@@ -390,7 +390,11 @@ impl Shared {
             return;
         };
         let Some(ns) = self.namespaces.read().get(&nsp).and_then(Weak::upgrade) else { return };
-        match self.format.decode(&ns, route, channel, payload) {
+        // While a session is being restored here, broadcasts to rooms this node lacks are kept: the
+        // restored socket joins its rooms only after its missed packets were read from the stream,
+        // and what is stored after that read reaches it only through the restore's buffer.
+        let all_rooms = self.recovery.as_ref().is_some_and(|r| r.is_restoring());
+        match self.format.decode(&ns, route, channel, payload, all_rooms) {
             Ok(Some(message)) => self.on_message(&ns, route, message),
             Ok(None) => {}
             Err(err) => self.stats.malformed(route.label(), &err),

@@ -260,6 +260,16 @@ struct Restoring {
     buffer: Vec<Buffered>,
 }
 
+/// A socket restored here whose replay read the stream up to `up_to`: this node's subscriber may
+/// still deliver packets up to there (stored before the read, published to this node after the
+/// socket joined its rooms), which the socket already got from the replay.
+struct Replayed {
+    nsp: String,
+    sid: Sid,
+    up_to: StreamId,
+    started: Instant,
+}
+
 /// The node's recovery state (one per node, every namespace).
 pub(crate) struct Recovery {
     prefix: String,
@@ -276,6 +286,9 @@ pub(crate) struct Recovery {
     /// so a restore's last step (joining its rooms) and deliveries are ordered.
     restoring: Mutex<HashMap<String, Restoring>>,
     restoring_count: AtomicUsize,
+    /// Restored sockets not yet past their replay's end (locked after `restoring` when both are).
+    replayed: Mutex<Vec<Replayed>>,
+    replayed_count: AtomicUsize,
 }
 
 impl Recovery {
@@ -297,6 +310,8 @@ impl Recovery {
             wake: Notify::new(),
             restoring: Mutex::default(),
             restoring_count: AtomicUsize::new(0),
+            replayed: Mutex::default(),
+            replayed_count: AtomicUsize::new(0),
         })
     }
 
@@ -370,22 +385,47 @@ impl Recovery {
             None => payload,
         };
         let frames = ns.parser().encode_packet(ns.name(), Some(event), payload, None);
-        let parsed = offset.and_then(StreamId::parse);
-        if parsed.is_none() || self.restoring_count.load(Ordering::SeqCst) == 0 {
+        let Some(parsed) = offset.and_then(StreamId::parse) else {
+            ns.local_broadcast(&frames, opts);
+            return;
+        };
+        // Both zero outside the few milliseconds around a restore: one load each per delivery.
+        if self.restoring_count.load(Ordering::SeqCst) == 0 && self.replayed_count.load(Ordering::SeqCst) == 0 {
             ns.local_broadcast(&frames, opts);
             return;
         }
         let mut restoring = self.restoring.lock();
         for entry in restoring.values_mut().filter(|r| r.nsp == ns.name()) {
             entry.buffer.push(Buffered {
-                offset: parsed.expect("checked"),
+                offset: parsed,
                 event: event.to_string(),
                 payload: payload.clone(),
                 opts: opts.clone(),
                 indexed: entry.sid.is_some_and(|sid| ns.get_socket(&sid).is_some()),
             });
         }
-        ns.local_broadcast(&frames, opts);
+        // Restored sockets that got this packet in their replay skip it; a packet past a socket's
+        // replay means this node's subscriber caught up with it (pub/sub keeps the stream's order).
+        let mut replayed = self.replayed.lock();
+        let mut skip: Vec<Sid> = Vec::new();
+        replayed.retain(|r| {
+            if r.nsp != ns.name() {
+                return r.started.elapsed() < RESTORING_TTL;
+            }
+            if parsed <= r.up_to {
+                skip.push(r.sid);
+            }
+            parsed < r.up_to && r.started.elapsed() < RESTORING_TTL
+        });
+        self.replayed_count.store(replayed.len(), Ordering::SeqCst);
+        drop(replayed);
+        if skip.is_empty() {
+            ns.local_broadcast(&frames, opts);
+        } else {
+            let mut opts = opts.clone();
+            opts.except.extend(skip.iter().map(|sid| sid.as_str().into()));
+            ns.local_broadcast(&frames, &opts);
+        }
     }
 
     // ---- sessions ------------------------------------------------------------------------------
@@ -562,6 +602,11 @@ impl Recovery {
         Ok(Some((RestoredSession { session, missed }, last)))
     }
 
+    /// True while a session is being restored on this node (between its read and its completion).
+    pub(crate) fn is_restoring(&self) -> bool {
+        self.restoring_count.load(Ordering::SeqCst) > 0
+    }
+
     fn begin_restoring(&self, nsp: &str, pid: &str) {
         let mut restoring = self.restoring.lock();
         restoring.retain(|_, r| r.started.elapsed() < RESTORING_TTL);
@@ -597,6 +642,11 @@ impl Recovery {
         let rooms = restored.session.rooms.clone();
         let sid = socket.id();
         switchyard_socketio::Adapter::complete_restore(&switchyard_socketio::MemoryAdapter, ns, socket, restored);
+        if let Some(up_to) = read_up_to {
+            let mut replayed = self.replayed.lock();
+            replayed.push(Replayed { nsp: ns.name().to_string(), sid, up_to, started: Instant::now() });
+            self.replayed_count.store(replayed.len(), Ordering::SeqCst);
+        }
         if let Some(entry) = entry {
             for b in entry.buffer {
                 if read_up_to.is_some_and(|up_to| b.offset <= up_to) {

@@ -99,10 +99,17 @@ impl Classic {
         Self::publish(channel, w.finish())
     }
 
-    fn decode_broadcast(&self, ns: &Namespace, channel: &[u8], payload: &[u8]) -> Result<Option<Message>, Error> {
-        // `prefix#nsp#room#`: skip rooms this node does not have before decoding anything.
+    fn decode_broadcast(
+        &self,
+        ns: &Namespace,
+        channel: &[u8],
+        payload: &[u8],
+        all_rooms: bool,
+    ) -> Result<Option<Message>, Error> {
+        // `prefix#nsp#room#`: skip rooms this node does not have before decoding anything (unless a
+        // restore here may still join them).
         let base = Self::broadcast_channel(&self.prefix, ns.name());
-        if let Some(rest) = channel.strip_prefix(base.as_bytes()) {
+        if let Some(rest) = channel.strip_prefix(base.as_bytes()).filter(|_| !all_rooms) {
             if let Some(room) = rest.strip_suffix(b"#") {
                 if !room.is_empty() && !ns.has_room(&String::from_utf8_lossy(room)) {
                     return Ok(None);
@@ -354,9 +361,16 @@ impl WireFormat for Classic {
         Some(Self::publish(self.response_channel_for(nsp, to), body.to_string().into_bytes()))
     }
 
-    fn decode(&self, ns: &Namespace, route: Route, channel: &[u8], payload: &[u8]) -> Result<Option<Message>, Error> {
+    fn decode(
+        &self,
+        ns: &Namespace,
+        route: Route,
+        channel: &[u8],
+        payload: &[u8],
+        all_rooms: bool,
+    ) -> Result<Option<Message>, Error> {
         match route {
-            Route::Broadcasts => self.decode_broadcast(ns, channel, payload),
+            Route::Broadcasts => self.decode_broadcast(ns, channel, payload, all_rooms),
             Route::Requests => self.decode_request(payload),
             Route::Responses => self.decode_response(payload),
         }

@@ -248,7 +248,14 @@ impl WireFormat for Sharded {
         Some(Self::publish(self.sub_channel(nsp, to), payload))
     }
 
-    fn decode(&self, ns: &Namespace, route: Route, _channel: &[u8], payload: &[u8]) -> Result<Option<Message>, Error> {
+    fn decode(
+        &self,
+        ns: &Namespace,
+        route: Route,
+        _channel: &[u8],
+        payload: &[u8],
+        _all_rooms: bool,
+    ) -> Result<Option<Message>, Error> {
         let msgpack::Decoded { value: message, binary } = decode_json_or_msgpack(payload)?;
         let from = message.get("uid").and_then(Value::as_str).map(str::to_string);
         if from.as_deref() == Some(self.uid.as_str()) {

@@ -267,17 +267,31 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(node: &Node, label: &str) -> Client {
+        Self::connect_with_auth(node, label, None).await.0
+    }
+
+    /// Connects to `/` with `auth` in the CONNECT packet (a recovering client sends `{pid, offset}`);
+    /// returns the client and the CONNECT reply's data.
+    pub async fn connect_with_auth(node: &Node, label: &str, auth: Option<&Value>) -> (Client, Value) {
         let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.addr);
         let (ws, _) = within("websocket connect", tokio_tungstenite::connect_async(url)).await.expect("connect");
         let mut client = Client { ws, id: String::new(), label: label.to_string(), next_ack: 1 };
         let open = client.next_text().await;
         assert!(open.starts_with('0'), "expected the Engine.IO open packet, got {open}");
-        client.send("40").await;
+        match auth {
+            Some(auth) => client.send(&format!("40{auth}")).await,
+            None => client.send("40").await,
+        }
         let reply = client.next_text().await;
         let body = reply.strip_prefix("40").unwrap_or_else(|| panic!("expected CONNECT reply, got {reply}"));
         let body: Value = serde_json::from_str(body).expect("CONNECT reply JSON");
         client.id = body["sid"].as_str().expect("sid").to_string();
-        client
+        (client, body)
+    }
+
+    /// Closes the WebSocket without a Socket.IO disconnect (a dropped transport).
+    pub async fn drop_transport(mut self) {
+        let _ = within("websocket close", self.ws.close(None)).await;
     }
 
     pub async fn send(&mut self, text: &str) {
