@@ -17,12 +17,11 @@
 
 use crate::access::{self, Access};
 use crate::history::{History, ReadOptions};
-use crate::pipeline::{AcceptedMessage, MessageSink};
+use crate::pipeline::{AcceptedMessage, Hold, InOrder, MessageSink};
 use crate::presence::Presence;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use switchyard_socketio::{AckSender, Namespace, Payload, Sid, Socket};
-use tokio::sync::oneshot;
 
 /// Rooms whose names start with this are users' own rooms (`user:<name>`).
 pub const USER_ROOM_PREFIX: &str = "user:";
@@ -58,11 +57,6 @@ pub struct Events {
     /// Answers the `history` event (`unavailable` without it).
     history: Option<Arc<History>>,
 }
-
-/// The end of a socket's chain of messages waiting for their sinks: a message is broadcast only
-/// after the one its sender sent before it, whatever order their sinks finish in.
-#[derive(Clone, Default)]
-struct MessageOrder(Arc<parking_lot::Mutex<Option<oneshot::Receiver<()>>>>);
 
 impl Events {
     /// Events checked against `access`, with presence when `presence` is given.
@@ -215,22 +209,25 @@ impl Events {
         }
         let accepted = AcceptedMessage { id, room, user: user.to_string(), data, ts };
         // Every sink takes the message here, on the connection's task, in arrival order.
-        let holds: Vec<_> = self.sinks.iter().map(|sink| sink.accept(&accepted)).collect();
-        let order = socket.extensions().get::<MessageOrder>().unwrap_or_else(|| {
-            let order = MessageOrder::default();
+        let hold: Hold = match self.sinks.as_slice() {
+            [sink] => sink.accept(&accepted),
+            sinks => {
+                let holds: Vec<_> = sinks.iter().map(|sink| sink.accept(&accepted)).collect();
+                Box::pin(async move {
+                    futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>().map(drop)
+                })
+            }
+        };
+        let order = socket.extensions().get::<InOrder>().unwrap_or_else(|| {
+            let order = InOrder::default();
             socket.extensions().insert(order.clone());
             order
         });
-        let (done, next) = oneshot::channel();
-        let previous = order.0.lock().replace(next);
         let ns = socket.ns().clone();
-        tokio::spawn(async move {
-            let outcome = futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>();
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            match outcome {
-                Ok(_) => {
+        order.submit(
+            hold,
+            Box::new(move |outcome| match outcome {
+                Ok(()) => {
                     let AcceptedMessage { id, room, user, data, ts } = accepted;
                     let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
                     ns.to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
@@ -243,9 +240,8 @@ impl Events {
                         ack.send(refusal(refused.error));
                     }
                 }
-            }
-            let _ = done.send(());
-        });
+            }),
+        );
     }
 
     fn on_typing(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {
