@@ -17,12 +17,11 @@
 
 use crate::access::{self, Access};
 use crate::history::{History, ReadOptions};
-use crate::pipeline::{AcceptedMessage, MessageSink};
+use crate::pipeline::{AcceptedMessage, Hold, InOrder, MessageSink};
 use crate::presence::Presence;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use switchyard_socketio::{AckSender, Namespace, Payload, Sid, Socket};
-use tokio::sync::oneshot;
 
 /// Rooms whose names start with this are users' own rooms (`user:<name>`).
 pub const USER_ROOM_PREFIX: &str = "user:";
@@ -57,25 +56,29 @@ pub struct Events {
     /// The sink that must hold a message before `sinks` take it (history): a message it refuses
     /// reaches none of them.
     gate: Option<Arc<dyn MessageSink>>,
-    /// Shared with each message's task (one reference count, no copy of the list).
+    /// Shared with each gated message's future (one reference count, no copy of the list).
     sinks: Arc<[Arc<dyn MessageSink>]>,
     /// Answers the `history` event (`unavailable` without it).
     history: Option<Arc<History>>,
 }
 
-/// The ends of a socket's chains of messages waiting for their sinks.
-#[derive(Default)]
-struct Chains {
-    /// A message is broadcast only after the one its sender sent before it, whatever order their
-    /// sinks finish in.
-    done: Option<oneshot::Receiver<()>>,
-    /// With a gate: the later sinks take a message only after the one sent before it was handed to
-    /// them (or refused), so they see one sender's messages in its order.
-    handed: Option<oneshot::Receiver<()>>,
-}
-
+/// With a gate: the end of a socket's chain of messages handed (or refused) to the sinks after
+/// the gate, so that the sinks take one sender's messages in the order it sent them.
 #[derive(Clone, Default)]
-struct MessageOrder(Arc<parking_lot::Mutex<Chains>>);
+struct Handed(Arc<parking_lot::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>);
+
+/// What `sinks` return together for `message`: resolves once every one holds it (or one refused).
+fn hold_all(sinks: &[Arc<dyn MessageSink>], message: &AcceptedMessage) -> Hold {
+    match sinks {
+        [sink] => sink.accept(message),
+        sinks => {
+            let holds: Vec<_> = sinks.iter().map(|sink| sink.accept(message)).collect();
+            Box::pin(async move {
+                futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>().map(drop)
+            })
+        }
+    }
+}
 
 impl Events {
     /// Events checked against `access`, with presence when `presence` is given.
@@ -240,51 +243,67 @@ impl Events {
             return;
         }
         let accepted = AcceptedMessage { id, room, user: user.to_string(), data, ts };
-        let order = socket.extensions().get::<MessageOrder>().unwrap_or_else(|| {
-            let order = MessageOrder::default();
+        let hold: Hold = match &self.gate {
+            // Every sink takes the message here, on the connection's task, in arrival order.
+            None => hold_all(&self.sinks, &accepted),
+            // The gate takes it here, in arrival order; the other sinks only once the gate holds it.
+            Some(gate) if self.sinks.is_empty() => gate.accept(&accepted),
+            Some(gate) => {
+                let gated = gate.accept(&accepted);
+                let handed = socket.extensions().get::<Handed>().unwrap_or_else(|| {
+                    let handed = Handed::default();
+                    socket.extensions().insert(handed.clone());
+                    handed
+                });
+                let (handed_now, next_handed) = tokio::sync::oneshot::channel::<()>();
+                let previous_handed = handed.0.lock().replace(next_handed);
+                let sinks = self.sinks.clone();
+                let message = accepted.clone();
+                Box::pin(async move {
+                    let gated = gated.await;
+                    // The sinks see one sender's messages in its order, whatever order the gate's
+                    // answers are polled in.
+                    if let Some(previous_handed) = previous_handed {
+                        let _ = previous_handed.await;
+                    }
+                    match gated {
+                        Ok(()) => {
+                            let held = hold_all(&sinks, &message);
+                            let _ = handed_now.send(());
+                            held.await
+                        }
+                        Err(refused) => {
+                            let _ = handed_now.send(());
+                            Err(refused)
+                        }
+                    }
+                })
+            }
+        };
+        let order = socket.extensions().get::<InOrder>().unwrap_or_else(|| {
+            let order = InOrder::default();
             socket.extensions().insert(order.clone());
             order
         });
-        let (done, next) = oneshot::channel();
         let ns = socket.ns().clone();
-        let Some(gate) = &self.gate else {
-            let previous = order.0.lock().done.replace(next);
-            // Every sink takes the message here, on the connection's task, in arrival order.
-            let holds: Vec<_> = self.sinks.iter().map(|sink| sink.accept(&accepted)).collect();
-            tokio::spawn(async move {
-                let outcome = futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>();
-                deliver(&ns, previous, outcome.map(drop), accepted, payload, ack).await;
-                let _ = done.send(());
-            });
-            return;
-        };
-        let (handed, next_handed) = oneshot::channel();
-        let (previous, previous_handed) = {
-            let mut chains = order.0.lock();
-            (chains.done.replace(next), chains.handed.replace(next_handed))
-        };
-        // The gate takes the message here, in arrival order; the later sinks only once it holds it.
-        let gated = gate.accept(&accepted);
-        let sinks = self.sinks.clone();
-        tokio::spawn(async move {
-            let gated = gated.await;
-            if let Some(previous_handed) = previous_handed {
-                let _ = previous_handed.await;
-            }
-            let outcome = match gated {
+        order.submit(
+            hold,
+            Box::new(move |outcome| match outcome {
                 Ok(()) => {
-                    let holds: Vec<_> = sinks.iter().map(|sink| sink.accept(&accepted)).collect();
-                    let _ = handed.send(());
-                    futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>().map(drop)
+                    let AcceptedMessage { id, room, user, data, ts } = accepted;
+                    let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
+                    ns.to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
+                    if let Some(ack) = ack {
+                        ack.send(json!({"ok": true, "id": id, "ts": ts}));
+                    }
                 }
                 Err(refused) => {
-                    let _ = handed.send(());
-                    Err(refused)
+                    if let Some(ack) = ack {
+                        ack.send(refusal(refused.error));
+                    }
                 }
-            };
-            deliver(&ns, previous, outcome, accepted, payload, ack).await;
-            let _ = done.send(());
-        });
+            }),
+        );
     }
 
     fn on_typing(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {
@@ -406,36 +425,6 @@ fn room_arg(payload: &Payload) -> Result<String, &'static str> {
 
 fn joined(socket: &Socket, room: &str) -> bool {
     socket.rooms().iter().any(|r| &**r == room)
-}
-
-/// Once the message its sender sent before this one is done (`previous`), broadcasts an accepted
-/// message (with `payload`'s binary attachments) and acks `ok`, or acks a refusal.
-async fn deliver(
-    ns: &Arc<Namespace>,
-    previous: Option<oneshot::Receiver<()>>,
-    outcome: Result<(), crate::pipeline::Refused>,
-    accepted: AcceptedMessage,
-    payload: Payload,
-    ack: Option<AckSender>,
-) {
-    if let Some(previous) = previous {
-        let _ = previous.await;
-    }
-    match outcome {
-        Ok(()) => {
-            let AcceptedMessage { id, room, user, data, ts } = accepted;
-            let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
-            ns.to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
-            if let Some(ack) = ack {
-                ack.send(json!({"ok": true, "id": id, "ts": ts}));
-            }
-        }
-        Err(refused) => {
-            if let Some(ack) = ack {
-                ack.send(refusal(refused.error));
-            }
-        }
-    }
 }
 
 fn refusal(error: &str) -> Value {

@@ -50,3 +50,145 @@ pub trait MessageSink: Send + Sync + 'static {
     /// Takes `message` (see the module docs for the contract).
     fn accept(&self, message: &AcceptedMessage) -> BoxFuture<'static, Result<(), Refused>>;
 }
+
+/// What a message's sinks return together: resolves once every sink holds it (or one refused it).
+pub type Hold = BoxFuture<'static, Result<(), Refused>>;
+
+/// What happens to a message once its sinks answered: broadcast and ack, or the refusal's ack.
+pub type Release = Box<dyn FnOnce(Result<(), Refused>) + Send>;
+
+/// The messages of one sender waiting for their sinks, released (broadcast, acknowledged) in the
+/// order they arrived, whatever order their sinks finish in.
+///
+/// A message whose sinks hold it at once (`kafka.ack = "accepted"`, nothing older waiting) is
+/// released inline, on the sender's task, with no task or channel on its way. The others go to
+/// one task per sender (started at its first waiting message), which on every wake releases every
+/// message that is ready, in order: a batch Kafka acknowledged is broadcast in one go, so each
+/// receiver's connection writes the batch at once instead of one frame per wake.
+#[derive(Clone, Default)]
+pub struct InOrder(std::sync::Arc<parking_lot::Mutex<Option<InOrderTask>>>);
+
+#[derive(Clone)]
+struct InOrderTask {
+    tx: tokio::sync::mpsc::UnboundedSender<(Hold, Release)>,
+    /// Messages sent to the task and not yet released.
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl InOrder {
+    /// Releases `hold`'s message with `release` after every message submitted before it.
+    /// Called on the sender's task, in arrival order.
+    pub fn submit(&self, mut hold: Hold, release: Release) {
+        use std::sync::atomic::Ordering;
+        let mut task = self.0.lock();
+        let idle = task.as_ref().is_none_or(|t| t.waiting.load(Ordering::Acquire) == 0);
+        if idle {
+            // Nothing older waits: if the sinks already hold it, release it here.
+            let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+            if let std::task::Poll::Ready(outcome) = hold.as_mut().poll(&mut cx) {
+                drop(task);
+                release(outcome);
+                return;
+            }
+        }
+        let task = task.get_or_insert_with(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            tokio::spawn(release_in_order(rx, waiting.clone()));
+            InOrderTask { tx, waiting }
+        });
+        task.waiting.fetch_add(1, Ordering::AcqRel);
+        if let Err(returned) = task.tx.send((hold, release)) {
+            // The task ends only when every sender is gone, which cannot be while `self` holds one.
+            task.waiting.fetch_sub(1, Ordering::AcqRel);
+            let (hold, release) = returned.0;
+            tokio::spawn(async move { release(hold.await) });
+        }
+    }
+}
+
+/// The task of [`InOrder`]: releases messages in arrival order, every ready one per wake. Ends when
+/// the sender is gone and everything it submitted is released.
+async fn release_in_order(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Hold, Release)>,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures_util::stream::{FuturesOrdered, StreamExt};
+    use futures_util::FutureExt;
+    let mut holds = FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some((outcome, release)) = holds.next(), if !holds.is_empty() => {
+                let release: Release = release;
+                release(outcome);
+                waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            next = rx.recv(), if open => match next {
+                Some((hold, release)) => holds.push_back(hold.map(move |outcome| (outcome, release))),
+                None => open = false,
+            },
+            else => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+
+    fn recorder(log: &Arc<Mutex<Vec<(u32, Result<(), Refused>)>>>, n: u32) -> Release {
+        let log = log.clone();
+        Box::new(move |outcome| log.lock().push((n, outcome)))
+    }
+
+    #[tokio::test]
+    async fn messages_are_released_in_arrival_order_whatever_order_their_sinks_finish_in() {
+        let order = InOrder::default();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut finish = Vec::new();
+        for n in 0..5u32 {
+            let (tx, rx) = oneshot::channel::<Result<(), Refused>>();
+            finish.push(tx);
+            order.submit(Box::pin(async move { rx.await.unwrap() }), recorder(&log, n));
+        }
+        // Ready at once, but older messages wait: it must wait behind them, not go inline.
+        order.submit(Box::pin(async { Ok(()) }), recorder(&log, 5));
+        assert!(log.lock().is_empty());
+        // Finish them newest first; the refusal of 2 is released in its place.
+        let mut finish: Vec<_> = finish.into_iter().enumerate().collect();
+        finish.reverse();
+        for (n, tx) in finish {
+            let outcome = if n == 2 { Err(Refused { error: "spool_full" }) } else { Ok(()) };
+            tx.send(outcome).unwrap();
+            tokio::task::yield_now().await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while log.lock().len() < 6 {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {:?}", log.lock());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let got = log.lock().clone();
+        let numbers: Vec<u32> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(got[2].1, Err(Refused { error: "spool_full" }));
+        assert!(got.iter().enumerate().all(|(i, (_, o))| i == 2 || o.is_ok()));
+        // Nothing waits any more: a ready message is released inline, before submit returns.
+        order.submit(Box::pin(async { Ok(()) }), recorder(&log, 6));
+        assert_eq!(log.lock().last().map(|(n, _)| *n), Some(6));
+    }
+
+    #[tokio::test]
+    async fn a_ready_first_message_is_released_inline_without_a_task() {
+        let order = InOrder::default();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        order.submit(Box::pin(async { Err(Refused { error: "unavailable" }) }), recorder(&log, 0));
+        assert_eq!(*log.lock(), vec![(0, Err(Refused { error: "unavailable" }))]);
+        assert!(order.0.lock().is_none(), "no task started for a message released inline");
+    }
+}

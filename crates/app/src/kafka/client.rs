@@ -2,7 +2,7 @@
 //! consumer task of `kafka.consume`.
 
 use super::dedupe::Dedupe;
-use super::producer::{Connect, Delivery, Transport};
+use super::producer::{Connect, Reports, Transport};
 use super::record::{BadRecord, InRecord};
 use super::Stats;
 use crate::config::KafkaConfig;
@@ -13,7 +13,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -67,24 +67,52 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
+/// The producer's context: the client's logs and errors as [`Context`], and each delivery report
+/// into the transport's [`Reports`] (on librdkafka's polling thread; a batch of reports is one
+/// wake of the pump).
+struct ProducerCtx {
+    inner: Context,
+    reports: Arc<Reports>,
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.inner.log(level, facility, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.inner.error(error, reason)
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    /// The record's sequence number (`Transport::send`).
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((error, _)) => Err(error.to_string()),
+        };
+        self.reports.push(seq as u64, outcome);
+    }
+}
+
 struct RdTransport {
-    producer: FutureProducer<Context>,
+    producer: Arc<ThreadedProducer<ProducerCtx>>,
+    reports: Arc<Reports>,
     topic: Arc<str>,
 }
 
 impl Transport for RdTransport {
-    fn send(&self, key: &[u8], value: &[u8]) -> Result<Delivery, String> {
-        match self.producer.send_result(FutureRecord::to(&self.topic).key(key).payload(value)) {
-            Ok(delivery) => Ok(async move {
-                match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, _))) => Err(error.to_string()),
-                    Err(_) => Err("the producer was dropped".to_string()),
-                }
-            }
-            .boxed()),
-            Err((error, _)) => Err(error.to_string()),
-        }
+    fn send(&self, seq: u64, key: &[u8], value: &[u8]) -> Result<(), String> {
+        // usize is 64 bits on every target this server builds for; a wrap would only need 2^64 records.
+        let record = BaseRecord::with_opaque_to(&self.topic, seq as usize).key(key).payload(value);
+        self.producer.send(record).map_err(|(error, _)| error.to_string())
+    }
+
+    fn reports(&self) -> &Reports {
+        &self.reports
     }
 
     fn probe(&self, timeout: Duration) -> BoxFuture<'static, bool> {
@@ -114,9 +142,10 @@ pub(super) fn connector(kafka: &KafkaConfig, stats: Arc<Stats>) -> Connect {
         .set("queue.buffering.max.kbytes", "1048576");
     let topic: Arc<str> = kafka.topic.as_str().into();
     Box::new(move || {
-        let producer: FutureProducer<Context> =
-            config.create_with_context(Context { stats: stats.clone() }).map_err(|e| e.to_string())?;
-        Ok(Arc::new(RdTransport { producer, topic: topic.clone() }) as Arc<dyn Transport>)
+        let reports = Arc::new(Reports::default());
+        let context = ProducerCtx { inner: Context { stats: stats.clone() }, reports: reports.clone() };
+        let producer: ThreadedProducer<ProducerCtx> = config.create_with_context(context).map_err(|e| e.to_string())?;
+        Ok(Arc::new(RdTransport { producer: Arc::new(producer), reports, topic: topic.clone() }) as Arc<dyn Transport>)
     })
 }
 

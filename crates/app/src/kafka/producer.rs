@@ -17,7 +17,6 @@ use super::spool::{Position, Spool, SpoolError};
 use super::Stats;
 use crate::pipeline::Refused;
 use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -32,15 +31,97 @@ pub const SPOOL_FULL: &str = "spool_full";
 /// stopping.
 pub const UNAVAILABLE: &str = crate::events::errors::UNAVAILABLE;
 
-/// Kafka's answer for one record.
-pub type Delivery = BoxFuture<'static, Result<(), String>>;
+/// The delivery reports of one [`Transport`]: `(sequence number given to send, outcome)`, pushed by
+/// the client's delivery callback (any thread) and taken by the pump in batches. One queue and one
+/// wake for a batch of reports, instead of a channel and a wake per record: the pump then releases
+/// every acknowledged record of the batch in one go, so their broadcasts reach each receiver's
+/// connection together (one write for many frames).
+#[derive(Debug, Default)]
+pub struct Reports {
+    queue: Mutex<Vec<(u64, Result<(), String>)>>,
+    ready: Notify,
+}
+
+impl Reports {
+    /// Records the outcome of the record sent with `seq` and wakes the pump.
+    pub fn push(&self, seq: u64, outcome: Result<(), String>) {
+        self.queue.lock().push((seq, outcome));
+        // Without a waiting pump this only stores a permit (an atomic operation).
+        self.ready.notify_one();
+    }
+
+    /// Moves every report received so far into `into`.
+    fn take(&self, into: &mut Vec<(u64, Result<(), String>)>) {
+        let mut queue = self.queue.lock();
+        if into.is_empty() {
+            std::mem::swap(&mut *queue, into);
+        } else {
+            into.append(&mut queue);
+        }
+    }
+}
 
 /// A connection to Kafka for one topic: the producer behind the pump.
 pub trait Transport: Send + Sync + 'static {
-    /// Queues one record; the future resolves with its delivery report.
-    fn send(&self, key: &[u8], value: &[u8]) -> Result<Delivery, String>;
+    /// Queues one record; its outcome arrives in [`Transport::reports`] under `seq`.
+    fn send(&self, seq: u64, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// Where the outcomes of the records sent through this transport arrive.
+    fn reports(&self) -> &Reports;
     /// Whether the brokers answer a metadata request for the topic within `timeout`.
     fn probe(&self, timeout: Duration) -> BoxFuture<'static, bool>;
+}
+
+/// Records sent and not yet reported, in the order they were sent, with the outcomes received so
+/// far: reports of different partitions may come in any order, records are released in order.
+struct InFlight<T> {
+    /// The sequence number of the first item.
+    base: u64,
+    items: VecDeque<(T, Option<Result<(), String>>)>,
+}
+
+impl<T> InFlight<T> {
+    fn new() -> Self {
+        InFlight { base: 0, items: VecDeque::new() }
+    }
+
+    /// Adds the item sent with `seq` (one more than the last one's).
+    fn push(&mut self, seq: u64, item: T) {
+        if self.items.is_empty() {
+            self.base = seq;
+        }
+        debug_assert_eq!(seq, self.base + self.items.len() as u64);
+        self.items.push_back((item, None));
+    }
+
+    /// Notes the outcome of `seq`; a report of an earlier phase (not in flight here) is ignored.
+    fn report(&mut self, seq: u64, outcome: Result<(), String>) {
+        if let Some(slot) = seq.checked_sub(self.base).and_then(|i| self.items.get_mut(i as usize)) {
+            slot.1 = Some(outcome);
+        }
+    }
+
+    /// The oldest item, once its outcome is known.
+    fn pop_ready(&mut self) -> Option<(T, Result<(), String>)> {
+        if self.items.front()?.1.is_none() {
+            return None;
+        }
+        let (item, outcome) = self.items.pop_front().expect("checked above");
+        self.base += 1;
+        Some((item, outcome.expect("checked above")))
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The items still in flight, oldest first.
+    fn into_items(self) -> impl DoubleEndedIterator<Item = T> {
+        self.items.into_iter().map(|(item, _)| item)
+    }
 }
 
 /// Makes a new [`Transport`] (a new producer: new producer id) after a failure.
@@ -112,7 +193,9 @@ impl KafkaOut {
         });
         shared.refresh_spool_gauges();
         let (tx, rx) = mpsc::unbounded_channel();
-        let pump = tokio::spawn(Pump { shared: shared.clone(), rx, connect, head: VecDeque::new() }.run());
+        let pump = tokio::spawn(
+            Pump { shared: shared.clone(), rx, connect, head: VecDeque::new(), seq: 0, got: Vec::new() }.run(),
+        );
         KafkaOut { shared, tx, pump: Mutex::new(Some(pump)) }
     }
 
@@ -208,6 +291,10 @@ struct Pump {
     connect: Connect,
     /// Records older than the channel's and the spool's, taken back after a failed delivery.
     head: VecDeque<Entry>,
+    /// The sequence number of the next record sent (reports name records by it).
+    seq: u64,
+    /// Reports taken from the transport, reused between batches.
+    got: Vec<(u64, Result<(), String>)>,
 }
 
 /// Why a phase of the pump ended.
@@ -304,12 +391,12 @@ impl Pump {
     /// Sends the head, then the channel, keeping order; ends when the route is on the spool and
     /// memory holds nothing more.
     async fn direct(&mut self, t: &Arc<dyn Transport>) -> PhaseEnd {
-        let mut inflight: VecDeque<Entry> = VecDeque::new();
-        let mut deliveries: FuturesOrdered<Delivery> = FuturesOrdered::new();
+        let mut inflight: InFlight<Entry> = InFlight::new();
         let window = self.shared.queue_max.max(1);
+        let mut senders_gone = false;
         loop {
             // Fill: head first (older), then whatever the channel holds now.
-            while inflight.len() < window {
+            while inflight.len() < window && !senders_gone {
                 let entry = match self.head.pop_front() {
                     Some(entry) => entry,
                     None => match self.rx.try_recv() {
@@ -317,11 +404,9 @@ impl Pump {
                         Err(_) => break,
                     },
                 };
-                match t.send(&entry.key, &entry.value) {
-                    Ok(delivery) => {
-                        deliveries.push_back(delivery);
-                        inflight.push_back(entry);
-                    }
+                let seq = self.next_seq();
+                match t.send(seq, &entry.key, &entry.value) {
+                    Ok(()) => inflight.push(seq, entry),
                     Err(error) => {
                         // Newer than everything in flight: it goes back behind them.
                         self.head.push_front(entry);
@@ -330,7 +415,21 @@ impl Pump {
                     }
                 }
             }
+            // Release every record whose report came, in order: one batch per wake.
+            self.take_reports(t, &mut inflight);
+            while let Some((entry, outcome)) = inflight.pop_ready() {
+                match outcome {
+                    Ok(()) => self.delivered(entry),
+                    Err(error) => {
+                        self.requeue(Some(entry), inflight);
+                        return PhaseEnd::Failed(error);
+                    }
+                }
+            }
             if inflight.is_empty() {
+                if senders_gone {
+                    return PhaseEnd::Closed;
+                }
                 // Checked under the route lock: nothing can be added to the channel meanwhile.
                 let done = {
                     let spooling = self.shared.spooling.lock();
@@ -351,41 +450,34 @@ impl Pump {
             }
             tokio::select! {
                 biased;
-                Some(result) = deliveries.next() => {
-                    let entry = inflight.pop_front().expect("one entry per delivery");
-                    match result {
-                        Ok(()) => self.delivered(entry),
-                        Err(error) => {
-                            self.requeue(Some(entry), inflight);
-                            return PhaseEnd::Failed(error);
-                        }
-                    }
-                }
-                entry = self.rx.recv(), if inflight.len() < window => match entry {
+                _ = t.reports().ready.notified() => {}
+                entry = self.rx.recv(), if inflight.len() < window && !senders_gone => match entry {
                     Some(entry) => self.head.push_back(entry),
-                    None => {
-                        // Every sender is gone: deliver what is in flight, then stop.
-                        while let Some(result) = deliveries.next().await {
-                            let entry = inflight.pop_front().expect("one entry per delivery");
-                            match result {
-                                Ok(()) => self.delivered(entry),
-                                Err(error) => {
-                                    self.requeue(Some(entry), inflight);
-                                    return PhaseEnd::Failed(error);
-                                }
-                            }
-                        }
-                        return PhaseEnd::Closed;
-                    }
+                    // Every sender is gone: deliver what is in flight, then stop.
+                    None => senders_gone = true,
                 },
             }
         }
     }
 
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.seq;
+        self.seq += 1;
+        seq
+    }
+
+    /// Notes in `inflight` every report `t` received so far.
+    fn take_reports<T>(&mut self, t: &Arc<dyn Transport>, inflight: &mut InFlight<T>) {
+        t.reports().take(&mut self.got);
+        for (seq, outcome) in self.got.drain(..) {
+            inflight.report(seq, outcome);
+        }
+    }
+
     /// Puts records that were in flight back at the front of the head in their order, behind
     /// `first` (the oldest: the one whose delivery failed) when given.
-    fn requeue(&mut self, first: Option<Entry>, inflight: VecDeque<Entry>) {
-        for entry in inflight.into_iter().rev() {
+    fn requeue(&mut self, first: Option<Entry>, inflight: InFlight<Entry>) {
+        for entry in inflight.into_items().rev() {
             self.head.push_front(entry);
         }
         if let Some(first) = first {
@@ -472,8 +564,8 @@ impl Pump {
         let mut read_at = spool.cursor();
         let mut delivered_to: Position = read_at;
         let mut uncommitted = 0u64;
-        let mut inflight: VecDeque<Position> = VecDeque::new();
-        let mut deliveries: FuturesOrdered<Delivery> = FuturesOrdered::new();
+        let mut inflight: InFlight<Position> = InFlight::new();
+        let shared = self.shared.clone();
         let commit = |to: Position, count: &mut u64| {
             if *count == 0 {
                 return;
@@ -482,17 +574,17 @@ impl Pump {
                 tracing::error!(error = %e, "kafka spool: cannot save the cursor (records may be produced twice)");
             }
             *count = 0;
-            self.shared.refresh_spool_gauges();
+            shared.refresh_spool_gauges();
         };
         loop {
             if inflight.len() < SPOOL_WINDOW {
                 match spool.read(read_at, SPOOL_WINDOW - inflight.len()) {
                     Ok(records) => {
                         for record in records {
-                            match t.send(&record.key, &record.value) {
-                                Ok(delivery) => {
-                                    deliveries.push_back(delivery);
-                                    inflight.push_back(record.next);
+                            let seq = self.next_seq();
+                            match t.send(seq, &record.key, &record.value) {
+                                Ok(()) => {
+                                    inflight.push(seq, record.next);
                                     read_at = record.next;
                                 }
                                 Err(error) => {
@@ -536,26 +628,33 @@ impl Pump {
                 }
                 continue;
             }
-            tokio::select! {
-                Some(result) = deliveries.next() => {
-                    let next = inflight.pop_front().expect("one position per delivery");
-                    match result {
-                        Ok(()) => {
-                            delivered_to = next;
-                            uncommitted += 1;
-                            self.shared.stats.produced.fetch_add(1, Ordering::Relaxed);
-                            self.shared.stats.up.store(true, Ordering::Relaxed);
-                            if uncommitted >= COMMIT_EVERY {
-                                commit(delivered_to, &mut uncommitted);
-                            }
-                        }
-                        Err(error) => {
-                            self.shared.stats.failed.fetch_add(1 + inflight.len() as u64, Ordering::Relaxed);
+            self.take_reports(t, &mut inflight);
+            let mut released = false;
+            while let Some((next, outcome)) = inflight.pop_ready() {
+                released = true;
+                match outcome {
+                    Ok(()) => {
+                        delivered_to = next;
+                        uncommitted += 1;
+                        self.shared.stats.produced.fetch_add(1, Ordering::Relaxed);
+                        self.shared.stats.up.store(true, Ordering::Relaxed);
+                        if uncommitted >= COMMIT_EVERY {
                             commit(delivered_to, &mut uncommitted);
-                            return PhaseEnd::Failed(error);
                         }
                     }
+                    Err(error) => {
+                        self.shared.stats.failed.fetch_add(1 + inflight.len() as u64, Ordering::Relaxed);
+                        commit(delivered_to, &mut uncommitted);
+                        return PhaseEnd::Failed(error);
+                    }
                 }
+            }
+            if released {
+                // Room in the window again, or the spool drained: check before waiting.
+                continue;
+            }
+            tokio::select! {
+                _ = t.reports().ready.notified() => {}
                 _ = self.shared.wake.notified(), if inflight.len() < SPOOL_WINDOW => {}
             }
         }
@@ -575,19 +674,25 @@ mod tests {
         producers: std::sync::atomic::AtomicUsize,
     }
 
-    struct FakeTransport(Arc<FakeBroker>);
+    struct FakeTransport(Arc<FakeBroker>, Arc<Reports>);
 
     impl Transport for FakeTransport {
-        fn send(&self, _key: &[u8], value: &[u8]) -> Result<Delivery, String> {
+        fn send(&self, seq: u64, _key: &[u8], value: &[u8]) -> Result<(), String> {
             if self.0.down.load(Ordering::SeqCst) {
-                return Ok(async {
+                let reports = self.1.clone();
+                tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    Err("broker down".to_string())
-                }
-                .boxed());
+                    reports.push(seq, Err("broker down".to_string()));
+                });
+                return Ok(());
             }
             self.0.log.lock().push(value.to_vec());
-            Ok(futures_util::future::ready(Ok(())).boxed())
+            self.1.push(seq, Ok(()));
+            Ok(())
+        }
+
+        fn reports(&self) -> &Reports {
+            &self.1
         }
 
         fn probe(&self, _timeout: Duration) -> BoxFuture<'static, bool> {
@@ -606,7 +711,7 @@ mod tests {
         let b = broker.clone();
         let connect: Connect = Box::new(move || {
             b.producers.fetch_add(1, Ordering::SeqCst);
-            Ok(Arc::new(FakeTransport(b.clone())) as Arc<dyn Transport>)
+            Ok(Arc::new(FakeTransport(b.clone(), Arc::default())) as Arc<dyn Transport>)
         });
         (KafkaOut::start(connect, Arc::new(spool), 64, persisted, stats.clone()), stats)
     }
@@ -621,6 +726,27 @@ mod tests {
 
     fn values(broker: &FakeBroker) -> Vec<u32> {
         broker.log.lock().iter().map(|v| String::from_utf8_lossy(v).parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn in_flight_records_are_released_in_send_order_whatever_order_reports_come_in() {
+        let mut inflight = InFlight::new();
+        for seq in 10..14u64 {
+            inflight.push(seq, seq);
+        }
+        // Reports of other partitions may overtake: 12 and 11 before 10.
+        inflight.report(12, Ok(()));
+        inflight.report(11, Err("late".to_string()));
+        assert!(inflight.pop_ready().is_none(), "10 has no report yet");
+        // A report of an earlier phase (not in flight) is ignored.
+        inflight.report(3, Err("stale".to_string()));
+        inflight.report(10, Ok(()));
+        assert_eq!(inflight.pop_ready(), Some((10, Ok(()))));
+        assert_eq!(inflight.pop_ready(), Some((11, Err("late".to_string()))));
+        assert_eq!(inflight.pop_ready(), Some((12, Ok(()))));
+        assert!(inflight.pop_ready().is_none());
+        assert_eq!(inflight.len(), 1);
+        assert_eq!(inflight.into_items().collect::<Vec<_>>(), vec![13]);
     }
 
     #[tokio::test]
