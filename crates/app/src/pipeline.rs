@@ -142,7 +142,10 @@ mod tests {
     use std::time::Duration;
     use tokio::sync::oneshot;
 
-    fn recorder(log: &Arc<Mutex<Vec<(u32, Result<(), Refused>)>>>, n: u32) -> Release {
+    /// Which message was released, with what outcome, in release order.
+    type Log = Arc<Mutex<Vec<(u32, Result<(), Refused>)>>>;
+
+    fn recorder(log: &Log, n: u32) -> Release {
         let log = log.clone();
         Box::new(move |outcome| log.lock().push((n, outcome)))
     }

@@ -102,9 +102,7 @@ impl<T> InFlight<T> {
 
     /// The oldest item, once its outcome is known.
     fn pop_ready(&mut self) -> Option<(T, Result<(), String>)> {
-        if self.items.front()?.1.is_none() {
-            return None;
-        }
+        self.items.front()?.1.as_ref()?;
         let (item, outcome) = self.items.pop_front().expect("checked above");
         self.base += 1;
         Some((item, outcome.expect("checked above")))
