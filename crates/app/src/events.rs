@@ -121,18 +121,47 @@ impl Events {
         Arc::new(Events { access, presence, gate: Some(gate), sinks: sinks.into(), history: Some(history) })
     }
 
-    /// Handles the built-in events on every socket that connects to `ns` (this takes the namespace's
-    /// connection handler; code that needs its own calls [`Events::attach`] from it instead).
+    /// Handles the built-in events on every socket that connects to `ns`, with handlers registered
+    /// once on the namespace ([`Namespace::on`]) and shared by its sockets, and puts each socket in
+    /// its user's room (`user:<user>`). This takes the namespace's connection handler; code that
+    /// needs its own calls [`Events::attach`] from it instead (or [`Events::register`] once and
+    /// [`Events::join_user_room`] from its handler).
     pub fn install(self: &Arc<Self>, ns: &Arc<Namespace>) {
+        self.register(ns);
         let events = self.clone();
-        ns.on_connection(move |socket| events.attach(&socket));
+        ns.on_connection(move |socket| events.join_user_room(&socket));
     }
 
-    /// Registers the built-in events on one socket and puts it in its user's room (`user:<user>`).
-    pub fn attach(self: &Arc<Self>, socket: &Arc<Socket>) {
+    /// Registers the built-in events' handlers on the namespace, once for all of its sockets (a
+    /// socket's own handler of the same name, registered with `socket.on`, takes precedence).
+    pub fn register(self: &Arc<Self>, ns: &Namespace) {
+        let events = self.clone();
+        ns.on("join", move |socket, payload, ack| events.on_join(socket, payload, ack));
+        let events = self.clone();
+        ns.on("leave", move |socket, payload, ack| events.on_leave(socket, payload, ack));
+        let events = self.clone();
+        ns.on("message", move |socket, payload, ack| events.on_message(socket, payload, ack));
+        let events = self.clone();
+        ns.on("typing", move |socket, payload, ack| events.on_typing(socket, payload, ack));
+        let events = self.clone();
+        ns.on("presence", move |socket, payload, ack| events.on_presence(socket, payload, ack));
+        let events = self.clone();
+        ns.on("signal", move |socket, payload, ack| events.on_signal(socket, payload, ack));
+        let events = self.clone();
+        ns.on("history", move |socket, payload, ack| events.on_history(socket, payload, ack));
+    }
+
+    /// Puts `socket` in its user's room (`user:<user>`), where direct messages reach it.
+    pub fn join_user_room(&self, socket: &Arc<Socket>) {
         if let Err(e) = socket.join(access::user_room_of(socket)) {
             tracing::debug!(socket = %socket.id(), error = %e, "could not join the user's own room");
         }
+    }
+
+    /// Registers the built-in events on one socket (its own handlers, about 50 bytes each per
+    /// socket) and puts it in its user's room (`user:<user>`).
+    pub fn attach(self: &Arc<Self>, socket: &Arc<Socket>) {
+        self.join_user_room(socket);
         let events = self.clone();
         socket.on("join", move |socket, payload, ack| events.on_join(socket, payload, ack));
         let events = self.clone();

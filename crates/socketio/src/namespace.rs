@@ -8,7 +8,7 @@ use crate::observe::Observers;
 use crate::operators::BroadcastOperator;
 use crate::payload::{Frames, Payload};
 use crate::recovery::{RecoveryConfig, RecoveryStore};
-use crate::socket::Socket;
+use crate::socket::{AckSender, EventHandler, Socket};
 use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 use serde_json::{json, Value};
@@ -60,6 +60,9 @@ pub struct Namespace {
     /// Set by the first message middleware: without any, an event reads this flag and takes no lock.
     has_event_middleware: AtomicBool,
     on_connection: RwLock<Option<ConnectionHandler>>,
+    /// Event handlers shared by every socket of the namespace ([`Namespace::on`]): registered once,
+    /// so an idle socket holds no handler of its own.
+    events: RwLock<Vec<(Box<str>, EventHandler)>>,
     /// For dynamic children: the parent whose middleware and handler apply.
     parent: Option<Arc<Namespace>>,
     server_side: RwLock<Vec<(Box<str>, ServerSideHandler)>>,
@@ -119,6 +122,7 @@ impl Namespace {
             has_event_middleware: AtomicBool::new(false),
             observers,
             on_connection: RwLock::default(),
+            events: RwLock::default(),
             parent,
             server_side: RwLock::default(),
             sockets: RwLock::default(),
@@ -153,6 +157,43 @@ impl Namespace {
     /// Runs `handler` for every socket that connects (after the middleware accepted it).
     pub fn on_connection(&self, handler: impl Fn(Arc<Socket>) + Send + Sync + 'static) {
         *self.on_connection.write() = Some(Arc::new(handler));
+    }
+
+    /// Handles `event` on every socket of this namespace (on a dynamic namespace's parent: of every
+    /// child), unless the socket registered its own handler for `event` with [`Socket::on`], which
+    /// takes precedence. Replaces the namespace's earlier handler of `event`. One handler serves every
+    /// socket, so a socket holds nothing for it: prefer this to `socket.on` in `on_connection` when
+    /// every socket handles the event alike (idle memory per connection is a benchmarked goal).
+    ///
+    /// ```
+    /// let io = switchyard_socketio::SocketIo::new(Default::default());
+    /// io.of("/").on("echo", |_socket, payload, ack| {
+    ///     if let Some(ack) = ack {
+    ///         ack.send(payload);
+    ///     }
+    /// });
+    /// ```
+    pub fn on(&self, event: &str, handler: impl Fn(&Arc<Socket>, Payload, Option<AckSender>) + Send + Sync + 'static) {
+        let mut events = self.events.write();
+        events.retain(|(name, _)| &**name != event);
+        events.push((event.into(), Arc::new(handler)));
+    }
+
+    /// [`Namespace::on`] for a handler that runs on its own Tokio task (as [`Socket::on_async`]).
+    pub fn on_async<F, Fut>(&self, event: &str, handler: F)
+    where
+        F: Fn(Arc<Socket>, Payload, Option<AckSender>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on(event, move |socket, payload, ack| {
+            tokio::spawn(handler(socket.clone(), payload, ack));
+        });
+    }
+
+    /// The namespace's handler of `event` (a dynamic child's own, else its parent's).
+    pub(crate) fn event_handler(&self, event: &str) -> Option<EventHandler> {
+        let own = self.events.read().iter().find(|(name, _)| &**name == event).map(|(_, h)| h.clone());
+        own.or_else(|| self.parent.as_ref().and_then(|p| p.event_handler(event)))
     }
 
     /// Adds connect middleware; an `Err` refuses the connection with CONNECT_ERROR.

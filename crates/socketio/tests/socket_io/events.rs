@@ -216,3 +216,52 @@ async fn server_emit_reaches_client_over_polling() {
     session.send(&format!(r#"43{ack_id}["ok"]"#)).await;
     assert_eq!(seen.ack_result(&id).await, Ok(Payload::new(vec![json!("ok")])));
 }
+
+/// Handlers registered once on the namespace serve every socket (and a dynamic parent's serve its
+/// children); a socket's own handler of the same event takes precedence, for that socket only.
+#[tokio::test]
+async fn namespace_handlers_serve_every_socket_and_a_socket_handler_overrides_them() {
+    let server = SioServer::start(sio_config(), |io| {
+        let ns = io.of("/");
+        ns.on("echo", |_socket, payload, ack| {
+            if let Some(ack) = ack {
+                ack.send(payload);
+            }
+        });
+        ns.on("who", |socket, _payload, _ack| {
+            let _ = socket.emit("who-back", json!("namespace"));
+        });
+        ns.on_connection(|socket| {
+            // The second socket's own "who" handler replaces the namespace's, for it alone.
+            if socket.auth().get("own").is_some() {
+                socket.on("who", |socket, _payload, _ack| {
+                    let _ = socket.emit("who-back", json!("socket"));
+                });
+            }
+        });
+        let parent = io.dynamic_namespace(|name| name.starts_with("/room-"));
+        parent.on("who", |socket, _payload, _ack| {
+            let _ = socket.emit("who-back", json!(socket.ns().name()));
+        });
+    })
+    .await;
+    let (mut plain, _) = server.connect("/", None).await;
+    plain.sio_send(r#"27["echo",1,"two"]"#).await;
+    assert_eq!(plain.sio_recv().await, r#"37[1,"two"]"#);
+    plain.sio_send(r#"2["who"]"#).await;
+    assert_eq!(plain.sio_recv().await, r#"2["who-back","namespace"]"#);
+
+    let (mut own, _) = server.connect("/", Some(r#"{"own":true}"#)).await;
+    own.sio_send(r#"2["who"]"#).await;
+    assert_eq!(own.sio_recv().await, r#"2["who-back","socket"]"#);
+    // The namespace's other handlers still serve it.
+    own.sio_send(r#"28["echo","x"]"#).await;
+    assert_eq!(own.sio_recv().await, r#"38["x"]"#);
+    // And the override did not leak to the other socket.
+    plain.sio_send(r#"2["who"]"#).await;
+    assert_eq!(plain.sio_recv().await, r#"2["who-back","namespace"]"#);
+
+    let (mut child, _) = server.connect("/room-7", None).await;
+    child.sio_send(r#"2/room-7,["who"]"#).await;
+    assert_eq!(child.sio_recv().await, r#"2/room-7,["who-back","/room-7"]"#);
+}
