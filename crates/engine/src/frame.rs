@@ -114,6 +114,12 @@ impl Frame {
         }
     }
 
+    /// Several whole WebSocket frames copied end to end (a connection's coalesced small frames, see
+    /// `Connection::send_all`): only a WebSocket writer without compression ever sees one.
+    pub(crate) fn coalesced(bytes: Bytes) -> Frame {
+        Frame { bytes, header_len: 0, binary: false, deflated: None, eio3: false }
+    }
+
     /// Whether this frame is a compressed variant (RSV1 set).
     pub fn is_deflated(&self) -> bool {
         self.bytes.first().is_some_and(|b| b & 0x40 != 0)

@@ -10,7 +10,6 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -19,7 +18,7 @@ use crate::eio3::TEXT_PLAIN;
 
 /// What a poll answers with.
 enum PollReply {
-    Frames(VecDeque<Frame>),
+    Frames(Vec<Frame>),
     Noop,
 }
 
@@ -96,10 +95,7 @@ impl<H: Handler> Engine<H> {
                     Some(PollReply::Frames(Connection::take_queue_locked(s)))
                 } else if s.closed.is_some() {
                     s.farewell_sent = true;
-                    Some(PollReply::Frames(VecDeque::from([s
-                        .farewell
-                        .take()
-                        .map_or_else(Frame::close, Farewell::frame)])))
+                    Some(PollReply::Frames(vec![s.farewell.take().map_or_else(Frame::close, Farewell::frame)]))
                 } else if s.upgrading {
                     Some(PollReply::Noop)
                 } else {

@@ -4,7 +4,7 @@
 //! No buffer is held while a connection is idle: reads go through a stack buffer and only a partial
 //! frame is kept; the outgoing queue is taken whole and written with vectored writes.
 
-use crate::connection::{CloseReason, Connection, TransportKind};
+use crate::connection::{CloseReason, Connection, Outgoing, TransportKind};
 use crate::frame::Frame;
 use crate::http_util::{self, Body, EngineError};
 use crate::service::{Engine, Session};
@@ -251,6 +251,7 @@ impl<H: Handler> WsTask<H> {
         let mut probe_timer = self.upgrading.then(|| Box::pin(tokio::time::sleep(self.engine.config.upgrade_timeout)));
         if !self.upgrading {
             self.engine.drive_heartbeat(&self.conn);
+            self.start_coalescing();
         }
         let mut control: Vec<Bytes> = Vec::new();
         // Bytes that came with the upgrade request (e.g. the `2probe` frame in the same TCP segment)
@@ -280,6 +281,7 @@ impl<H: Handler> WsTask<H> {
                 // The probe upgraded: this task now owns the connection and its heartbeat.
                 probe_timer = None;
                 self.engine.drive_heartbeat(&self.conn);
+                self.start_coalescing();
             }
             if rbuf.is_empty() && rbuf.capacity() > 0 {
                 // Idle connections keep no read buffer.
@@ -301,24 +303,25 @@ impl<H: Handler> WsTask<H> {
                 continue;
             }
             let mut failed = None;
-            loop {
-                let mut frames = self.conn.take_queue();
-                if frames.is_empty() {
-                    break;
-                }
+            // Declared here, not kept in the task: an idle connection holds no write buffer.
+            let mut out = Outgoing::default();
+            while self.conn.take_outgoing(&mut out) {
                 if self.deflate.is_some() {
                     let threshold = self.engine.config.per_message_deflate_threshold;
                     let stats = &self.engine.stats;
-                    for frame in frames.iter_mut() {
+                    for frame in out.frames.iter_mut() {
                         *frame = frame.for_deflate(threshold, &stats.deflate_compressions);
                     }
-                    let deflated = frames.iter().filter(|f| f.is_deflated()).count();
+                    let deflated = out.frames.iter().filter(|f| f.is_deflated()).count();
                     EngineStats::add(&stats.frames_deflated, deflated as u64);
                 }
-                let (a, b) = frames.as_slices();
                 let write = async {
-                    write_frames(&mut *wr, a).await?;
-                    write_frames(&mut *wr, b).await
+                    write_frames(&mut *wr, &out.frames).await?;
+                    // The small frames, one contiguous write.
+                    if !out.bytes.is_empty() {
+                        wr.write_all(&out.bytes).await?;
+                    }
+                    Ok(())
                 };
                 tokio::pin!(write);
                 // A client that stops reading must not pin this task in a write: the close of a slow
@@ -349,9 +352,8 @@ impl<H: Handler> WsTask<H> {
                     failed = Some(Stop::Closed(reason));
                     break;
                 }
-                let bytes: usize = frames.iter().map(Frame::queued_len).sum();
-                EngineStats::add(&self.engine.stats.frames_sent, frames.len() as u64);
-                EngineStats::add(&self.engine.stats.bytes_sent, bytes as u64);
+                EngineStats::add(&self.engine.stats.frames_sent, u64::from(out.count));
+                EngineStats::add(&self.engine.stats.bytes_sent, out.len() as u64);
             }
             if let Some(stop) = failed {
                 break stop;
@@ -386,6 +388,14 @@ impl<H: Handler> WsTask<H> {
         };
         let _ = wr.shutdown().await;
         self.engine.finish(&self.conn, &self.client, reason);
+    }
+
+    /// From now on small frames are copied into the connection's write buffer, unless this socket
+    /// compresses (each frame is then compressed, or not, on its own when written).
+    fn start_coalescing(&self) {
+        if self.deflate.is_none() {
+            self.conn.with_state(|s| s.coalesce = true);
+        }
     }
 
     /// Decodes every complete WebSocket message in `rbuf`.
