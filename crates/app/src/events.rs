@@ -80,6 +80,21 @@ fn hold_all(sinks: &[Arc<dyn MessageSink>], message: &AcceptedMessage) -> Hold {
     }
 }
 
+/// One of the built-in events' handlers.
+type Handle = fn(&Events, &Arc<Socket>, Payload, Option<AckSender>);
+
+/// The built-in events and their handlers: registered on a namespace ([`Events::register`]) or on
+/// one socket ([`Events::attach`]) from this one list.
+const BUILT_IN: [(&str, Handle); 7] = [
+    ("join", Events::on_join),
+    ("leave", Events::on_leave),
+    ("message", Events::on_message),
+    ("typing", Events::on_typing),
+    ("presence", Events::on_presence),
+    ("signal", Events::on_signal),
+    ("history", Events::on_history),
+];
+
 impl Events {
     /// Events checked against `access`, with presence when `presence` is given.
     pub fn new(access: Arc<Access>, presence: Option<Arc<Presence>>) -> Arc<Events> {
@@ -135,20 +150,10 @@ impl Events {
     /// Registers the built-in events' handlers on the namespace, once for all of its sockets (a
     /// socket's own handler of the same name, registered with `socket.on`, takes precedence).
     pub fn register(self: &Arc<Self>, ns: &Namespace) {
-        let events = self.clone();
-        ns.on("join", move |socket, payload, ack| events.on_join(socket, payload, ack));
-        let events = self.clone();
-        ns.on("leave", move |socket, payload, ack| events.on_leave(socket, payload, ack));
-        let events = self.clone();
-        ns.on("message", move |socket, payload, ack| events.on_message(socket, payload, ack));
-        let events = self.clone();
-        ns.on("typing", move |socket, payload, ack| events.on_typing(socket, payload, ack));
-        let events = self.clone();
-        ns.on("presence", move |socket, payload, ack| events.on_presence(socket, payload, ack));
-        let events = self.clone();
-        ns.on("signal", move |socket, payload, ack| events.on_signal(socket, payload, ack));
-        let events = self.clone();
-        ns.on("history", move |socket, payload, ack| events.on_history(socket, payload, ack));
+        for (event, handle) in BUILT_IN {
+            let events = self.clone();
+            ns.on(event, move |socket, payload, ack| handle(&events, socket, payload, ack));
+        }
     }
 
     /// Puts `socket` in its user's room (`user:<user>`), where direct messages reach it.
@@ -162,20 +167,10 @@ impl Events {
     /// socket) and puts it in its user's room (`user:<user>`).
     pub fn attach(self: &Arc<Self>, socket: &Arc<Socket>) {
         self.join_user_room(socket);
-        let events = self.clone();
-        socket.on("join", move |socket, payload, ack| events.on_join(socket, payload, ack));
-        let events = self.clone();
-        socket.on("leave", move |socket, payload, ack| events.on_leave(socket, payload, ack));
-        let events = self.clone();
-        socket.on("message", move |socket, payload, ack| events.on_message(socket, payload, ack));
-        let events = self.clone();
-        socket.on("typing", move |socket, payload, ack| events.on_typing(socket, payload, ack));
-        let events = self.clone();
-        socket.on("presence", move |socket, payload, ack| events.on_presence(socket, payload, ack));
-        let events = self.clone();
-        socket.on("signal", move |socket, payload, ack| events.on_signal(socket, payload, ack));
-        let events = self.clone();
-        socket.on("history", move |socket, payload, ack| events.on_history(socket, payload, ack));
+        for (event, handle) in BUILT_IN {
+            let events = self.clone();
+            socket.on(event, move |socket, payload, ack| handle(&events, socket, payload, ack));
+        }
     }
 
     fn on_history(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {

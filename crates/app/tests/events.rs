@@ -118,16 +118,9 @@ impl switchyard::pipeline::MessageSink for DelayingSink {
     }
 }
 
-#[tokio::test]
-async fn sinks_keep_a_senders_order_and_a_refused_message_is_neither_sent_nor_acked_ok() {
-    let server = SioServer::start(sio_config(), move |io| {
-        let events = Events::with_sinks(Arc::new(Access::allow_all()), None, vec![Arc::new(DelayingSink)]);
-        events.install(&io.of("/"));
-    })
-    .await;
-    let (mut ws, _) = server.connect("/", None).await;
-    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
-    // The first message's sink takes longest: it must still be broadcast first.
+/// Sends three `message`s to "lobby" (the first slowest to sink, the second refused, the third at
+/// once) and returns the data broadcast back and the three acks in the order they were asked for.
+async fn send_slow_refused_fast(ws: &mut WsClient) -> (Vec<Value>, Vec<(String, Value)>) {
     ws.sio_send(r#"22["message","lobby",{"n":1,"delay":300}]"#).await;
     ws.sio_send(r#"23["message","lobby","refuse"]"#).await;
     ws.sio_send(r#"24["message","lobby",{"n":2,"delay":0}]"#).await;
@@ -142,8 +135,22 @@ async fn sinks_keep_a_senders_order_and_a_refused_message_is_neither_sent_nor_ac
             acks.push((rest[..1].to_string(), serde_json::from_str::<Value>(&rest[1..]).expect("ack")[0].clone()));
         }
     }
-    assert_eq!(seen, vec![json!({"n": 1, "delay": 300}), json!({"n": 2, "delay": 0})]);
     acks.sort_by(|a, b| a.0.cmp(&b.0));
+    (seen, acks)
+}
+
+#[tokio::test]
+async fn sinks_keep_a_senders_order_and_a_refused_message_is_neither_sent_nor_acked_ok() {
+    let server = SioServer::start(sio_config(), move |io| {
+        let events = Events::with_sinks(Arc::new(Access::allow_all()), None, vec![Arc::new(DelayingSink)]);
+        events.install(&io.of("/"));
+    })
+    .await;
+    let (mut ws, _) = server.connect("/", None).await;
+    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
+    // The first message's sink takes longest: it must still be broadcast first.
+    let (seen, acks) = send_slow_refused_fast(&mut ws).await;
+    assert_eq!(seen, vec![json!({"n": 1, "delay": 300}), json!({"n": 2, "delay": 0})]);
     assert_eq!(acks[0].1["ok"], json!(true));
     assert_eq!(acks[1].1, json!({"ok": false, "error": "unavailable"}));
     assert_eq!(acks[2].1["ok"], json!(true));
@@ -178,22 +185,8 @@ async fn a_message_the_gate_refuses_never_reaches_the_later_sinks() {
     .await;
     let (mut ws, _) = server.connect("/", None).await;
     assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
-    ws.sio_send(r#"22["message","lobby",{"n":1,"delay":300}]"#).await;
-    ws.sio_send(r#"23["message","lobby","refuse"]"#).await;
-    ws.sio_send(r#"24["message","lobby",{"n":2,"delay":0}]"#).await;
-    let mut seen = Vec::new();
-    let mut acks = Vec::new();
-    while seen.len() < 2 || acks.len() < 3 {
-        let packet = within("messages and acks", ws.sio_recv()).await;
-        if let Some(rest) = packet.strip_prefix("2[\"message\",") {
-            let message: Value = serde_json::from_str(rest.strip_suffix(']').expect("array")).expect("JSON");
-            seen.push(message["data"].clone());
-        } else if let Some(rest) = packet.strip_prefix('3') {
-            acks.push((rest[..1].to_string(), serde_json::from_str::<Value>(&rest[1..]).expect("ack")[0].clone()));
-        }
-    }
+    let (seen, acks) = send_slow_refused_fast(&mut ws).await;
     assert_eq!(seen, vec![json!({"n": 1, "delay": 300}), json!({"n": 2, "delay": 0})]);
-    acks.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(acks[1].1, json!({"ok": false, "error": "unavailable"}));
     assert_eq!((acks[0].1["ok"].clone(), acks[2].1["ok"].clone()), (json!(true), json!(true)));
     // The refused message never reached the later sink; the others did, in the sender's order.
