@@ -273,6 +273,40 @@ const FIRST_SOCKET: &str = "$response.body#/sockets/0/id";
 pub const COMMON_ERRORS: &[ErrorKind] = &[ErrorKind::Unauthorized, ErrorKind::RateLimited];
 /// Errors every endpoint with a body can answer.
 pub const BODY_ERRORS: &[ErrorKind] = &[ErrorKind::InvalidJson, ErrorKind::BodyTooLarge];
+/// What a read about one room of a namespace, gathered across the cluster, can answer.
+const ROOM_QUERY_ERRORS: &[ErrorKind] = &[
+    ErrorKind::InvalidQuery,
+    ErrorKind::InvalidPath,
+    ErrorKind::InvalidNamespace,
+    ErrorKind::NotFound,
+    ErrorKind::NamespaceNotFound,
+    ErrorKind::ClusterUnavailable,
+];
+const PRESENCE_ERRORS: [ErrorKind; 7] = with(ROOM_QUERY_ERRORS, ErrorKind::PresenceUnavailable);
+/// What an operation on one socket, wherever it is, can answer.
+const SOCKET_ERRORS: &[ErrorKind] = &[
+    ErrorKind::InvalidPath,
+    ErrorKind::InvalidNamespace,
+    ErrorKind::NotFound,
+    ErrorKind::NamespaceNotFound,
+    ErrorKind::SocketNotFound,
+    ErrorKind::ClusterUnavailable,
+];
+/// `join` and `leave`: a socket operation whose body names a room.
+const ROOM_CHANGE_ERRORS: [ErrorKind; 7] = with(SOCKET_ERRORS, ErrorKind::MissingRoom);
+
+/// `errors` and `extra` (`N` is one more than `errors` holds; order does not matter, see
+/// [`Endpoint::all_errors`]).
+const fn with<const N: usize>(errors: &[ErrorKind], extra: ErrorKind) -> [ErrorKind; N] {
+    assert!(errors.len() + 1 == N);
+    let mut all = [extra; N];
+    let mut i = 0;
+    while i < errors.len() {
+        all[i] = errors[i];
+        i += 1;
+    }
+    all
+}
 
 const NAMESPACE_QUERY: Param = Param {
     name: "namespace",
@@ -350,14 +384,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         params: &[ROOM_PATH, NAMESPACE_QUERY],
         body: None,
         response: sockets_schema,
-        errors: &[
-            ErrorKind::InvalidQuery,
-            ErrorKind::InvalidPath,
-            ErrorKind::InvalidNamespace,
-            ErrorKind::NotFound,
-            ErrorKind::NamespaceNotFound,
-            ErrorKind::ClusterUnavailable,
-        ],
+        errors: ROOM_QUERY_ERRORS,
         links: &[
             Link { operation_id: "disconnectSocket", parameter: "id", expression: FIRST_SOCKET },
             Link { operation_id: "joinRoom", parameter: "id", expression: FIRST_SOCKET },
@@ -376,15 +403,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         params: &[ROOM_PATH, NAMESPACE_QUERY],
         body: None,
         response: presence_schema,
-        errors: &[
-            ErrorKind::InvalidQuery,
-            ErrorKind::InvalidPath,
-            ErrorKind::InvalidNamespace,
-            ErrorKind::NotFound,
-            ErrorKind::NamespaceNotFound,
-            ErrorKind::PresenceUnavailable,
-            ErrorKind::ClusterUnavailable,
-        ],
+        errors: &PRESENCE_ERRORS,
         links: &[],
         handler: presence,
     },
@@ -419,14 +438,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         params: &[SOCKET_PATH],
         body: Some((disconnect_schema, false)),
         response: ok_schema,
-        errors: &[
-            ErrorKind::InvalidPath,
-            ErrorKind::InvalidNamespace,
-            ErrorKind::NotFound,
-            ErrorKind::NamespaceNotFound,
-            ErrorKind::SocketNotFound,
-            ErrorKind::ClusterUnavailable,
-        ],
+        errors: SOCKET_ERRORS,
         links: &[],
         handler: disconnect_socket,
     },
@@ -439,15 +451,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         params: &[SOCKET_PATH],
         body: Some((room_schema, true)),
         response: ok_schema,
-        errors: &[
-            ErrorKind::InvalidPath,
-            ErrorKind::MissingRoom,
-            ErrorKind::InvalidNamespace,
-            ErrorKind::NotFound,
-            ErrorKind::NamespaceNotFound,
-            ErrorKind::SocketNotFound,
-            ErrorKind::ClusterUnavailable,
-        ],
+        errors: &ROOM_CHANGE_ERRORS,
         links: &[],
         handler: join_room,
     },
@@ -460,15 +464,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         params: &[SOCKET_PATH],
         body: Some((room_schema, true)),
         response: ok_schema,
-        errors: &[
-            ErrorKind::InvalidPath,
-            ErrorKind::MissingRoom,
-            ErrorKind::InvalidNamespace,
-            ErrorKind::NotFound,
-            ErrorKind::NamespaceNotFound,
-            ErrorKind::SocketNotFound,
-            ErrorKind::ClusterUnavailable,
-        ],
+        errors: &ROOM_CHANGE_ERRORS,
         links: &[],
         handler: leave_room,
     },
@@ -660,39 +656,36 @@ fn rooms_schema() -> Value {
     })
 }
 
-fn sockets_schema() -> Value {
+/// `{namespace, room, <list>: [items]}`: the answer about one room of a namespace.
+fn room_list_schema(list: &str, items: Value) -> Value {
     json!({
         "type": "object",
-        "required": ["namespace", "room", "sockets"],
+        "required": ["namespace", "room", list],
         "properties": {
             "namespace": {"type": "string"},
             "room": {"type": "string"},
-            "sockets": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "rooms", "data"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "rooms": {"type": "array", "items": {"type": "string"}},
-                        "data": {"description": "The socket's `data` (any JSON value)."},
-                    },
-                },
-            },
+            list: {"type": "array", "items": items},
         },
     })
 }
 
+fn sockets_schema() -> Value {
+    room_list_schema(
+        "sockets",
+        json!({
+            "type": "object",
+            "required": ["id", "rooms", "data"],
+            "properties": {
+                "id": {"type": "string"},
+                "rooms": {"type": "array", "items": {"type": "string"}},
+                "data": {"description": "The socket's `data` (any JSON value)."},
+            },
+        }),
+    )
+}
+
 fn presence_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["namespace", "room", "users"],
-        "properties": {
-            "namespace": {"type": "string"},
-            "room": {"type": "string"},
-            "users": {"type": "array", "items": {"type": "string"}},
-        },
-    })
+    room_list_schema("users", json!({"type": "string"}))
 }
 
 /// Parses a JSON body into `T`; an empty body is `{}`.
@@ -761,44 +754,34 @@ impl Api {
     pub fn routes(self: &Arc<Self>) -> Router {
         let mut routes: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
         for endpoint in ENDPOINTS {
-            let api = self.clone();
-            let handler = move |request: Request| {
-                let api = api.clone();
-                async move { api.call(Some(endpoint), request).await }
-            };
+            let handler = self.handler(move |api, request| api.call(Some(endpoint), request));
             let filter = if endpoint.method == Method::POST { MethodFilter::POST } else { MethodFilter::GET };
             let method_router = routes.remove(endpoint.path).unwrap_or_else(MethodRouter::new).on(filter, handler);
             routes.insert(endpoint.path, method_router);
         }
         let mut router = Router::new();
         for (path, method_router) in routes {
-            let api = self.clone();
-            let wrong_method = move |request: Request| {
-                let api = api.clone();
-                async move { api.wrong_method(path, request).await }
-            };
+            let wrong_method = self.handler(move |api, request| api.wrong_method(path, request));
             router = router.route(path, method_router.fallback(wrong_method));
         }
-        let api = self.clone();
-        let openapi = move |request: Request| {
-            let api = api.clone();
-            async move { api.openapi_document(request) }
-        };
-        let api = self.clone();
-        let wrong_openapi_method = move |request: Request| {
-            let api = api.clone();
-            async move { api.wrong_method("/api/openapi.json", request).await }
-        };
-        let api = self.clone();
-        let not_found = move |request: Request| {
-            let api = api.clone();
-            async move { api.call(None, request).await }
-        };
+        let openapi = self.handler(|api, request| async move { api.openapi_document(request) });
+        let wrong_openapi_method = self.handler(|api, request| api.wrong_method("/api/openapi.json", request));
+        let not_found = self.handler(|api, request| api.call(None, request));
         router
             .route("/api/openapi.json", on(MethodFilter::GET, openapi).fallback(wrong_openapi_method))
             .route("/api", any(not_found.clone()))
             .route("/api/", any(not_found.clone()))
             .route("/api/{*rest}", any(not_found))
+    }
+
+    /// An axum handler that gives `answer` this API and the request.
+    fn handler<F, Fut>(self: &Arc<Self>, answer: F) -> impl Fn(Request) -> Fut + Clone + Send + Sync + 'static
+    where
+        F: Fn(Arc<Api>, Request) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response> + Send + 'static,
+    {
+        let api = self.clone();
+        move |request| answer(api.clone(), request)
     }
 
     /// One request to `endpoint` (`None`: a path no route matched).
@@ -1156,15 +1139,15 @@ pub fn openapi() -> Value {
         let parameters: Vec<Value> = endpoint
             .params
             .iter()
-            .map(|p| match p.location {
-                ParamIn::Path => json!({
-                    "name": p.name, "in": "path", "required": true, "description": p.description,
+            .map(|p| {
+                let (location, required) = match p.location {
+                    ParamIn::Path => ("path", true),
+                    ParamIn::Query => ("query", false),
+                };
+                json!({
+                    "name": p.name, "in": location, "required": required, "description": p.description,
                     "schema": (p.schema)(),
-                }),
-                ParamIn::Query => json!({
-                    "name": p.name, "in": "query", "required": false, "description": p.description,
-                    "schema": (p.schema)(),
-                }),
+                })
             })
             .collect();
         let mut responses = Map::new();

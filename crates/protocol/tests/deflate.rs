@@ -5,25 +5,12 @@ use bytes::{Bytes, BytesMut};
 use switchyard_protocol::deflate;
 use switchyard_protocol::websocket::{encode_deflated_frame, FrameDecoder, FrameError, Message, OpCode};
 
-const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+mod common;
+use common::decode_all;
 
 /// A masked client frame with `first_byte` (FIN, RSV and opcode bits) as given.
 fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![first_byte];
-    match payload.len() {
-        0..=125 => frame.push(0x80 | payload.len() as u8),
-        126..=65535 => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        _ => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&MASK);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    frame
+    common::client_frame(first_byte, payload, None)
 }
 
 const FIN: u8 = 0x80;
@@ -33,19 +20,6 @@ const BINARY: u8 = OpCode::Binary as u8;
 
 /// RFC 7692 7.2.3.1: "Hello" compressed.
 const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
-
-fn decode_all(decoder: &mut FrameDecoder, bytes: &[u8]) -> Vec<Result<Option<Message>, FrameError>> {
-    let mut buf = BytesMut::from(bytes);
-    let mut results = Vec::new();
-    loop {
-        let result = decoder.decode(&mut buf);
-        let stop = !matches!(result, Ok(Some(_)));
-        results.push(result);
-        if stop {
-            return results;
-        }
-    }
-}
 
 fn text(s: &str) -> Result<Option<Message>, FrameError> {
     Ok(Some(Message::Text(Bytes::copy_from_slice(s.as_bytes()))))

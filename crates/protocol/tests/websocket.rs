@@ -6,46 +6,11 @@ use switchyard_protocol::websocket::{
     Message, OpCode, MAX_HEADER_LEN,
 };
 
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// A client frame: masked with `MASK`, with the shortest length form unless `force_len` picks 126 or 127.
-fn client_frame(first_byte: u8, payload: &[u8], force_len: Option<u8>) -> Vec<u8> {
-    let mut frame = vec![first_byte];
-    match force_len.unwrap_or(match payload.len() {
-        0..=125 => 0,
-        126..=65535 => 126,
-        _ => 127,
-    }) {
-        126 => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        127 => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-        _ => frame.push(0x80 | payload.len() as u8),
-    }
-    frame.extend_from_slice(&MASK);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    frame
-}
+mod common;
+use common::{client_frame, decode_all};
 
 fn fin(opcode: OpCode) -> u8 {
     0x80 | opcode as u8
-}
-
-fn decode_all(decoder: &mut FrameDecoder, bytes: &[u8]) -> Vec<Result<Option<Message>, FrameError>> {
-    let mut buf = BytesMut::from(bytes);
-    let mut results = Vec::new();
-    loop {
-        let result = decoder.decode(&mut buf);
-        let stop = !matches!(result, Ok(Some(_)));
-        results.push(result);
-        if stop {
-            return results;
-        }
-    }
 }
 
 fn decode_one(bytes: &[u8]) -> Result<Option<Message>, FrameError> {

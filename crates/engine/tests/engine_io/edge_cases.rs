@@ -48,8 +48,7 @@ async fn read_text_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> String {
 
 #[tokio::test]
 async fn probe_in_the_upgrade_requests_segment_is_answered() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(engine_config()).await;
     let head = upgrade_head(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid)), KEY);
     // One write: the request head and the `2probe` frame travel together.
     let probe = encode_frame(true, OP_TEXT, b"2probe", true);
@@ -82,8 +81,7 @@ async fn message_in_a_new_websockets_request_segment_is_answered() {
 
 #[tokio::test]
 async fn malformed_websocket_keys_are_refused_with_400() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(engine_config()).await;
     let targets = [eio_url(EIO_PATH, "websocket", None), eio_url(EIO_PATH, "websocket", Some(&session.sid))];
     let bad_keys = [
         "",
@@ -123,8 +121,7 @@ fn slow_upgrade_config() -> EngineConfig {
 
 #[tokio::test]
 async fn probe_closes_at_once_when_its_polling_session_ends() {
-    let mut server = EchoServer::start(slow_upgrade_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(slow_upgrade_config()).await;
     let mut ws = WsClient::connect(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid)))
         .await
         .unwrap_or_else(|r| panic!("refused: {}", r.status));
@@ -140,8 +137,7 @@ async fn probe_closes_at_once_when_its_polling_session_ends() {
 
 #[tokio::test]
 async fn websocket_before_its_probe_closes_at_once_when_its_polling_session_ends() {
-    let server = EchoServer::start(slow_upgrade_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(slow_upgrade_config()).await;
     let mut ws = WsClient::connect(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid)))
         .await
         .unwrap_or_else(|r| panic!("refused: {}", r.status));
@@ -158,8 +154,7 @@ async fn probe_closes_at_once_when_its_polling_session_times_out() {
         ping_timeout: Duration::from_millis(200),
         ..slow_upgrade_config()
     };
-    let mut server = EchoServer::start(config).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(config).await;
     let mut ws = WsClient::connect(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid)))
         .await
         .unwrap_or_else(|r| panic!("refused: {}", r.status));
@@ -212,8 +207,7 @@ async fn invalid_payload_removes_the_session_before_the_400() {
 /// the session is gone.
 #[tokio::test]
 async fn close_packet_removes_the_session_before_the_ok() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     let responses = pipelined(
         server.addr,
         &[request(server.addr, "POST", &session.url(), "1"), request(server.addr, "GET", &session.url(), "")],
@@ -240,8 +234,7 @@ async fn polling_ping_timeout_counts_from_the_handshake_even_when_the_timer_runs
 
 #[tokio::test]
 async fn polling_ping_timeout_with_a_late_ping_keeps_the_deadline() {
-    let server = EchoServer::start(quick_heartbeat_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (_server, session) = polling_session(quick_heartbeat_config()).await;
     // Late by 150 ms: the ping goes out at ~450 ms, but its deadline stays at 500 ms.
     std::thread::sleep(Duration::from_millis(450));
     tokio::time::sleep(Duration::from_millis(100)).await;

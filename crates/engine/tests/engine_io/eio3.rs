@@ -311,8 +311,7 @@ async fn upgrade_from_polling() {
 
 #[tokio::test]
 async fn v4_clients_are_unchanged_when_v3_is_allowed() {
-    let server = EchoServer::start(v3_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(v3_config()).await;
     session.send("4hello\u{1e}bAQID").await;
     assert_eq!(session.poll().await, "4hello\u{1e}bAQID");
     let res = http(server.addr, "POST", &session.url(), &[("Content-Type", "application/octet-stream")], b"x").await;

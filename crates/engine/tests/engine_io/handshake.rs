@@ -111,8 +111,7 @@ async fn handshake_with_another_method_is_error_2() {
 
 #[tokio::test]
 async fn unexpected_requests_on_a_session_are_error_3() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(engine_config()).await;
     http(server.addr, "PUT", &session.url(), &[], b"4x").await.assert_engine_error(3, "Bad request");
     // A plain GET (no upgrade headers) for the websocket transport.
     get(server.addr, "/engine.io/?EIO=4&transport=websocket").await.assert_engine_error(3, "Bad request");

@@ -11,8 +11,7 @@ const MIN_PING_GAP: Duration = Duration::from_millis(250);
 
 #[tokio::test]
 async fn polling_pong_keeps_the_session_alive() {
-    let mut server = EchoServer::start(quick_heartbeat_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(quick_heartbeat_config()).await;
     let mut since = Instant::now();
     // Three full cycles outlast pingInterval + pingTimeout several times over.
     for _ in 0..3 {
@@ -28,27 +27,23 @@ async fn polling_pong_keeps_the_session_alive() {
 
 #[tokio::test]
 async fn polling_missing_pong_closes_with_ping_timeout() {
-    let mut server = EchoServer::start(quick_heartbeat_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(quick_heartbeat_config()).await;
     assert_eq!(session.poll().await, "2");
     let pinged = Instant::now();
     // No pong: the next poll ends with a close packet once pingTimeout has passed.
     assert_eq!(session.poll().await, "1");
     assert!(pinged.elapsed() >= Duration::from_millis(150), "closed {:?} after the ping", pinged.elapsed());
-    assert_eq!(server.closed(&session.sid).await, CloseReason::PingTimeout);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::PingTimeout).await;
 }
 
 #[tokio::test]
 async fn polling_client_ping_closes_the_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     let mut pending = session.spawn_get();
     assert!(still_pending(&mut pending, Duration::from_millis(100)).await);
     let _ = session.post(b"2").await;
     assert_eq!(join(pending).await.text(), "1");
-    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportError);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::TransportError).await;
 }
 
 #[tokio::test]

@@ -7,8 +7,7 @@ use switchyard_engine::CloseReason;
 
 #[tokio::test]
 async fn text_message_round_trip() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (_server, session) = polling_session(engine_config()).await;
     let res = session.post(b"4hello").await;
     assert_eq!(res.status, 200);
     assert_eq!(res.text(), "ok");
@@ -20,8 +19,7 @@ async fn text_message_round_trip() {
 
 #[tokio::test]
 async fn utf8_and_empty_messages_round_trip() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (_server, session) = polling_session(engine_config()).await;
     session.send("4€uro 😀 ünïcode").await;
     assert_eq!(session.poll().await, "4€uro 😀 ünïcode");
     session.send("4").await;
@@ -30,8 +28,7 @@ async fn utf8_and_empty_messages_round_trip() {
 
 #[tokio::test]
 async fn packets_joined_by_record_separator() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (_server, session) = polling_session(engine_config()).await;
     session.send("4hello\x1e4€\x1e4world").await;
     // A poll returns everything buffered, in order, in one payload.
     assert_eq!(session.poll().await, "4hello\x1e4€\x1e4world");
@@ -39,8 +36,7 @@ async fn packets_joined_by_record_separator() {
 
 #[tokio::test]
 async fn binary_messages_are_base64_with_b_prefix() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (_server, session) = polling_session(engine_config()).await;
     session.send("bAQIDBA==").await;
     assert_eq!(session.poll().await, "bAQIDBA==");
     let data: Vec<u8> = (0..=255).collect();
@@ -50,8 +46,7 @@ async fn binary_messages_are_base64_with_b_prefix() {
 
 #[tokio::test]
 async fn get_waits_for_data() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (_server, session) = polling_session(engine_config()).await;
     let mut pending = session.spawn_get();
     assert!(still_pending(&mut pending, Duration::from_millis(150)).await, "an empty poll is held open");
     session.send("4late").await;
@@ -61,16 +56,14 @@ async fn get_waits_for_data() {
 
 #[tokio::test]
 async fn noop_and_upgrade_packets_are_accepted_and_ignored() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (_server, session) = polling_session(engine_config()).await;
     session.send("6\x1e4after").await;
     assert_eq!(session.poll().await, "4after");
 }
 
 #[tokio::test]
 async fn octet_stream_post_is_rejected() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(engine_config()).await;
     let res =
         http(server.addr, "POST", &session.url(), &[("Content-Type", "application/octet-stream")], &[4, 1, 2, 3]).await;
     assert_eq!(res.status, 400);
@@ -78,8 +71,7 @@ async fn octet_stream_post_is_rejected() {
 
 #[tokio::test]
 async fn post_over_max_payload_is_413() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (_server, session) = polling_session(engine_config()).await;
     let big = format!("4{}", "x".repeat(1500));
     let res = session.post(big.as_bytes()).await;
     assert_eq!(res.status, 413);
@@ -91,8 +83,7 @@ async fn post_over_max_payload_is_413() {
 
 #[tokio::test]
 async fn chunked_post_over_max_payload_is_413() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(engine_config()).await;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain;charset=UTF-8\r\nTransfer-Encoding: chunked\r\n\r\n",
         session.url(),
@@ -129,8 +120,7 @@ async fn invalid_packet_is_400_and_closes_the_session() {
 
 #[tokio::test]
 async fn open_packet_from_client_closes_the_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     let pending = session.spawn_get();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _ = session.post(b"0").await;
@@ -140,84 +130,64 @@ async fn open_packet_from_client_closes_the_session() {
 
 #[tokio::test]
 async fn concurrent_gets_close_the_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     let mut first = session.spawn_get();
     assert!(still_pending(&mut first, Duration::from_millis(100)).await);
     let second = session.get().await;
     assert_eq!(second.status, 400, "the overlapping GET is refused");
     let first = join(first).await;
     assert_eq!((first.status, first.text()), (200, "1"), "the pending GET gets a close packet");
-    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportError);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::TransportError).await;
 }
 
 #[tokio::test]
 async fn concurrent_posts_close_the_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     // A POST whose body is still arriving holds the slot.
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: 10\r\n\r\n",
-        session.url(),
-        server.addr
-    );
+    let head = post_head_of_10_bytes(&server, &session);
     let _slow = send_request(server.addr, &head, b"4ab").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let res = session.post(b"4second").await;
     assert_eq!(res.status, 400);
-    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportError);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::TransportError).await;
 }
 
 #[tokio::test]
 async fn aborted_post_closes_the_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: 10\r\n\r\n",
-        session.url(),
-        server.addr
-    );
+    let (mut server, session) = polling_session(engine_config()).await;
+    let head = post_head_of_10_bytes(&server, &session);
     let partial = send_request(server.addr, &head, b"4ab").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(partial);
-    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportError);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::TransportError).await;
 }
 
 #[tokio::test]
 async fn aborted_get_closes_the_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     let head = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", session.url(), server.addr);
     let stream = send_request(server.addr, &head, b"").await;
     // Give the server time to start holding the poll before the client goes away.
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(stream);
-    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportError);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::TransportError).await;
 }
 
 #[tokio::test]
 async fn close_packet_ends_the_pending_get_with_noop() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     let mut pending = session.spawn_get();
     assert!(still_pending(&mut pending, Duration::from_millis(100)).await);
     session.send("1").await;
     let res = join(pending).await;
     assert_eq!((res.status, res.text()), (200, "6"));
-    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportClose);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::TransportClose).await;
     session.post(b"4late").await.assert_engine_error(1, "Session ID unknown");
 }
 
 #[tokio::test]
 async fn close_packet_inside_a_payload_closes_the_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     session.send("4before\x1e1\x1e4after").await;
-    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportClose);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::TransportClose).await;
 }

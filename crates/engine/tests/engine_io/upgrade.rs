@@ -15,10 +15,29 @@ async fn probe(server: &EchoServer, session: &Polling) -> WsClient {
     ws
 }
 
+/// A probe and the upgrade packet, done once the WebSocket answers a message.
+async fn upgraded(server: &EchoServer, session: &Polling) -> WsClient {
+    let mut ws = probe(server, session).await;
+    ws.send_text("5").await;
+    ws.send_text("4sync").await;
+    assert_eq!(ws.recv().await, WsFrame::Text("4sync".into()));
+    ws
+}
+
+/// Another WebSocket for `session` is refused: 400, or closed at its probe.
+async fn second_websocket_is_refused(server: &EchoServer, session: &Polling) {
+    match WsClient::connect(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid))).await {
+        Err(res) => assert_eq!(res.status, 400),
+        Ok(mut second) => {
+            second.send_text("2probe").await;
+            second.expect_closed().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn upgrade_completes_and_traffic_moves_to_websocket() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(engine_config()).await;
     let mut pending = session.spawn_get();
     assert!(still_pending(&mut pending, Duration::from_millis(100)).await);
     let mut ws = probe(&server, &session).await;
@@ -34,8 +53,7 @@ async fn upgrade_completes_and_traffic_moves_to_websocket() {
 
 #[tokio::test]
 async fn buffered_packets_are_flushed_over_websocket_in_order() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(engine_config()).await;
     // Echoes queue up while nobody polls.
     session.send("4one\x1e4two\x1ebAQID").await;
     let mut ws = probe(&server, &session).await;
@@ -51,13 +69,8 @@ async fn buffered_packets_are_flushed_over_websocket_in_order() {
 
 #[tokio::test]
 async fn get_after_upgrade_is_rejected() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
-    let mut ws = probe(&server, &session).await;
-    ws.send_text("5").await;
-    // The upgrade is done once the WebSocket answers.
-    ws.send_text("4sync").await;
-    assert_eq!(ws.recv().await, WsFrame::Text("4sync".into()));
+    let (server, session) = polling_session(engine_config()).await;
+    let mut ws = upgraded(&server, &session).await;
     session.get().await.assert_engine_error(3, "Bad request");
     // The WebSocket is unaffected.
     ws.send_text("4still").await;
@@ -66,12 +79,8 @@ async fn get_after_upgrade_is_rejected() {
 
 #[tokio::test]
 async fn post_after_upgrade_is_rejected() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
-    let mut ws = probe(&server, &session).await;
-    ws.send_text("5").await;
-    ws.send_text("4sync").await;
-    assert_eq!(ws.recv().await, WsFrame::Text("4sync".into()));
+    let (server, session) = polling_session(engine_config()).await;
+    let mut ws = upgraded(&server, &session).await;
     session.post(b"4via polling").await.assert_engine_error(3, "Bad request");
     ws.send_text("4next").await;
     assert_eq!(ws.recv().await, WsFrame::Text("4next".into()), "nothing from the refused POST was delivered");
@@ -79,36 +88,19 @@ async fn post_after_upgrade_is_rejected() {
 
 #[tokio::test]
 async fn second_websocket_for_an_upgraded_session_is_closed() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
-    let mut ws = probe(&server, &session).await;
-    ws.send_text("5").await;
-    ws.send_text("4sync").await;
-    assert_eq!(ws.recv().await, WsFrame::Text("4sync".into()));
+    let (server, session) = polling_session(engine_config()).await;
+    let mut ws = upgraded(&server, &session).await;
 
-    match WsClient::connect(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid))).await {
-        Err(res) => assert_eq!(res.status, 400),
-        Ok(mut second) => {
-            second.send_text("2probe").await;
-            second.expect_closed().await;
-        }
-    }
+    second_websocket_is_refused(&server, &session).await;
     ws.send_text("4first still works").await;
     assert_eq!(ws.recv().await, WsFrame::Text("4first still works".into()));
 }
 
 #[tokio::test]
 async fn second_websocket_during_a_probe_is_closed() {
-    let server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(engine_config()).await;
     let mut first = probe(&server, &session).await;
-    match WsClient::connect(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid))).await {
-        Err(res) => assert_eq!(res.status, 400),
-        Ok(mut second) => {
-            second.send_text("2probe").await;
-            second.expect_closed().await;
-        }
-    }
+    second_websocket_is_refused(&server, &session).await;
     first.send_text("5").await;
     first.send_text("4done").await;
     assert_eq!(first.recv().await, WsFrame::Text("4done".into()));
@@ -127,8 +119,7 @@ async fn upgrade_of_unknown_sid_is_refused() {
 
 #[tokio::test]
 async fn upgrade_is_refused_when_upgrades_are_disabled() {
-    let server = EchoServer::start(EngineConfig { allow_upgrades: false, ..engine_config() }).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (server, session) = polling_session(EngineConfig { allow_upgrades: false, ..engine_config() }).await;
     let res = WsClient::connect(server.addr, &eio_url(EIO_PATH, "websocket", Some(&session.sid)))
         .await
         .err()
@@ -141,8 +132,7 @@ async fn upgrade_is_refused_when_upgrades_are_disabled() {
 #[tokio::test]
 async fn upgrade_timeout_keeps_the_polling_session() {
     let config = EngineConfig { upgrade_timeout: Duration::from_millis(300), ..engine_config() };
-    let mut server = EchoServer::start(config).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(config).await;
     let mut ws = probe(&server, &session).await;
     // No upgrade packet: the server gives up on this WebSocket.
     ws.expect_closed().await;
@@ -158,8 +148,7 @@ async fn upgrade_timeout_keeps_the_polling_session() {
 
 #[tokio::test]
 async fn probe_websocket_closed_by_the_client_keeps_the_polling_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     let ws = probe(&server, &session).await;
     drop(ws);
     // The session keeps polling.
@@ -170,22 +159,19 @@ async fn probe_websocket_closed_by_the_client_keeps_the_polling_session() {
 
 #[tokio::test]
 async fn close_over_websocket_after_upgrade_ends_the_session() {
-    let mut server = EchoServer::start(engine_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(engine_config()).await;
     let mut ws = probe(&server, &session).await;
     ws.send_text("5").await;
     ws.send_text("1").await;
     ws.expect_closed().await;
-    assert_eq!(server.closed(&session.sid).await, CloseReason::TransportClose);
-    session.get().await.assert_engine_error(1, "Session ID unknown");
+    assert_session_closed(&mut server, &session, CloseReason::TransportClose).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(server.no_close_yet(), "the handler hears of the close exactly once");
 }
 
 #[tokio::test]
 async fn heartbeat_continues_over_websocket_after_upgrade() {
-    let mut server = EchoServer::start(quick_heartbeat_config()).await;
-    let (session, _) = Polling::open(server.addr, EIO_PATH).await;
+    let (mut server, session) = polling_session(quick_heartbeat_config()).await;
     let mut ws = probe(&server, &session).await;
     ws.send_text("5").await;
     for _ in 0..3 {

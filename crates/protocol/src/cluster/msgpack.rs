@@ -425,8 +425,9 @@ fn js_key(key: &Value) -> String {
     }
 }
 
-/// `Date.prototype.toISOString` for a Unix time: `2024-05-01T12:00:00.000Z`.
-fn iso_time(secs: i64, nanos: u32) -> String {
+/// `Date.prototype.toISOString` for a Unix time: `2024-05-01T12:00:00.000Z` (milliseconds; `nanos` is
+/// the fraction of the second). Also the timestamp format of the Admin UI's live events.
+pub fn iso_time(secs: i64, nanos: u32) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
