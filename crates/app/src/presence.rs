@@ -32,6 +32,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_redis::{LinkConn, LinkError, LinkTimeouts, RedisLink};
 use switchyard_socketio::{Observer, Room, Socket, SocketIo};
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,6 +43,15 @@ pub enum PresenceError {
     Unavailable(String),
     #[error("presence store error: {0}")]
     Backend(String),
+}
+
+impl From<LinkError> for PresenceError {
+    fn from(e: LinkError) -> PresenceError {
+        match e {
+            LinkError::Unavailable(e) => PresenceError::Unavailable(e),
+            LinkError::Backend(e) => PresenceError::Backend(e),
+        }
+    }
 }
 
 /// What a store call returns.
@@ -194,17 +204,9 @@ pub struct RedisPresence {
     node: Arc<str>,
     key_prefix: String,
     ttl_ms: u64,
-    target: switchyard_redis::RedisTarget,
-    conn: tokio::sync::Mutex<Option<RedisConn>>,
-    /// When connecting last failed: calls fail at once for [`RETRY_AFTER`] rather than each waiting
+    /// Fails calls at once for [`RETRY_AFTER`] after a failed connect rather than letting each wait
     /// for a connect timeout while Redis is away.
-    failed_at: Mutex<Option<std::time::Instant>>,
-}
-
-#[derive(Clone)]
-enum RedisConn {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
+    link: RedisLink,
 }
 
 const LUA_NOW: &str =
@@ -302,7 +304,6 @@ return out";
 /// Every script of a refresh goes in one pipeline, so a refresh is one round trip on a single Redis.
 pub const REFRESH_ROOMS_PER_SCRIPT: usize = 256;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One room's refresh: its namespace, name and the users whose entries expired.
 type RoomRefresh = (Arc<str>, Room, Result<Vec<String>, PresenceError>);
 
@@ -310,7 +311,6 @@ type RoomRefresh = (Arc<str>, Room, Result<Vec<String>, PresenceError>);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Rooms refreshed at once on a Redis Cluster (one script per room: a script's keys must share a slot).
 const REFRESH_IN_FLIGHT: usize = 32;
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl RedisPresence {
     /// A store on `target` for node `node` (the cluster node's uid: unique per process). Connects on
@@ -320,55 +320,13 @@ impl RedisPresence {
             node: node.into(),
             key_prefix: key_prefix.to_string(),
             ttl_ms: ttl.as_millis().max(1) as u64,
-            target,
-            conn: tokio::sync::Mutex::new(None),
-            failed_at: Mutex::new(None),
+            link: RedisLink::new(target, LinkTimeouts { retry_after: RETRY_AFTER, ..LinkTimeouts::default() }),
         })
     }
 
     /// The hash of one room.
     pub fn key(&self, nsp: &str, room: &str) -> String {
         format!("{}:presence:{}:{}", self.key_prefix, nsp, room)
-    }
-
-    async fn connection(&self) -> Result<RedisConn, PresenceError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = &*slot {
-            return Ok(conn.clone());
-        }
-        if self.failed_at.lock().is_some_and(|at| at.elapsed() < RETRY_AFTER) {
-            return Err(PresenceError::Unavailable("Redis unreachable (retrying shortly)".into()));
-        }
-        let conn = self.connect().await;
-        *self.failed_at.lock() = conn.is_err().then(std::time::Instant::now);
-        let conn = conn?;
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    async fn connect(&self) -> Result<RedisConn, PresenceError> {
-        let unavailable = |e: redis::RedisError| PresenceError::Unavailable(e.to_string());
-        let conn = match &self.target {
-            switchyard_redis::RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
-                RedisConn::Single(
-                    client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)?,
-                )
-            }
-            switchyard_redis::RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .retries(2)
-                    .build()
-                    .map_err(unavailable)?;
-                RedisConn::Cluster(client.get_async_connection().await.map_err(unavailable)?)
-            }
-        };
-        Ok(conn)
     }
 
     /// Runs one script on one key. A connection error drops the connection (the next call reconnects).
@@ -378,24 +336,12 @@ impl RedisPresence {
         for arg in args {
             cmd.arg(arg);
         }
-        let mut conn = self.connection().await?;
-        let result = match &mut conn {
-            RedisConn::Single(c) => cmd.query_async::<redis::Value>(c).await,
-            RedisConn::Cluster(c) => cmd.query_async::<redis::Value>(c).await,
-        };
-        result.map_err(|e| self.error(e))
+        Ok(self.link.query(&cmd).await?)
     }
 
-    /// The error of a failed call; a connection error drops the connection (the next call reconnects).
+    /// The error of a failed call (a connection error also drops the connection).
     fn error(&self, e: redis::RedisError) -> PresenceError {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
-            if let Ok(mut slot) = self.conn.try_lock() {
-                *slot = None;
-            }
-            PresenceError::Unavailable(e.to_string())
-        } else {
-            PresenceError::Backend(e.to_string())
-        }
+        self.link.failed(&e).into()
     }
 
     /// The refresh script over `rooms` (namespace, room, users).
@@ -422,9 +368,8 @@ impl RedisPresence {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let conn = self.connection().await?;
-        match conn {
-            RedisConn::Single(mut c) => {
+        match self.link.connection().await? {
+            LinkConn::Single(mut c) => {
                 let chunks: Vec<&[HeldRoom]> = held.chunks(REFRESH_ROOMS_PER_SCRIPT).collect();
                 let mut pipe = redis::pipe();
                 for chunk in &chunks {
@@ -442,7 +387,7 @@ impl RedisPresence {
                 }
                 Ok(out)
             }
-            RedisConn::Cluster(c) => {
+            LinkConn::Cluster(c) => {
                 use futures_util::stream::{self, StreamExt};
                 Ok(stream::iter(held)
                     .map(|room| {

@@ -2,81 +2,17 @@
 //! killed at the end): order, since/limit/more, retention by count and age with the index trimmed
 //! too, two stores (two nodes) sharing one room, and Redis going away and coming back.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::history::redis::RedisHistory;
 use switchyard::history::{HistoryError, HistoryStore, Page, Retention};
 use switchyard::pipeline::AcceptedMessage;
-use switchyard_redis::RedisTarget;
-use tokio::process::{Child, Command};
+use switchyard_fixtures::redis_server::RedisServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct RedisServer {
-    port: u16,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    async fn start_on(port: u16, dir: PathBuf) -> RedisServer {
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server (scripts/install-deps.sh installs it)");
-        tokio::time::timeout(WAIT, async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("redis-server listening within 10 s");
-        RedisServer { port, child, dir }
-    }
-
-    async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("switchyard-history-test-{}-{port}", std::process::id()));
-        RedisServer::start_on(port, dir).await
-    }
-
-    fn target(&self) -> RedisTarget {
-        RedisTarget::Single(format!("redis://127.0.0.1:{}/", self.port))
-    }
-
-    fn store(&self, max_messages: u64, max_age: Option<Duration>) -> Arc<RedisHistory> {
-        RedisHistory::start(self.target(), "test", Retention { max_messages, max_age })
-    }
-
-    async fn stop(mut self) -> (u16, PathBuf) {
-        let _ = self.child.kill().await;
-        (self.port, self.dir.clone())
-    }
-
-    async fn redis(&self, args: &[&str]) -> redis::Value {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            cmd.arg(*arg);
-        }
-        cmd.query_async(&mut conn).await.unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn store(redis: &RedisServer, max_messages: u64, max_age: Option<Duration>) -> Arc<RedisHistory> {
+    RedisHistory::start(redis.target(), "test", Retention { max_messages, max_age })
 }
 
 fn message(room: &str, text: &str) -> AcceptedMessage {
@@ -113,8 +49,8 @@ async fn int(v: redis::Value) -> i64 {
 
 #[tokio::test]
 async fn order_since_limit_and_more() {
-    let redis = RedisServer::start().await;
-    let store = redis.store(100, None);
+    let redis = RedisServer::start("history").await;
+    let store = store(&redis, 100, None);
     let sent: Vec<_> = (0..7).map(|i| message("lobby", &format!("m{i}"))).collect();
     append_all(&store, &sent).await;
     let page = store.read("lobby", None, 3).await.unwrap();
@@ -132,26 +68,26 @@ async fn order_since_limit_and_more() {
     assert_eq!(texts(&store.read("lobby", Some(uuid::Uuid::now_v7()), 2).await.unwrap()), ["m0", "m1"]);
     assert_eq!(store.read("empty", None, 5).await.unwrap(), Page::default());
     // The documented keys.
-    assert_eq!(int(redis.redis(&["XLEN", "test:history:{lobby}"]).await).await, 7);
-    assert_eq!(int(redis.redis(&["HLEN", "test:history:{lobby}:ids"]).await).await, 7);
+    assert_eq!(int(redis.command(&["XLEN", "test:history:{lobby}"]).await).await, 7);
+    assert_eq!(int(redis.command(&["HLEN", "test:history:{lobby}:ids"]).await).await, 7);
 }
 
 #[tokio::test]
 async fn retention_by_count_trims_the_stream_and_its_index() {
-    let redis = RedisServer::start().await;
-    let store = redis.store(3, None);
+    let redis = RedisServer::start("history").await;
+    let store = store(&redis, 3, None);
     let sent: Vec<_> = (0..5).map(|i| message("r", &format!("m{i}"))).collect();
     append_all(&store, &sent).await;
     assert_eq!(texts(&store.read("r", None, 10).await.unwrap()), ["m2", "m3", "m4"]);
     assert_eq!(texts(&store.read("r", Some(uuid(&sent[0])), 10).await.unwrap()), ["m2", "m3", "m4"]);
-    assert_eq!(int(redis.redis(&["XLEN", "test:history:{r}"]).await).await, 3);
-    assert_eq!(int(redis.redis(&["HLEN", "test:history:{r}:ids"]).await).await, 3);
+    assert_eq!(int(redis.command(&["XLEN", "test:history:{r}"]).await).await, 3);
+    assert_eq!(int(redis.command(&["HLEN", "test:history:{r}:ids"]).await).await, 3);
 }
 
 #[tokio::test]
 async fn retention_by_age_drops_old_messages_and_expires_the_keys() {
-    let redis = RedisServer::start().await;
-    let store = redis.store(100, Some(Duration::from_millis(400)));
+    let redis = RedisServer::start("history").await;
+    let store = store(&redis, 100, Some(Duration::from_millis(400)));
     append_all(&store, &[message("r", "old")]).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Hidden from reads before any trim, and both keys expire with the last message.
@@ -163,17 +99,17 @@ async fn retention_by_age_drops_old_messages_and_expires_the_keys() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     append_all(&store, &[message("r", "newest")]).await;
     assert_eq!(texts(&store.read("r", None, 10).await.unwrap()), ["new", "newest"]);
-    assert_eq!(int(redis.redis(&["XLEN", "test:history:{r}"]).await).await, 2, "old entries trimmed (MINID)");
-    assert_eq!(int(redis.redis(&["HLEN", "test:history:{r}:ids"]).await).await, 2);
-    let ttl = int(redis.redis(&["PTTL", "test:history:{r}"]).await).await;
+    assert_eq!(int(redis.command(&["XLEN", "test:history:{r}"]).await).await, 2, "old entries trimmed (MINID)");
+    assert_eq!(int(redis.command(&["HLEN", "test:history:{r}:ids"]).await).await, 2);
+    let ttl = int(redis.command(&["PTTL", "test:history:{r}"]).await).await;
     assert!(ttl > 0 && ttl <= 400, "stream expires with its newest message: {ttl}");
 }
 
 #[tokio::test]
 async fn two_nodes_share_one_room_in_one_order() {
-    let redis = RedisServer::start().await;
-    let a = redis.store(100, None);
-    let b = redis.store(100, None);
+    let redis = RedisServer::start("history").await;
+    let a = store(&redis, 100, None);
+    let b = store(&redis, 100, None);
     let first = message("r", "from a");
     append_all(&a, std::slice::from_ref(&first)).await;
     append_all(&b, &[message("r", "from b")]).await;
@@ -186,8 +122,8 @@ async fn two_nodes_share_one_room_in_one_order() {
 
 #[tokio::test]
 async fn redis_away_refuses_then_resumes() {
-    let redis = RedisServer::start().await;
-    let store = redis.store(100, None);
+    let redis = RedisServer::start("history").await;
+    let store = store(&redis, 100, None);
     append_all(&store, &[message("r", "before")]).await;
     let (port, dir) = redis.stop().await;
     let refused = tokio::time::timeout(WAIT, store.append(&message("r", "while down"))).await.expect("answer in time");

@@ -2,57 +2,15 @@
 //! the end): the same contract as the memory store, several nodes sharing one Redis, a dead node's
 //! entries expiring and being reported by exactly one sweeper.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::presence::{Expired, HeldRoom, PresenceStore, RedisPresence};
-use switchyard_redis::RedisTarget;
-use tokio::process::{Child, Command};
+use switchyard_fixtures::redis_server::RedisServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct RedisServer {
-    port: u16,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("switchyard-presence-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server (scripts/install-deps.sh installs it)");
-        let server = RedisServer { port, child, dir };
-        tokio::time::timeout(WAIT, async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("redis-server listening within 10 s");
-        server
-    }
-
-    fn store(&self, node: &str, ttl: Duration) -> Arc<RedisPresence> {
-        RedisPresence::new(RedisTarget::Single(format!("redis://127.0.0.1:{}/", self.port)), "test", node, ttl)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn store(redis: &RedisServer, node: &str, ttl: Duration) -> Arc<RedisPresence> {
+    RedisPresence::new(redis.target(), "test", node, ttl)
 }
 
 fn held(room: &str, users: &[&str]) -> HeldRoom {
@@ -65,9 +23,9 @@ async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T 
 
 #[tokio::test]
 async fn first_add_and_last_remove_across_nodes() {
-    let redis = RedisServer::start().await;
-    let a = redis.store("a", Duration::from_secs(30));
-    let b = redis.store("b", Duration::from_secs(30));
+    let redis = RedisServer::start("presence").await;
+    let a = store(&redis, "a", Duration::from_secs(30));
+    let b = store(&redis, "b", Duration::from_secs(30));
     bounded("the calls", async {
         assert!(a.add("/", "r", "alice").await.unwrap(), "first anywhere");
         assert!(!b.add("/", "r", "alice").await.unwrap(), "present through node a already");
@@ -91,9 +49,9 @@ async fn first_add_and_last_remove_across_nodes() {
 
 #[tokio::test]
 async fn a_dead_nodes_entries_expire_and_exactly_one_sweeper_reports_them() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start("presence").await;
     let ttl = Duration::from_millis(600);
-    let (a, b, c) = (redis.store("a", ttl), redis.store("b", ttl), redis.store("c", ttl));
+    let (a, b, c) = (store(&redis, "a", ttl), store(&redis, "b", ttl), store(&redis, "c", ttl));
     bounded("the calls", async {
         a.add("/", "r", "alice").await.unwrap();
         b.add("/", "r", "bob").await.unwrap();
@@ -125,7 +83,7 @@ async fn a_dead_nodes_entries_expire_and_exactly_one_sweeper_reports_them() {
 async fn the_store_reports_an_unreachable_redis() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let store = RedisPresence::new(
-        RedisTarget::Single(format!("redis://127.0.0.1:{port}/")),
+        switchyard_redis::RedisTarget::Single(format!("redis://127.0.0.1:{port}/")),
         "test",
         "a",
         Duration::from_secs(30),
@@ -152,9 +110,9 @@ async fn eval_calls(port: u16) -> u64 {
 
 #[tokio::test]
 async fn a_refresh_is_one_pipeline_of_batched_scripts_and_keeps_the_expiry() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start("presence").await;
     let ttl = Duration::from_millis(600);
-    let (a, b) = (redis.store("a", ttl), redis.store("b", ttl));
+    let (a, b) = (store(&redis, "a", ttl), store(&redis, "b", ttl));
     let rooms = switchyard::presence::REFRESH_ROOMS_PER_SCRIPT + 44;
     let names: Vec<String> = (0..rooms).map(|i| format!("room-{i}")).collect();
     bounded("the calls", async {

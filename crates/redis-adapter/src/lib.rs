@@ -26,6 +26,7 @@ mod convert;
 pub mod emitter;
 mod error;
 mod format;
+mod link;
 mod node;
 mod recovery;
 mod stats;
@@ -33,6 +34,7 @@ mod stats;
 pub use connection::RedisTarget;
 pub use emitter::{Emitter, EmitterError};
 pub use error::Error;
+pub use link::{LinkConn, LinkError, LinkTimeouts, RedisLink};
 pub use stats::{Stats, StatsSnapshot};
 
 use futures_util::future::BoxFuture;

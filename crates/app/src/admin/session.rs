@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard_redis::RedisTarget;
+use switchyard_redis::{LinkTimeouts, RedisLink, RedisTarget};
 
 /// Node's `RedisStore` default prefix: a key is `socket.io-admin#<session id>`.
 pub const REDIS_PREFIX: &str = "socket.io-admin";
@@ -55,22 +55,17 @@ impl SessionStore for MemoryStore {
 
 /// Sessions in Redis (one key per session, `SET key 1 EX ttl`), shared by every node of a cluster.
 pub struct RedisStore {
-    target: RedisTarget,
     ttl_seconds: u64,
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    link: RedisLink,
 }
 
-#[derive(Clone)]
-enum Conn {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
+/// Connect and reply timeout of the session store's Redis link.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 impl RedisStore {
     pub fn new(target: RedisTarget, ttl: Duration) -> Arc<Self> {
-        Arc::new(RedisStore { target, ttl_seconds: ttl.as_secs().max(1), conn: tokio::sync::Mutex::new(None) })
+        let timeouts = LinkTimeouts { connect: TIMEOUT, response: TIMEOUT, ..LinkTimeouts::default() };
+        Arc::new(RedisStore { ttl_seconds: ttl.as_secs().max(1), link: RedisLink::new(target, timeouts) })
     }
 
     /// The key of session `id`.
@@ -78,48 +73,8 @@ impl RedisStore {
         format!("{REDIS_PREFIX}#{id}")
     }
 
-    async fn connection(&self) -> Result<Conn, StoreError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = &*slot {
-            return Ok(conn.clone());
-        }
-        let err = |e: redis::RedisError| StoreError(e.to_string());
-        let conn = match &self.target {
-            RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(err)?;
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(TIMEOUT))
-                    .set_response_timeout(Some(TIMEOUT));
-                Conn::Single(client.get_multiplexed_async_connection_with_config(&config).await.map_err(err)?)
-            }
-            RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                    .connection_timeout(TIMEOUT)
-                    .response_timeout(TIMEOUT)
-                    .build()
-                    .map_err(err)?;
-                Conn::Cluster(client.get_async_connection().await.map_err(err)?)
-            }
-        };
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
     async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.connection().await?;
-        let result = match &mut conn {
-            Conn::Single(c) => cmd.query_async::<T>(c).await,
-            Conn::Cluster(c) => cmd.query_async::<T>(c).await,
-        };
-        result.map_err(|e| {
-            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
-                // The next call reconnects.
-                if let Ok(mut slot) = self.conn.try_lock() {
-                    *slot = None;
-                }
-            }
-            StoreError(e.to_string())
-        })
+        self.link.query(&cmd).await.map_err(|e| StoreError(e.to_string()))
     }
 }
 

@@ -14,16 +14,9 @@
 
 use super::{HistoryError, HistoryFuture, HistoryStore, Page, Retention, MAX_BATCH, QUEUE_CAPACITY};
 use crate::pipeline::AcceptedMessage;
-use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use switchyard_redis::RedisTarget;
+use switchyard_redis::{LinkConn, LinkError, LinkTimeouts, RedisLink, RedisTarget};
 use tokio::sync::{mpsc, oneshot};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// After a failed connect, how long calls fail at once before the next attempt.
-const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 const LUA_NOW: &str =
     "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
@@ -69,12 +62,6 @@ if age > 0 then
 end
 return redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', tonumber(ARGV[2]))";
 
-#[derive(Clone)]
-enum RedisConn {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
 struct Append {
     stream: String,
     index: String,
@@ -84,11 +71,9 @@ struct Append {
 }
 
 struct Inner {
-    target: RedisTarget,
     key_prefix: String,
     retention: Retention,
-    conn: tokio::sync::Mutex<Option<RedisConn>>,
-    failed_at: Mutex<Option<Instant>>,
+    link: RedisLink,
 }
 
 /// History in Redis Streams.
@@ -102,11 +87,9 @@ impl RedisHistory {
     /// writer task (needs a tokio runtime).
     pub fn start(target: RedisTarget, key_prefix: &str, retention: Retention) -> Arc<RedisHistory> {
         let inner = Arc::new(Inner {
-            target,
             key_prefix: key_prefix.to_string(),
             retention,
-            conn: tokio::sync::Mutex::new(None),
-            failed_at: Mutex::new(None),
+            link: RedisLink::new(target, LinkTimeouts::default()),
         });
         let (queue, appends) = mpsc::channel(QUEUE_CAPACITY);
         tokio::spawn(writer(inner.clone(), appends));
@@ -132,57 +115,6 @@ impl Inner {
         self.retention.max_age.map_or(0, |a| a.as_millis() as u64)
     }
 
-    async fn connection(&self) -> Result<RedisConn, HistoryError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = &*slot {
-            return Ok(conn.clone());
-        }
-        if self.failed_at.lock().is_some_and(|at| at.elapsed() < RETRY_AFTER) {
-            return Err(HistoryError::Unavailable("Redis unreachable (retrying shortly)".into()));
-        }
-        let conn = self.connect().await;
-        *self.failed_at.lock() = conn.is_err().then(Instant::now);
-        let conn = conn?;
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    async fn connect(&self) -> Result<RedisConn, HistoryError> {
-        let unavailable = |e: redis::RedisError| HistoryError::Unavailable(e.to_string());
-        Ok(match &self.target {
-            RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
-                RedisConn::Single(
-                    client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)?,
-                )
-            }
-            RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .retries(2)
-                    .build()
-                    .map_err(unavailable)?;
-                RedisConn::Cluster(client.get_async_connection().await.map_err(unavailable)?)
-            }
-        })
-    }
-
-    /// Maps a Redis error; a broken connection is dropped so the next call reconnects.
-    fn failed(&self, e: redis::RedisError) -> HistoryError {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
-            if let Ok(mut slot) = self.conn.try_lock() {
-                *slot = None;
-            }
-            HistoryError::Unavailable(e.to_string())
-        } else {
-            HistoryError::Backend(e.to_string())
-        }
-    }
-
     fn append_cmd(&self, append: &Append) -> redis::Cmd {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(format!("{LUA_NOW}{LUA_APPEND}"))
@@ -199,21 +131,18 @@ impl Inner {
     /// Writes one batch: pipelined on one Redis, one script after the other on a Redis Cluster (the
     /// rooms may be in different slots).
     async fn write(&self, batch: &[Append]) -> Result<(), HistoryError> {
-        match self.connection().await? {
-            RedisConn::Single(mut conn) => {
-                let mut pipe = redis::pipe();
-                for append in batch {
-                    pipe.add_command(self.append_cmd(append)).ignore();
-                }
-                pipe.query_async::<()>(&mut conn).await.map_err(|e| self.failed(e))
+        let mut conn = self.link.connection().await?;
+        if let LinkConn::Cluster(_) = conn {
+            for append in batch {
+                self.link.query_on::<redis::Value>(&mut conn, &self.append_cmd(append)).await?;
             }
-            RedisConn::Cluster(mut conn) => {
-                for append in batch {
-                    self.append_cmd(append).query_async::<redis::Value>(&mut conn).await.map_err(|e| self.failed(e))?;
-                }
-                Ok(())
-            }
+            return Ok(());
         }
+        let mut pipe = redis::pipe();
+        for append in batch {
+            pipe.add_command(self.append_cmd(append)).ignore();
+        }
+        Ok(self.link.query_pipeline::<()>(&mut conn, &pipe).await?)
     }
 
     async fn read(&self, room: &str, since: Option<uuid::Uuid>, limit: usize) -> Result<Page, HistoryError> {
@@ -225,11 +154,7 @@ impl Inner {
             .arg(since.map(|id| id.hyphenated().to_string()).unwrap_or_default())
             .arg(limit + 1)
             .arg(self.max_age_ms());
-        let reply = match self.connection().await? {
-            RedisConn::Single(mut conn) => cmd.query_async::<redis::Value>(&mut conn).await,
-            RedisConn::Cluster(mut conn) => cmd.query_async::<redis::Value>(&mut conn).await,
-        }
-        .map_err(|e| self.failed(e))?;
+        let reply = self.link.query::<redis::Value>(&cmd).await?;
         let entries = match reply {
             redis::Value::Array(entries) => entries,
             redis::Value::Nil => Vec::new(),
@@ -303,5 +228,14 @@ impl HistoryStore for RedisHistory {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+impl From<LinkError> for HistoryError {
+    fn from(e: LinkError) -> HistoryError {
+        match e {
+            LinkError::Unavailable(e) => HistoryError::Unavailable(e),
+            LinkError::Backend(e) => HistoryError::Backend(e),
+        }
     }
 }

@@ -63,27 +63,24 @@ impl Dedupe for MemoryDedupe {
 
 /// The window in Redis, shared by the cluster.
 pub struct RedisDedupe {
-    target: switchyard_redis::RedisTarget,
     key_prefix: String,
     window_ms: u64,
-    conn: tokio::sync::Mutex<Option<Conn>>,
-}
-
-#[derive(Clone)]
-enum Conn {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
+    link: switchyard_redis::RedisLink,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 impl RedisDedupe {
     pub fn new(target: switchyard_redis::RedisTarget, key_prefix: &str, window: Duration) -> Self {
+        let timeouts = switchyard_redis::LinkTimeouts {
+            connect: TIMEOUT,
+            response: TIMEOUT,
+            ..switchyard_redis::LinkTimeouts::default()
+        };
         RedisDedupe {
-            target,
             key_prefix: key_prefix.to_string(),
             window_ms: window.as_millis().max(1) as u64,
-            conn: tokio::sync::Mutex::new(None),
+            link: switchyard_redis::RedisLink::new(target, timeouts),
         }
     }
 
@@ -92,46 +89,10 @@ impl RedisDedupe {
         format!("{}:kafka-seen:{}", self.key_prefix, id)
     }
 
-    async fn connection(&self) -> Result<Conn, redis::RedisError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = &*slot {
-            return Ok(conn.clone());
-        }
-        let conn = match &self.target {
-            switchyard_redis::RedisTarget::Single(url) => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(TIMEOUT))
-                    .set_response_timeout(Some(TIMEOUT));
-                Conn::Single(
-                    redis::Client::open(url.as_str())?.get_multiplexed_async_connection_with_config(&config).await?,
-                )
-            }
-            switchyard_redis::RedisTarget::Cluster(nodes) => Conn::Cluster(
-                redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                    .connection_timeout(TIMEOUT)
-                    .response_timeout(TIMEOUT)
-                    .build()?
-                    .get_async_connection()
-                    .await?,
-            ),
-        };
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    async fn set_nx(&self, key: String) -> Result<bool, redis::RedisError> {
-        let mut conn = self.connection().await?;
+    async fn set_nx(&self, key: String) -> Result<bool, switchyard_redis::LinkError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key).arg(1).arg("NX").arg("PX").arg(self.window_ms);
-        let reply: Result<Option<String>, _> = match &mut conn {
-            Conn::Single(c) => cmd.query_async(c).await,
-            Conn::Cluster(c) => cmd.query_async(c).await,
-        };
-        if reply.is_err() {
-            // Reconnect on the next call.
-            *self.conn.lock().await = None;
-        }
-        Ok(reply?.is_some())
+        Ok(self.link.query::<Option<String>>(&cmd).await?.is_some())
     }
 }
 
