@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub echo_clients: usize,
     pub echo_rate: f64,
     pub echo_seconds: f64,
+    /// Clients of the `echo-1000` scenario: the echo's second load point, at the same rate per client.
+    pub echo_high_clients: usize,
     pub connect_count: usize,
     pub cluster_receivers: usize,
     pub cluster_probes: usize,
@@ -375,9 +377,9 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             options.payload_bytes,
             if scenario == "fanout-polling" { " --transport polling" } else { "" }
         ),
-        "echo" | "echo-polling" => format!(
+        "echo" | "echo-polling" | "echo-1000" => format!(
             "{base} echo --port $PORT --server-pid $PID --clients {} --rate {} --seconds {} --payload-bytes {}{}",
-            options.echo_clients,
+            echo_clients_for(scenario, options),
             options.echo_rate,
             options.echo_seconds,
             options.payload_bytes,
@@ -398,6 +400,16 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             options.cluster_probe_interval.as_millis()
         ),
         other => format!("{base} {other}"),
+    }
+}
+
+/// Clients of an echo scenario: `echo-1000` is the second load point (`--echo-high-clients`, 1,000 by
+/// default) at the same rate per client; the others use `--echo-clients`.
+fn echo_clients_for(scenario: &str, options: &RunOptions) -> usize {
+    if scenario == "echo-1000" {
+        options.echo_high_clients
+    } else {
+        options.echo_clients
     }
 }
 
@@ -440,10 +452,11 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
                 .await
                 .unwrap_or_else(|_| json!({"scenario": "fanout", "error": "timed out"}))
         }
-        "echo" | "echo-polling" => {
-            let target = Target::new(server, sources_for(options.echo_clients)).with_token(token);
+        "echo" | "echo-polling" | "echo-1000" => {
+            let clients = echo_clients_for(scenario, options);
+            let target = Target::new(server, sources_for(clients)).with_token(token);
             let echo = EchoOptions {
-                clients: options.echo_clients,
+                clients,
                 rate_per_client: options.echo_rate,
                 seconds: options.echo_seconds,
                 payload_bytes: options.payload_bytes,
@@ -739,6 +752,30 @@ fn hand_kept_part(previous: &str) -> &str {
     }
 }
 
+/// How the echo scenarios' second load point and tail rows are measured.
+fn echo_tail_section(options: &RunOptions) -> String {
+    format!(
+        "## Echo: the second load point and where the tail comes from\n\n\
+         `echo-1000` is `echo` with {clients} clients at the same {rate}/s each ({total:.0} acked echoes per \
+         second in all), the goal's second load point. The `Echo:` rows of `echo` read /proc during the \
+         echo run, divided by the acks:\n\n\
+         - *run-queue wait* is the time the server's threads were runnable but waiting for a core \
+         (`/proc/<pid>/task/*/schedstat`, second field): time the load generator or anything else on the two \
+         cores took from the server;\n\
+         - *sleeps and wakeups* and *preemptions* are the server's voluntary and nonvoluntary context switches \
+         (`/proc/<pid>/task/*/status`): a voluntary switch is a thread that went to sleep and had to be woken \
+         again, so fewer than one per echo means echoes share wakeups (batching), more than one means a hop \
+         between threads per echo;\n\
+         - *the load generator's send delay* is how late its sends left against their schedule: when it is \
+         late, it was itself waiting for a core, and its receive side waits as well.\n\n\
+         The JSON lines also hold the load generator's own figures (`loadgen_*`) and the number of times the \
+         server's threads were put on a core per echo (`server_slices_per_echo`).\n\n",
+        clients = options.echo_high_clients,
+        rate = options.echo_rate,
+        total = options.echo_high_clients as f64 * options.echo_rate,
+    )
+}
+
 fn polling_section() -> String {
     "## Polling scenarios (long-polling clients, no upgrade)\n\n\
      `fanout-polling` and `echo-polling` are the fanout and echo scenarios with clients that stay on HTTP \
@@ -873,6 +910,9 @@ fn render_markdown(
     if options.scenarios.iter().any(|s| s.ends_with("-polling")) {
         md.push_str(&polling_section());
     }
+    if options.scenarios.iter().any(|s| s == "echo" || s == "echo-1000") {
+        md.push_str(&echo_tail_section(options));
+    }
     // The hand-kept log of what each engine change bought survives regeneration.
     if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
         md.push_str(changes.trim_end());
@@ -942,6 +982,7 @@ mod tests {
             echo_clients: 4,
             echo_rate: 5.0,
             echo_seconds: 6.0,
+            echo_high_clients: 40,
             connect_count: 7,
             cluster_receivers: 11,
             cluster_probes: 12,
@@ -960,6 +1001,9 @@ mod tests {
         assert!(!scenario_command("fanout", &options).contains("--transport"));
         assert!(scenario_command("fanout-polling", &options).ends_with("--payload-bytes 30 --transport polling"));
         assert!(scenario_command("echo-polling", &options).ends_with("--transport polling"));
+        assert!(scenario_command("echo", &options).contains("--clients 4 --rate 5"));
+        assert!(scenario_command("echo-1000", &options).contains("--clients 40 --rate 5"));
+        assert!(!scenario_command("echo-1000", &options).contains("--transport"));
         assert!(scenario_command("connect", &options).contains("--count 7 --concurrency 8"));
         let cluster = scenario_command("cluster", &options);
         assert!(cluster.contains("--receivers 11 --messages 20 --payload-bytes 30 --probes 12"), "{cluster}");
