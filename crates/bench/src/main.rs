@@ -263,9 +263,13 @@ struct RunArgs {
     echo_rate: f64,
     #[arg(long, default_value_t = 10.0)]
     echo_seconds: f64,
-    /// Clients of the `echo-1000` scenario (the echo's second load point, same rate per client).
+    /// Clients of the `echo-1000` scenario (the echo's second load point).
     #[arg(long, default_value_t = 1000)]
     echo_high_clients: usize,
+    /// Echoes per second per client in `echo-1000` (5/s: the same 5,000 echoes per second in all as
+    /// `echo`'s default, which the load generator can sustain on two shared cores).
+    #[arg(long, default_value_t = 5.0)]
+    echo_high_rate: f64,
     #[arg(long, default_value_t = 2000)]
     connect_count: usize,
     /// Receivers of the cluster scenario, split over two nodes (it sends --fanout-messages messages).
@@ -486,6 +490,7 @@ fn main() -> ExitCode {
                 echo_rate: args.echo_rate,
                 echo_seconds: args.echo_seconds,
                 echo_high_clients: args.echo_high_clients,
+                echo_high_rate: args.echo_high_rate,
                 connect_count: args.connect_count,
                 cluster_receivers: args.cluster_receivers,
                 cluster_probes: args.cluster_probes,
