@@ -10,6 +10,7 @@
 #   scripts/bench.sh --scenarios cluster --servers switchyard,node
 #   scripts/bench.sh --scenarios idle --idle-connections 19000   (the open-file limit here is 20,000)
 #   scripts/bench.sh --scenarios fanout-polling,echo-polling
+#   scripts/bench.sh --scenarios echo,echo-1000 --servers switchyard,socketioxide   (the echo goal's two load points)
 #   scripts/bench.sh --help
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -853,7 +853,7 @@ impl Auth {
 
     fn log_refusal(&self, socket: &Socket, reason: &str, detail: &str) {
         let nsp = socket.ns().name();
-        let address = &socket.handshake().address;
+        let address = socket.handshake().address();
         if self.log.ready() {
             tracing::info!(nsp, %address, reason, detail, "connection refused (further ones for 10 s at debug)");
         } else {

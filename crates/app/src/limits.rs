@@ -190,7 +190,7 @@ fn event_rate(
             Verdict::Disconnect => {
                 rejected.inc();
                 disconnects.inc();
-                let address = &socket.handshake().address;
+                let address = socket.handshake().address();
                 if log.ready() {
                     tracing::info!(socket = %socket.id(), nsp = %socket.ns().name(), %address, reason = RATE_LIMIT_REASON, "socket disconnected (further ones for 10 s at debug)");
                 } else {

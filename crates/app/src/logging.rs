@@ -26,7 +26,7 @@ impl Observer for ConnectionLog {
             socket_id = %socket.id(),
             namespace = socket.ns().name(),
             transport = socket.client().transport().as_str(),
-            address = %socket.handshake().address,
+            address = %socket.handshake().address(),
             "socket connected"
         );
     }
@@ -36,7 +36,7 @@ impl Observer for ConnectionLog {
             socket_id = %socket.id(),
             namespace = socket.ns().name(),
             transport = socket.client().transport().as_str(),
-            address = %socket.handshake().address,
+            address = %socket.handshake().address(),
             reason = reason.as_str(),
             "socket disconnected"
         );

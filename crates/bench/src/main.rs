@@ -239,7 +239,11 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',', default_value = "switchyard,node,socketioxide")]
     servers: Vec<String>,
     /// Scenarios to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "idle,fanout,echo,fanout-polling,echo-polling,connect,cluster")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "idle,fanout,echo,echo-1000,fanout-polling,echo-polling,connect,cluster"
+    )]
     scenarios: Vec<String>,
     /// Repeats of every scenario on every server (at least 2 for a report).
     #[arg(long, default_value_t = 2)]
@@ -259,6 +263,13 @@ struct RunArgs {
     echo_rate: f64,
     #[arg(long, default_value_t = 10.0)]
     echo_seconds: f64,
+    /// Clients of the `echo-1000` scenario (the echo's second load point).
+    #[arg(long, default_value_t = 1000)]
+    echo_high_clients: usize,
+    /// Echoes per second per client in `echo-1000` (5/s: the same 5,000 echoes per second in all as
+    /// `echo`'s default, which the load generator can sustain on two shared cores).
+    #[arg(long, default_value_t = 5.0)]
+    echo_high_rate: f64,
     #[arg(long, default_value_t = 2000)]
     connect_count: usize,
     /// Receivers of the cluster scenario, split over two nodes (it sends --fanout-messages messages).
@@ -478,6 +489,8 @@ fn main() -> ExitCode {
                 echo_clients: args.echo_clients,
                 echo_rate: args.echo_rate,
                 echo_seconds: args.echo_seconds,
+                echo_high_clients: args.echo_high_clients,
+                echo_high_rate: args.echo_high_rate,
                 connect_count: args.connect_count,
                 cluster_receivers: args.cluster_receivers,
                 cluster_probes: args.cluster_probes,

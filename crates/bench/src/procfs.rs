@@ -124,6 +124,68 @@ impl CpuDelta {
     }
 }
 
+/// Run-queue delay and context switches of a process's threads: where an echo's tail can come from
+/// besides the server's own work (a thread that is runnable but waits for a core, or one more sleep and
+/// wakeup per message).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedSample {
+    /// Time spent runnable but waiting for a core (the second field of `schedstat`), in nanoseconds.
+    pub wait_ns: u64,
+    /// Times a thread was put on a core (the third field of `schedstat`).
+    pub slices: u64,
+    /// Switches because a thread blocked (went to sleep waiting for I/O or a wakeup).
+    pub voluntary: u64,
+    /// Switches because a thread was preempted while it still had work.
+    pub nonvoluntary: u64,
+}
+
+/// `(on-CPU ns, run-queue wait ns, timeslices)`: the three fields of /proc/<pid>/task/<tid>/schedstat.
+pub fn parse_schedstat(schedstat: &str) -> Option<(u64, u64, u64)> {
+    let mut fields = schedstat.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??, fields.next()??))
+}
+
+/// `(voluntary, nonvoluntary)` context switches from the text of /proc/<pid>/task/<tid>/status.
+pub fn parse_ctxt_switches(status: &str) -> Option<(u64, u64)> {
+    let field =
+        |name: &str| -> Option<u64> { status.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok()) };
+    Some((field("voluntary_ctxt_switches:")?, field("nonvoluntary_ctxt_switches:")?))
+}
+
+impl SchedSample {
+    /// The sum over the living threads of `pid` (threads that exit in between are missed; the servers'
+    /// worker threads live as long as the process).
+    pub fn take(pid: u32) -> Option<Self> {
+        let tasks = std::fs::read_dir(PathBuf::from(format!("/proc/{pid}/task"))).ok()?;
+        let mut sum = SchedSample::default();
+        let mut any = false;
+        for task in tasks.flatten() {
+            let path = task.path();
+            let sched = std::fs::read_to_string(path.join("schedstat")).ok().and_then(|t| parse_schedstat(&t));
+            let switches = std::fs::read_to_string(path.join("status")).ok().and_then(|t| parse_ctxt_switches(&t));
+            if let (Some((_, wait, slices)), Some((voluntary, nonvoluntary))) = (sched, switches) {
+                sum.wait_ns = sum.wait_ns.saturating_add(wait);
+                sum.slices = sum.slices.saturating_add(slices);
+                sum.voluntary = sum.voluntary.saturating_add(voluntary);
+                sum.nonvoluntary = sum.nonvoluntary.saturating_add(nonvoluntary);
+                any = true;
+            }
+        }
+        any.then_some(sum)
+    }
+
+    /// What happened since `earlier` (a thread gone in between can only make a figure smaller, never
+    /// negative).
+    pub fn since(&self, earlier: &SchedSample) -> SchedSample {
+        SchedSample {
+            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
+            slices: self.slices.saturating_sub(earlier.slices),
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            nonvoluntary: self.nonvoluntary.saturating_sub(earlier.nonvoluntary),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +225,25 @@ mod tests {
     }
 
     #[test]
+    fn reads_scheduler_figures() {
+        assert_eq!(parse_schedstat("182512 146027 2\n"), Some((182_512, 146_027, 2)));
+        assert_eq!(parse_schedstat("182512 x 2"), None);
+        assert_eq!(parse_schedstat("1 2"), None);
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_ctxt_switches(status), Some((120, 7)));
+        assert_eq!(parse_ctxt_switches("voluntary_ctxt_switches:\t1\n"), None);
+        let (a, b) = (
+            SchedSample { wait_ns: 10, slices: 5, voluntary: 3, nonvoluntary: 1 },
+            SchedSample { wait_ns: 25, slices: 9, voluntary: 4, nonvoluntary: 1 },
+        );
+        assert_eq!(b.since(&a), SchedSample { wait_ns: 15, slices: 4, voluntary: 1, nonvoluntary: 0 });
+        assert_eq!(a.since(&b), SchedSample::default());
+    }
+
+    #[test]
     fn reads_this_process() {
+        let sched = SchedSample::take(std::process::id()).unwrap();
+        assert!(sched.slices > 0 && sched.voluntary + sched.nonvoluntary > 0);
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(stat_cpu_ns(pid).is_some());

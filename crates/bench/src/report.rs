@@ -163,6 +163,70 @@ pub const METRICS: &[Metric] = &[
         better: Better::Lower,
     },
     Metric {
+        scenario: "echo",
+        key: "server_runq_wait_us_per_echo",
+        label: "Echo: server run-queue wait per ack",
+        unit: "µs",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo",
+        key: "server_voluntary_switches_per_echo",
+        label: "Echo: server sleeps and wakeups per ack",
+        unit: "switches",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo",
+        key: "server_nonvoluntary_switches_per_echo",
+        label: "Echo: server preemptions per ack",
+        unit: "switches",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo",
+        key: "send_late_p99_ms",
+        label: "Echo: load generator's send delay p99",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo-1000",
+        key: "rtt_p50_ms",
+        label: "Echo at 1,000 clients RTT p50",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo-1000",
+        key: "rtt_p99_ms",
+        label: "Echo at 1,000 clients RTT p99",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo-1000",
+        key: "server_cpu_ns_per_echo",
+        label: "Echo at 1,000 clients server CPU per ack",
+        unit: "ns",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
+        scenario: "echo-1000",
+        key: "send_late_p99_ms",
+        label: "Echo at 1,000 clients: load generator's send delay p99",
+        unit: "ms",
+        scale: 1.0,
+        better: Better::Lower,
+    },
+    Metric {
         scenario: "connect",
         key: "ws_handshakes_per_sec",
         label: "Handshakes/s, WebSocket",
@@ -435,6 +499,28 @@ pub fn chart_svg(records: &[Record], servers: &[String], subtitle: &str) -> Stri
     chart::render("Switchyard benchmark (medians)", subtitle, &panels, 2)
 }
 
+/// The echo goal at the second load point (scenario `echo-1000`), when it was run.
+fn echo_1000_goal(records: &[Record]) -> Option<GoalCheck> {
+    let metric = METRICS.iter().find(|m| m.scenario == "echo-1000" && m.key == "rtt_p99_ms")?;
+    let ours = median_of(records, "switchyard", metric);
+    let theirs = median_of(records, "socketioxide", metric);
+    if ours.is_none() && theirs.is_none() {
+        return None;
+    }
+    Some(GoalCheck {
+        goal: "Echo p99 at most half of socketioxide's, second load point (1,000 clients)".into(),
+        measured: match (ours, theirs) {
+            (Some(a), Some(b)) => format!("{} ms vs {} ms ({:.2}×)", format_value(a), format_value(b), a / b),
+            _ => "not measured".into(),
+        },
+        status: match (ours, theirs) {
+            (Some(a), Some(b)) if a <= b / 2.0 => "met",
+            (Some(_), Some(_)) => "not met",
+            _ => "not measured",
+        },
+    })
+}
+
 /// A goal, checked against this run's Switchyard figures.
 pub struct GoalCheck {
     pub goal: String,
@@ -497,6 +583,8 @@ pub fn check_goals(records: &[Record], idle_connections: usize) -> Vec<GoalCheck
             _ => "not measured",
         },
     });
+
+    goals.extend(echo_1000_goal(records));
 
     let dropped: Option<u64> = has_switchyard.then(|| {
         records

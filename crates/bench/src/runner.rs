@@ -30,6 +30,10 @@ pub struct RunOptions {
     pub echo_clients: usize,
     pub echo_rate: f64,
     pub echo_seconds: f64,
+    /// Clients of the `echo-1000` scenario: the echo's second load point, at the same rate per client.
+    pub echo_high_clients: usize,
+    /// Echoes per second per client of `echo-1000`.
+    pub echo_high_rate: f64,
     pub connect_count: usize,
     pub cluster_receivers: usize,
     pub cluster_probes: usize,
@@ -375,10 +379,10 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             options.payload_bytes,
             if scenario == "fanout-polling" { " --transport polling" } else { "" }
         ),
-        "echo" | "echo-polling" => format!(
+        "echo" | "echo-polling" | "echo-1000" => format!(
             "{base} echo --port $PORT --server-pid $PID --clients {} --rate {} --seconds {} --payload-bytes {}{}",
-            options.echo_clients,
-            options.echo_rate,
+            echo_load_for(scenario, options).0,
+            echo_load_for(scenario, options).1,
             options.echo_seconds,
             options.payload_bytes,
             if scenario == "echo-polling" { " --transport polling" } else { "" }
@@ -398,6 +402,17 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             options.cluster_probe_interval.as_millis()
         ),
         other => format!("{base} {other}"),
+    }
+}
+
+/// Clients and rate per client of an echo scenario: `echo-1000` is the second load point
+/// (`--echo-high-clients`, 1,000, at `--echo-high-rate`, 5/s, by default); the others use
+/// `--echo-clients` and `--echo-rate`.
+fn echo_load_for(scenario: &str, options: &RunOptions) -> (usize, f64) {
+    if scenario == "echo-1000" {
+        (options.echo_high_clients, options.echo_high_rate)
+    } else {
+        (options.echo_clients, options.echo_rate)
     }
 }
 
@@ -440,11 +455,12 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
                 .await
                 .unwrap_or_else(|_| json!({"scenario": "fanout", "error": "timed out"}))
         }
-        "echo" | "echo-polling" => {
-            let target = Target::new(server, sources_for(options.echo_clients)).with_token(token);
+        "echo" | "echo-polling" | "echo-1000" => {
+            let (clients, rate_per_client) = echo_load_for(scenario, options);
+            let target = Target::new(server, sources_for(clients)).with_token(token);
             let echo = EchoOptions {
-                clients: options.echo_clients,
-                rate_per_client: options.echo_rate,
+                clients,
+                rate_per_client,
                 seconds: options.echo_seconds,
                 payload_bytes: options.payload_bytes,
                 concurrency: options.concurrency,
@@ -739,6 +755,32 @@ fn hand_kept_part(previous: &str) -> &str {
     }
 }
 
+/// How the echo scenarios' second load point and tail rows are measured.
+fn echo_tail_section(options: &RunOptions) -> String {
+    format!(
+        "## Echo: the second load point and where the tail comes from\n\n\
+         `echo-1000` is `echo` with {clients} clients at {rate}/s each ({total:.0} acked echoes per second in \
+         all), the goal's second load point: ten times the connections of `echo` at the same total rate (the \
+         load generator, one thread on the same two cores, cannot send 1,000 x 50/s: it fell to 32-68% of \
+         the planned sends in trials). The `Echo:` rows of `echo` read /proc during the \
+         echo run, divided by the acks:\n\n\
+         - *run-queue wait* is the time the server's threads were runnable but waiting for a core \
+         (`/proc/<pid>/task/*/schedstat`, second field): time the load generator or anything else on the two \
+         cores took from the server;\n\
+         - *sleeps and wakeups* and *preemptions* are the server's voluntary and nonvoluntary context switches \
+         (`/proc/<pid>/task/*/status`): a voluntary switch is a thread that went to sleep and had to be woken \
+         again, so fewer than one per echo means echoes share wakeups (batching), more than one means a hop \
+         between threads per echo;\n\
+         - *the load generator's send delay* is how late its sends left against their schedule: when it is \
+         late, it was itself waiting for a core, and its receive side waits as well.\n\n\
+         The JSON lines also hold the load generator's own figures (`loadgen_*`) and the number of times the \
+         server's threads were put on a core per echo (`server_slices_per_echo`).\n\n",
+        clients = options.echo_high_clients,
+        rate = options.echo_high_rate,
+        total = options.echo_high_clients as f64 * options.echo_high_rate,
+    )
+}
+
 fn polling_section() -> String {
     "## Polling scenarios (long-polling clients, no upgrade)\n\n\
      `fanout-polling` and `echo-polling` are the fanout and echo scenarios with clients that stay on HTTP \
@@ -873,6 +915,9 @@ fn render_markdown(
     if options.scenarios.iter().any(|s| s.ends_with("-polling")) {
         md.push_str(&polling_section());
     }
+    if options.scenarios.iter().any(|s| s == "echo" || s == "echo-1000") {
+        md.push_str(&echo_tail_section(options));
+    }
     // The hand-kept log of what each engine change bought survives regeneration.
     if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
         md.push_str(changes.trim_end());
@@ -942,6 +987,8 @@ mod tests {
             echo_clients: 4,
             echo_rate: 5.0,
             echo_seconds: 6.0,
+            echo_high_clients: 40,
+            echo_high_rate: 3.0,
             connect_count: 7,
             cluster_receivers: 11,
             cluster_probes: 12,
@@ -960,6 +1007,9 @@ mod tests {
         assert!(!scenario_command("fanout", &options).contains("--transport"));
         assert!(scenario_command("fanout-polling", &options).ends_with("--payload-bytes 30 --transport polling"));
         assert!(scenario_command("echo-polling", &options).ends_with("--transport polling"));
+        assert!(scenario_command("echo", &options).contains("--clients 4 --rate 5"));
+        assert!(scenario_command("echo-1000", &options).contains("--clients 40 --rate 3 "));
+        assert!(!scenario_command("echo-1000", &options).contains("--transport"));
         assert!(scenario_command("connect", &options).contains("--count 7 --concurrency 8"));
         let cluster = scenario_command("cluster", &options);
         assert!(cluster.contains("--receivers 11 --messages 20 --payload-bytes 30 --probes 12"), "{cluster}");

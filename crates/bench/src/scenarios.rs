@@ -16,7 +16,7 @@ use crate::client::{decode_ack_with, decode_packet, EioEvent, SioClient, WirePar
 use crate::error::{BenchError, Result};
 use crate::net::Target;
 use crate::polling;
-use crate::procfs::{clock_ticks_per_second, rss_bytes, CpuSample};
+use crate::procfs::{clock_ticks_per_second, rss_bytes, CpuSample, SchedSample};
 use crate::stats::{latency_histogram, latency_summary, per_second, record_micros, round3};
 
 /// Bound for one connection's handshake.
@@ -811,6 +811,9 @@ pub struct EchoOptions {
 
 struct EchoTally {
     histogram: Histogram<u64>,
+    /// How late each send was against its schedule: the load generator's own delay (it shares the
+    /// cores with the server), which a round trip does not include but which shows how busy it was.
+    late: Histogram<u64>,
     sent: u64,
     acked: u64,
     mismatched: u64,
@@ -857,7 +860,8 @@ async fn echo_polling_client(
         sending_done.notify_one();
         outcome
     };
-    let mut tally = EchoTally { histogram: latency_histogram(), sent: 0, acked: 0, mismatched: 0 };
+    let mut tally =
+        EchoTally { histogram: latency_histogram(), late: latency_histogram(), sent: 0, acked: 0, mismatched: 0 };
     let poll_loop = async {
         let mut done = false;
         loop {
@@ -948,6 +952,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     let end = start + run_for;
     let client_count = clients.len().max(1);
     let cpu_before = options.server_pid.map(CpuSample::take);
+    let sched_before = (options.server_pid.and_then(SchedSample::take), SchedSample::take(std::process::id()));
     let mut tasks = JoinSet::new();
     for (index, client) in clients.into_iter().enumerate() {
         let shared = shared.clone();
@@ -969,7 +974,13 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
             }
         };
         tasks.spawn(async move {
-            let mut tally = EchoTally { histogram: latency_histogram(), sent: 0, acked: 0, mismatched: 0 };
+            let mut tally = EchoTally {
+                histogram: latency_histogram(),
+                late: latency_histogram(),
+                sent: 0,
+                acked: 0,
+                mismatched: 0,
+            };
             let expected = json!([payload.clone()]);
             let args = json!(["echo", payload]);
             let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
@@ -985,8 +996,9 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
                     }
                     tokio::select! {
                         biased;
-                        _ = ticks.tick(), if sending => {
+                        scheduled = ticks.tick(), if sending => {
                             if tokio::time::Instant::now() < end {
+                                record_micros(&mut tally.late, scheduled.elapsed().as_micros() as u64);
                                 next_id += 1;
                                 pending.push_back((next_id, Instant::now()));
                                 client.emit(&args, Some(next_id)).await?;
@@ -1030,11 +1042,13 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
         }
     });
     let mut histogram = latency_histogram();
+    let mut late = latency_histogram();
     let (mut sent, mut acked, mut mismatched) = (0u64, 0u64, 0u64);
     let deadline = end + Duration::from_secs(30);
     while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
         if let Ok(tally) = joined {
             let _ = histogram.add(&tally.histogram);
+            let _ = late.add(&tally.late);
             sent += tally.sent;
             acked += tally.acked;
             mismatched += tally.mismatched;
@@ -1044,6 +1058,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     progress.abort();
     bar.finish_and_clear();
     let cpu_after = options.server_pid.map(CpuSample::take);
+    let sched_after = (options.server_pid.and_then(SchedSample::take), SchedSample::take(std::process::id()));
 
     let mut result = Map::new();
     result.insert("scenario".into(), json!("echo"));
@@ -1064,8 +1079,34 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
     result.insert("clients_dropped".into(), json!(shared.dropped.load(Ordering::Relaxed)));
     result.extend(latency_summary(&histogram, "rtt_"));
     insert_cpu(&mut result, cpu_before, cpu_after, acked, "echo");
+    result.extend(latency_summary(&late, "send_late_"));
+    insert_sched(&mut result, "server_", sched_before.0, sched_after.0, acked);
+    insert_sched(&mut result, "loadgen_", sched_before.1, sched_after.1, acked);
     result.insert("first_error".into(), shared.first_error());
     Value::Object(result)
+}
+
+/// Where an echo's time goes besides work: per acknowledged echo, the run-queue delay of the process's
+/// threads (runnable, waiting for a core), the times they were put on a core and their context
+/// switches (voluntary: blocked and woken again; nonvoluntary: preempted).
+fn insert_sched(
+    result: &mut Map<String, Value>,
+    prefix: &str,
+    before: Option<SchedSample>,
+    after: Option<SchedSample>,
+    acked: u64,
+) {
+    let delta = before.zip(after).map(|(before, after)| after.since(&before));
+    let per = |value: Option<f64>| -> Value {
+        match value {
+            Some(value) if acked > 0 => json!(round3(value / acked as f64)),
+            _ => Value::Null,
+        }
+    };
+    result.insert(format!("{prefix}runq_wait_us_per_echo"), per(delta.map(|d| d.wait_ns as f64 / 1000.0)));
+    result.insert(format!("{prefix}slices_per_echo"), per(delta.map(|d| d.slices as f64)));
+    result.insert(format!("{prefix}voluntary_switches_per_echo"), per(delta.map(|d| d.voluntary as f64)));
+    result.insert(format!("{prefix}nonvoluntary_switches_per_echo"), per(delta.map(|d| d.nonvoluntary as f64)));
 }
 
 /// An echo client on either transport.

@@ -283,8 +283,10 @@ impl<H: Handler> WsTask<H> {
                 self.engine.drive_heartbeat(&self.conn);
                 self.start_coalescing();
             }
-            if rbuf.is_empty() && rbuf.capacity() > 0 {
-                // Idle connections keep no read buffer.
+            if rbuf.is_empty() {
+                // Idle connections keep no read buffer. Capacity alone does not tell: once the decoder
+                // has split every message off, `rbuf` has no capacity left but still shares the read's
+                // allocation (and its shared header), which it would keep for the life of the connection.
                 *rbuf = BytesMut::new();
             }
             if !control.is_empty() {

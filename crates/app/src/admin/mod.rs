@@ -341,7 +341,7 @@ impl Inner {
             }
         }
         self.counters.logins.with_label_values(&["refused"]).inc();
-        tracing::info!(address = %socket.handshake().address, "admin: invalid credentials");
+        tracing::info!(address = %socket.handshake().address(), "admin: invalid credentials");
         Err(ConnectError::new(INVALID_CREDENTIALS))
     }
 

@@ -1,7 +1,7 @@
 //! EVENT, ACK, BINARY_EVENT and BINARY_ACK in both directions, over WebSocket and polling.
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use switchyard_socketio::{AckError, Payload};
 
 #[tokio::test]
@@ -264,4 +264,28 @@ async fn namespace_handlers_serve_every_socket_and_a_socket_handler_overrides_th
     let (mut child, _) = server.connect("/room-7", None).await;
     child.sio_send(r#"2/room-7,["who"]"#).await;
     assert_eq!(child.sio_recv().await, r#"2/room-7,["who-back","/room-7"]"#);
+}
+
+/// `auth` and `data` are boxed only when they hold something: a socket without auth reads `{}`, one
+/// with an empty auth too, one with members reads them; data is `null` until set, and
+/// setting `null` again reads `null`.
+#[tokio::test]
+async fn auth_and_data_read_as_sent_and_set() {
+    let server = SioServer::start(sio_config(), |io| {
+        io.of("/").on("show", |socket, _payload, ack| {
+            let before = socket.data();
+            socket.set_data(json!({"n": 1}));
+            let set = socket.data();
+            socket.set_data(Value::Null);
+            if let Some(ack) = ack {
+                ack.send(Payload::new(vec![socket.auth().clone(), before, set, socket.data()]));
+            }
+        });
+    })
+    .await;
+    for (auth, expected) in [(None, "{}"), (Some("{}"), "{}"), (Some(r#"{"token":"t"}"#), r#"{"token":"t"}"#)] {
+        let (mut ws, _) = server.connect("/", auth).await;
+        ws.sio_send(r#"21["show"]"#).await;
+        assert_eq!(ws.sio_recv().await, format!(r#"31[{expected},null,{{"n":1}},null]"#), "auth {auth:?}");
+    }
 }
