@@ -10,6 +10,8 @@
 #   scripts/bench.sh --scenarios cluster --servers switchyard,node
 #   scripts/bench.sh --scenarios idle --idle-connections 19000   (the open-file limit here is 20,000)
 #   scripts/bench.sh --scenarios fanout-polling,echo-polling
+#   scripts/bench.sh --scenarios kafka --servers switchyard,node   (opt-in, not in the default list: Kafka on
+#     and off beside Node + kafkajs, about a minute per repeat; needs tests/kafka/.venv from install-deps.sh)
 #   scripts/bench.sh --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
