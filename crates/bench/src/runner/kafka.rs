@@ -265,7 +265,6 @@ pub fn section(records: &[Record]) -> String {
          `scripts/bench.sh --scenarios kafka --servers switchyard,node` (opt-in: it needs \
          tests/kafka/.venv from scripts/install-deps.sh).\n"
     );
-    md.push('\n');
     md.push_str("| variant | CPU per message (us) | messages/s | lost |\n|---|---:|---:|---:|\n");
     for (name, ..) in VARIANTS {
         if !rows.iter().any(|r| r.server == name) {
