@@ -11,6 +11,8 @@
 #   scripts/bench.sh --scenarios idle --idle-connections 19000   (the open-file limit here is 20,000)
 #   scripts/bench.sh --scenarios fanout-polling,echo-polling
 #   scripts/bench.sh --scenarios echo,echo-1000 --servers switchyard,socketioxide   (the echo goal's two load points)
+#   scripts/bench.sh --scenarios kafka --servers switchyard,node   (opt-in, not in the default list: Kafka on
+#     and off beside Node + kafkajs, about a minute per repeat; needs tests/kafka/.venv from install-deps.sh)
 #   scripts/bench.sh --help
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -17,6 +17,8 @@ use crate::net::{raise_nofile_limit, sources_for, Target};
 use crate::report::{self, Record};
 use crate::scenarios::{self, ClientTransport, ConnectOptions, EchoOptions, FanoutOptions, IdleOptions};
 
+mod kafka;
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub repo: PathBuf,
@@ -401,6 +403,7 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             options.cluster_probes,
             options.cluster_probe_interval.as_millis()
         ),
+        "kafka" => kafka::command(options),
         other => format!("{base} {other}"),
     }
 }
@@ -671,6 +674,20 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
     let mut records = Vec::new();
     for repeat in 0..options.repeats {
         for scenario in &options.scenarios {
+            if kafka::handles(scenario) {
+                // Once per repeat, over the prepared servers (its variants are the rows).
+                for (variant, mut value) in kafka::run_repeat(&specs, options, &logs, repeat, runtime) {
+                    if let Value::Object(map) = &mut value {
+                        map.insert("server".into(), json!(variant));
+                        map.insert("repeat".into(), json!(repeat + 1));
+                    }
+                    let line = value.to_string();
+                    println!("{line}");
+                    let _ = writeln!(jsonl, "{line}");
+                    records.push(Record { server: variant, scenario: scenario.clone(), repeat, value });
+                }
+                continue;
+            }
             // Rotate the server order each repeat so no server always runs first (or last).
             let count = specs.len();
             for offset in 0..count {
@@ -918,6 +935,7 @@ fn render_markdown(
     if options.scenarios.iter().any(|s| s == "echo" || s == "echo-1000") {
         md.push_str(&echo_tail_section(options));
     }
+    md.push_str(&kafka::section(records));
     // The hand-kept log of what each engine change bought survives regeneration.
     if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
         md.push_str(changes.trim_end());

@@ -81,7 +81,12 @@ impl ClientContext for ProducerCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.inner.error(error, reason)
+        let all_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        self.inner.error(error, reason);
+        if all_down {
+            // An idle pump waits for records; this makes it probe until the brokers answer.
+            self.reports.wake();
+        }
     }
 }
 

@@ -50,6 +50,12 @@ impl Reports {
         self.ready.notify_one();
     }
 
+    /// Wakes the pump without a report: the client saw every broker go down (an idle pump then
+    /// starts probing, so `/readyz` turns `up` again once they answer).
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+
     /// Moves every report received so far into `into`.
     fn take(&self, into: &mut Vec<(u64, Result<(), String>)>) {
         let mut queue = self.queue.lock();
@@ -282,6 +288,13 @@ fn refuse(shared: &Shared, error: &'static str, why: &str) -> BoxFuture<'static,
     futures_util::future::ready(Err(Refused { error })).boxed()
 }
 
+/// Waits `delay`, then asks whether the brokers answer (the idle pump's probe while Kafka is down;
+/// dropped unfinished when a record arrives first).
+async fn probe_after(t: &Arc<dyn Transport>, delay: Duration) -> bool {
+    tokio::time::sleep(delay).await;
+    t.probe(PROBE_TIMEOUT).await
+}
+
 /// What the pump owns: the receiving end, the records it took back after a failure, the producer.
 struct Pump {
     shared: Arc<Shared>,
@@ -392,6 +405,9 @@ impl Pump {
         let mut inflight: InFlight<Entry> = InFlight::new();
         let window = self.shared.queue_max.max(1);
         let mut senders_gone = false;
+        // While Kafka is marked down and nothing is to be delivered, the brokers are probed with
+        // this backoff, so an idle node turns `up` again without waiting for its next message.
+        let mut idle_backoff = BACKOFF_MIN;
         loop {
             // Fill: head first (older), then whatever the channel holds now.
             while inflight.len() < window && !senders_gone {
@@ -436,6 +452,7 @@ impl Pump {
                 if done {
                     return if self.closing() { PhaseEnd::Closed } else { PhaseEnd::Switch };
                 }
+                let down = !self.shared.stats.up.load(Ordering::Relaxed);
                 tokio::select! {
                     entry = self.rx.recv() => match entry {
                         Some(entry) => self.head.push_back(entry),
@@ -443,6 +460,18 @@ impl Pump {
                     },
                     _ = self.shared.wake.notified() => {}
                     _ = self.shared.stop.notified() => {}
+                    // The client marked Kafka down (all brokers down): start probing.
+                    _ = t.reports().ready.notified(), if !down => {}
+                    answered = probe_after(t, idle_backoff), if down => {
+                        if answered {
+                            idle_backoff = BACKOFF_MIN;
+                            if !self.shared.stats.up.swap(true, Ordering::Relaxed) {
+                                tracing::info!("kafka: brokers answer again");
+                            }
+                        } else {
+                            idle_backoff = (idle_backoff * 2).min(BACKOFF_MAX);
+                        }
+                    }
                 }
                 continue;
             }
@@ -670,6 +699,10 @@ mod tests {
         down: AtomicBool,
         log: Mutex<Vec<Vec<u8>>>,
         producers: std::sync::atomic::AtomicUsize,
+        probes: std::sync::atomic::AtomicUsize,
+        /// The reports of the newest transport (a test wakes the pump through it, as the client's
+        /// "all brokers down" callback does).
+        reports: Mutex<Option<Arc<Reports>>>,
     }
 
     struct FakeTransport(Arc<FakeBroker>, Arc<Reports>);
@@ -694,6 +727,7 @@ mod tests {
         }
 
         fn probe(&self, _timeout: Duration) -> BoxFuture<'static, bool> {
+            self.0.probes.fetch_add(1, Ordering::SeqCst);
             futures_util::future::ready(!self.0.down.load(Ordering::SeqCst)).boxed()
         }
     }
@@ -709,7 +743,9 @@ mod tests {
         let b = broker.clone();
         let connect: Connect = Box::new(move || {
             b.producers.fetch_add(1, Ordering::SeqCst);
-            Ok(Arc::new(FakeTransport(b.clone(), Arc::default())) as Arc<dyn Transport>)
+            let reports = Arc::new(Reports::default());
+            *b.reports.lock() = Some(reports.clone());
+            Ok(Arc::new(FakeTransport(b.clone(), reports)) as Arc<dyn Transport>)
         });
         (KafkaOut::start(connect, Arc::new(spool), 64, persisted, stats.clone()), stats)
     }
@@ -847,6 +883,35 @@ mod tests {
         }
         wait_for("all 20", || broker.log.lock().len() == 20).await;
         assert_eq!(values(&broker), (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn an_idle_pump_probes_while_kafka_is_down_and_turns_up_when_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        let (out, stats) = start(&broker, dir.path(), 1 << 20, false);
+        out.enqueue(b"room".to_vec(), b"1".to_vec()).await.unwrap();
+        wait_for("the first delivery", || stats.produced.load(Ordering::SeqCst) == 1).await;
+        assert!(stats.up.load(Ordering::SeqCst));
+        // The client reports every broker down (client.rs: the error callback) while nothing is sent.
+        broker.down.store(true, Ordering::SeqCst);
+        stats.up.store(false, Ordering::SeqCst);
+        broker.reports.lock().as_ref().expect("a transport").wake();
+        let probes_before = broker.probes.load(Ordering::SeqCst);
+        // The probe answers "no" while the brokers are away: still down, and probing goes on.
+        wait_for("two probes while down", || broker.probes.load(Ordering::SeqCst) >= probes_before + 2).await;
+        assert!(!stats.up.load(Ordering::SeqCst));
+        broker.down.store(false, Ordering::SeqCst);
+        wait_for("up again without a message", || stats.up.load(Ordering::SeqCst)).await;
+        assert_eq!(stats.produced.load(Ordering::SeqCst), 1, "nothing was produced to find it out");
+        // Once up, the idle pump stops probing.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let settled = broker.probes.load(Ordering::SeqCst);
+        tokio::time::sleep(BACKOFF_MIN * 3).await;
+        assert_eq!(broker.probes.load(Ordering::SeqCst), settled, "no probe while Kafka is up");
+        out.enqueue(b"room".to_vec(), b"2".to_vec()).await.unwrap();
+        wait_for("the second delivery", || stats.produced.load(Ordering::SeqCst) == 2).await;
+        assert_eq!(values(&broker), vec![1, 2]);
     }
 
     #[tokio::test]

@@ -90,11 +90,35 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}{SEGMENT_SUFFIX}"))
 }
 
-/// Reads one record at the reader's position. `Ok(None)`: a clean end, a torn tail or a bad
-/// checksum (`bad` tells which of the latter two happened).
 /// A record's key, value and length on disk.
 type RawRecord = (Vec<u8>, Vec<u8>, u64);
 
+/// Reads the records of `segment` from offset `start` up to `end`, handing each (key, value, offset
+/// after it) to `each` until it returns false. Returns the offset after the last record read and
+/// whether reading stopped at a record that fails its checks. The one read loop of opening and
+/// reading.
+fn scan_segment(
+    dir: &Path,
+    segment: u64,
+    start: u64,
+    end: u64,
+    mut each: impl FnMut(Vec<u8>, Vec<u8>, u64) -> bool,
+) -> io::Result<(u64, bool)> {
+    let mut reader = BufReader::new(File::open(segment_path(dir, segment))?);
+    reader.seek(SeekFrom::Start(start))?;
+    let mut at = start;
+    let mut bad = false;
+    while let Some((key, value, len)) = read_record(&mut reader, end.saturating_sub(at), &mut bad)? {
+        at += len;
+        if !each(key, value, at) {
+            break;
+        }
+    }
+    Ok((at, bad))
+}
+
+/// Reads one record at the reader's position. `Ok(None)`: a clean end, a torn tail or a bad
+/// checksum (`bad` tells which of the latter two happened).
 fn read_record(reader: &mut impl Read, left: u64, bad: &mut bool) -> io::Result<Option<RawRecord>> {
     if left == 0 {
         return Ok(None);
@@ -167,14 +191,10 @@ impl Spool {
         let last = segments.keys().next_back().copied();
         for (&segment, size) in segments.iter_mut() {
             let start = if segment == cursor.segment { cursor.offset } else { 0 };
-            let mut reader = BufReader::new(File::open(segment_path(dir, segment))?);
-            reader.seek(SeekFrom::Start(start))?;
-            let mut at = start;
-            let mut bad = false;
-            while let Some((_, _, len)) = read_record(&mut reader, size.saturating_sub(at), &mut bad)? {
-                at += len;
+            let (at, _) = scan_segment(dir, segment, start, *size, |_, _, _| {
                 opened.records += 1;
-            }
+                true
+            })?;
             if at < *size {
                 opened.discarded_bytes += *size - at;
                 tracing::error!(
@@ -324,14 +344,12 @@ impl Spool {
                     None => break,
                 }
             }
-            let mut reader = BufReader::new(File::open(segment_path(&self.dir, from.segment))?);
-            reader.seek(SeekFrom::Start(from.offset))?;
-            let mut bad = false;
-            while out.len() < max {
-                let Some((key, value, len)) = read_record(&mut reader, end - from.offset, &mut bad)? else { break };
-                from.offset += len;
-                out.push(SpoolRecord { key, value, next: from });
-            }
+            let segment = from.segment;
+            let (at, bad) = scan_segment(&self.dir, segment, from.offset, end, |key, value, at| {
+                out.push(SpoolRecord { key, value, next: Position { segment, offset: at } });
+                out.len() < max
+            })?;
+            from.offset = at;
             if bad {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "a spool record changed on disk"));
             }
