@@ -120,11 +120,30 @@ pub(crate) enum HeartbeatAction {
 /// writer then sends a burst with one `write` instead of a `writev` of dozens of small iovecs.
 pub(crate) const COALESCE_MAX: usize = 512;
 
-/// The capacity of a write buffer, allocated once and never grown: a full one becomes a chunk of the
-/// queue and a new one starts. Growing one buffer to a burst's size (100 KiB and more while a writer
-/// lags) cost ~100 instructions per delivery in reallocations under callgrind; 8 KiB stays in the
-/// allocator's small size classes (thread-cached) and fills a writer's syscall well.
-const COALESCE_CHUNK: usize = 8192;
+/// The capacity of a write buffer, allocated once and never grown: a full one is set aside for the
+/// writer and a new one starts. Growing one buffer to a burst's size (100 KiB and more while a writer
+/// lags) cost ~100 instructions per delivery in reallocations under callgrind. 7 KiB, not 8: jemalloc
+/// (the binaries' allocator) carves 7 KiB buffers four to a slab but gives each 8 KiB one a slab of
+/// its own, so a buffer allocated by a sender's thread and freed by the writer's cost ~2,600
+/// instructions at 8 KiB and ~1,650 at 7 KiB (callgrind, two threads handing buffers over).
+const COALESCE_CHUNK: usize = 7168;
+
+/// Emptied write buffers a connection keeps for reuse while its writer lags, at most. The writer hands
+/// the buffers it has written back to the senders (see [`Chunks`]); more than this are freed.
+const SPARE_CHUNKS: usize = 4;
+
+/// Full write buffers waiting to be written, and emptied ones handed back by the writer for reuse.
+/// Without them, each buffer a lagging writer took was allocated by a sender's thread and freed by
+/// the writer's (see `COALESCE_CHUNK` for what such a pair costs). Boxed: only a connection
+/// whose writer lags by more than one buffer has it, and it is freed with the buffers when a flush
+/// finds nothing to write.
+#[derive(Default)]
+pub(crate) struct Chunks {
+    /// Written after `State::queue` and before `State::coalesced`, in order.
+    full: Vec<Vec<u8>>,
+    /// Empty, with `COALESCE_CHUNK` bytes of capacity.
+    spare: Vec<Vec<u8>>,
+}
 
 pub(crate) struct State {
     /// Shared frames waiting to be written, in order; they all precede `coalesced`. A `Vec`, not a
@@ -132,6 +151,8 @@ pub(crate) struct State {
     queue: Vec<Frame>,
     /// Small frames already framed for the WebSocket, copied end to end (only with `coalesce`).
     coalesced: Vec<u8>,
+    /// Full write buffers between `queue` and `coalesced`, and spare ones (only with `coalesce`).
+    chunks: Option<Box<Chunks>>,
     /// Frames pending in `queue` and `coalesced` together (the `frames_sent` counter).
     pending_frames: u32,
     /// Small frames are copied into `coalesced`: set by the WebSocket task that owns the connection
@@ -176,11 +197,13 @@ impl Farewell {
     }
 }
 
-/// What a WebSocket writer takes from the queue in one go: the shared frames, then the small frames'
-/// bytes that follow them.
+/// What a WebSocket writer takes from the queue in one go: the shared frames, then the full write
+/// buffers, then the small frames' bytes that follow them.
 #[derive(Default)]
 pub(crate) struct Outgoing {
     pub(crate) frames: Vec<Frame>,
+    /// Full write buffers; handed back to the connection for reuse by the next take.
+    pub(crate) full: Vec<Vec<u8>>,
     pub(crate) bytes: Vec<u8>,
     /// Frames in `frames` and `bytes` together.
     pub(crate) count: u32,
@@ -189,7 +212,9 @@ pub(crate) struct Outgoing {
 impl Outgoing {
     /// Bytes to write.
     pub(crate) fn len(&self) -> usize {
-        self.frames.iter().map(Frame::queued_len).sum::<usize>() + self.bytes.len()
+        self.frames.iter().map(Frame::queued_len).sum::<usize>()
+            + self.full.iter().map(Vec::len).sum::<usize>()
+            + self.bytes.len()
     }
 }
 
@@ -252,6 +277,7 @@ impl Connection {
             state: Mutex::new(State {
                 queue: Vec::new(),
                 coalesced: Vec::new(),
+                chunks: None,
                 pending_frames: 0,
                 coalesce: false,
                 queued_bytes: 0,
@@ -313,15 +339,66 @@ impl Connection {
     }
 
     /// Queues frames that must stay together (a binary packet and its attachments).
+    ///
+    /// One frame for an Engine.IO v4 client (nearly every delivery of a broadcast) takes
+    /// [`Connection::send_one`]; anything else the general path.
+    #[inline]
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
+        match frames {
+            [frame] if self.protocol == Protocol::V4 => self.send_one(frame),
+            _ => self.send_all_general(frames),
+        }
+    }
+
+    /// The common delivery: one small frame copied into a write buffer with room for it, under the
+    /// queue limit. Only the checks that case needs run under the lock; every other case (closed, over
+    /// the limit, a large frame, a full or absent buffer, polling) goes on to the general path with
+    /// the lock still held, so the outcome is the same as [`Connection::send_all_general`]'s.
+    fn send_one(&self, frame: &Frame) -> Result<(), SendError> {
+        let bytes = frame.ws_bytes();
+        let size = bytes.len();
+        let mut state = self.state.lock();
+        let fits = state.coalesce
+            && size <= COALESCE_MAX
+            && state.closed.is_none()
+            && state.queued_bytes + size <= self.shared.max_queue_bytes
+            && state.coalesced.capacity() - state.coalesced.len() >= size;
+        if !fits {
+            return self.send_locked(state, std::slice::from_ref(frame), size);
+        }
+        let was_empty = Self::queue_is_empty(&state);
+        state.coalesced.extend_from_slice(bytes);
+        state.queued_bytes += size;
+        state.pending_frames = state.pending_frames.saturating_add(1);
+        drop(state);
+        if was_empty {
+            self.writer_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Any number of frames, any protocol: converts a v4 binary frame for a v3 client, then queues.
+    #[inline(never)]
+    fn send_all_general(&self, frames: &[Frame]) -> Result<(), SendError> {
         if self.protocol != Protocol::V4 && frames.iter().any(|f| f.is_binary() && !f.is_eio3()) {
             // A v4 binary frame for a v3 client: converted here, once per such recipient. The
             // Socket.IO layer's broadcasts hand v3 clients frames already in v3 form.
             let frames: Vec<Frame> = frames.iter().map(Frame::to_eio3).collect();
-            return self.send_all(&frames);
+            return self.send_all_general(&frames);
         }
         let size: usize = frames.iter().map(Frame::queued_len).sum();
-        let mut state = self.state.lock();
+        self.send_locked(self.state.lock(), frames, size)
+    }
+
+    /// Queues `frames` (`size` bytes) with the lock held: refused when closed, the connection closed
+    /// as a slow client when the queue limit would be passed, else appended.
+    #[inline(never)]
+    fn send_locked(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, State>,
+        frames: &[Frame],
+        size: usize,
+    ) -> Result<(), SendError> {
         if state.closed.is_some() {
             return Err(SendError::Closed);
         }
@@ -352,33 +429,50 @@ impl Connection {
             let bytes = frame.ws_bytes();
             if state.coalesce && bytes.len() <= COALESCE_MAX {
                 if state.coalesced.capacity() - state.coalesced.len() < bytes.len() {
-                    if !state.coalesced.is_empty() {
-                        let chunk = std::mem::replace(&mut state.coalesced, Vec::with_capacity(COALESCE_CHUNK));
-                        Self::push_shared(state, Frame::coalesced(chunk.into()));
-                    } else {
-                        state.coalesced.reserve_exact(COALESCE_CHUNK);
-                    }
+                    Self::next_buffer(state);
                 }
                 state.coalesced.extend_from_slice(bytes);
             } else {
                 if !state.coalesced.is_empty() {
-                    // The copied frames go before this one: they become a chunk of the queue.
+                    // The copied frames go before this one: the full buffers and the current one
+                    // become chunks of the queue (rare: a large frame among small ones).
+                    if let Some(chunks) = &mut state.chunks {
+                        for chunk in std::mem::take(&mut chunks.full) {
+                            Self::push_shared(&mut state.queue, Frame::coalesced(chunk.into()));
+                        }
+                    }
                     let chunk = std::mem::take(&mut state.coalesced);
-                    Self::push_shared(state, Frame::coalesced(chunk.into()));
+                    Self::push_shared(&mut state.queue, Frame::coalesced(chunk.into()));
                 }
-                Self::push_shared(state, frame.clone());
+                Self::push_shared(&mut state.queue, frame.clone());
             }
         }
         state.pending_frames = state.pending_frames.saturating_add(frames.len() as u32);
     }
 
     #[inline(always)]
-    fn push_shared(state: &mut State, frame: Frame) {
-        if state.queue.capacity() == 0 {
+    fn push_shared(queue: &mut Vec<Frame>, frame: Frame) {
+        if queue.capacity() == 0 {
             // One allocation for a typical batch instead of growing 4, 8, 16...
-            state.queue.reserve(16);
+            queue.reserve(16);
         }
-        state.queue.push(frame);
+        queue.push(frame);
+    }
+
+    /// Makes room in the write buffer for a small frame: a full buffer goes to the list of full
+    /// ones, and the next is a spare the writer handed back, else a new one.
+    #[inline(never)]
+    fn next_buffer(state: &mut State) {
+        if state.coalesced.is_empty() {
+            // The first frame after a flush that found nothing: no buffer yet (its capacity is
+            // either none or a whole chunk), and no `Chunks` needed for one buffer.
+            let spare = state.chunks.as_mut().and_then(|c| c.spare.pop());
+            state.coalesced = spare.unwrap_or_else(|| Vec::with_capacity(COALESCE_CHUNK));
+            return;
+        }
+        let chunks = state.chunks.get_or_insert_with(Default::default);
+        let next = chunks.spare.pop().unwrap_or_else(|| Vec::with_capacity(COALESCE_CHUNK));
+        chunks.full.push(std::mem::replace(&mut state.coalesced, next));
     }
 
     /// Queues frames outside the queue limit: the missed packets a recovered session gets back. They
@@ -470,9 +564,12 @@ impl Connection {
     pub(crate) fn take_outgoing(&self, out: &mut Outgoing) -> bool {
         out.frames.clear();
         out.bytes.clear();
+        // The buffers just written are emptied here, outside the lock, and handed back below.
+        out.full.truncate(SPARE_CHUNKS);
+        out.full.iter_mut().for_each(Vec::clear);
         let mut state = self.state.lock();
         if Self::queue_is_empty(&state) {
-            let spare = (std::mem::take(&mut state.queue), std::mem::take(&mut state.coalesced));
+            let spare = (std::mem::take(&mut state.queue), std::mem::take(&mut state.coalesced), state.chunks.take());
             drop(state);
             drop(spare);
             *out = Outgoing::default();
@@ -482,6 +579,15 @@ impl Connection {
         out.count = std::mem::take(&mut state.pending_frames);
         std::mem::swap(&mut state.queue, &mut out.frames);
         std::mem::swap(&mut state.coalesced, &mut out.bytes);
+        match &mut state.chunks {
+            Some(chunks) => {
+                let room = SPARE_CHUNKS.saturating_sub(chunks.spare.len());
+                chunks.spare.extend(out.full.drain(..).take(room));
+                std::mem::swap(&mut chunks.full, &mut out.full);
+            }
+            // Only after a take that found nothing (which dropped the chunks and emptied `out`).
+            None => out.full.clear(),
+        }
         true
     }
 
@@ -489,14 +595,20 @@ impl Connection {
         f(&mut self.state.lock())
     }
 
+    /// No frame waits. Full write buffers never wait alone: one is set aside only to make room for
+    /// a frame copied into the next one.
     pub(crate) fn queue_is_empty(state: &State) -> bool {
+        debug_assert!(
+            !state.coalesced.is_empty() || state.chunks.iter().all(|c| c.full.is_empty()),
+            "full write buffers always precede a non-empty current one"
+        );
         state.queue.is_empty() && state.coalesced.is_empty()
     }
 
     /// The polling transport's take: a polling connection never coalesces (its packets are joined
     /// into a payload, not written as WebSocket frames).
     pub(crate) fn take_queue_locked(state: &mut State) -> Vec<Frame> {
-        debug_assert!(state.coalesced.is_empty(), "a polling connection never coalesces");
+        debug_assert!(state.coalesced.is_empty() && state.chunks.is_none(), "a polling connection never coalesces");
         state.queued_bytes = 0;
         state.pending_frames = 0;
         std::mem::take(&mut state.queue)
@@ -693,6 +805,7 @@ mod tests {
         let mut out = Outgoing::default();
         assert!(c.take_outgoing(&mut out));
         let mut bytes: Vec<u8> = out.frames.iter().flat_map(|f| f.ws_bytes().to_vec()).collect();
+        out.full.iter().for_each(|chunk| bytes.extend_from_slice(chunk));
         bytes.extend_from_slice(&out.bytes);
         (bytes, out.count)
     }
@@ -731,12 +844,59 @@ mod tests {
             c.send(frame.clone()).unwrap();
         }
         c.with_state(|s| {
-            assert!(s.queue.len() >= 2, "200 x 102 bytes fill more than two {COALESCE_CHUNK}-byte buffers");
-            assert!(s.queue.iter().all(|chunk| chunk.ws_bytes().len() <= COALESCE_CHUNK));
+            let full = &s.chunks.as_ref().expect("full buffers").full;
+            assert!(full.len() >= 2, "200 x 102 bytes fill more than two {COALESCE_CHUNK}-byte buffers");
+            assert!(full.iter().all(|chunk| chunk.capacity() == COALESCE_CHUNK));
+            assert!(s.queue.is_empty());
             assert_eq!(s.coalesced.capacity(), COALESCE_CHUNK);
         });
         let expected: Vec<u8> = frames.iter().flat_map(|f| f.ws_bytes().to_vec()).collect();
         assert_eq!(written(&c), (expected, 200));
+    }
+
+    #[test]
+    fn written_buffers_are_reused_by_the_senders_and_freed_once_idle() {
+        let c = conn(1 << 20);
+        c.with_state(|s| s.coalesce = true);
+        let burst = |first: u8| -> Vec<Frame> { (0..200u8).map(|i| Frame::message(&[first ^ i; 100])).collect() };
+        let mut out = Outgoing::default();
+        let first = burst(0);
+        first.iter().for_each(|f| c.send(f.clone()).unwrap());
+        assert!(c.take_outgoing(&mut out));
+        let written_ptrs: Vec<*const u8> = out.full.iter().map(|chunk| chunk.as_ptr()).collect();
+        assert!(written_ptrs.len() >= 2);
+        // The writer has written them; the next take hands them back, and the burst after that is
+        // copied into the same buffers, in order.
+        burst(0x33).iter().for_each(|f| c.send(f.clone()).unwrap());
+        assert!(c.take_outgoing(&mut out));
+        c.with_state(|s| assert_eq!(s.chunks.as_ref().unwrap().spare.len(), written_ptrs.len().min(SPARE_CHUNKS)));
+        let second = burst(0x55);
+        second.iter().for_each(|f| c.send(f.clone()).unwrap());
+        assert!(c.take_outgoing(&mut out));
+        let reused = out.full.iter().filter(|chunk| written_ptrs.contains(&chunk.as_ptr())).count();
+        assert!(reused >= 1, "a written buffer was reused");
+        let mut bytes: Vec<u8> = out.full.concat();
+        bytes.extend_from_slice(&out.bytes);
+        assert_eq!(bytes, second.iter().flat_map(|f| f.ws_bytes().to_vec()).collect::<Vec<u8>>());
+        assert_eq!(out.count, 200);
+        // Caught up: nothing is kept, neither buffers nor spares.
+        assert!(!c.take_outgoing(&mut out));
+        assert_eq!((out.full.capacity(), out.bytes.capacity()), (0, 0));
+        c.with_state(|s| assert!(s.chunks.is_none() && s.coalesced.capacity() == 0));
+    }
+
+    #[test]
+    fn a_large_frame_after_full_buffers_keeps_the_order() {
+        let c = conn(1 << 20);
+        c.with_state(|s| s.coalesce = true);
+        let mut frames: Vec<Frame> = (0..150u8).map(|i| Frame::message(&[i; 100])).collect();
+        frames.push(Frame::message(&[b'L'; COALESCE_MAX + 1]));
+        frames.push(Frame::message(b"after"));
+        for frame in &frames {
+            c.send(frame.clone()).unwrap();
+        }
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.ws_bytes().to_vec()).collect();
+        assert_eq!(written(&c), (expected, 152));
     }
 
     #[test]

@@ -319,7 +319,8 @@ impl<H: Handler> WsTask<H> {
                 }
                 let write = async {
                     write_frames(&mut *wr, &out.frames).await?;
-                    // The small frames, one contiguous write.
+                    // The small frames: the full write buffers in one vectored write, then the last.
+                    write_frames(&mut *wr, &out.full).await?;
                     if !out.bytes.is_empty() {
                         wr.write_all(&out.bytes).await?;
                     }
@@ -548,20 +549,37 @@ impl<R: AsyncRead + Unpin> Future for ReadSome<'_, R> {
     }
 }
 
+/// What [`write_frames`] writes: whole WebSocket frames, or write buffers of small frames.
+trait WireBytes {
+    fn wire_bytes(&self) -> &[u8];
+}
+
+impl WireBytes for Frame {
+    fn wire_bytes(&self) -> &[u8] {
+        self.ws_bytes()
+    }
+}
+
+impl WireBytes for Vec<u8> {
+    fn wire_bytes(&self) -> &[u8] {
+        self
+    }
+}
+
 /// Writes every frame with vectored writes. The iovec array is built on the stack in each `poll`, so
 /// it never becomes part of the connection's (long-lived) future.
-fn write_frames<'a, W: AsyncWrite + Unpin>(wr: &'a mut W, frames: &'a [Frame]) -> WriteFrames<'a, W> {
+fn write_frames<'a, W: AsyncWrite + Unpin, F: WireBytes>(wr: &'a mut W, frames: &'a [F]) -> WriteFrames<'a, W, F> {
     WriteFrames { wr, frames, index: 0, offset: 0 }
 }
 
-struct WriteFrames<'a, W> {
+struct WriteFrames<'a, W, F> {
     wr: &'a mut W,
-    frames: &'a [Frame],
+    frames: &'a [F],
     index: usize,
     offset: usize,
 }
 
-impl<W: AsyncWrite + Unpin> Future for WriteFrames<'_, W> {
+impl<W: AsyncWrite + Unpin, F: WireBytes> Future for WriteFrames<'_, W, F> {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -570,8 +588,8 @@ impl<W: AsyncWrite + Unpin> Future for WriteFrames<'_, W> {
             let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
             for (i, frame) in this.frames[this.index..].iter().take(MAX_IOVECS).enumerate() {
-                let bytes = frame.ws_bytes();
-                slices[i] = IoSlice::new(if i == 0 { &bytes[this.offset..] } else { &bytes[..] });
+                let bytes = frame.wire_bytes();
+                slices[i] = IoSlice::new(if i == 0 { &bytes[this.offset..] } else { bytes });
                 count += 1;
             }
             let mut written = ready!(Pin::new(&mut *this.wr).poll_write_vectored(cx, &slices[..count]))?;
@@ -579,7 +597,7 @@ impl<W: AsyncWrite + Unpin> Future for WriteFrames<'_, W> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             while written > 0 {
-                let remaining = this.frames[this.index].ws_bytes().len() - this.offset;
+                let remaining = this.frames[this.index].wire_bytes().len() - this.offset;
                 if written >= remaining {
                     written -= remaining;
                     this.index += 1;

@@ -386,7 +386,7 @@ impl Shared {
             _ => return,
         };
         let (Some(key), Some(channel), Some(payload)) = (bulk(key), bulk(channel), bulk(payload)) else { return };
-        let Some((nsp, route)) = self.routes.read().get(String::from_utf8_lossy(key).as_ref()).cloned() else {
+        let Some((nsp, route)) = self.routes.read().get(convert::text(key).as_ref()).cloned() else {
             return;
         };
         let Some(ns) = self.namespaces.read().get(&nsp).and_then(Weak::upgrade) else { return };

@@ -489,10 +489,15 @@ impl ExceptSet {
         }
     }
 
+    /// Runs once per recipient: no one excluded (`io.to(room)`) and one (`socket.to(room)`, the
+    /// sender) are the common cases, each a comparison or two instead of the small vector's loop.
+    #[inline(always)]
     fn contains(&self, sid: &Sid) -> bool {
-        match &self.many {
-            Some(many) => many.contains(sid),
-            None => self.few.contains(sid),
+        match self.few.as_slice() {
+            // Also when the set went over to hashing (`few` is then drained).
+            [] => self.many.as_ref().is_some_and(|many| many.contains(sid)),
+            [one] => one == sid,
+            few => few.contains(sid),
         }
     }
 }
@@ -505,6 +510,9 @@ mod tests {
     fn except_set_switches_to_hashing_past_the_limit() {
         let mut set = ExceptSet::default();
         let sids: Vec<Sid> = (0..20).map(|_| Sid::random()).collect();
+        assert!(!set.contains(&sids[0]), "an empty set excludes no one");
+        set.insert(sids[0]);
+        assert!(set.contains(&sids[0]) && !set.contains(&sids[1]), "one: compared directly");
         for sid in &sids[..3] {
             set.insert(*sid);
             set.insert(*sid);
