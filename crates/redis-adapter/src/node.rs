@@ -119,18 +119,47 @@ impl Shared {
         }
     }
 
+    /// Adds a holder of a room channel (the subscriber counts them). The route changes under the
+    /// routes lock, so a concurrent last release cannot remove the route of a held channel.
     fn subscribe_room(&self, nsp: &str, subscription: Option<Subscription>) {
         if let Some(subscription) = subscription {
-            self.routes.write().insert(subscription.name().to_string(), (nsp.to_string(), Route::Broadcasts));
+            let mut routes = self.routes.write();
+            routes.insert(subscription.name().to_string(), (nsp.to_string(), Route::Broadcasts));
             self.subscriber.subscribe(subscription);
         }
     }
 
     fn unsubscribe_room(&self, subscription: Option<Subscription>) {
         if let Some(subscription) = subscription {
-            self.routes.write().remove(subscription.name());
-            self.subscriber.unsubscribe(subscription);
+            let mut routes = self.routes.write();
+            let name = subscription.name().to_string();
+            if self.subscriber.unsubscribe(subscription) {
+                routes.remove(&name);
+            }
         }
+    }
+
+    /// Subscribes to the channels that carry the packets of a session being restored (its rooms,
+    /// and its own id in `dynamic-private`), for formats with room channels, before the socket joins
+    /// them: the restore then reads the stream again past its first read, and everything stored
+    /// after that second read reaches this node. `None` when the format has no room channels.
+    /// The hold releases the channels when dropped (the joined socket holds its rooms by then).
+    pub(crate) fn hold_session_channels(
+        self: &Arc<Self>,
+        nsp: &str,
+        session: &switchyard_socketio::SessionToPersist,
+    ) -> Option<(ChannelHold, tokio::sync::oneshot::Receiver<()>)> {
+        let mut subscriptions: Vec<Subscription> =
+            session.rooms.iter().filter_map(|room| self.format.room_subscription(nsp, room)).collect();
+        subscriptions.extend(self.format.socket_subscription(nsp, &session.sid));
+        if subscriptions.is_empty() {
+            return None;
+        }
+        for subscription in &subscriptions {
+            self.subscribe_room(nsp, Some(subscription.clone()));
+        }
+        let synced = self.subscriber.synced();
+        Some((ChannelHold { shared: Arc::downgrade(self), subscriptions }, synced))
     }
 
     /// A (public) room has local members: formats with room channels listen on its channel.
@@ -549,6 +578,22 @@ impl Shared {
         let (mut message, entry, slot) = self.format.encode_recorded_broadcast(ns.name(), event, payload, opts);
         message.record = Some(recovery.record(ns, entry, slot, event, payload, opts));
         self.publisher.publish(message);
+    }
+}
+
+/// Room channels held for a session being restored; released when dropped.
+pub(crate) struct ChannelHold {
+    shared: Weak<Shared>,
+    subscriptions: Vec<Subscription>,
+}
+
+impl Drop for ChannelHold {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            for subscription in self.subscriptions.drain(..) {
+                shared.unsubscribe_room(Some(subscription));
+            }
+        }
     }
 }
 

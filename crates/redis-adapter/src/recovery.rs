@@ -254,6 +254,9 @@ struct Buffered {
 struct Restoring {
     nsp: String,
     sid: Option<Sid>,
+    /// The room channels subscribed for this restore (sharded, dynamic subscriptions), released when
+    /// the entry goes.
+    hold: Option<Box<dyn Send>>,
     /// The stream's last id when the session's packets were read: later ones come from the buffer.
     read_up_to: Option<StreamId>,
     started: Instant,
@@ -506,18 +509,44 @@ impl Recovery {
 
     /// Takes session `pid` from Redis with every packet after `offset` it should get. `None` when the
     /// session is unknown or expired, the offset is not a stream id, or packets after it were trimmed.
+    ///
+    /// `hold` subscribes to the channels the session's packets come on, when the format gives rooms
+    /// their own channels (sharded, dynamic subscriptions: this node may not listen to them yet),
+    /// and tells when Redis confirmed it. The stream is then read again past the first read, so a
+    /// packet stored between the first read and the subscription comes from the stream, and every
+    /// later one reaches this node (the restore's buffer until the socket joined its rooms).
     pub(crate) async fn restore(
         self: Arc<Self>,
         ns: Arc<Namespace>,
         pid: String,
         offset: String,
+        hold: impl FnOnce(&SessionToPersist) -> Option<(Box<dyn Send>, tokio::sync::oneshot::Receiver<()>)>,
     ) -> Option<RestoredSession> {
         let config = ns.recovery()?.config().clone();
         let from = StreamId::parse(&offset)?;
         let owner = Self::owner(&pid)?;
         let nsp = ns.name().to_string();
         self.begin_restoring(&nsp, &pid);
-        let result = self.read_session(&ns, &config, &pid, owner, &offset, from).await;
+        let mut result = self.read_session(&ns, &config, &pid, owner, &offset, from).await;
+        if let Ok(Some((restored, last))) = &mut result {
+            if let Some((guard, synced)) = hold(&restored.session) {
+                if let Some(entry) = self.restoring.lock().get_mut(&pid) {
+                    entry.hold = Some(guard);
+                }
+                let caught_up = match tokio::time::timeout(self.timeout, synced).await {
+                    Ok(Ok(())) => self.read_after(&ns, &config, &restored.session, *last).await,
+                    Ok(Err(_)) => Err(Error::Unreachable),
+                    Err(_) => Err(Error::Timeout(self.timeout)),
+                };
+                match caught_up {
+                    Ok((more, end)) => {
+                        restored.missed.extend(more);
+                        *last = end;
+                    }
+                    Err(err) => result = Err(err),
+                }
+            }
+        }
         match result {
             Ok(Some((restored, last))) => {
                 self.stats.restored.fetch_add(1, Ordering::Relaxed);
@@ -602,6 +631,40 @@ impl Recovery {
         Ok(Some((RestoredSession { session, missed }, last)))
     }
 
+    /// The packets for `session` stored after `after`, and the last id read (`after` when none).
+    async fn read_after(
+        &self,
+        ns: &Namespace,
+        config: &RecoveryConfig,
+        session: &SessionToPersist,
+        after: StreamId,
+    ) -> Result<(Vec<(String, Payload)>, StreamId), Error> {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(self.stream_key(ns.name()))
+            .arg(format!("({}-{}", after.0, after.1))
+            .arg("+")
+            .arg("COUNT")
+            .arg(config.max_stored_packets);
+        let redis::Value::Array(entries) = self.publisher.query(&cmd, self.timeout).await? else {
+            return Err(unexpected("stream entries"));
+        };
+        let (mut missed, mut last) = (Vec::new(), after);
+        for entry in entries {
+            let Some((id, (event, mut payload, opts))) = stream_entry(&entry) else {
+                self.stats.malformed("recovery stream entry", &"undecodable");
+                continue;
+            };
+            if let Some(parsed) = StreamId::parse(&id) {
+                last = last.max(parsed);
+            }
+            if should_include(&session.rooms, &session.sid, &opts) {
+                payload.args.push(Value::String(id));
+                missed.push((event, payload));
+            }
+        }
+        Ok((missed, last))
+    }
+
     /// True while a session is being restored on this node (between its read and its completion).
     pub(crate) fn is_restoring(&self) -> bool {
         self.restoring_count.load(Ordering::SeqCst) > 0
@@ -609,16 +672,27 @@ impl Recovery {
 
     fn begin_restoring(&self, nsp: &str, pid: &str) {
         let mut restoring = self.restoring.lock();
-        restoring.retain(|_, r| r.started.elapsed() < RESTORING_TTL);
+        let mut expired = Vec::new();
+        restoring.retain(|_, r| {
+            let keep = r.started.elapsed() < RESTORING_TTL;
+            if !keep {
+                expired.extend(r.hold.take());
+            }
+            keep
+        });
         let entry = Restoring {
             nsp: nsp.to_string(),
             sid: None,
+            hold: None,
             read_up_to: None,
             started: Instant::now(),
             buffer: Vec::new(),
         };
         restoring.insert(pid.to_string(), entry);
         self.restoring_count.store(restoring.len(), Ordering::SeqCst);
+        // Channels of abandoned restores are released outside the lock.
+        drop(restoring);
+        drop(expired);
     }
 
     fn end_restoring(&self, pid: &str) -> Option<Restoring> {
@@ -647,7 +721,10 @@ impl Recovery {
             replayed.push(Replayed { nsp: ns.name().to_string(), sid, up_to, started: Instant::now() });
             self.replayed_count.store(replayed.len(), Ordering::SeqCst);
         }
-        if let Some(entry) = entry {
+        // Released after the lock (the joined socket holds its rooms' channels by now).
+        let mut hold = None;
+        if let Some(mut entry) = entry {
+            hold = entry.hold.take();
             for b in entry.buffer {
                 if read_up_to.is_some_and(|up_to| b.offset <= up_to) {
                     continue;
@@ -661,6 +738,7 @@ impl Recovery {
         }
         self.restoring_count.store(restoring.len(), Ordering::SeqCst);
         drop(restoring);
+        drop(hold);
     }
 }
 

@@ -87,12 +87,9 @@ async fn classic_recovery_across_nodes_during_a_burst_loses_nothing() {
     recovers_on_another_node_during_a_burst(Mode::Classic).await;
 }
 
-/// Open: in sharded mode with dynamic subscriptions the restoring node subscribes to a room's channel
-/// only when the socket joins it, so what is published between the stream read and the `SSUBSCRIBE`
-/// taking effect is lost (fails about one run in four). Needs the restore to subscribe to the
-/// session's rooms, then read the stream.
+/// Sharded mode with dynamic subscriptions (the default): the restoring node listens to the room's
+/// channel only from the restore on, so the restore subscribes first and reads the stream again.
 #[tokio::test]
-#[ignore = "open: sharded dynamic subscriptions lose packets published between the read and SSUBSCRIBE"]
 async fn sharded_recovery_across_nodes_during_a_burst_loses_nothing() {
     recovers_on_another_node_during_a_burst(Mode::Sharded).await;
 }
