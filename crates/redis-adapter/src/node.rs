@@ -60,7 +60,14 @@ impl Shared {
         };
         let publisher = Publisher::start(target.clone(), config.publish_queue, config.max_in_flight, stats.clone());
         let recovery = (config.mode == Mode::Classic || matches!(target, RedisTarget::Single(_))).then(|| {
-            Recovery::start(&config.key_prefix, format.uid(), publisher.clone(), stats.clone(), config.requests_timeout)
+            Recovery::start(
+                &config.key_prefix,
+                format.uid(),
+                publisher.clone(),
+                stats.clone(),
+                config.requests_timeout,
+                target.clone(),
+            )
         });
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
@@ -116,6 +123,9 @@ impl Shared {
         }
         for (subscription, _) in subscriptions {
             self.subscriber.subscribe(subscription);
+        }
+        if let Some(recovery) = self.recovery_for(ns) {
+            recovery.start_reader(ns);
         }
     }
 
@@ -560,7 +570,7 @@ impl Shared {
         offset: Option<&str>,
     ) {
         match self.recovery_for(ns) {
-            Some(recovery) => recovery.deliver(ns, event, payload, opts, offset),
+            Some(recovery) => recovery.deliver_published(ns, event, payload, opts, offset),
             None => MemoryAdapter.broadcast(ns, event, payload, opts),
         }
     }

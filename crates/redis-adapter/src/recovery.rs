@@ -22,11 +22,11 @@
 //! packet is delivered at once without an offset (connected clients never wait for Redis and lose
 //! nothing; such a packet cannot be replayed), counted and logged.
 
-use crate::connection::{Outgoing, Publisher};
+use crate::connection::{Outgoing, Publisher, RedisTarget};
 use crate::convert;
 use crate::error::Error;
 use crate::stats::Stats;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use std::collections::HashMap;
@@ -292,6 +292,51 @@ pub(crate) struct Recovery {
     /// Restored sockets not yet past their replay's end (locked after `restoring` when both are).
     replayed: Mutex<Vec<Replayed>>,
     replayed_count: AtomicUsize,
+    /// Where the stream readers connect.
+    target: RedisTarget,
+    /// Each namespace's stream reader, by namespace.
+    readers: RwLock<HashMap<String, Arc<StreamReader>>>,
+}
+
+/// Which path delivers a namespace's stored packets on this node. Its stream reader delivers every
+/// packet after `start`, in stream order (XREAD); the script's reply (this node's own packets) and
+/// pub/sub (other nodes') only what is at or before it. Two connections (the reply's and pub/sub's)
+/// keep no order between them, and a client resumes from the offset of the last packet it got, so
+/// every stored packet must reach a client in stream order: a packet delivered ahead of an older one
+/// makes the older one's replay come twice, or be skipped.
+pub(crate) struct StreamReader {
+    /// Set once, when the reader first read the stream's end.
+    start: OnceLock<StreamId>,
+    /// Until then, the highest id the direct paths delivered (the reader starts after it).
+    direct_max: Mutex<Option<StreamId>>,
+}
+
+impl StreamReader {
+    fn new() -> Self {
+        StreamReader { start: OnceLock::new(), direct_max: Mutex::new(None) }
+    }
+
+    /// Whether stored packet `id`, reaching this node by reply or pub/sub, is delivered from there
+    /// (else the reader delivers it).
+    fn direct(&self, id: StreamId) -> bool {
+        if let Some(start) = self.start.get() {
+            return id <= *start;
+        }
+        let mut max = self.direct_max.lock();
+        if let Some(start) = self.start.get() {
+            return id <= *start;
+        }
+        *max = Some(max.map_or(id, |m| m.max(id)));
+        true
+    }
+
+    /// Starts the reader after `end` (the stream's last id when it looked), or after the last
+    /// packet the direct paths delivered meanwhile. Returns where it starts.
+    fn position(&self, end: StreamId) -> StreamId {
+        let max = self.direct_max.lock();
+        let _ = self.start.set(max.map_or(end, |m| m.max(end)));
+        *self.start.get().expect("just set")
+    }
 }
 
 impl Recovery {
@@ -301,6 +346,7 @@ impl Recovery {
         publisher: Arc<Publisher>,
         stats: Arc<Stats>,
         timeout: Duration,
+        target: RedisTarget,
     ) -> Arc<Self> {
         Arc::new(Recovery {
             prefix: prefix.to_string(),
@@ -315,7 +361,44 @@ impl Recovery {
             restoring_count: AtomicUsize::new(0),
             replayed: Mutex::default(),
             replayed_count: AtomicUsize::new(0),
+            target,
+            readers: RwLock::default(),
         })
+    }
+
+    /// Starts reading namespace `ns`'s stream (once per namespace): from then on its stored packets
+    /// reach this node's sockets in stream order.
+    pub(crate) fn start_reader(self: &Arc<Self>, ns: &Arc<Namespace>) {
+        let reader = Arc::new(StreamReader::new());
+        {
+            let mut readers = self.readers.write();
+            if readers.contains_key(ns.name()) {
+                return;
+            }
+            readers.insert(ns.name().to_string(), reader.clone());
+        }
+        tokio::spawn(run_reader(Arc::downgrade(self), Arc::downgrade(ns), reader));
+    }
+
+    fn reader(&self, nsp: &str) -> Option<Arc<StreamReader>> {
+        self.readers.read().get(nsp).cloned()
+    }
+
+    /// A stored packet from another node, by pub/sub: delivered unless the stream reader does it.
+    pub(crate) fn deliver_published(
+        &self,
+        ns: &Arc<Namespace>,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+        offset: Option<&str>,
+    ) {
+        if let Some(id) = offset.and_then(StreamId::parse) {
+            if self.reader(ns.name()).is_some_and(|reader| !reader.direct(id)) {
+                return;
+            }
+        }
+        self.deliver(ns, event, payload, opts, offset);
     }
 
     fn key(&self, nsp: &str, suffix: &str) -> String {
@@ -347,6 +430,7 @@ impl Recovery {
     ) -> Box<Record> {
         let config = ns.recovery().map(|r| r.config().clone()).unwrap_or_default();
         let this = self.clone();
+        let reader = self.reader(ns.name());
         let ns_weak: Weak<Namespace> = Arc::downgrade(ns);
         let (event, payload, opts) = (event.to_string(), payload.clone(), opts.clone());
         Box::new(Record {
@@ -361,6 +445,13 @@ impl Recovery {
                     this.stats.unrecorded("Redis unreachable");
                 } else {
                     this.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                }
+                // Stored: the stream reader delivers it (in stream order), unless it started after it.
+                let parsed = id.as_deref().and_then(StreamId::parse);
+                if let (Some(reader), Some(parsed)) = (&reader, parsed) {
+                    if !reader.direct(parsed) {
+                        return;
+                    }
                 }
                 this.deliver(&ns, &event, &payload, &opts, id.as_deref());
             })),
@@ -823,6 +914,129 @@ pub(crate) async fn run_flusher(recovery: Weak<Recovery>, resync: impl Fn() + Se
         }
         this.flush(refresh).await;
     }
+}
+
+/// Entries read from the stream per XREAD, and how long one XREAD waits for new ones.
+const READ_COUNT: usize = 1000;
+const READ_BLOCK: Duration = Duration::from_millis(1000);
+
+/// Reads namespace `ns`'s stream on a connection of its own (XREAD blocks it) and delivers every
+/// stored packet after the reader's start, in stream order. After a lost connection it resumes after
+/// the last entry it delivered, so packets stored while it was away still reach connected sockets.
+/// Ends with the namespace or the node.
+async fn run_reader(recovery: Weak<Recovery>, ns: Weak<Namespace>, reader: Arc<StreamReader>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut warned = false;
+    let mut last = reader.start.get().copied();
+    loop {
+        let (target, key) = {
+            let (Some(this), Some(ns)) = (recovery.upgrade(), ns.upgrade()) else { return };
+            (this.target.clone(), this.stream_key(ns.name()))
+        };
+        let mut conn = match tokio::time::timeout(Duration::from_secs(4), target.connect(None)).await {
+            Ok(Ok(conn)) => conn,
+            other => {
+                if !warned {
+                    let error = match other {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => "connect timed out".to_string(),
+                    };
+                    tracing::warn!(error, "redis adapter: recovery stream reader cannot connect; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if last.is_none() {
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(&key).arg("+").arg("-").arg("COUNT").arg(1);
+            match conn.query(&cmd).await {
+                Ok(redis::Value::Array(entries)) => {
+                    let end = entries
+                        .first()
+                        .and_then(|e| match e {
+                            redis::Value::Array(parts) => parts.first().and_then(text),
+                            _ => None,
+                        })
+                        .and_then(|id| StreamId::parse(&id))
+                        .unwrap_or(StreamId(0, 0));
+                    last = Some(reader.position(end));
+                }
+                _ => {
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        backoff = Duration::from_millis(100);
+        if warned {
+            tracing::info!("redis adapter: recovery stream reader connected");
+        }
+        loop {
+            let from = last.expect("positioned");
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(format!("{}-{}", from.0, from.1));
+            let reply = conn.query(&cmd).await;
+            let (Some(this), Some(ns)) = (recovery.upgrade(), ns.upgrade()) else { return };
+            let entries = match reply {
+                Ok(value) => xread_entries(value),
+                Err(err) => {
+                    tracing::warn!(error = %err, "redis adapter: recovery stream reader lost its connection");
+                    warned = true;
+                    break;
+                }
+            };
+            for entry in entries {
+                let Some((id, (event, payload, opts))) = stream_entry(&entry) else {
+                    this.stats.malformed("recovery stream entry", &"undecodable");
+                    // Past it all the same (its id, when it has one).
+                    if let Some(id) = stream_entry_id(&entry) {
+                        last = Some(id);
+                    }
+                    continue;
+                };
+                let Some(parsed) = StreamId::parse(&id) else { continue };
+                last = Some(parsed);
+                this.deliver(&ns, &event, &payload, &opts, Some(&id));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// The entries of an XREAD reply for one stream (RESP3 map or RESP2 array; nil when none came).
+fn xread_entries(value: redis::Value) -> Vec<redis::Value> {
+    let streams: Vec<redis::Value> = match value {
+        redis::Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        redis::Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                redis::Value::Array(mut parts) if parts.len() == 2 => parts.pop(),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    streams
+        .into_iter()
+        .flat_map(|entries| match entries {
+            redis::Value::Array(entries) => entries,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn stream_entry_id(entry: &redis::Value) -> Option<StreamId> {
+    let redis::Value::Array(parts) = entry else { return None };
+    StreamId::parse(&text(parts.first()?)?)
 }
 
 #[cfg(test)]
