@@ -428,6 +428,15 @@ impl Shared {
         let Some((nsp, route)) = self.routes.read().get(String::from_utf8_lossy(key).as_ref()).cloned() else {
             return;
         };
+        // A stored broadcast's pub/sub copy, when the namespace's stream reader delivers it: dropped
+        // before decoding (the reader keeps the stream's order).
+        if let (Some(recovery), Route::Broadcasts) = (&self.recovery, route) {
+            let sharded = self.config.mode == Mode::Sharded;
+            if crate::recovery::recorded_offset(payload, sharded).is_some_and(|id| recovery.read_from_stream(&nsp, id))
+            {
+                return;
+            }
+        }
         let Some(ns) = self.namespaces.read().get(&nsp).and_then(Weak::upgrade) else { return };
         // While a session is being restored here, broadcasts to rooms this node lacks are kept: the
         // restored socket joins its rooms only after its missed packets were read from the stream,

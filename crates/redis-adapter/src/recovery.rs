@@ -384,6 +384,12 @@ impl Recovery {
         self.readers.read().get(nsp).cloned()
     }
 
+    /// Whether namespace `nsp`'s stream reader delivers stored packet `id` (so its pub/sub copy is
+    /// dropped before it is decoded).
+    pub(crate) fn read_from_stream(&self, nsp: &str, id: StreamId) -> bool {
+        self.readers.read().get(nsp).is_some_and(|reader| !reader.direct(id))
+    }
+
     /// A stored packet from another node, by pub/sub: delivered unless the stream reader does it.
     pub(crate) fn deliver_published(
         &self,
@@ -1005,6 +1011,9 @@ async fn run_reader(recovery: Weak<Recovery>, ns: Weak<Namespace>, reader: Arc<S
                 };
                 let Some(parsed) = StreamId::parse(&id) else { continue };
                 last = Some(parsed);
+                if !is_from(&entry, &this.uid) {
+                    this.stats.received.fetch_add(1, Ordering::Relaxed);
+                }
                 this.deliver(&ns, &event, &payload, &opts, Some(&id));
             }
         }
@@ -1034,6 +1043,48 @@ fn xread_entries(value: redis::Value) -> Vec<redis::Value> {
         .collect()
 }
 
+/// Whether stream entry `entry` was stored by node `uid` (its stored message starts with the uid).
+fn is_from(entry: &redis::Value, uid: &str) -> bool {
+    let redis::Value::Array(parts) = entry else { return false };
+    let Some(redis::Value::Array(fields)) = parts.get(1) else { return false };
+    let Some(redis::Value::BulkString(bytes)) = fields.get(1) else { return false };
+    // `[uid, packet, opts]`: 0x93, then the uid as a fixstr (0xa0 | len) or str8 (0xd9, len).
+    match bytes.as_slice() {
+        [0x93, 0xd9, len, rest @ ..] => usize::from(*len) == uid.len() && rest.starts_with(uid.as_bytes()),
+        [0x93, head, rest @ ..] if head & 0xe0 == 0xa0 => {
+            usize::from(head & 0x1f) == uid.len() && rest.starts_with(uid.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// The stream id at the end of a stored broadcast's pub/sub message (see [`RECORD`]), read without
+/// decoding it: classic `0x94 ... 0xd9 <len> <id>` (the id as a 4th array element); sharded JSON
+/// `...,"offset":"<id>"}`; sharded msgpack `... 0xa6 "offset" 0xd9 <len> <id>`. `None` for anything
+/// else (Node peers' and unstored broadcasts, requests).
+pub(crate) fn recorded_offset(payload: &[u8], sharded: bool) -> Option<StreamId> {
+    let is_id_byte = |b: &u8| b.is_ascii_digit() || *b == b'-';
+    if sharded && payload.last() == Some(&b'}') {
+        let body = payload.strip_suffix(b"\"}")?;
+        let start = body.iter().rposition(|b| !is_id_byte(b))? + 1;
+        let (head, id) = body.split_at(start);
+        if !head.ends_with(b",\"offset\":\"") {
+            return None;
+        }
+        return StreamId::parse(std::str::from_utf8(id).ok()?);
+    }
+    if !sharded && payload.first() != Some(&0x94) {
+        return None;
+    }
+    let start = payload.iter().rposition(|b| !is_id_byte(b))? + 1;
+    let (head, id) = payload.split_at(start);
+    let [rest @ .., 0xd9, len] = head else { return None };
+    if usize::from(*len) != id.len() || (sharded && !rest.ends_with(b"\xa6offset")) {
+        return None;
+    }
+    StreamId::parse(std::str::from_utf8(id).ok()?)
+}
+
 fn stream_entry_id(entry: &redis::Value) -> Option<StreamId> {
     let redis::Value::Array(parts) = entry else { return None };
     StreamId::parse(&text(parts.first()?)?)
@@ -1052,6 +1103,30 @@ mod tests {
         for bad in ["", "-", "1-", "-1", "a-1", "1-b", "1", "0x1-2", "1-2-3", " 1-2", "99999999999999999999999-1"] {
             assert_eq!(StreamId::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_offset_of_a_stored_broadcast_is_read_from_its_end() {
+        let id = StreamId::parse("1700000000000-12").unwrap();
+        let mut classic = vec![0x94, 0xa2, b'u', b'1'];
+        classic.extend_from_slice(&[0xd9, 16]);
+        classic.extend_from_slice(b"1700000000000-12");
+        assert_eq!(recorded_offset(&classic, false), Some(id));
+        // A Node peer's broadcast (three elements), a wrong length, the sharded reading: none.
+        classic[0] = 0x93;
+        assert_eq!(recorded_offset(&classic, false), None);
+        classic[0] = 0x94;
+        let at = classic.len() - 17;
+        classic[at] = 15;
+        assert_eq!(recorded_offset(&classic, false), None);
+        let json = br#"{"uid":"u","nsp":"/","type":3,"data":{},"offset":"1700000000000-12"}"#;
+        assert_eq!(recorded_offset(json, true), Some(id));
+        assert_eq!(recorded_offset(br#"{"uid":"u","type":3,"data":{"x":"1-2"}}"#, true), None);
+        let mut packed = b"\x84\xa3uid\xa1u\xa6offset".to_vec();
+        packed.extend_from_slice(&[0xd9, 16]);
+        packed.extend_from_slice(b"1700000000000-12");
+        assert_eq!(recorded_offset(&packed, true), Some(id));
+        assert_eq!(recorded_offset(&packed, false), None);
     }
 
     #[test]
