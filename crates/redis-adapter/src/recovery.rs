@@ -30,7 +30,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use switchyard_protocol::cluster::{msgpack, wire};
@@ -44,11 +44,12 @@ use tokio::sync::Notify;
 /// entry (classic `[uid, packet, opts]`), 2 the window in ms, 3 the most packets kept, 4 `PUBLISH` or
 /// `SPUBLISH`, 5 the channel, 6 the message without its offset, 7 how to add the offset: `c` classic
 /// (the entry as a 4-element array), `m` a msgpack string after ARGV[6], `j` a JSON field closing
-/// ARGV[6], `a` none. Returns the stream id.
+/// ARGV[6], `a` none; 8 the record's number on its node (field `n`: the node knows the entry again
+/// when Redis stored it but the answer was lost). Returns the stream id.
 const RECORD: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', now - tonumber(ARGV[2]), '*', 'm', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', now - tonumber(ARGV[2]), '*', 'm', ARGV[1], 'n', ARGV[8])
 redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
 local msg
 if ARGV[7] == 'c' then
@@ -168,6 +169,8 @@ pub(crate) struct Record {
     window_ms: u64,
     max_len: usize,
     slot: OffsetSlot,
+    /// This record's number on its node (stream field `n`).
+    number: u64,
     /// Called once with the stream id, or with `None` when the broadcast did not reach Redis.
     on_done: Option<Box<dyn FnOnce(Option<String>) + Send>>,
 }
@@ -193,7 +196,8 @@ impl Record {
             .arg(if message.sharded { "SPUBLISH" } else { "PUBLISH" })
             .arg(&message.channel)
             .arg(&message.payload)
-            .arg(slot);
+            .arg(slot)
+            .arg(self.number);
         cmd
     }
 
@@ -296,7 +300,24 @@ pub(crate) struct Recovery {
     target: RedisTarget,
     /// Each namespace's stream reader, by namespace.
     readers: RwLock<HashMap<String, Arc<StreamReader>>>,
+    /// The next record's number.
+    next_number: AtomicU64,
+    /// Records delivered without an offset because their outcome was not known (Redis unreachable,
+    /// or the connection lost before the answer): Redis may have stored them all the same, and the
+    /// stream reader must not deliver those again.
+    unsure: Mutex<Unsure>,
+    unsure_count: AtomicUsize,
 }
+
+/// Numbers of records whose outcome is unknown, oldest first, at most [`UNSURE_MAX`].
+#[derive(Default)]
+struct Unsure {
+    order: std::collections::VecDeque<u64>,
+    set: std::collections::HashSet<u64>,
+}
+
+/// Unsure records remembered at most (a long outage forgets the oldest: they were not stored).
+const UNSURE_MAX: usize = 65_536;
 
 /// Which path delivers a namespace's stored packets on this node. Its stream reader delivers every
 /// packet after `start`, in stream order (XREAD); the script's reply (this node's own packets) and
@@ -363,7 +384,37 @@ impl Recovery {
             replayed_count: AtomicUsize::new(0),
             target,
             readers: RwLock::default(),
+            next_number: AtomicU64::new(0),
+            unsure: Mutex::default(),
+            unsure_count: AtomicUsize::new(0),
         })
+    }
+
+    fn add_unsure(&self, number: u64) {
+        let mut unsure = self.unsure.lock();
+        if unsure.order.len() >= UNSURE_MAX {
+            if let Some(oldest) = unsure.order.pop_front() {
+                unsure.set.remove(&oldest);
+            }
+        }
+        unsure.order.push_back(number);
+        unsure.set.insert(number);
+        self.unsure_count.store(unsure.set.len(), Ordering::SeqCst);
+    }
+
+    /// True (once) when `entry` is one of this node's records already delivered without an offset.
+    fn take_unsure(&self, entry: &redis::Value) -> bool {
+        if self.unsure_count.load(Ordering::SeqCst) == 0 || !is_from(entry, &self.uid) {
+            return false;
+        }
+        let Some(number) = entry_number(entry) else { return false };
+        let mut unsure = self.unsure.lock();
+        if !unsure.set.remove(&number) {
+            return false;
+        }
+        unsure.order.retain(|n| *n != number);
+        self.unsure_count.store(unsure.set.len(), Ordering::SeqCst);
+        true
     }
 
     /// Starts reading namespace `ns`'s stream (once per namespace): from then on its stored packets
@@ -437,6 +488,7 @@ impl Recovery {
         let config = ns.recovery().map(|r| r.config().clone()).unwrap_or_default();
         let this = self.clone();
         let reader = self.reader(ns.name());
+        let number = self.next_number.fetch_add(1, Ordering::Relaxed);
         let ns_weak: Weak<Namespace> = Arc::downgrade(ns);
         let (event, payload, opts) = (event.to_string(), payload.clone(), opts.clone());
         Box::new(Record {
@@ -445,10 +497,13 @@ impl Recovery {
             window_ms: config.max_disconnection_duration.as_millis() as u64,
             max_len: config.max_stored_packets,
             slot,
+            number,
             on_done: Some(Box::new(move |id| {
                 let Some(ns) = ns_weak.upgrade() else { return };
                 if id.is_none() {
                     this.stats.unrecorded("Redis unreachable");
+                    // Redis may have stored it before the connection failed: its reader skips it then.
+                    this.add_unsure(number);
                 } else {
                     this.stats.recorded.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1011,6 +1066,9 @@ async fn run_reader(recovery: Weak<Recovery>, ns: Weak<Namespace>, reader: Arc<S
                 };
                 let Some(parsed) = StreamId::parse(&id) else { continue };
                 last = Some(parsed);
+                if this.take_unsure(&entry) {
+                    continue;
+                }
                 if !is_from(&entry, &this.uid) {
                     this.stats.received.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1083,6 +1141,14 @@ pub(crate) fn recorded_offset(payload: &[u8], sharded: bool) -> Option<StreamId>
         return None;
     }
     StreamId::parse(std::str::from_utf8(id).ok()?)
+}
+
+/// Field `n` of a stream entry: its record's number on the node that stored it.
+fn entry_number(entry: &redis::Value) -> Option<u64> {
+    let redis::Value::Array(parts) = entry else { return None };
+    let redis::Value::Array(fields) = parts.get(1)? else { return None };
+    let value = fields.chunks(2).find(|kv| kv.len() == 2 && text(&kv[0]).as_deref() == Some("n"))?;
+    text(&value[1])?.parse().ok()
 }
 
 fn stream_entry_id(entry: &redis::Value) -> Option<StreamId> {
