@@ -27,8 +27,8 @@
 // Refused messages (error acks: history_unavailable while Redis is down, spool_full) are counted and
 // appear nowhere: not at any subscriber, not in history, not in Kafka. Messages whose ack never came
 // (the sender's node was killed with the message in flight) are counted as "unacked"; they may or may
-// not have been delivered, so only their uniqueness and order are checked. A packet a recovered client
-// gets twice is a known bug, reported by the second test as TODO (see there).
+// not have been delivered, so only their uniqueness and order are checked. A client that recovered its
+// session gets no packet twice either (the second test).
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -525,15 +525,11 @@ describe("the delivery guarantee under faults", { skip: tansuBin ? false : "TANS
     // Unacked messages: at most once each wherever they went (covered by the duplicate checks above).
   });
 
-  // Known product bug, kept visible (reported as TODO, not failed, unless FAULT_STRICT=1): in about one
-  // run in eight, a client of the killed node that recovers its session on the other node gets one packet
-  // twice, with the same offset. Seen both ways: (a) once just before the kill and again in the replay:
-  // packets reach a client out of stream order ("offset inversions" in the summary line, up to dozens
-  // a run), so the last offset the client sends back can be older than a packet it already has; (b) both
-  // copies at once after the restore (the replay, and a live delivery racing the restore in
-  // crates/redis-adapter/src/recovery.rs). GUARANTEES.md promise 2 says "each once". Found by this test;
-  // not fixed here (the recovery code is being changed on another branch).
-  it("a recovered client gets no packet twice", { todo: process.env.FAULT_STRICT === "1" ? false : "recovery race: a packet replayed and delivered live (see the comment)" }, () => {
+  // A client of the killed node resumes from the offset of the last packet it got: each node delivers
+  // stored packets in stream order (its recovery stream reader, crates/redis-adapter/src/recovery.rs),
+  // so that offset is past everything it had and before everything it missed ("offset inversions" in
+  // the summary line stays 0), and the replay repeats nothing.
+  it("a recovered client gets no packet twice", () => {
     assert.equal(typeof results.recoveryDuplicates, "number", "the fault test ran to its checks");
     assert.equal(results.recoveryDuplicates, 0, "packets a recovered client received twice");
   });

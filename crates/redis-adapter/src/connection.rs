@@ -10,11 +10,11 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -506,33 +506,57 @@ impl Subscription {
 enum SubscriberCommand {
     Add(Subscription),
     Remove(Subscription),
+    /// Answered once every command queued before it took effect in Redis (dropped, unanswered,
+    /// while the subscriber is disconnected).
+    Sync(oneshot::Sender<()>),
 }
 
 /// The subscribing side: a supervised connection that keeps the wanted subscriptions.
 pub(crate) struct Subscriber {
     commands: mpsc::UnboundedSender<SubscriberCommand>,
-    /// Every subscription wanted now (kept here too so a reconnect resubscribes to all of them).
-    wanted: Arc<Mutex<BTreeSet<Subscription>>>,
+    /// Every subscription wanted now, with how many holders want it (a room's members, a restore
+    /// waiting for the room's packets), kept here so a reconnect resubscribes to all of them.
+    wanted: Arc<Mutex<BTreeMap<Subscription, usize>>>,
 }
 
 impl Subscriber {
     pub(crate) fn start(target: RedisTarget, handler: PushHandler, stats: Arc<Stats>) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
-        let wanted = Arc::new(Mutex::new(BTreeSet::new()));
+        let wanted = Arc::new(Mutex::new(BTreeMap::new()));
         tokio::spawn(run_subscriber(target, handler, rx, wanted.clone(), stats));
         Subscriber { commands, wanted }
     }
 
+    /// Adds one holder of `subscription`; the first one subscribes.
     pub(crate) fn subscribe(&self, subscription: Subscription) {
-        if self.wanted.lock().insert(subscription.clone()) {
+        let mut wanted = self.wanted.lock();
+        let holders = wanted.entry(subscription.clone()).or_insert(0);
+        *holders += 1;
+        if *holders == 1 {
             let _ = self.commands.send(SubscriberCommand::Add(subscription));
         }
     }
 
-    pub(crate) fn unsubscribe(&self, subscription: Subscription) {
-        if self.wanted.lock().remove(&subscription) {
-            let _ = self.commands.send(SubscriberCommand::Remove(subscription));
+    /// Removes one holder of `subscription`; the last one unsubscribes. True when it was the last.
+    pub(crate) fn unsubscribe(&self, subscription: Subscription) -> bool {
+        let mut wanted = self.wanted.lock();
+        let Some(holders) = wanted.get_mut(&subscription) else { return false };
+        *holders -= 1;
+        if *holders > 0 {
+            return false;
         }
+        wanted.remove(&subscription);
+        let _ = self.commands.send(SubscriberCommand::Remove(subscription));
+        true
+    }
+
+    /// Resolves once every subscription asked for so far is in effect in Redis (its confirmation
+    /// came back), so anything published after that reaches this node. Fails when the subscriber
+    /// is disconnected meanwhile.
+    pub(crate) fn synced(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.commands.send(SubscriberCommand::Sync(tx));
+        rx
     }
 }
 
@@ -540,7 +564,7 @@ async fn run_subscriber(
     target: RedisTarget,
     handler: PushHandler,
     mut commands: mpsc::UnboundedReceiver<SubscriberCommand>,
-    wanted: Arc<Mutex<BTreeSet<Subscription>>>,
+    wanted: Arc<Mutex<BTreeMap<Subscription, usize>>>,
     stats: Arc<Stats>,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -584,7 +608,7 @@ async fn run_subscriber(
             }
         };
         // One channel per command: RESP3 answers a multi-channel SUBSCRIBE with one push per channel.
-        let all: Vec<Subscription> = wanted.lock().iter().cloned().collect();
+        let all: Vec<Subscription> = wanted.lock().keys().cloned().collect();
         let mut ok = true;
         for subscription in &all {
             if let Err(err) = conn.query(&subscription.command(true)).await {
@@ -613,9 +637,13 @@ async fn run_subscriber(
             tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { return };
-                    let result = match &command {
+                    let result = match command {
                         SubscriberCommand::Add(s) => conn.query(&s.command(true)).await,
                         SubscriberCommand::Remove(s) => conn.query(&s.command(false)).await,
+                        SubscriberCommand::Sync(done) => {
+                            let _ = done.send(());
+                            continue;
+                        }
                     };
                     if let Err(err) = result {
                         tracing::warn!(error = %err, "redis adapter: (un)subscribe failed; reconnecting");

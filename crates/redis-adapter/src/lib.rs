@@ -270,7 +270,15 @@ impl Adapter for RedisAdapter {
         offset: &str,
     ) -> BoxFuture<'static, Option<RestoredSession>> {
         match self.shared.recovery_for(ns) {
-            Some(recovery) => Box::pin(recovery.clone().restore(ns.clone(), pid.to_string(), offset.to_string())),
+            Some(recovery) => {
+                let (shared, nsp) = (self.shared.clone(), ns.name().to_string());
+                let hold = move |session: &SessionToPersist| {
+                    shared
+                        .hold_session_channels(&nsp, session)
+                        .map(|(hold, synced)| (Box::new(hold) as Box<dyn Send>, synced))
+                };
+                Box::pin(recovery.clone().restore(ns.clone(), pid.to_string(), offset.to_string(), hold))
+            }
             None => MemoryAdapter.restore_session(ns, pid, offset),
         }
     }

@@ -60,7 +60,14 @@ impl Shared {
         };
         let publisher = Publisher::start(target.clone(), config.publish_queue, config.max_in_flight, stats.clone());
         let recovery = (config.mode == Mode::Classic || matches!(target, RedisTarget::Single(_))).then(|| {
-            Recovery::start(&config.key_prefix, format.uid(), publisher.clone(), stats.clone(), config.requests_timeout)
+            Recovery::start(
+                &config.key_prefix,
+                format.uid(),
+                publisher.clone(),
+                stats.clone(),
+                config.requests_timeout,
+                target.clone(),
+            )
         });
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
@@ -117,20 +124,52 @@ impl Shared {
         for (subscription, _) in subscriptions {
             self.subscriber.subscribe(subscription);
         }
+        if let Some(recovery) = self.recovery_for(ns) {
+            recovery.start_reader(ns);
+        }
     }
 
+    /// Adds a holder of a room channel (the subscriber counts them). The route changes under the
+    /// routes lock, so a concurrent last release cannot remove the route of a held channel.
     fn subscribe_room(&self, nsp: &str, subscription: Option<Subscription>) {
         if let Some(subscription) = subscription {
-            self.routes.write().insert(subscription.name().to_string(), (nsp.to_string(), Route::Broadcasts));
+            let mut routes = self.routes.write();
+            routes.insert(subscription.name().to_string(), (nsp.to_string(), Route::Broadcasts));
             self.subscriber.subscribe(subscription);
         }
     }
 
     fn unsubscribe_room(&self, subscription: Option<Subscription>) {
         if let Some(subscription) = subscription {
-            self.routes.write().remove(subscription.name());
-            self.subscriber.unsubscribe(subscription);
+            let mut routes = self.routes.write();
+            let name = subscription.name().to_string();
+            if self.subscriber.unsubscribe(subscription) {
+                routes.remove(&name);
+            }
         }
+    }
+
+    /// Subscribes to the channels that carry the packets of a session being restored (its rooms,
+    /// and its own id in `dynamic-private`), for formats with room channels, before the socket joins
+    /// them: the restore then reads the stream again past its first read, and everything stored
+    /// after that second read reaches this node. `None` when the format has no room channels.
+    /// The hold releases the channels when dropped (the joined socket holds its rooms by then).
+    pub(crate) fn hold_session_channels(
+        self: &Arc<Self>,
+        nsp: &str,
+        session: &switchyard_socketio::SessionToPersist,
+    ) -> Option<(ChannelHold, tokio::sync::oneshot::Receiver<()>)> {
+        let mut subscriptions: Vec<Subscription> =
+            session.rooms.iter().filter_map(|room| self.format.room_subscription(nsp, room)).collect();
+        subscriptions.extend(self.format.socket_subscription(nsp, &session.sid));
+        if subscriptions.is_empty() {
+            return None;
+        }
+        for subscription in &subscriptions {
+            self.subscribe_room(nsp, Some(subscription.clone()));
+        }
+        let synced = self.subscriber.synced();
+        Some((ChannelHold { shared: Arc::downgrade(self), subscriptions }, synced))
     }
 
     /// A (public) room has local members: formats with room channels listen on its channel.
@@ -389,6 +428,15 @@ impl Shared {
         let Some((nsp, route)) = self.routes.read().get(convert::text(key).as_ref()).cloned() else {
             return;
         };
+        // A stored broadcast's pub/sub copy, when the namespace's stream reader delivers it: dropped
+        // before decoding (the reader keeps the stream's order).
+        if let (Some(recovery), Route::Broadcasts) = (&self.recovery, route) {
+            let sharded = self.config.mode == Mode::Sharded;
+            if crate::recovery::recorded_offset(payload, sharded).is_some_and(|id| recovery.read_from_stream(&nsp, id))
+            {
+                return;
+            }
+        }
         let Some(ns) = self.namespaces.read().get(&nsp).and_then(Weak::upgrade) else { return };
         // While a session is being restored here, broadcasts to rooms this node lacks are kept: the
         // restored socket joins its rooms only after its missed packets were read from the stream,
@@ -531,7 +579,7 @@ impl Shared {
         offset: Option<&str>,
     ) {
         match self.recovery_for(ns) {
-            Some(recovery) => recovery.deliver(ns, event, payload, opts, offset),
+            Some(recovery) => recovery.deliver_published(ns, event, payload, opts, offset),
             None => MemoryAdapter.broadcast(ns, event, payload, opts),
         }
     }
@@ -549,6 +597,22 @@ impl Shared {
         let (mut message, entry, slot) = self.format.encode_recorded_broadcast(ns.name(), event, payload, opts);
         message.record = Some(recovery.record(ns, entry, slot, event, payload, opts));
         self.publisher.publish(message);
+    }
+}
+
+/// Room channels held for a session being restored; released when dropped.
+pub(crate) struct ChannelHold {
+    shared: Weak<Shared>,
+    subscriptions: Vec<Subscription>,
+}
+
+impl Drop for ChannelHold {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            for subscription in self.subscriptions.drain(..) {
+                shared.unsubscribe_room(Some(subscription));
+            }
+        }
     }
 }
 

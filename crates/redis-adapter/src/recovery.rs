@@ -22,15 +22,15 @@
 //! packet is delivered at once without an offset (connected clients never wait for Redis and lose
 //! nothing; such a packet cannot be replayed), counted and logged.
 
-use crate::connection::{Outgoing, Publisher};
+use crate::connection::{Outgoing, Publisher, RedisTarget};
 use crate::convert;
 use crate::error::Error;
 use crate::stats::Stats;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use switchyard_protocol::cluster::{msgpack, wire};
@@ -44,11 +44,12 @@ use tokio::sync::Notify;
 /// entry (classic `[uid, packet, opts]`), 2 the window in ms, 3 the most packets kept, 4 `PUBLISH` or
 /// `SPUBLISH`, 5 the channel, 6 the message without its offset, 7 how to add the offset: `c` classic
 /// (the entry as a 4-element array), `m` a msgpack string after ARGV[6], `j` a JSON field closing
-/// ARGV[6], `a` none. Returns the stream id.
+/// ARGV[6], `a` none; 8 the record's number on its node (field `n`: the node knows the entry again
+/// when Redis stored it but the answer was lost). Returns the stream id.
 const RECORD: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', now - tonumber(ARGV[2]), '*', 'm', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', now - tonumber(ARGV[2]), '*', 'm', ARGV[1], 'n', ARGV[8])
 redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
 local msg
 if ARGV[7] == 'c' then
@@ -168,6 +169,8 @@ pub(crate) struct Record {
     window_ms: u64,
     max_len: usize,
     slot: OffsetSlot,
+    /// This record's number on its node (stream field `n`).
+    number: u64,
     /// Called once with the stream id, or with `None` when the broadcast did not reach Redis.
     on_done: Option<Box<dyn FnOnce(Option<String>) + Send>>,
 }
@@ -193,7 +196,8 @@ impl Record {
             .arg(if message.sharded { "SPUBLISH" } else { "PUBLISH" })
             .arg(&message.channel)
             .arg(&message.payload)
-            .arg(slot);
+            .arg(slot)
+            .arg(self.number);
         cmd
     }
 
@@ -254,6 +258,9 @@ struct Buffered {
 struct Restoring {
     nsp: String,
     sid: Option<Sid>,
+    /// The room channels subscribed for this restore (sharded, dynamic subscriptions), released when
+    /// the entry goes.
+    hold: Option<Box<dyn Send>>,
     /// The stream's last id when the session's packets were read: later ones come from the buffer.
     read_up_to: Option<StreamId>,
     started: Instant,
@@ -289,6 +296,68 @@ pub(crate) struct Recovery {
     /// Restored sockets not yet past their replay's end (locked after `restoring` when both are).
     replayed: Mutex<Vec<Replayed>>,
     replayed_count: AtomicUsize,
+    /// Where the stream readers connect.
+    target: RedisTarget,
+    /// Each namespace's stream reader, by namespace.
+    readers: RwLock<HashMap<String, Arc<StreamReader>>>,
+    /// The next record's number.
+    next_number: AtomicU64,
+    /// Records delivered without an offset because their outcome was not known (Redis unreachable,
+    /// or the connection lost before the answer): Redis may have stored them all the same, and the
+    /// stream reader must not deliver those again.
+    unsure: Mutex<Unsure>,
+    unsure_count: AtomicUsize,
+}
+
+/// Numbers of records whose outcome is unknown, oldest first, at most [`UNSURE_MAX`].
+#[derive(Default)]
+struct Unsure {
+    order: std::collections::VecDeque<u64>,
+    set: std::collections::HashSet<u64>,
+}
+
+/// Unsure records remembered at most (a long outage forgets the oldest: they were not stored).
+const UNSURE_MAX: usize = 65_536;
+
+/// Which path delivers a namespace's stored packets on this node. Its stream reader delivers every
+/// packet after `start`, in stream order (XREAD); the script's reply (this node's own packets) and
+/// pub/sub (other nodes') only what is at or before it. Two connections (the reply's and pub/sub's)
+/// keep no order between them, and a client resumes from the offset of the last packet it got, so
+/// every stored packet must reach a client in stream order: a packet delivered ahead of an older one
+/// makes the older one's replay come twice, or be skipped.
+pub(crate) struct StreamReader {
+    /// Set once, when the reader first read the stream's end.
+    start: OnceLock<StreamId>,
+    /// Until then, the highest id the direct paths delivered (the reader starts after it).
+    direct_max: Mutex<Option<StreamId>>,
+}
+
+impl StreamReader {
+    fn new() -> Self {
+        StreamReader { start: OnceLock::new(), direct_max: Mutex::new(None) }
+    }
+
+    /// Whether stored packet `id`, reaching this node by reply or pub/sub, is delivered from there
+    /// (else the reader delivers it).
+    fn direct(&self, id: StreamId) -> bool {
+        if let Some(start) = self.start.get() {
+            return id <= *start;
+        }
+        let mut max = self.direct_max.lock();
+        if let Some(start) = self.start.get() {
+            return id <= *start;
+        }
+        *max = Some(max.map_or(id, |m| m.max(id)));
+        true
+    }
+
+    /// Starts the reader after `end` (the stream's last id when it looked), or after the last
+    /// packet the direct paths delivered meanwhile. Returns where it starts.
+    fn position(&self, end: StreamId) -> StreamId {
+        let max = self.direct_max.lock();
+        let _ = self.start.set(max.map_or(end, |m| m.max(end)));
+        *self.start.get().expect("just set")
+    }
 }
 
 impl Recovery {
@@ -298,6 +367,7 @@ impl Recovery {
         publisher: Arc<Publisher>,
         stats: Arc<Stats>,
         timeout: Duration,
+        target: RedisTarget,
     ) -> Arc<Self> {
         Arc::new(Recovery {
             prefix: prefix.to_string(),
@@ -312,7 +382,80 @@ impl Recovery {
             restoring_count: AtomicUsize::new(0),
             replayed: Mutex::default(),
             replayed_count: AtomicUsize::new(0),
+            target,
+            readers: RwLock::default(),
+            next_number: AtomicU64::new(0),
+            unsure: Mutex::default(),
+            unsure_count: AtomicUsize::new(0),
         })
+    }
+
+    fn add_unsure(&self, number: u64) {
+        let mut unsure = self.unsure.lock();
+        if unsure.order.len() >= UNSURE_MAX {
+            if let Some(oldest) = unsure.order.pop_front() {
+                unsure.set.remove(&oldest);
+            }
+        }
+        unsure.order.push_back(number);
+        unsure.set.insert(number);
+        self.unsure_count.store(unsure.set.len(), Ordering::SeqCst);
+    }
+
+    /// True (once) when `entry` is one of this node's records already delivered without an offset.
+    fn take_unsure(&self, entry: &redis::Value) -> bool {
+        if self.unsure_count.load(Ordering::SeqCst) == 0 || !is_from(entry, &self.uid) {
+            return false;
+        }
+        let Some(number) = entry_number(entry) else { return false };
+        let mut unsure = self.unsure.lock();
+        if !unsure.set.remove(&number) {
+            return false;
+        }
+        unsure.order.retain(|n| *n != number);
+        self.unsure_count.store(unsure.set.len(), Ordering::SeqCst);
+        true
+    }
+
+    /// Starts reading namespace `ns`'s stream (once per namespace): from then on its stored packets
+    /// reach this node's sockets in stream order.
+    pub(crate) fn start_reader(self: &Arc<Self>, ns: &Arc<Namespace>) {
+        let reader = Arc::new(StreamReader::new());
+        {
+            let mut readers = self.readers.write();
+            if readers.contains_key(ns.name()) {
+                return;
+            }
+            readers.insert(ns.name().to_string(), reader.clone());
+        }
+        tokio::spawn(run_reader(Arc::downgrade(self), Arc::downgrade(ns), reader));
+    }
+
+    fn reader(&self, nsp: &str) -> Option<Arc<StreamReader>> {
+        self.readers.read().get(nsp).cloned()
+    }
+
+    /// Whether namespace `nsp`'s stream reader delivers stored packet `id` (so its pub/sub copy is
+    /// dropped before it is decoded).
+    pub(crate) fn read_from_stream(&self, nsp: &str, id: StreamId) -> bool {
+        self.readers.read().get(nsp).is_some_and(|reader| !reader.direct(id))
+    }
+
+    /// A stored packet from another node, by pub/sub: delivered unless the stream reader does it.
+    pub(crate) fn deliver_published(
+        &self,
+        ns: &Arc<Namespace>,
+        event: &str,
+        payload: &Payload,
+        opts: &BroadcastOptions,
+        offset: Option<&str>,
+    ) {
+        if let Some(id) = offset.and_then(StreamId::parse) {
+            if self.reader(ns.name()).is_some_and(|reader| !reader.direct(id)) {
+                return;
+            }
+        }
+        self.deliver(ns, event, payload, opts, offset);
     }
 
     fn key(&self, nsp: &str, suffix: &str) -> String {
@@ -344,6 +487,8 @@ impl Recovery {
     ) -> Box<Record> {
         let config = ns.recovery().map(|r| r.config().clone()).unwrap_or_default();
         let this = self.clone();
+        let reader = self.reader(ns.name());
+        let number = self.next_number.fetch_add(1, Ordering::Relaxed);
         let ns_weak: Weak<Namespace> = Arc::downgrade(ns);
         let (event, payload, opts) = (event.to_string(), payload.clone(), opts.clone());
         Box::new(Record {
@@ -352,12 +497,22 @@ impl Recovery {
             window_ms: config.max_disconnection_duration.as_millis() as u64,
             max_len: config.max_stored_packets,
             slot,
+            number,
             on_done: Some(Box::new(move |id| {
                 let Some(ns) = ns_weak.upgrade() else { return };
                 if id.is_none() {
                     this.stats.unrecorded("Redis unreachable");
+                    // Redis may have stored it before the connection failed: its reader skips it then.
+                    this.add_unsure(number);
                 } else {
                     this.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                }
+                // Stored: the stream reader delivers it (in stream order), unless it started after it.
+                let parsed = id.as_deref().and_then(StreamId::parse);
+                if let (Some(reader), Some(parsed)) = (&reader, parsed) {
+                    if !reader.direct(parsed) {
+                        return;
+                    }
                 }
                 this.deliver(&ns, &event, &payload, &opts, id.as_deref());
             })),
@@ -506,18 +661,44 @@ impl Recovery {
 
     /// Takes session `pid` from Redis with every packet after `offset` it should get. `None` when the
     /// session is unknown or expired, the offset is not a stream id, or packets after it were trimmed.
+    ///
+    /// `hold` subscribes to the channels the session's packets come on, when the format gives rooms
+    /// their own channels (sharded, dynamic subscriptions: this node may not listen to them yet),
+    /// and tells when Redis confirmed it. The stream is then read again past the first read, so a
+    /// packet stored between the first read and the subscription comes from the stream, and every
+    /// later one reaches this node (the restore's buffer until the socket joined its rooms).
     pub(crate) async fn restore(
         self: Arc<Self>,
         ns: Arc<Namespace>,
         pid: String,
         offset: String,
+        hold: impl FnOnce(&SessionToPersist) -> Option<(Box<dyn Send>, tokio::sync::oneshot::Receiver<()>)>,
     ) -> Option<RestoredSession> {
         let config = ns.recovery()?.config().clone();
         let from = StreamId::parse(&offset)?;
         let owner = Self::owner(&pid)?;
         let nsp = ns.name().to_string();
         self.begin_restoring(&nsp, &pid);
-        let result = self.read_session(&ns, &config, &pid, owner, &offset, from).await;
+        let mut result = self.read_session(&ns, &config, &pid, owner, &offset, from).await;
+        if let Ok(Some((restored, last))) = &mut result {
+            if let Some((guard, synced)) = hold(&restored.session) {
+                if let Some(entry) = self.restoring.lock().get_mut(&pid) {
+                    entry.hold = Some(guard);
+                }
+                let caught_up = match tokio::time::timeout(self.timeout, synced).await {
+                    Ok(Ok(())) => self.read_after(&ns, &config, &restored.session, *last).await,
+                    Ok(Err(_)) => Err(Error::Unreachable),
+                    Err(_) => Err(Error::Timeout(self.timeout)),
+                };
+                match caught_up {
+                    Ok((more, end)) => {
+                        restored.missed.extend(more);
+                        *last = end;
+                    }
+                    Err(err) => result = Err(err),
+                }
+            }
+        }
         match result {
             Ok(Some((restored, last))) => {
                 self.stats.restored.fetch_add(1, Ordering::Relaxed);
@@ -602,6 +783,40 @@ impl Recovery {
         Ok(Some((RestoredSession { session, missed }, last)))
     }
 
+    /// The packets for `session` stored after `after`, and the last id read (`after` when none).
+    async fn read_after(
+        &self,
+        ns: &Namespace,
+        config: &RecoveryConfig,
+        session: &SessionToPersist,
+        after: StreamId,
+    ) -> Result<(Vec<(String, Payload)>, StreamId), Error> {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(self.stream_key(ns.name()))
+            .arg(format!("({}-{}", after.0, after.1))
+            .arg("+")
+            .arg("COUNT")
+            .arg(config.max_stored_packets);
+        let redis::Value::Array(entries) = self.publisher.query(&cmd, self.timeout).await? else {
+            return Err(unexpected("stream entries"));
+        };
+        let (mut missed, mut last) = (Vec::new(), after);
+        for entry in entries {
+            let Some((id, (event, mut payload, opts))) = stream_entry(&entry) else {
+                self.stats.malformed("recovery stream entry", &"undecodable");
+                continue;
+            };
+            if let Some(parsed) = StreamId::parse(&id) {
+                last = last.max(parsed);
+            }
+            if should_include(&session.rooms, &session.sid, &opts) {
+                payload.args.push(Value::String(id));
+                missed.push((event, payload));
+            }
+        }
+        Ok((missed, last))
+    }
+
     /// True while a session is being restored on this node (between its read and its completion).
     pub(crate) fn is_restoring(&self) -> bool {
         self.restoring_count.load(Ordering::SeqCst) > 0
@@ -609,16 +824,27 @@ impl Recovery {
 
     fn begin_restoring(&self, nsp: &str, pid: &str) {
         let mut restoring = self.restoring.lock();
-        restoring.retain(|_, r| r.started.elapsed() < RESTORING_TTL);
+        let mut expired = Vec::new();
+        restoring.retain(|_, r| {
+            let keep = r.started.elapsed() < RESTORING_TTL;
+            if !keep {
+                expired.extend(r.hold.take());
+            }
+            keep
+        });
         let entry = Restoring {
             nsp: nsp.to_string(),
             sid: None,
+            hold: None,
             read_up_to: None,
             started: Instant::now(),
             buffer: Vec::new(),
         };
         restoring.insert(pid.to_string(), entry);
         self.restoring_count.store(restoring.len(), Ordering::SeqCst);
+        // Channels of abandoned restores are released outside the lock.
+        drop(restoring);
+        drop(expired);
     }
 
     fn end_restoring(&self, pid: &str) -> Option<Restoring> {
@@ -647,7 +873,10 @@ impl Recovery {
             replayed.push(Replayed { nsp: ns.name().to_string(), sid, up_to, started: Instant::now() });
             self.replayed_count.store(replayed.len(), Ordering::SeqCst);
         }
-        if let Some(entry) = entry {
+        // Released after the lock (the joined socket holds its rooms' channels by now).
+        let mut hold = None;
+        if let Some(mut entry) = entry {
+            hold = entry.hold.take();
             for b in entry.buffer {
                 if read_up_to.is_some_and(|up_to| b.offset <= up_to) {
                     continue;
@@ -661,6 +890,7 @@ impl Recovery {
         }
         self.restoring_count.store(restoring.len(), Ordering::SeqCst);
         drop(restoring);
+        drop(hold);
     }
 }
 
@@ -747,6 +977,185 @@ pub(crate) async fn run_flusher(recovery: Weak<Recovery>, resync: impl Fn() + Se
     }
 }
 
+/// Entries read from the stream per XREAD, and how long one XREAD waits for new ones.
+const READ_COUNT: usize = 1000;
+const READ_BLOCK: Duration = Duration::from_millis(1000);
+
+/// Reads namespace `ns`'s stream on a connection of its own (XREAD blocks it) and delivers every
+/// stored packet after the reader's start, in stream order. After a lost connection it resumes after
+/// the last entry it delivered, so packets stored while it was away still reach connected sockets.
+/// Ends with the namespace or the node.
+async fn run_reader(recovery: Weak<Recovery>, ns: Weak<Namespace>, reader: Arc<StreamReader>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut warned = false;
+    let mut last = reader.start.get().copied();
+    loop {
+        let (target, key) = {
+            let (Some(this), Some(ns)) = (recovery.upgrade(), ns.upgrade()) else { return };
+            (this.target.clone(), this.stream_key(ns.name()))
+        };
+        let mut conn = match tokio::time::timeout(Duration::from_secs(4), target.connect(None)).await {
+            Ok(Ok(conn)) => conn,
+            other => {
+                if !warned {
+                    let error = match other {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => "connect timed out".to_string(),
+                    };
+                    tracing::warn!(error, "redis adapter: recovery stream reader cannot connect; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if last.is_none() {
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(&key).arg("+").arg("-").arg("COUNT").arg(1);
+            match conn.query(&cmd).await {
+                Ok(redis::Value::Array(entries)) => {
+                    let end = entries
+                        .first()
+                        .and_then(|e| match e {
+                            redis::Value::Array(parts) => parts.first().and_then(text),
+                            _ => None,
+                        })
+                        .and_then(|id| StreamId::parse(&id))
+                        .unwrap_or(StreamId(0, 0));
+                    last = Some(reader.position(end));
+                }
+                _ => {
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        backoff = Duration::from_millis(100);
+        if warned {
+            tracing::info!("redis adapter: recovery stream reader connected");
+        }
+        loop {
+            let from = last.expect("positioned");
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(format!("{}-{}", from.0, from.1));
+            let reply = conn.query(&cmd).await;
+            let (Some(this), Some(ns)) = (recovery.upgrade(), ns.upgrade()) else { return };
+            let entries = match reply {
+                Ok(value) => xread_entries(value),
+                Err(err) => {
+                    tracing::warn!(error = %err, "redis adapter: recovery stream reader lost its connection");
+                    warned = true;
+                    break;
+                }
+            };
+            for entry in entries {
+                let Some((id, (event, payload, opts))) = stream_entry(&entry) else {
+                    this.stats.malformed("recovery stream entry", &"undecodable");
+                    // Past it all the same (its id, when it has one).
+                    if let Some(id) = stream_entry_id(&entry) {
+                        last = Some(id);
+                    }
+                    continue;
+                };
+                let Some(parsed) = StreamId::parse(&id) else { continue };
+                last = Some(parsed);
+                if this.take_unsure(&entry) {
+                    continue;
+                }
+                if !is_from(&entry, &this.uid) {
+                    this.stats.received.fetch_add(1, Ordering::Relaxed);
+                }
+                this.deliver(&ns, &event, &payload, &opts, Some(&id));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// The entries of an XREAD reply for one stream (RESP3 map or RESP2 array; nil when none came).
+fn xread_entries(value: redis::Value) -> Vec<redis::Value> {
+    let streams: Vec<redis::Value> = match value {
+        redis::Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        redis::Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                redis::Value::Array(mut parts) if parts.len() == 2 => parts.pop(),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    streams
+        .into_iter()
+        .flat_map(|entries| match entries {
+            redis::Value::Array(entries) => entries,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Whether stream entry `entry` was stored by node `uid` (its stored message starts with the uid).
+fn is_from(entry: &redis::Value, uid: &str) -> bool {
+    let redis::Value::Array(parts) = entry else { return false };
+    let Some(redis::Value::Array(fields)) = parts.get(1) else { return false };
+    let Some(redis::Value::BulkString(bytes)) = fields.get(1) else { return false };
+    // `[uid, packet, opts]`: 0x93, then the uid as a fixstr (0xa0 | len) or str8 (0xd9, len).
+    match bytes.as_slice() {
+        [0x93, 0xd9, len, rest @ ..] => usize::from(*len) == uid.len() && rest.starts_with(uid.as_bytes()),
+        [0x93, head, rest @ ..] if head & 0xe0 == 0xa0 => {
+            usize::from(head & 0x1f) == uid.len() && rest.starts_with(uid.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// The stream id at the end of a stored broadcast's pub/sub message (see [`RECORD`]), read without
+/// decoding it: classic `0x94 ... 0xd9 <len> <id>` (the id as a 4th array element); sharded JSON
+/// `...,"offset":"<id>"}`; sharded msgpack `... 0xa6 "offset" 0xd9 <len> <id>`. `None` for anything
+/// else (Node peers' and unstored broadcasts, requests).
+pub(crate) fn recorded_offset(payload: &[u8], sharded: bool) -> Option<StreamId> {
+    let is_id_byte = |b: &u8| b.is_ascii_digit() || *b == b'-';
+    if sharded && payload.last() == Some(&b'}') {
+        let body = payload.strip_suffix(b"\"}")?;
+        let start = body.iter().rposition(|b| !is_id_byte(b))? + 1;
+        let (head, id) = body.split_at(start);
+        if !head.ends_with(b",\"offset\":\"") {
+            return None;
+        }
+        return StreamId::parse(std::str::from_utf8(id).ok()?);
+    }
+    if !sharded && payload.first() != Some(&0x94) {
+        return None;
+    }
+    let start = payload.iter().rposition(|b| !is_id_byte(b))? + 1;
+    let (head, id) = payload.split_at(start);
+    let [rest @ .., 0xd9, len] = head else { return None };
+    if usize::from(*len) != id.len() || (sharded && !rest.ends_with(b"\xa6offset")) {
+        return None;
+    }
+    StreamId::parse(std::str::from_utf8(id).ok()?)
+}
+
+/// Field `n` of a stream entry: its record's number on the node that stored it.
+fn entry_number(entry: &redis::Value) -> Option<u64> {
+    let redis::Value::Array(parts) = entry else { return None };
+    let redis::Value::Array(fields) = parts.get(1)? else { return None };
+    let value = fields.chunks(2).find(|kv| kv.len() == 2 && text(&kv[0]).as_deref() == Some("n"))?;
+    text(&value[1])?.parse().ok()
+}
+
+fn stream_entry_id(entry: &redis::Value) -> Option<StreamId> {
+    let redis::Value::Array(parts) = entry else { return None };
+    StreamId::parse(&text(parts.first()?)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,6 +1169,30 @@ mod tests {
         for bad in ["", "-", "1-", "-1", "a-1", "1-b", "1", "0x1-2", "1-2-3", " 1-2", "99999999999999999999999-1"] {
             assert_eq!(StreamId::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_offset_of_a_stored_broadcast_is_read_from_its_end() {
+        let id = StreamId::parse("1700000000000-12").unwrap();
+        let mut classic = vec![0x94, 0xa2, b'u', b'1'];
+        classic.extend_from_slice(&[0xd9, 16]);
+        classic.extend_from_slice(b"1700000000000-12");
+        assert_eq!(recorded_offset(&classic, false), Some(id));
+        // A Node peer's broadcast (three elements), a wrong length, the sharded reading: none.
+        classic[0] = 0x93;
+        assert_eq!(recorded_offset(&classic, false), None);
+        classic[0] = 0x94;
+        let at = classic.len() - 17;
+        classic[at] = 15;
+        assert_eq!(recorded_offset(&classic, false), None);
+        let json = br#"{"uid":"u","nsp":"/","type":3,"data":{},"offset":"1700000000000-12"}"#;
+        assert_eq!(recorded_offset(json, true), Some(id));
+        assert_eq!(recorded_offset(br#"{"uid":"u","type":3,"data":{"x":"1-2"}}"#, true), None);
+        let mut packed = b"\x84\xa3uid\xa1u\xa6offset".to_vec();
+        packed.extend_from_slice(&[0xd9, 16]);
+        packed.extend_from_slice(b"1700000000000-12");
+        assert_eq!(recorded_offset(&packed, true), Some(id));
+        assert_eq!(recorded_offset(&packed, false), None);
     }
 
     #[test]
