@@ -297,7 +297,7 @@ describe("the delivery guarantee under faults", { skip: tansuBin ? false : "TANS
       for (let seq = 0; !stopTraffic; seq++) {
         try {
           const reply = await socket.timeout(5000).emitWithAck("message", room, { seq, room });
-          if (reply.ok) outcomes.accepted.push({ room, seq, id: reply.id });
+          if (reply.ok) outcomes.accepted.push({ room, seq, id: reply.id, at: Date.now() - t0 });
           else outcomes.refused.push({ room, seq, error: reply.error });
         } catch {
           outcomes.unacked.push({ room, seq });
@@ -466,14 +466,22 @@ describe("the delivery guarantee under faults", { skip: tansuBin ? false : "TANS
 
     // Kafka, exactly once by id across the two lives of the broker (see the header).
     const acceptedIds = new Set(accepted.map((a) => a.id));
+    const missingFromKafka = () => {
+      const seen = new Set([...records1, ...life2.records].map((r) => r.value.id));
+      return accepted.filter((a) => !seen.has(a.id));
+    };
     await eventually(
       "the accepted messages in the second broker",
-      () => {
-        const seen = new Set([...records1, ...life2.records].map((r) => r.value.id));
-        return [...acceptedIds].filter((id) => !seen.has(id)).length <= producedInLife1 - records1.length;
-      },
+      () => missingFromKafka().length <= producedInLife1 - records1.length,
       30000,
-    );
+    ).catch((e) => {
+      const missing = missingFromKafka();
+      const shown = missing.slice(0, 20).map((a) => `${a.room}/${a.seq} accepted at ${a.at} ms`);
+      throw new Error(
+        `${e.message}: ${missing.length} accepted ids missing (allowed ${producedInLife1 - records1.length}): ` +
+          `${shown.join(", ")}; phases ${JSON.stringify(phases)}`,
+      );
+    });
     await sleep(500);
     const records2 = [...life2.records];
     await life2.stop();
