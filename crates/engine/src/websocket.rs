@@ -317,16 +317,17 @@ impl<H: Handler> WsTask<H> {
                     let deflated = out.frames.iter().filter(|f| f.is_deflated()).count();
                     EngineStats::add(&stats.frames_deflated, deflated as u64);
                 }
-                let write = async {
+                // Boxed (one allocation per flush, not per frame): kept inline, the writes' states
+                // made the connection's future, and so every idle connection's task, a size class larger.
+                let mut write = Box::pin(async {
                     write_frames(&mut *wr, &out.frames).await?;
                     // The small frames: the full write buffers in one vectored write, then the last.
                     write_frames(&mut *wr, &out.full).await?;
                     if !out.bytes.is_empty() {
                         wr.write_all(&out.bytes).await?;
                     }
-                    Ok(())
-                };
-                tokio::pin!(write);
+                    Ok::<(), io::Error>(())
+                });
                 // A client that stops reading must not pin this task in a write: the close of a slow
                 // client, a ping timeout (the heartbeat task keeps pinging meanwhile), or a write
                 // stalled for a heartbeat window ends the connection. (A server close waits for the
