@@ -21,7 +21,8 @@ fn sio() -> SocketIoConfig {
     SocketIoConfig { recovery: Some(RecoveryConfig::default()), ..SocketIoConfig::default() }
 }
 
-async fn recovers_on_another_node_during_a_burst(mode: Mode) {
+/// A redis-server and two connected nodes with recovery on, in `mode`.
+async fn two_nodes(mode: Mode) -> (RedisServer, Node, Node) {
     let redis = RedisServer::start().await;
     let target = RedisTarget::Single(redis.url());
     let config = RedisAdapterConfig { mode, ..RedisAdapterConfig::default() };
@@ -29,6 +30,11 @@ async fn recovers_on_another_node_during_a_burst(mode: Mode) {
     let b = Node::start_with(target, config, sio()).await;
     a.connected().await;
     b.connected().await;
+    (redis, a, b)
+}
+
+async fn recovers_on_another_node_during_a_burst(mode: Mode) {
+    let (redis, a, b) = two_nodes(mode).await;
 
     // A client on A in room "r" gets one packet: its offset.
     let (mut client, reply) = Client::connect_with_auth(&a, "c", None).await;
@@ -117,13 +123,7 @@ fn offsets_in_stream_order(who: &str, events: &[common::Event]) {
 /// once in stream order; one that drops mid-burst and comes back on the other node gets every packet
 /// once (replay, then live), in stream order.
 async fn two_senders_in_stream_order(mode: Mode) {
-    let redis = RedisServer::start().await;
-    let target = RedisTarget::Single(redis.url());
-    let config = RedisAdapterConfig { mode, ..RedisAdapterConfig::default() };
-    let a = Node::start_with(target.clone(), config.clone(), sio()).await;
-    let b = Node::start_with(target, config, sio()).await;
-    a.connected().await;
-    b.connected().await;
+    let (redis, a, b) = two_nodes(mode).await;
 
     let mut stay = Client::connect(&a, "stay").await;
     a.socket(&stay.id).join("r").expect("join");
