@@ -34,7 +34,7 @@ async fn two_nodes(mode: Mode) -> (RedisServer, Node, Node) {
 }
 
 async fn recovers_on_another_node_during_a_burst(mode: Mode) {
-    let (redis, a, b) = two_nodes(mode).await;
+    let (_redis, a, b) = two_nodes(mode).await;
 
     // A client on A in room "r" gets one packet: its offset.
     let (mut client, reply) = Client::connect_with_auth(&a, "c", None).await;
@@ -123,7 +123,7 @@ fn offsets_in_stream_order(who: &str, events: &[common::Event]) {
 /// once in stream order; one that drops mid-burst and comes back on the other node gets every packet
 /// once (replay, then live), in stream order.
 async fn two_senders_in_stream_order(mode: Mode) {
-    let (redis, a, b) = two_nodes(mode).await;
+    let (_redis, a, b) = two_nodes(mode).await;
 
     let mut stay = Client::connect(&a, "stay").await;
     a.socket(&stay.id).join("r").expect("join");
