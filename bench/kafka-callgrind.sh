@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Server instructions per message (callgrind: stable on a loaded machine) of bench-server for the plain
-# `msg` broadcast, the built-in `message` with Kafka off, and `message` with Kafka on
-# (`kafka.ack = "persisted"`, a tansu broker). Each variant runs twice under valgrind, with SMALL and
+# `msg` broadcast, the built-in `message` with Kafka off, and `message` with Kafka on: `kafka` with
+# `kafka.ack = "persisted"`, `kafka-accepted` with the default `kafka.ack = "accepted"` (a tansu broker). Each variant runs twice under valgrind, with SMALL and
 # LARGE messages to 10 receivers (fanout, 100-byte payloads); the difference over the extra messages is
 # the cost of one, startup and connections excluded. All threads count (librdkafka's included).
-#   bash bench/kafka-callgrind.sh [VARIANT...]     (default: msg message kafka)
+#   bash bench/kafka-callgrind.sh [VARIANT...]     (default: msg message kafka kafka-accepted)
 # Env: SMALL (1000), LARGE (4000), KEEP=DIR to keep the callgrind outputs for callgrind_annotate.
 # Needs valgrind, tests/kafka/.venv (scripts/install-deps.sh) and the release builds of bench-server
 # and switchyard-bench. Only loopback traffic.
@@ -44,6 +44,8 @@ instructions() { # variant count
     message) ;;
     kafka) env+=(SWITCHYARD_KAFKA_BROKERS="127.0.0.1:$kport" SWITCHYARD_KAFKA_TOPIC="cg-$n-$RANDOM"
                  SWITCHYARD_KAFKA_ACK=persisted SWITCHYARD_STORE_DIR="$dir/data-$n") ;;
+    kafka-accepted) env+=(SWITCHYARD_KAFKA_BROKERS="127.0.0.1:$kport" SWITCHYARD_KAFKA_TOPIC="cga-$n-$RANDOM"
+                 SWITCHYARD_KAFKA_ACK=accepted SWITCHYARD_STORE_DIR="$dir/data-a-$n") ;;
     *) echo "kafka-callgrind: unknown variant $variant" >&2; return 2 ;;
   esac
   env "${env[@]}" PORT="$port" valgrind --tool=callgrind --callgrind-out-file="$dir/cg-$variant-$n.out" \
@@ -61,7 +63,7 @@ instructions() { # variant count
 }
 declare -A per
 variants=("$@")
-[[ ${#variants[@]} -gt 0 ]] || variants=(msg message kafka)
+[[ ${#variants[@]} -gt 0 ]] || variants=(msg message kafka kafka-accepted)
 for variant in "${variants[@]}"; do
   a="$(instructions "$variant" "$small")"
   b="$(instructions "$variant" "$large")"
@@ -69,10 +71,12 @@ for variant in "${variants[@]}"; do
   echo "$variant: ${per[$variant]} instructions per message (10 receivers)"
 done
 if [[ -n "${per[msg]:-}" ]]; then
-  for variant in message kafka; do
+  for variant in message kafka kafka-accepted; do
     [[ -n "${per[$variant]:-}" ]] && python3 -c "import sys; print(f'$variant / msg: {${per[$variant]}/${per[msg]}:.2f}x')"
   done
 fi
-if [[ -n "${per[message]:-}" && -n "${per[kafka]:-}" ]]; then
-  python3 -c "print(f'kafka / message: {${per[kafka]}/${per[message]}:.2f}x')"
-fi
+for variant in kafka kafka-accepted; do
+  if [[ -n "${per[message]:-}" && -n "${per[$variant]:-}" ]]; then
+    python3 -c "print(f'$variant / message: {${per[$variant]}/${per[message]}:.2f}x')"
+  fi
+done
