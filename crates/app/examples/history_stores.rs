@@ -167,13 +167,13 @@ impl HistoryStore for SqliteHistory {
 
 fn message(room: usize, i: usize) -> AcceptedMessage {
     let id = uuid::Uuid::now_v7();
-    AcceptedMessage {
-        id: id.to_string(),
-        room: format!("room-{room}"),
-        user: format!("user-{}", i % 100),
-        data: serde_json::json!({"text": format!("message number {i} with some text in it, about 80 bytes long.")}),
-        ts: switchyard::history::now_ms(),
-    }
+    AcceptedMessage::new(
+        id.to_string(),
+        format!("room-{room}"),
+        format!("user-{}", i % 100),
+        serde_json::json!({"text": format!("message number {i} with some text in it, about 80 bytes long.")}),
+        switchyard::history::now_ms(),
+    )
 }
 
 async fn appends(store: Arc<dyn HistoryStore>, total: usize, senders: usize) -> (f64, Vec<Vec<String>>) {

@@ -258,15 +258,16 @@ impl Events {
         let id = id.to_string();
         let user = access::user_of(socket);
         if self.sinks.is_empty() && self.gate.is_none() {
-            let message = json!({"id": id, "room": room, "user": &*user, "data": data, "ts": ts});
+            // Encoded by hand once, framed from these bytes (no `Value` built for the envelope).
             // Binary attachments of `data` keep their placeholders: the packet carries them unchanged.
-            socket.ns().to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
+            let message = crate::json::message_envelope(&id, &room, &user, &data, ts);
+            socket.ns().to(room.as_str()).emit_json("message", &message, payload.binary);
             if let Some(ack) = ack {
-                ack.send(json!({"ok": true, "id": id, "ts": ts}));
+                ack.send_json(&crate::json::message_ack(&id, ts));
             }
             return;
         }
-        let accepted = AcceptedMessage { id, room, user: user.to_string(), data, ts };
+        let accepted = AcceptedMessage::new(id, room, user.to_string(), data, ts);
         let hold: Hold = match &self.gate {
             // Every sink takes the message here, on the connection's task, in arrival order.
             None => hold_all(&self.sinks, &accepted),
@@ -314,11 +315,10 @@ impl Events {
             hold,
             Box::new(move |outcome| match outcome {
                 Ok(()) => {
-                    let AcceptedMessage { id, room, user, data, ts } = accepted;
-                    let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
-                    ns.to(room.as_str()).emit("message", Payload { args: vec![message], binary: payload.binary });
+                    // The bytes the sinks took (the Kafka record, the history entry) are what the room gets.
+                    ns.to(accepted.room.as_str()).emit_json("message", &accepted.json, payload.binary);
                     if let Some(ack) = ack {
-                        ack.send(json!({"ok": true, "id": id, "ts": ts}));
+                        ack.send_json(&crate::json::message_ack(&accepted.id, accepted.ts));
                     }
                 }
                 Err(refused) => {

@@ -46,6 +46,7 @@ pub mod config;
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod json;
 pub mod kafka;
 pub mod limits;
 pub mod logging;

@@ -35,6 +35,18 @@ pub struct AcceptedMessage {
     pub data: Value,
     /// Milliseconds since the Unix epoch, the time part of `id`.
     pub ts: u64,
+    /// The message as its room receives it, encoded once ([`crate::json::message_envelope`]): the
+    /// broadcast, the Kafka record and the history entry are made from these bytes.
+    #[serde(skip)]
+    pub json: bytes::Bytes,
+}
+
+impl AcceptedMessage {
+    /// The message with its JSON encoded.
+    pub fn new(id: String, room: String, user: String, data: Value, ts: u64) -> AcceptedMessage {
+        let json = crate::json::message_envelope(&id, &room, &user, &data, ts).into();
+        AcceptedMessage { id, room, user, data, ts, json }
+    }
 }
 
 /// Why a sink refused a message.

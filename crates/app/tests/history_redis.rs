@@ -16,13 +16,13 @@ fn store(redis: &RedisServer, max_messages: u64, max_age: Option<Duration>) -> A
 }
 
 fn message(room: &str, text: &str) -> AcceptedMessage {
-    AcceptedMessage {
-        id: uuid::Uuid::now_v7().to_string(),
-        room: room.into(),
-        user: "alice".into(),
-        data: serde_json::json!({ "text": text }),
-        ts: switchyard::history::now_ms(),
-    }
+    AcceptedMessage::new(
+        uuid::Uuid::now_v7().to_string(),
+        room.into(),
+        "alice".into(),
+        serde_json::json!({ "text": text }),
+        switchyard::history::now_ms(),
+    )
 }
 
 fn texts(page: &Page) -> Vec<String> {

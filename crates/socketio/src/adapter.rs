@@ -60,6 +60,13 @@ pub trait Adapter: Send + Sync + 'static {
     /// Called once when the namespace is created.
     fn init(&self, _ns: &Arc<Namespace>) {}
 
+    /// Whether [`Adapter::broadcast`] only delivers on this server, as [`MemoryAdapter`] does: then a
+    /// broadcast whose argument is already encoded JSON ([`crate::BroadcastOperator::emit_json`]) is
+    /// framed from those bytes, with no `Value` built. A cluster adapter answers `false` (the default).
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// A room got its first member on this server (never called for a socket's own id room). Runs
     /// under the namespace's room-index lock, so calls arrive in order; it must not touch the
     /// namespace and must not block (a cluster adapter queues a subscription, say).
@@ -204,7 +211,11 @@ pub trait Adapter: Send + Sync + 'static {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemoryAdapter;
 
-impl Adapter for MemoryAdapter {}
+impl Adapter for MemoryAdapter {
+    fn is_local(&self) -> bool {
+        true
+    }
+}
 
 /// Sends an acked event to each local target (each with its own ack id) and forwards the answers to
 /// `answers`. Returns the number of targets.

@@ -4,6 +4,7 @@ use crate::adapter::{BroadcastOptions, Room, SocketInfo};
 use crate::namespace::Namespace;
 use crate::payload::Payload;
 use crate::socket::Socket;
+use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +79,26 @@ impl BroadcastOperator {
         let recipients =
             crate::observe::count_local(|| self.ns.adapter().broadcast(&self.ns, event, &payload, &self.opts));
         observers.notify(|o| o.on_broadcast(&self.ns, &self.opts, event, &payload, recipients));
+    }
+
+    /// Emits `event` with one argument given as encoded JSON text (`json_arg`: one valid JSON value,
+    /// the caller's promise) and its `binary` attachments. With the in-memory adapter, the JSON
+    /// parser, no connection state recovery and no observer, the packet is framed from these bytes
+    /// once and no `Value` is built; otherwise `json_arg` is parsed and sent as [`Self::emit`] sends it.
+    /// For a server-built argument that it encodes anyway (the built-in `message`, whose JSON is also
+    /// the Kafka record's), this saves building and serializing a `Value` per broadcast.
+    pub fn emit_json(&self, event: &str, json_arg: &[u8], binary: Vec<Bytes>) {
+        let ns = &self.ns;
+        let framed_here = ns.adapter().is_local()
+            && ns.parser() == crate::config::Parser::Json
+            && (ns.recovery().is_none() || self.opts.flags.volatile)
+            && !ns.observers().active();
+        if framed_here {
+            let frames = crate::payload::encode_packet_json_arg(ns.name(), Some(event), json_arg, &binary, None);
+            ns.local_broadcast(&frames, &self.opts);
+        } else if let Some(payload) = crate::payload::payload_of_json_arg(json_arg, binary) {
+            self.emit(event, payload);
+        }
     }
 
     /// Emits and gathers every client's ack until all answered or the timeout (default 5 s) expired.

@@ -185,6 +185,56 @@ pub fn encode_packet(nsp: &str, event: Option<&str>, payload: &Payload, id: Opti
     frames
 }
 
+/// Encodes an EVENT (with `event`) or an ACK (without) whose single argument is `json_arg`, JSON
+/// text already encoded (the caller's promise: one valid JSON value), with `binary` attachments
+/// (their placeholders inside `json_arg`). The JSON parser's frames, as [`encode_packet`] writes them
+/// for the same argument as a `Value`, but with no `Value` built or serialized.
+pub fn encode_packet_json_arg(
+    nsp: &str,
+    event: Option<&str>,
+    json_arg: &[u8],
+    binary: &[Bytes],
+    id: Option<u64>,
+) -> Frames {
+    let kind = match (event.is_some(), !binary.is_empty()) {
+        (true, false) => PacketType::Event,
+        (true, true) => PacketType::BinaryEvent,
+        (false, false) => PacketType::Ack,
+        (false, true) => PacketType::BinaryAck,
+    };
+    let event_len = event.map_or(0, |e| e.len() + 3);
+    let text = Frame::text(EioType::Message, 32 + nsp.len() + event_len + json_arg.len(), |out| {
+        sio::encode_header(kind, binary.len(), nsp, id, out);
+        out.put_u8(b'[');
+        if let Some(event) = event {
+            let _ = serde_json::to_writer(out.writer(), event);
+            out.put_u8(b',');
+        }
+        out.extend_from_slice(json_arg);
+        out.put_u8(b']');
+    });
+    let mut frames = Frames::new();
+    frames.push(text);
+    for attachment in binary {
+        frames.push(Frame::binary(attachment));
+    }
+    frames
+}
+
+/// `json_arg` (encoded JSON text) as the single argument of a [`Payload`], for the paths that need
+/// `Value`s (another parser, a cluster adapter, observers). `None` (logged) if it is not JSON,
+/// which only a caller's bug can cause.
+pub(crate) fn payload_of_json_arg(json_arg: &[u8], binary: Vec<Bytes>) -> Option<Payload> {
+    match serde_json::from_slice::<Value>(json_arg) {
+        Ok(value) => Some(Payload { args: vec![value], binary }),
+        Err(error) => {
+            tracing::error!(%error, "an encoded JSON argument is not JSON: not sent");
+            debug_assert!(false, "an encoded JSON argument is not JSON: {error}");
+            None
+        }
+    }
+}
+
 impl Parser {
     /// Encodes an EVENT (with `event`) or an ACK (without) for namespace `nsp` as this parser writes
     /// it, once, into frames that can be sent to any number of connections: for JSON the text packet
@@ -266,6 +316,27 @@ mod tests {
         assert_eq!(frames[1].payload(), &[1, 2, 3]);
         assert!(frames[1].is_binary());
         assert_eq!(p.binary_of(&p.args[1]).map(|b| &b[..]), Some(&[1u8, 2, 3][..]));
+    }
+
+    #[test]
+    fn an_encoded_json_argument_gives_the_frames_of_the_same_value() {
+        let arg = json!({"id": "x", "data": {"_placeholder": true, "num": 0}, "ts": 12});
+        let text = serde_json::to_vec(&arg).unwrap();
+        let binary = vec![Bytes::from_static(&[7, 8])];
+        for (nsp, event, id) in [("/", Some("message"), None), ("/chat", None, Some(9)), ("/", None, Some(0))] {
+            let value = Payload { args: vec![arg.clone()], binary: binary.clone() };
+            let expected = encode_packet(nsp, event, &value, id);
+            let got = encode_packet_json_arg(nsp, event, &text, &binary, id);
+            assert_eq!(got.len(), 2);
+            for (a, b) in got.iter().zip(expected.iter()) {
+                assert_eq!(a.payload(), b.payload(), "{nsp} {event:?} {id:?}");
+                assert_eq!(a.is_binary(), b.is_binary());
+            }
+            let plain = encode_packet_json_arg(nsp, event, &text, &[], id);
+            let expected = encode_packet(nsp, event, &Payload::new(vec![arg.clone()]), id);
+            assert_eq!(plain[0].payload(), expected[0].payload());
+        }
+        assert_eq!(payload_of_json_arg(&text, binary.clone()), Some(Payload { args: vec![arg], binary }));
     }
 
     #[test]

@@ -206,6 +206,23 @@ impl AckSender {
         let frames = ns.parser().encode_packet(ns.name(), None, &payload.into(), Some(self.id));
         let _ = self.socket.send_frames(&frames);
     }
+
+    /// Answers the client's ack with one argument given as encoded JSON text (`json_arg`: one valid
+    /// JSON value, the caller's promise): framed from these bytes with the JSON parser, parsed
+    /// first with the MessagePack parser.
+    pub fn send_json(self, json_arg: &[u8]) {
+        let ns = &self.socket.ns;
+        let frames = match ns.parser() {
+            crate::config::Parser::Json => {
+                crate::payload::encode_packet_json_arg(ns.name(), None, json_arg, &[], Some(self.id))
+            }
+            parser => match crate::payload::payload_of_json_arg(json_arg, Vec::new()) {
+                Some(payload) => parser.encode_packet(ns.name(), None, &payload, Some(self.id)),
+                None => return,
+            },
+        };
+        let _ = self.socket.send_frames(&frames);
+    }
 }
 
 /// One client connected to one namespace. Shared as `Arc<Socket>`; handlers get it by reference.

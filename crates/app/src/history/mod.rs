@@ -282,10 +282,10 @@ pub(crate) fn encode_record(message: &AcceptedMessage) -> Result<(u128, Vec<u8>)
     let id = uuid::Uuid::try_parse(&message.id)
         .map_err(|_| HistoryError::Backend(format!("message id {:?} is not a UUID", message.id)))?
         .as_u128();
-    let mut bytes = Vec::with_capacity(24 + 96 + message.room.len() + message.user.len());
+    let mut bytes = Vec::with_capacity(24 + message.json.len());
     bytes.extend_from_slice(&message.ts.to_be_bytes());
     bytes.extend_from_slice(&id.to_be_bytes());
-    serde_json::to_writer(&mut bytes, message).map_err(|e| HistoryError::Backend(e.to_string()))?;
+    bytes.extend_from_slice(&message.json);
     Ok((id, bytes))
 }
 
@@ -295,13 +295,13 @@ pub(crate) mod tests {
 
     /// A message for `room` sent at `ts`.
     pub fn message(room: &str, text: &str, ts: u64) -> AcceptedMessage {
-        AcceptedMessage {
-            id: uuid::Uuid::now_v7().to_string(),
-            room: room.into(),
-            user: "alice".into(),
-            data: serde_json::json!({ "text": text }),
+        AcceptedMessage::new(
+            uuid::Uuid::now_v7().to_string(),
+            room.into(),
+            "alice".into(),
+            serde_json::json!({ "text": text }),
             ts,
-        }
+        )
     }
 
     pub fn texts(page: &Page) -> Vec<String> {

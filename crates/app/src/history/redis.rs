@@ -66,7 +66,7 @@ struct Append {
     stream: String,
     index: String,
     id: String,
-    json: String,
+    json: bytes::Bytes,
     done: oneshot::Sender<Result<(), HistoryError>>,
 }
 
@@ -122,7 +122,7 @@ impl Inner {
             .arg(&append.stream)
             .arg(&append.index)
             .arg(&append.id)
-            .arg(&append.json)
+            .arg(&append.json[..])
             .arg(self.retention.max_messages)
             .arg(self.max_age_ms());
         cmd
@@ -197,10 +197,7 @@ async fn writer(inner: Arc<Inner>, mut appends: mpsc::Receiver<Append>) {
 
 impl HistoryStore for RedisHistory {
     fn append(&self, message: &AcceptedMessage) -> HistoryFuture<()> {
-        let json = match serde_json::to_string(message) {
-            Ok(json) => json,
-            Err(e) => return Box::pin(std::future::ready(Err(HistoryError::Backend(e.to_string())))),
-        };
+        let json = message.json.clone();
         let (done, stored) = oneshot::channel();
         let append = Append {
             stream: self.inner.stream_key(&message.room),

@@ -46,29 +46,15 @@ pub struct OutValue {
 impl OutRecord {
     /// The record of an accepted `message`: key = its room.
     ///
-    /// Written by hand rather than through serde: the same bytes as `serde_json::to_vec` of
-    /// [`OutValue`] (fields in that order), but a string that needs no escaping (the common case)
-    /// is copied whole instead of byte by byte (callgrind: the serde path was about 2,300
-    /// instructions of a 100-byte message, this one a few hundred; BENCHMARKS.md, "Kafka out").
+    /// Made from the message's JSON as its room receives it (encoded once,
+    /// [`AcceptedMessage::json`]): `{"event":"message",` then its fields `id`, `room`, `user`, `data`
+    /// and `ts`; the same value as serde_json writes for [`OutValue`], fields in another order.
     pub fn message(message: &AcceptedMessage) -> OutRecord {
-        // Sized for the whole record when `data` is a string (the common chat message), so the
-        // buffer is not grown while it is written.
-        let data_hint = match &message.data {
-            Value::String(text) => text.len() + 2,
-            _ => 128,
-        };
-        let mut value = Vec::with_capacity(80 + message.id.len() + message.room.len() + message.user.len() + data_hint);
-        value.extend_from_slice(b"{\"id\":");
-        write_str(&mut value, &message.id);
-        value.extend_from_slice(b",\"event\":\"message\",\"room\":");
-        write_str(&mut value, &message.room);
-        value.extend_from_slice(b",\"user\":");
-        write_str(&mut value, &message.user);
-        value.extend_from_slice(b",\"data\":");
-        write_value(&mut value, &message.data);
-        value.extend_from_slice(b",\"ts\":");
-        serde_json::to_writer(&mut value, &message.ts).expect("writing to a Vec cannot fail");
-        value.push(b'}');
+        const EVENT: &[u8] = b"{\"event\":\"message\",";
+        let fields = message.json.strip_prefix(b"{").unwrap_or(&message.json);
+        let mut value = Vec::with_capacity(EVENT.len() + fields.len());
+        value.extend_from_slice(EVENT);
+        value.extend_from_slice(fields);
         OutRecord { key: message.room.as_bytes().to_vec(), value }
     }
 
@@ -86,68 +72,6 @@ impl OutRecord {
         let value = serde_json::to_vec(&Borrowed { id, event, room: None, user, data: args, ts })
             .expect("JSON values serialize");
         OutRecord { key: crate::access::user_room(user).into_bytes(), value }
-    }
-}
-
-/// Appends `s` as a JSON string, as serde_json writes it: copied whole when nothing in it needs
-/// escaping (checked without branching per byte, so the compiler vectorises it), else through
-/// serde_json's escaping.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    if !needs_escape(s.as_bytes()) {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
-    }
-}
-
-/// Whether JSON needs any byte of `bytes` escaped (a control character, `"` or `\\`). Checked 16
-/// bytes at a time with no branch inside a block, which compiles to vector compares.
-fn needs_escape(bytes: &[u8]) -> bool {
-    let escape = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
-    let mut blocks = bytes.chunks_exact(16);
-    for block in &mut blocks {
-        if block.iter().fold(0u8, |any, &b| any | u8::from(escape(b))) != 0 {
-            return true;
-        }
-    }
-    blocks.remainder().iter().any(|&b| escape(b))
-}
-
-/// Appends `value` as compact JSON, as serde_json writes it (object keys in the map's order), with
-/// [`write_str`] for every string. Recursion is bounded by the depth the value was parsed with
-/// (serde_json's limit of 128).
-fn write_value(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => serde_json::to_writer(&mut *out, n).expect("writing to a Vec cannot fail"),
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_value(out, item);
-            }
-            out.push(b'}');
-        }
     }
 }
 
@@ -227,13 +151,13 @@ mod tests {
 
     #[test]
     fn a_message_record_is_keyed_by_its_room_and_carries_every_field() {
-        let message = AcceptedMessage {
-            id: "0190-abc".into(),
-            room: "lobby".into(),
-            user: "ada".into(),
-            data: json!({"text": "hi"}),
-            ts: 1_700_000_000_000,
-        };
+        let message = AcceptedMessage::new(
+            "0190-abc".into(),
+            "lobby".into(),
+            "ada".into(),
+            json!({"text": "hi"}),
+            1_700_000_000_000,
+        );
         let record = OutRecord::message(&message);
         assert_eq!(record.key, b"lobby");
         let value: OutValue = serde_json::from_slice(&record.value).unwrap();
@@ -251,52 +175,37 @@ mod tests {
     }
 
     #[test]
-    fn a_message_record_is_byte_for_byte_what_serde_json_writes() {
+    fn a_message_record_is_the_value_serde_json_writes_with_event_first() {
         let datas = [
             json!("00000042|xxxxxxxx"),
             json!({"text": "hi \"there\"\n\u{1}\\", "n": [1, -2, 3.5, 1e300, null, true, false], "emoji": "héllo ✓"}),
-            json!([]),
-            json!({}),
-            json!({"nested": {"a": [{"b": "c"}], "_placeholder": true, "num": 0}}),
             json!(null),
             json!(u64::MAX),
         ];
         for data in datas {
-            let message = AcceptedMessage {
-                id: "0190-abc".into(),
-                room: "lobby \"quoted\" \t".into(),
-                user: "adà\\".into(),
-                data: data.clone(),
-                ts: 1_700_000_000_000,
-            };
-            let expected = serde_json::to_vec(&OutValue {
+            let message = AcceptedMessage::new(
+                "0190-abc".into(),
+                "lobby \"quoted\" \t".into(),
+                "adà\\".into(),
+                data.clone(),
+                1_700_000_000_000,
+            );
+            let expected = OutValue {
                 id: message.id.clone(),
                 event: "message".into(),
                 room: Some(message.room.clone()),
                 user: message.user.clone(),
                 data,
                 ts: message.ts,
-            })
-            .unwrap();
+            };
             let record = OutRecord::message(&message);
-            assert_eq!(String::from_utf8(record.value).unwrap(), String::from_utf8(expected).unwrap());
-        }
-    }
-
-    #[test]
-    fn escaping_is_found_at_every_position_of_a_block() {
-        for len in 0..40 {
-            assert!(!needs_escape("x".repeat(len).as_bytes()));
-            for at in 0..len {
-                for bad in [b'"', b'\\', b'\n', 0u8, 0x1f] {
-                    let mut bytes = vec![b'x'; len];
-                    bytes[at] = bad;
-                    assert!(needs_escape(&bytes), "len {len}, byte {bad} at {at}");
-                }
-                let mut bytes = vec![b'x'; len];
-                bytes[at] = 0x20;
-                assert!(!needs_escape(&bytes));
-            }
+            let text = String::from_utf8(record.value).unwrap();
+            assert!(text.starts_with(r#"{"event":"message","id":"0190-abc","room":"#), "{text}");
+            assert_eq!(serde_json::from_str::<OutValue>(&text).unwrap(), expected);
+            // Exactly the fields of OutValue, nothing twice.
+            let fields: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(fields.len(), 6);
+            assert_eq!(text.matches(r#""event":"#).count(), 1);
         }
     }
 
