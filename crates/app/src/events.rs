@@ -258,10 +258,16 @@ impl Events {
         let id = id.to_string();
         let user = access::user_of(socket);
         if self.sinks.is_empty() && self.gate.is_none() {
-            // Encoded by hand once, framed from these bytes (no `Value` built for the envelope).
             // Binary attachments of `data` keep their placeholders: the packet carries them unchanged.
-            let message = crate::json::message_envelope(&id, &room, &user, &data, ts);
-            socket.ns().to(room.as_str()).emit_json("message", &message, payload.binary);
+            let to = socket.ns().to(room.as_str());
+            if to.takes_json() {
+                // Encoded by hand once and framed from these bytes: no `Value` built for the envelope.
+                to.emit_json("message", &crate::json::message_envelope(&id, &room, &user, &data, ts), payload.binary);
+            } else {
+                // A cluster adapter (or another parser, recovery, an observer) needs the `Value`.
+                let message = json!({"id": id, "room": room, "user": &*user, "data": data, "ts": ts});
+                to.emit("message", Payload { args: vec![message], binary: payload.binary });
+            }
             if let Some(ack) = ack {
                 ack.send_json(&crate::json::message_ack(&id, ts));
             }
@@ -315,10 +321,19 @@ impl Events {
             hold,
             Box::new(move |outcome| match outcome {
                 Ok(()) => {
-                    // The bytes the sinks took (the Kafka record, the history entry) are what the room gets.
-                    ns.to(accepted.room.as_str()).emit_json("message", &accepted.json, payload.binary);
-                    if let Some(ack) = ack {
-                        ack.send_json(&crate::json::message_ack(&accepted.id, accepted.ts));
+                    let reply = ack.map(|ack| (ack, crate::json::message_ack(&accepted.id, accepted.ts)));
+                    let to = ns.to(accepted.room.as_str());
+                    if to.takes_json() {
+                        // The bytes the sinks took (the Kafka record, the history entry) are what the room gets.
+                        to.emit_json("message", &accepted.json, payload.binary);
+                    } else {
+                        // A cluster adapter (or another parser, recovery, an observer) needs the `Value`.
+                        let AcceptedMessage { id, room, user, data, ts, .. } = accepted;
+                        let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
+                        to.emit("message", Payload { args: vec![message], binary: payload.binary });
+                    }
+                    if let Some((ack, reply)) = reply {
+                        ack.send_json(&reply);
                     }
                 }
                 Err(refused) => {

@@ -121,29 +121,41 @@ impl InOrder {
 
 /// The task of [`InOrder`]: releases messages in arrival order, every ready one per wake. Ends when
 /// the sender is gone and everything it submitted is released.
+///
+/// Only the oldest waiting message's hold is polled (a later one cannot be released before it
+/// anyway): when it resolves, the next ones are polled in turn until one is still pending, and only
+/// that one's waker is registered. No per-message task or allocation, unlike `FuturesOrdered`.
 async fn release_in_order(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(Hold, Release)>,
     waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use futures_util::stream::{FuturesOrdered, StreamExt};
-    use futures_util::FutureExt;
-    let mut holds = FuturesOrdered::new();
+    use std::task::Poll;
+    let mut queue: std::collections::VecDeque<(Hold, Release)> = std::collections::VecDeque::new();
     let mut open = true;
-    loop {
-        tokio::select! {
-            biased;
-            Some((outcome, release)) = holds.next(), if !holds.is_empty() => {
-                let release: Release = release;
-                release(outcome);
-                waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    std::future::poll_fn(move |cx| {
+        loop {
+            // Take everything submitted so far (in arrival order).
+            while open {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(item)) => queue.push_back(item),
+                    Poll::Ready(None) => open = false,
+                    Poll::Pending => break,
+                }
             }
-            next = rx.recv(), if open => match next {
-                Some((hold, release)) => holds.push_back(hold.map(move |outcome| (outcome, release))),
-                None => open = false,
-            },
-            else => return,
+            let Some((hold, _)) = queue.front_mut() else {
+                return if open { Poll::Pending } else { Poll::Ready(()) };
+            };
+            match hold.as_mut().poll(cx) {
+                Poll::Ready(outcome) => {
+                    let (_, release) = queue.pop_front().expect("the front was just polled");
+                    release(outcome);
+                    waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

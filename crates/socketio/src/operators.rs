@@ -81,19 +81,27 @@ impl BroadcastOperator {
         observers.notify(|o| o.on_broadcast(&self.ns, &self.opts, event, &payload, recipients));
     }
 
+    /// Whether [`Self::emit_json`] frames its bytes as they are (the in-memory adapter, the JSON
+    /// parser, no connection state recovery, no observer). When not, a caller that has the argument
+    /// as a `Value` too does better with [`Self::emit`] than having the bytes parsed again.
+    pub fn takes_json(&self) -> bool {
+        let ns = &self.ns;
+        ns.adapter().is_local()
+            && ns.parser() == crate::config::Parser::Json
+            && (ns.recovery().is_none() || self.opts.flags.volatile)
+            && !ns.observers().active()
+    }
+
     /// Emits `event` with one argument given as encoded JSON text (`json_arg`: one valid JSON value,
     /// the caller's promise) and its `binary` attachments. With the in-memory adapter, the JSON
     /// parser, no connection state recovery and no observer, the packet is framed from these bytes
     /// once and no `Value` is built; otherwise `json_arg` is parsed and sent as [`Self::emit`] sends it.
     /// For a server-built argument that it encodes anyway (the built-in `message`, whose JSON is also
     /// the Kafka record's), this saves building and serializing a `Value` per broadcast.
+    /// See [`Self::takes_json`] for when it is framed from the bytes.
     pub fn emit_json(&self, event: &str, json_arg: &[u8], binary: Vec<Bytes>) {
         let ns = &self.ns;
-        let framed_here = ns.adapter().is_local()
-            && ns.parser() == crate::config::Parser::Json
-            && (ns.recovery().is_none() || self.opts.flags.volatile)
-            && !ns.observers().active();
-        if framed_here {
+        if self.takes_json() {
             let frames = crate::payload::encode_packet_json_arg(ns.name(), Some(event), json_arg, &binary, None);
             ns.local_broadcast(&frames, &self.opts);
         } else if let Some(payload) = crate::payload::payload_of_json_arg(json_arg, binary) {

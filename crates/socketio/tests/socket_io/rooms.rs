@@ -188,3 +188,28 @@ async fn disconnected_socket_leaves_its_rooms() {
     server.io.to("shared").emit("news", "still shared");
     assert_eq!(c[1].0.sio_recv().await, r#"2["news","still shared"]"#);
 }
+
+#[tokio::test]
+async fn an_encoded_json_argument_reaches_members_as_the_same_value_would() {
+    let (server, _seen) = SioServer::reference(sio_config()).await;
+    let mut c = clients(&server, 2).await;
+    join(&mut c[0].0, "", &["r1"]).await;
+    let to = server.io.to("r1");
+    assert!(to.takes_json(), "the in-memory adapter with the JSON parser frames the bytes as they are");
+    to.emit_json("news", br#"{"b":[1,"x"],"a":null}"#, Vec::new());
+    server.io.to("r1").emit("news", serde_json::json!({"b": [1, "x"], "a": null}));
+    marker(&server);
+    assert_eq!(c[0].0.sio_recv().await, r#"2["news",{"b":[1,"x"],"a":null}]"#);
+    // serde_json's map orders keys; the encoded argument keeps the caller's order.
+    assert_eq!(c[0].0.sio_recv().await, r#"2["news",{"a":null,"b":[1,"x"]}]"#);
+    assert_eq!(c[0].0.sio_recv().await, MARKER);
+    assert_eq!(c[1].0.sio_recv().await, MARKER, "a non-member gets nothing");
+}
+
+#[tokio::test]
+async fn an_encoded_json_argument_takes_the_value_path_when_recovery_needs_an_offset() {
+    let config = switchyard_socketio::SocketIoConfig { recovery: Some(Default::default()), ..sio_config() };
+    let (server, _seen) = SioServer::reference(config).await;
+    assert!(!server.io.to("r1").takes_json(), "with recovery each packet carries its offset: parsed, then emitted");
+    assert!(server.io.to("r1").volatile().takes_json(), "a volatile packet is not stored");
+}
