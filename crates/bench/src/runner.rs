@@ -17,7 +17,10 @@ use crate::net::{raise_nofile_limit, sources_for, Target};
 use crate::report::{self, Record};
 use crate::scenarios::{self, ClientTransport, ConnectOptions, EchoOptions, FanoutOptions, IdleOptions};
 
+mod history;
 mod kafka;
+mod recovery;
+mod rows;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -42,6 +45,21 @@ pub struct RunOptions {
     pub cluster_probe_interval: Duration,
     pub connect_concurrency: usize,
     pub concurrency: usize,
+    /// Messages the receiver misses in the `recovery` scenario.
+    pub recovery_missed: usize,
+    /// Recoveries per variant and repeat in the `recovery` scenario.
+    pub recovery_iterations: usize,
+    /// Clients of the `history` scenario, each in a room of its own.
+    pub history_clients: usize,
+    /// Acked `message`s each client of the `history` scenario sends before it reads.
+    pub history_messages: usize,
+    /// Seconds of `history` reads.
+    pub history_read_seconds: f64,
+    /// Messages per `history` read.
+    pub history_limit: usize,
+    /// The cargo profile Switchyard's servers are built with and run from: `perf` (thin LTO, the
+    /// default) or `release` (what the test command builds, so a run can reuse it).
+    pub cargo_profile: String,
     pub skip_build: bool,
     /// The git revision `switchyard-baseline` is built from.
     pub baseline_ref: String,
@@ -178,10 +196,11 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 return Err("crates/fixtures/src/bin/bench-server.rs does not exist yet".into());
             }
             if !options.skip_build {
-                log("building Switchyard's bench-server (release)");
+                log(format!("building Switchyard's bench-server (profile {})", options.cargo_profile));
                 let mut build = Command::new("cargo");
                 build
-                    .args(["build", "--profile", "perf", "-p", "switchyard-fixtures", "--bin", "bench-server"])
+                    .args(["build", "--profile", &options.cargo_profile])
+                    .args(["-p", "switchyard-fixtures", "--bin", "bench-server"])
                     .current_dir(repo);
                 run_bounded(build, Duration::from_secs(1800), &logs.join("build-switchyard.log"))?;
             }
@@ -191,7 +210,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 .unwrap_or_else(|| "unknown".into());
             Ok(ServerSpec {
                 name: name.into(),
-                program: target.join("perf/bench-server"),
+                program: target.join(&options.cargo_profile).join("bench-server"),
                 args: vec![],
                 cwd: repo.clone(),
                 version: format!("Switchyard {} (git {rev})", env!("CARGO_PKG_VERSION")),
@@ -404,6 +423,8 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             options.cluster_probe_interval.as_millis()
         ),
         "kafka" => kafka::command(options),
+        "recovery" => recovery::command(options),
+        "history" => history::command(options),
         other => format!("{base} {other}"),
     }
 }
@@ -636,8 +657,60 @@ fn machine_description() -> Vec<(String, String)> {
     ]
 }
 
+/// The scenarios `run` knows: the default ones, then the opt-in ones that start helper processes of
+/// their own (`kafka`: a broker; `recovery`: a redis-server; `history`: a redis-server and stores).
+pub const SCENARIOS: &[&str] = &[
+    "idle",
+    "fanout",
+    "echo",
+    "echo-1000",
+    "fanout-polling",
+    "echo-polling",
+    "connect",
+    "cluster",
+    "kafka",
+    "recovery",
+    "history",
+];
+
+/// The cargo profiles `--cargo-profile` accepts (their output directories have the same names).
+const CARGO_PROFILES: &[&str] = &["perf", "release"];
+
+/// Checks the options before anything is built or started, so a typo is one clear error rather than a
+/// run that reports "unknown scenario" for every server.
+pub fn check_options(options: &RunOptions) -> Result<(), String> {
+    if options.scenarios.is_empty() {
+        return Err("no scenario given (--scenarios)".into());
+    }
+    if let Some(unknown) = options.scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+        return Err(format!("unknown scenario {unknown:?} (known: {})", SCENARIOS.join(", ")));
+    }
+    if !CARGO_PROFILES.contains(&options.cargo_profile.as_str()) {
+        return Err(format!(
+            "unknown --cargo-profile {:?} (known: {})",
+            options.cargo_profile,
+            CARGO_PROFILES.join(", ")
+        ));
+    }
+    let at_least_one = [
+        ("--recovery-missed", options.recovery_missed),
+        ("--recovery-iterations", options.recovery_iterations),
+        ("--history-clients", options.history_clients),
+        ("--history-messages", options.history_messages),
+        ("--history-limit", options.history_limit),
+    ];
+    if let Some((flag, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+        return Err(format!("{flag} must be at least 1"));
+    }
+    if !(options.history_read_seconds.is_finite() && options.history_read_seconds > 0.0) {
+        return Err(format!("--history-read-seconds must be above 0, not {}", options.history_read_seconds));
+    }
+    Ok(())
+}
+
 /// Runs everything and writes the report. Returns an error only when nothing could be measured.
 pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
+    check_options(options)?;
     let nofile = raise_nofile_limit();
     // The load generator and the server are separate processes: each holds one descriptor per connection.
     let needed = options.idle_connections + 200;
@@ -674,9 +747,18 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
     let mut records = Vec::new();
     for repeat in 0..options.repeats {
         for scenario in &options.scenarios {
-            if kafka::handles(scenario) {
-                // Once per repeat, over the prepared servers (its variants are the rows).
-                for (variant, mut value) in kafka::run_repeat(&specs, options, &logs, repeat, runtime) {
+            // Once per repeat, over the prepared servers (their variants are the rows).
+            let variants = if kafka::handles(scenario) {
+                Some(kafka::run_repeat(&specs, options, &logs, repeat, runtime))
+            } else if recovery::handles(scenario) {
+                Some(recovery::run_repeat(&specs, options, &logs, repeat, runtime))
+            } else if history::handles(scenario) {
+                Some(history::run_repeat(&specs, options, &logs, repeat, runtime))
+            } else {
+                None
+            };
+            if let Some(variants) = variants {
+                for (variant, mut value) in variants {
                     if let Value::Object(map) = &mut value {
                         map.insert("server".into(), json!(variant));
                         map.insert("repeat".into(), json!(repeat + 1));
@@ -877,7 +959,8 @@ fn render_markdown(
     md.push_str(
         "`scripts/bench.sh` builds `switchyard-bench` in release mode and calls its `run` subcommand with the \
          arguments given (see `scripts/bench.sh --help`). It builds Switchyard's `bench-server` example \
-         (`cargo build --profile perf -p switchyard-fixtures --bin bench-server`), the socketioxide peer \
+         (`cargo build --profile perf -p switchyard-fixtures --bin bench-server`; `--cargo-profile release` \
+         builds and runs the release build instead), the socketioxide peer \
          (`cargo build --release --locked --manifest-path bench/peers/socketioxide/Cargo.toml`) and installs \
          the Node peer (`npm ci` in `bench/node`), then starts each with `PORT` set. Raw JSON lines and server \
          logs go to `bench/results/` (not committed).\n\n",
@@ -900,8 +983,20 @@ fn render_markdown(
     for spec in specs {
         let _ = writeln!(md, "| {} | {} |", report::display_name(&spec.name), spec.version);
     }
-    if options.scenarios.iter().any(|s| s == "cluster") {
-        let _ = writeln!(md, "| Redis (cluster scenario) | {} |", redis_spec(&options.repo).version);
+    let with_redis: Vec<&str> = options
+        .scenarios
+        .iter()
+        .map(String::as_str)
+        .filter(|s| ["cluster", "recovery", "history"].contains(s))
+        .collect();
+    if !with_redis.is_empty() {
+        let _ = writeln!(
+            md,
+            "| Redis ({} scenario{}) | {} |",
+            with_redis.join(", "),
+            if with_redis.len() > 1 { "s" } else { "" },
+            redis_spec(&options.repo).version
+        );
     }
     let _ = writeln!(md, "| Run time | {:.0} s for {} repeats |", elapsed.as_secs_f64(), options.repeats);
     md.push('\n');
@@ -910,11 +1005,17 @@ fn render_markdown(
     }
 
     md.push_str("## Results (medians)\n\n");
-    md.push_str(&report::results_table(records, servers));
-    md.push_str(
-        "\nA ratio below 1 is better for \"lower\" metrics, above 1 for \"higher\" ones.\n\n\
-         ![Benchmark chart](bench/chart.svg)\n\n",
-    );
+    if records.iter().any(|r| report::METRICS.iter().any(|m| m.scenario == r.scenario)) {
+        md.push_str(&report::results_table(records, servers));
+        md.push_str(
+            "\nA ratio below 1 is better for \"lower\" metrics, above 1 for \"higher\" ones.\n\n\
+             ![Benchmark chart](bench/chart.svg)\n\n",
+        );
+    } else {
+        // Only scenarios whose rows are variants (kafka, recovery, history): an empty table and chart
+        // would say nothing.
+        md.push_str("No figures per server in this run: each of its scenarios has a section of its own below.\n\n");
+    }
 
     md.push_str("## Goals\n\n");
     md.push_str(&report::goals_table(&report::check_goals(records, options.idle_connections)));
@@ -936,6 +1037,8 @@ fn render_markdown(
         md.push_str(&echo_tail_section(options));
     }
     md.push_str(&kafka::section(records));
+    md.push_str(&recovery::section(records));
+    md.push_str(&history::section(records));
     // The hand-kept log of what each engine change bought survives regeneration.
     if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
         md.push_str(changes.trim_end());
@@ -991,9 +1094,9 @@ mod tests {
         assert_eq!(hand_kept_part("# Benchmarks\n\nno marker\n"), "");
     }
 
-    #[test]
-    fn scenario_commands_carry_the_run_sizes() {
-        let options = RunOptions {
+    /// Options with a distinct size everywhere, for the tests here and in the scenario modules.
+    pub(super) fn options() -> RunOptions {
+        RunOptions {
             repo: PathBuf::from("."),
             servers: vec![],
             scenarios: vec![],
@@ -1013,13 +1116,25 @@ mod tests {
             cluster_probe_interval: Duration::from_millis(13),
             connect_concurrency: 8,
             concurrency: 9,
+            recovery_missed: 1000,
+            recovery_iterations: 10,
+            history_clients: 14,
+            history_messages: 15,
+            history_read_seconds: 1.5,
+            history_limit: 16,
+            cargo_profile: "perf".into(),
             skip_build: true,
             baseline_ref: "HEAD~1".into(),
             report: PathBuf::from("BENCHMARKS.md"),
             chart: PathBuf::from("bench/chart.svg"),
             results_dir: PathBuf::from("bench/results"),
             command_line: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn scenario_commands_carry_the_run_sizes() {
+        let options = options();
         assert!(scenario_command("idle", &options).contains("--connections 12345"));
         assert!(scenario_command("fanout", &options).contains("--receivers 10 --messages 20 --payload-bytes 30"));
         assert!(!scenario_command("fanout", &options).contains("--transport"));
@@ -1032,5 +1147,29 @@ mod tests {
         let cluster = scenario_command("cluster", &options);
         assert!(cluster.contains("--receivers 11 --messages 20 --payload-bytes 30 --probes 12"), "{cluster}");
         assert!(cluster.contains("--ports $PORT_A,$PORT_B"), "{cluster}");
+        let history = scenario_command("history", &options);
+        assert!(
+            history.contains("--clients 14 --messages 15 --read-seconds 1.5 --limit 16 --payload-bytes 30"),
+            "{history}"
+        );
+        assert!(scenario_command("recovery", &options).contains("--missed 1000 --iterations 10"));
+    }
+
+    #[test]
+    fn options_are_checked_before_a_run() {
+        let mut bad = options();
+        bad.scenarios = vec!["fanout".into(), "recovery".into(), "history".into(), "kafka".into()];
+        assert_eq!(check_options(&bad), Ok(()));
+        bad.scenarios.push("recover".into());
+        assert!(check_options(&bad).unwrap_err().starts_with("unknown scenario \"recover\" (known: idle, fanout"));
+        bad.scenarios.clear();
+        assert_eq!(check_options(&bad).unwrap_err(), "no scenario given (--scenarios)");
+        let mut bad = options();
+        bad.scenarios = vec!["history".into()];
+        bad.history_limit = 0;
+        assert_eq!(check_options(&bad).unwrap_err(), "--history-limit must be at least 1");
+        bad.history_limit = 1;
+        bad.history_read_seconds = f64::NAN;
+        assert!(check_options(&bad).unwrap_err().contains("--history-read-seconds"));
     }
 }

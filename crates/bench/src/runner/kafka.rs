@@ -11,6 +11,7 @@
 //! without Kafka and with `await producer.send(...)` (kafkajs) before the broadcast. Opt-in
 //! (`--scenarios kafka`): it needs the broker, and a run takes about a minute per repeat.
 
+use super::rows::{cell, VariantRows};
 use super::*;
 
 /// Receivers in the room of every variant.
@@ -234,22 +235,13 @@ pub fn run_repeat(
 
 /// The report's section: medians per variant and the ratios the issue's goal is stated in.
 pub fn section(records: &[Record]) -> String {
-    let rows: Vec<&Record> = records.iter().filter(|r| r.scenario == "kafka").collect();
+    let rows = VariantRows::of(records, "kafka");
     if rows.is_empty() {
         return String::new();
     }
-    let median_of = |variant: &str, key: &str| {
-        let values: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.server == variant)
-            .filter_map(|r| r.value.get(key).and_then(Value::as_f64))
-            .collect();
-        crate::stats::median(&values)
-    };
-    let lost = |variant: &str| -> u64 {
-        rows.iter().filter(|r| r.server == variant).filter_map(|r| r.value.get("lost").and_then(Value::as_u64)).sum()
-    };
-    let repeats = rows.iter().map(|r| r.repeat).max().map_or(0, |r| r + 1);
+    let median_of = |variant: &str, key: &str| rows.median(variant, key);
+    let lost = |variant: &str| rows.sum(variant, "lost");
+    let repeats = rows.repeats();
     let mut md = String::from("## Kafka scenario: persisted messages with Kafka on and off (issue 10)\n\n");
     let _ = writeln!(
         md,
@@ -267,7 +259,7 @@ pub fn section(records: &[Record]) -> String {
     );
     md.push_str("| variant | CPU per message (us) | messages/s | lost |\n|---|---:|---:|---:|\n");
     for (name, ..) in VARIANTS {
-        if !rows.iter().any(|r| r.server == name) {
+        if !rows.has(name) {
             continue;
         }
         let _ = writeln!(
@@ -301,10 +293,6 @@ pub fn section(records: &[Record]) -> String {
          message of the three Switchyard variants instead (BENCHMARKS.md, hand-measured part).\n\n",
     );
     md
-}
-
-fn cell(value: Option<f64>) -> String {
-    value.map_or("–".to_owned(), crate::chart::format_value)
 }
 
 #[cfg(test)]
