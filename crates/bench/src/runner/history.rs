@@ -225,13 +225,7 @@ pub fn section(records: &[Record]) -> String {
         }
     }
     md.push('\n');
-    for record in rows.iter().filter(|r| r.server.starts_with("switchyard")) {
-        let error = record.value.get("error").or_else(|| record.value.get("first_error")).and_then(Value::as_str);
-        if let Some(error) = error {
-            let _ = writeln!(md, "- {} (repeat {}): {}", record.server, record.repeat + 1, error.replace('|', "/"));
-        }
-    }
-    md.push('\n');
+    md.push_str(&rows.error_list(|r| r.server.starts_with("switchyard")));
     md
 }
 
@@ -240,7 +234,7 @@ mod tests {
     use super::*;
 
     fn record(variant: &str, repeat: usize, value: Value) -> Record {
-        Record { server: variant.into(), scenario: "history".into(), repeat, value }
+        super::super::rows::record("history", variant, repeat, value)
     }
 
     #[test]

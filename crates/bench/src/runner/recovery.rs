@@ -182,12 +182,7 @@ pub fn section(records: &[Record]) -> String {
         let _ = writeln!(md, "| socketioxide | – | – | – | – | {why} |");
     }
     md.push('\n');
-    for record in rows.iter().filter(|r| r.server != "socketioxide") {
-        if let Some(error) = record.value.get("error").and_then(Value::as_str) {
-            let _ = writeln!(md, "- {} (repeat {}): {}", record.server, record.repeat + 1, error.replace('|', "/"));
-        }
-    }
-    md.push('\n');
+    md.push_str(&rows.error_list(|r| r.server != "socketioxide"));
     md
 }
 
@@ -196,7 +191,7 @@ mod tests {
     use super::*;
 
     fn record(variant: &str, repeat: usize, value: Value) -> Record {
-        Record { server: variant.into(), scenario: "recovery".into(), repeat, value }
+        super::super::rows::record("recovery", variant, repeat, value)
     }
 
     #[test]

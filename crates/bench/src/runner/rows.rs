@@ -1,6 +1,8 @@
 //! The figures of the scenarios whose report rows are variants rather than servers (`kafka`,
 //! `recovery`, `history`): each writes a section of its own from these.
 
+use std::fmt::Write as _;
+
 use crate::report::Record;
 
 /// One scenario's records, looked up by variant (a record's `server`).
@@ -15,11 +17,6 @@ impl<'a> VariantRows<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
-    }
-
-    /// Every record, in run order.
-    pub fn iter(&self) -> impl Iterator<Item = &'a Record> + '_ {
-        self.rows.iter().copied()
     }
 
     pub fn has(&self, variant: &str) -> bool {
@@ -62,10 +59,30 @@ impl<'a> VariantRows<'a> {
         self.rows.iter().map(|r| r.repeat).max().map_or(0, |r| r + 1)
     }
 
+    /// One line per record that `listed` picks and that failed (`error`) or met errors on the way
+    /// (`first_error`), then a blank line: "- variant (repeat n): error".
+    pub fn error_list(&self, listed: impl Fn(&Record) -> bool) -> String {
+        let mut md = String::new();
+        for record in self.rows.iter().filter(|r| listed(r)) {
+            let error = record.value.get("error").or_else(|| record.value.get("first_error")).and_then(|e| e.as_str());
+            if let Some(error) = error {
+                let _ = writeln!(md, "- {} (repeat {}): {}", record.server, record.repeat + 1, error.replace('|', "/"));
+            }
+        }
+        md.push('\n');
+        md
+    }
+
     /// The error of the first record of `variant` (a peer's "skipped: ..." reason).
     pub fn error_of(&self, variant: &str) -> Option<&'a str> {
         self.rows.iter().find(|r| r.server == variant).and_then(|r| r.value.get("error")?.as_str())
     }
+}
+
+/// A record of `scenario`, for the sections' tests.
+#[cfg(test)]
+pub fn record(scenario: &str, variant: &str, repeat: usize, value: serde_json::Value) -> Record {
+    Record { server: variant.into(), scenario: scenario.into(), repeat, value }
 }
 
 /// A table cell: the figure, or a dash when it was not measured.
@@ -80,12 +97,7 @@ mod tests {
 
     #[test]
     fn figures_by_variant() {
-        let record = |server: &str, repeat: usize, value: Value| Record {
-            server: server.into(),
-            scenario: "recovery".into(),
-            repeat,
-            value,
-        };
+        let record = |server: &str, repeat: usize, value: Value| record("recovery", server, repeat, value);
         let records = vec![
             record("a", 0, json!({"ms": 4.0, "lost": 1, "missed": 1000})),
             record("a", 1, json!({"ms": 8.0, "lost": 2})),
@@ -94,7 +106,6 @@ mod tests {
             Record { server: "a".into(), scenario: "kafka".into(), repeat: 3, value: json!({"ms": 100.0}) },
         ];
         let rows = VariantRows::of(&records, "recovery");
-        assert_eq!(rows.iter().count(), 4);
         assert_eq!(rows.median("a", "ms"), Some(6.0));
         assert_eq!(rows.worst("a", "ms"), Some(8.0));
         assert_eq!(rows.worst("b", "ms"), None);
@@ -104,6 +115,8 @@ mod tests {
         assert_eq!(rows.repeats(), 3, "the other scenario's repeat is not counted");
         assert_eq!(rows.error_of("b"), Some("skipped: no"));
         assert!(rows.has("b") && !rows.has("c"));
+        assert_eq!(rows.error_list(|r| r.server == "a"), "- a (repeat 3): timed out\n\n");
+        assert_eq!(rows.error_list(|_| false), "\n");
         assert!(VariantRows::of(&records, "history").is_empty());
         assert_eq!((cell(Some(6.0)), cell(None)), ("6.00".to_owned(), "–".to_owned()));
     }
