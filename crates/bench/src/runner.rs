@@ -515,6 +515,36 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
     }
 }
 
+/// One repeat of a scenario whose rows are variants (kafka, recovery, history): each variant that
+/// `select` finds what it needs for (its server, when that is in `--servers`) is measured by
+/// `measure`, in an order rotated by `repeat` (so none always runs first), a second apart (the
+/// stopped servers' sockets drain); each result gets the keys `scenario` and `variant` (`name_of`).
+fn run_variants<V, S>(
+    scenario: &str,
+    variants: &[V],
+    name_of: impl Fn(&V) -> &'static str,
+    repeat: usize,
+    options: &RunOptions,
+    select: impl Fn(&V) -> Option<S>,
+    mut measure: impl FnMut(&V, S) -> Value,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for offset in 0..variants.len() {
+        let variant = &variants[(offset + repeat) % variants.len()];
+        let Some(selected) = select(variant) else { continue };
+        let name = name_of(variant);
+        log(format!("{scenario}: {name} (repeat {}/{})", repeat + 1, options.repeats));
+        let mut value = measure(variant, selected);
+        if let Value::Object(map) = &mut value {
+            map.insert("scenario".into(), json!(scenario));
+            map.insert("variant".into(), json!(name));
+        }
+        out.push((name.to_owned(), value));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    out
+}
+
 /// Why socketioxide sits out the cluster scenario.
 const SOCKETIOXIDE_CLUSTER_SKIP: &str =
     "skipped: socketioxide has no Redis adapter wire-compatible with @socket.io/redis-adapter";
@@ -1153,6 +1183,28 @@ mod tests {
             "{history}"
         );
         assert!(scenario_command("recovery", &options).contains("--missed 1000 --iterations 10"));
+    }
+
+    #[test]
+    fn variants_run_rotated_and_tagged_and_the_unselected_are_left_out() {
+        let variants = [("a", 1), ("b", 2), ("c", 3)];
+        let mut measured = Vec::new();
+        let out = run_variants(
+            "recovery",
+            &variants,
+            |v| v.0,
+            1,
+            &options(),
+            |v| (v.1 != 2).then_some(v.1 * 10),
+            |v, selected| {
+                measured.push(v.0);
+                json!({"selected": selected})
+            },
+        );
+        assert_eq!(measured, ["c", "a"], "repeat 1 starts at the second variant; b is left out");
+        let names: Vec<&str> = out.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["c", "a"]);
+        assert_eq!(out[0].1, json!({"selected": 30, "scenario": "recovery", "variant": "c"}));
     }
 
     #[test]

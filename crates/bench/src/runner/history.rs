@@ -141,21 +141,24 @@ pub fn run_repeat(
     if let Some(bench_server) = specs.iter().find(|s| s.name == "switchyard") {
         // Built once, on the first repeat.
         let prepared = switchyard_spec(bench_server, options, logs, !options.skip_build && repeat == 0);
-        for offset in 0..VARIANTS.len() {
-            let (name, history) = VARIANTS[(offset + repeat) % VARIANTS.len()];
-            log(format!("history: {name} (repeat {}/{})", repeat + 1, options.repeats));
-            let mut value = match &prepared {
-                Ok(spec) => run_variant(spec, name, options, logs, repeat, runtime),
-                Err(err) => json!({"error": err}),
-            };
-            if let Value::Object(map) = &mut value {
-                map.insert("scenario".into(), json!("history"));
-                map.insert("variant".into(), json!(name));
-                map.insert("history".into(), json!(history));
-            }
-            out.push((name.to_owned(), value));
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        out = run_variants(
+            "history",
+            &VARIANTS,
+            |v| v.0,
+            repeat,
+            options,
+            |_| Some(&prepared),
+            |&(name, history), prepared| {
+                let mut value = match prepared {
+                    Ok(spec) => run_variant(spec, name, options, logs, repeat, runtime),
+                    Err(err) => json!({"error": err}),
+                };
+                if let Value::Object(map) = &mut value {
+                    map.insert("history".into(), json!(history));
+                }
+                value
+            },
+        );
     }
     for peer in specs.iter().filter(|s| s.name == "node" || s.name == "socketioxide") {
         out.push((peer.name.clone(), json!({"scenario": "history", "error": PEER_SKIP})));

@@ -112,22 +112,23 @@ pub fn run_repeat(
     repeat: usize,
     runtime: &tokio::runtime::Runtime,
 ) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    // Rotate the order each repeat so no variant always runs first.
-    for offset in 0..VARIANTS.len() {
-        let (name, server, store, two_nodes) = VARIANTS[(offset + repeat) % VARIANTS.len()];
-        let Some(spec) = specs.iter().find(|s| s.name == server) else { continue };
-        log(format!("recovery: {name} (repeat {}/{})", repeat + 1, options.repeats));
-        let mut value = run_variant(spec, name, two_nodes, options, logs, repeat, runtime);
-        if let Value::Object(map) = &mut value {
-            map.insert("scenario".into(), json!("recovery"));
-            map.insert("variant".into(), json!(name));
-            map.insert("store".into(), json!(store));
-            map.insert("missed".into(), json!(options.recovery_missed));
-        }
-        out.push((name.to_owned(), value));
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let spec_of = |&(_, server, ..): &(&str, &str, &str, bool)| specs.iter().find(|s| s.name == server);
+    let mut out = run_variants(
+        "recovery",
+        &VARIANTS,
+        |v| v.0,
+        repeat,
+        options,
+        spec_of,
+        |&(name, _, store, two), spec| {
+            let mut value = run_variant(spec, name, two, options, logs, repeat, runtime);
+            if let Value::Object(map) = &mut value {
+                map.insert("store".into(), json!(store));
+                map.insert("missed".into(), json!(options.recovery_missed));
+            }
+            value
+        },
+    );
     if specs.iter().any(|s| s.name == "socketioxide") {
         out.push(("socketioxide".to_owned(), json!({"scenario": "recovery", "error": SOCKETIOXIDE_SKIP})));
     }
