@@ -422,10 +422,7 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             options.cluster_probes,
             options.cluster_probe_interval.as_millis()
         ),
-        "kafka" => kafka::command(options),
-        "recovery" => recovery::command(options),
-        "history" => history::command(options),
-        other => format!("{base} {other}"),
+        other => variant_scenario(other).map_or_else(|| format!("{base} {other}"), |s| (s.command)(options)),
     }
 }
 
@@ -513,6 +510,51 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
         }
         other => json!({"scenario": other, "error": "unknown scenario"}),
     }
+}
+
+/// (variant, result) pairs of one repeat of a [`VariantScenario`].
+type VariantResults = Vec<(String, Value)>;
+
+/// A scenario whose rows are variants rather than servers (`kafka`, `recovery`, `history`): opt-in,
+/// it runs once per repeat over the prepared servers, starts and stops its own helper processes
+/// (a broker, a redis-server, stores) and writes a report section of its own.
+struct VariantScenario {
+    name: &'static str,
+    /// One repeat: (variant, result) pairs.
+    run_repeat: fn(&[ServerSpec], &RunOptions, &Path, usize, &tokio::runtime::Runtime) -> VariantResults,
+    /// The shell commands that rerun it by hand.
+    command: fn(&RunOptions) -> String,
+    /// Its section of the report ("" when it did not run).
+    section: fn(&[Record]) -> String,
+}
+
+const VARIANT_SCENARIOS: [VariantScenario; 3] = [
+    VariantScenario { name: "kafka", run_repeat: kafka::run_repeat, command: kafka::command, section: kafka::section },
+    VariantScenario {
+        name: "recovery",
+        run_repeat: recovery::run_repeat,
+        command: recovery::command,
+        section: recovery::section,
+    },
+    VariantScenario {
+        name: "history",
+        run_repeat: history::run_repeat,
+        command: history::command,
+        section: history::section,
+    },
+];
+
+fn variant_scenario(name: &str) -> Option<&'static VariantScenario> {
+    VARIANT_SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// Rows for the servers in `--servers` that `scenario` cannot measure: (server, reason) pairs.
+fn skipped_rows(specs: &[ServerSpec], scenario: &str, reasons: &[(&str, &str)]) -> Vec<(String, Value)> {
+    reasons
+        .iter()
+        .filter(|(server, _)| specs.iter().any(|s| s.name == *server))
+        .map(|(server, why)| ((*server).to_owned(), json!({"scenario": scenario, "error": why})))
+        .collect()
 }
 
 /// One repeat of a scenario whose rows are variants (kafka, recovery, history): each variant that
@@ -778,17 +820,8 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
     for repeat in 0..options.repeats {
         for scenario in &options.scenarios {
             // Once per repeat, over the prepared servers (their variants are the rows).
-            let variants = if kafka::handles(scenario) {
-                Some(kafka::run_repeat(&specs, options, &logs, repeat, runtime))
-            } else if recovery::handles(scenario) {
-                Some(recovery::run_repeat(&specs, options, &logs, repeat, runtime))
-            } else if history::handles(scenario) {
-                Some(history::run_repeat(&specs, options, &logs, repeat, runtime))
-            } else {
-                None
-            };
-            if let Some(variants) = variants {
-                for (variant, mut value) in variants {
+            if let Some(sectioned) = variant_scenario(scenario) {
+                for (variant, mut value) in (sectioned.run_repeat)(&specs, options, &logs, repeat, runtime) {
                     if let Value::Object(map) = &mut value {
                         map.insert("server".into(), json!(variant));
                         map.insert("repeat".into(), json!(repeat + 1));
@@ -1066,9 +1099,9 @@ fn render_markdown(
     if options.scenarios.iter().any(|s| s == "echo" || s == "echo-1000") {
         md.push_str(&echo_tail_section(options));
     }
-    md.push_str(&kafka::section(records));
-    md.push_str(&recovery::section(records));
-    md.push_str(&history::section(records));
+    for sectioned in &VARIANT_SCENARIOS {
+        md.push_str(&(sectioned.section)(records));
+    }
     // The hand-kept log of what each engine change bought survives regeneration.
     if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
         md.push_str(changes.trim_end());
@@ -1205,6 +1238,28 @@ mod tests {
         let names: Vec<&str> = out.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["c", "a"]);
         assert_eq!(out[0].1, json!({"selected": 30, "scenario": "recovery", "variant": "c"}));
+    }
+
+    #[test]
+    fn the_variant_scenarios_are_known_and_the_peers_they_cannot_measure_get_a_reason() {
+        for sectioned in &VARIANT_SCENARIOS {
+            assert!(SCENARIOS.contains(&sectioned.name), "{}", sectioned.name);
+            // Its own hand commands, not the generic fallback.
+            assert_ne!(scenario_command(sectioned.name, &options()), format!("switchyard-bench {}", sectioned.name));
+        }
+        assert!(variant_scenario("fanout").is_none());
+        let spec = |name: &str| ServerSpec {
+            name: name.into(),
+            program: PathBuf::new(),
+            args: vec![],
+            cwd: PathBuf::new(),
+            version: String::new(),
+            env: vec![],
+            token: None,
+        };
+        let specs = [spec("switchyard"), spec("socketioxide")];
+        let rows = skipped_rows(&specs, "history", &[("node", "no history"), ("socketioxide", "none either")]);
+        assert_eq!(rows, [("socketioxide".to_owned(), json!({"scenario": "history", "error": "none either"}))]);
     }
 
     #[test]

@@ -25,11 +25,6 @@ const VARIANTS: [(&str, &str); 3] = [
     ("switchyard-redis-streams", "Redis Streams"),
 ];
 
-/// Whether `scenario` is one this module runs (once per repeat, not once per server).
-pub fn handles(scenario: &str) -> bool {
-    scenario == "history"
-}
-
 /// The shell commands that rerun the scenario by hand.
 pub fn command(options: &RunOptions) -> String {
     format!(
@@ -160,9 +155,7 @@ pub fn run_repeat(
             },
         );
     }
-    for peer in specs.iter().filter(|s| s.name == "node" || s.name == "socketioxide") {
-        out.push((peer.name.clone(), json!({"scenario": "history", "error": PEER_SKIP})));
-    }
+    out.extend(skipped_rows(specs, "history", &[("node", PEER_SKIP), ("socketioxide", PEER_SKIP)]));
     out
 }
 

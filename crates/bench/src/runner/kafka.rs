@@ -31,11 +31,6 @@ const VARIANTS: [(&str, &str, &str, bool); 5] = [
     ("node-kafkajs", "node", "message", true),
 ];
 
-/// Whether `scenario` is one this module runs (once per repeat, not once per server).
-pub fn handles(scenario: &str) -> bool {
-    scenario == "kafka"
-}
-
 /// The shell commands that rerun the scenario by hand.
 pub fn command(options: &RunOptions) -> String {
     format!(

@@ -28,11 +28,6 @@ const VARIANTS: [(&str, &str, &str, bool); 3] = [
     ("node-memory", "node", "memory, one node", false),
 ];
 
-/// Whether `scenario` is one this module runs (once per repeat, not once per server).
-pub fn handles(scenario: &str) -> bool {
-    scenario == "recovery"
-}
-
 /// The shell commands that rerun the scenario by hand.
 pub fn command(options: &RunOptions) -> String {
     let sizes = format!("--missed {} --iterations {}", options.recovery_missed, options.recovery_iterations);
@@ -129,9 +124,7 @@ pub fn run_repeat(
             value
         },
     );
-    if specs.iter().any(|s| s.name == "socketioxide") {
-        out.push(("socketioxide".to_owned(), json!({"scenario": "recovery", "error": SOCKETIOXIDE_SKIP})));
-    }
+    out.extend(skipped_rows(specs, "recovery", &[("socketioxide", SOCKETIOXIDE_SKIP)]));
     out
 }
 
