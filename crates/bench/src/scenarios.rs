@@ -355,16 +355,7 @@ async fn polling_receiver(
             let mut batch = 0u64;
             for polled in polled? {
                 match polled {
-                    polling::Polled::Message(text) => match fanout_event.seq(&text) {
-                        Some(seq) => {
-                            batch += 1;
-                            if seq != expected_seq {
-                                tally.out_of_order += 1;
-                            }
-                            expected_seq = seq + 1;
-                        }
-                        None => tally.other_events += 1,
-                    },
+                    polling::Polled::Message(text) => batch += tally.count(fanout_event.seq(&text), &mut expected_seq),
                     polling::Polled::Ping => client.post.send(&[b"3"]).await?,
                     polling::Polled::Other => {}
                 }
@@ -578,6 +569,22 @@ struct ReceiverTally {
     compressed: u64,
 }
 
+impl ReceiverTally {
+    /// Counts one message of a receiver: a delivery with sequence number `seq` (checked against
+    /// `expected_seq`, the one due next; returns 1), or another event (`None`; returns 0).
+    fn count(&mut self, seq: Option<u64>, expected_seq: &mut u64) -> u64 {
+        let Some(seq) = seq else {
+            self.other_events += 1;
+            return 0;
+        };
+        if seq != *expected_seq {
+            self.out_of_order += 1;
+        }
+        *expected_seq = seq + 1;
+        1
+    }
+}
+
 /// R receivers in one room; one sender emits M messages of B bytes as fast as it can.
 pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     let shared = Arc::new(Shared::default());
@@ -623,16 +630,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                             } else {
                                 fanout_seq_with(client.parser, &text)
                             };
-                            match seq {
-                                Some(seq) => {
-                                    batch += 1;
-                                    if seq != expected_seq {
-                                        tally.out_of_order += 1;
-                                    }
-                                    expected_seq = seq + 1;
-                                }
-                                None => tally.other_events += 1,
-                            }
+                            batch += tally.count(seq, &mut expected_seq);
                         }
                     }
                     Ok(())
@@ -1257,6 +1255,19 @@ async fn connect_burst(target: &Target, options: &ConnectOptions, transport: Tra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_counts_deliveries_out_of_order_and_other_events() {
+        let mut tally = ReceiverTally::default();
+        let mut next = 0;
+        let counted: u64 = [Some(0), Some(1), Some(3), None, Some(4), Some(2)]
+            .into_iter()
+            .map(|seq| tally.count(seq, &mut next))
+            .sum();
+        assert_eq!(counted, 5);
+        // 3 came when 2 was due, 2 when 5 was.
+        assert_eq!((tally.out_of_order, tally.other_events, next), (2, 1, 3));
+    }
 
     #[test]
     fn polling_posts_keep_the_order_and_the_size_limit() {
