@@ -15,7 +15,7 @@
 #     and off beside Node + kafkajs, about a minute per repeat; needs tests/kafka/.venv from install-deps.sh)
 #   scripts/bench.sh --scenarios recovery,history --repeats 1   (opt-in: recovery of 1,000 missed messages on
 #     one node and on two over a redis-server it starts, Node's in-memory recovery beside; history reads and
-#     writes of the switchyard binary, off / embedded / Redis Streams. About a minute per repeat)
+#     writes of the switchyard binary, off / embedded / Redis Streams. About 35 s per repeat for both)
 #   scripts/bench.sh --cargo-profile release ...   (run the release build, e.g. the test command's, not perf)
 #   scripts/bench.sh --help
 set -euo pipefail

@@ -310,8 +310,9 @@ struct RunArgs {
     /// Messages per `history` read.
     #[arg(long, default_value_t = 50)]
     history_limit: usize,
-    /// Cargo profile of Switchyard's servers: `perf` (thin LTO) or `release` (reuses the test
-    /// command's build).
+    /// Cargo profile of Switchyard's servers (bench-server, and the switchyard binary of `history`):
+    /// `perf` (thin LTO) or `release` (reuses the test command's build). `switchyard-baseline` is
+    /// always built with `perf`.
     #[arg(long, default_value = "perf")]
     cargo_profile: String,
     /// Use the already built servers (no cargo build, no npm ci).

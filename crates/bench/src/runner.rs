@@ -58,7 +58,8 @@ pub struct RunOptions {
     /// Messages per `history` read.
     pub history_limit: usize,
     /// The cargo profile Switchyard's servers are built with and run from: `perf` (thin LTO, the
-    /// default) or `release` (what the test command builds, so a run can reuse it).
+    /// default) or `release` (what the test command builds, so a run can reuse it). Not the
+    /// baseline's, which is always `perf`.
     pub cargo_profile: String,
     pub skip_build: bool,
     /// The git revision `switchyard-baseline` is built from.
