@@ -300,3 +300,21 @@ export async function connectUser(node, name, clients) {
 
 /** `socket.emitWithAck(...args)`, answered within 5 s. */
 export const call = (socket, ...args) => within(5000, socket.emitWithAck(...args), `${args[0]} ack`);
+
+/**
+ * The mixed cluster most tests use: a Node socket.io server and two Switchyard nodes on one Redis
+ * (`redis`: {url} or {clusterNodes}, with mode and subscriptionMode), a client of each (labels
+ * node-client, sy1-client, sy2-client); resolves once every server counts the three servers.
+ */
+export async function startMixedTrio(redis) {
+  const nodeServer = await startNodeServer(redis);
+  const sy1 = await startSwitchyard(redis);
+  const sy2 = await startSwitchyard(redis);
+  const cn = await connect(nodeServer, "node-client");
+  const c1 = await connect(sy1, "sy1-client");
+  const c2 = await connect(sy2, "sy2-client");
+  for (const c of [cn, c1, c2]) {
+    await eventually(`${c.label}'s server to count 3 servers`, async () => (await cmd(c, "serverCount")) === 3);
+  }
+  return { nodeServer, sy1, sy2, cn, c1, c2 };
+}
