@@ -13,6 +13,10 @@
 #   scripts/bench.sh --scenarios echo,echo-1000 --servers switchyard,socketioxide   (the echo goal's two load points)
 #   scripts/bench.sh --scenarios kafka --servers switchyard,node   (opt-in, not in the default list: Kafka on
 #     and off beside Node + kafkajs, about a minute per repeat; needs tests/kafka/.venv from install-deps.sh)
+#   scripts/bench.sh --scenarios recovery,history --repeats 1   (opt-in: recovery of 1,000 missed messages on
+#     one node and on two over a redis-server it starts, Node's in-memory recovery beside; history reads and
+#     writes of the switchyard binary, off / embedded / Redis Streams. About 35 s per repeat for both)
+#   scripts/bench.sh --cargo-profile release ...   (run the release build, e.g. the test command's, not perf)
 #   scripts/bench.sh --help
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,14 +1,19 @@
 // Node socket.io peer for the Switchyard benchmark. Same handlers as every server under test, on "/":
 //   join(room)          -> join the room
 //   leave(room)         -> leave the room
-//   msg(room, payload)  -> emit "msg" with the payload to everyone in the room except the sender
+//   msg(room, ...args)  -> emit "msg" with the arguments after the room to everyone in the room except the
+//                          sender (as Switchyard's bench-server does: the recovery scenario sends a count
+//                          and a payload)
 //   echo(payload, ack)  -> ack(payload)
 //   message(room, data, ack) -> the built-in `message` of Switchyard's docs/EVENTS.md, done the way Node
 //                          apps commonly add Kafka: with KAFKA_BROKERS set, `await producer.send(...)` of
 //                          {id, event, room, user, data, ts} keyed by the room to KAFKA_TOPIC (kafkajs),
 //                          then the broadcast to the room and the ack {ok, id, ts}; without it, at once.
 // Listens on 127.0.0.1:$PORT (default 3000) with socket.io's default options. With REDIS_URL set it joins a
-// cluster through @socket.io/redis-adapter (classic mode), like Switchyard's bench-server.
+// cluster through @socket.io/redis-adapter (classic mode), like Switchyard's bench-server. With
+// CONNECTION_STATE_RECOVERY=1 socket.io's connection state recovery is on (in memory, 2 minutes, the
+// middlewares skipped: its defaults), for `switchyard-bench recovery` (the Redis adapter above has no
+// recovery: that needs @socket.io/redis-streams-adapter).
 "use strict";
 
 const http = require("node:http");
@@ -21,8 +26,17 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
   process.exit(2);
 }
 
+const recovery = process.env.CONNECTION_STATE_RECOVERY;
+if (recovery !== undefined && recovery !== "0" && recovery !== "1") {
+  console.error(`invalid CONNECTION_STATE_RECOVERY: ${recovery} (expected 0 or 1)`);
+  process.exit(2);
+}
+
 const httpServer = http.createServer();
-const io = new Server(httpServer);
+const io = new Server(
+  httpServer,
+  recovery === "1" ? { connectionStateRecovery: { maxDisconnectionDuration: 2 * 60 * 1000 } } : {},
+);
 const redisClients = [];
 let producer = null;
 const kafkaTopic = process.env.KAFKA_TOPIC || "switchyard.messages";
@@ -34,8 +48,8 @@ io.on("connection", (socket) => {
   socket.on("leave", (room) => {
     if (typeof room === "string") socket.leave(room);
   });
-  socket.on("msg", (room, payload) => {
-    if (typeof room === "string") socket.to(room).emit("msg", payload);
+  socket.on("msg", (room, ...args) => {
+    if (typeof room === "string") socket.to(room).emit("msg", ...args);
   });
   socket.on("echo", (payload, ack) => {
     if (typeof ack === "function") ack(payload);

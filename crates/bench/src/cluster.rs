@@ -20,7 +20,10 @@ use crate::client::{encode_event, EioEvent};
 use crate::error::{BenchError, Result};
 use crate::net::Target;
 use crate::procfs::{clock_ticks_per_second, CpuSample};
-use crate::scenarios::{connect_and_join, connect_with_timeout, progress_bar, shut_down, wait_until, Shared};
+use crate::scenarios::{
+    connect_and_join, connect_with_timeout, gated_join, pad_with_x, progress_bar, shut_down, wait_for_deliveries,
+    wait_for_receivers, wait_until, Shared,
+};
 use crate::stats::{latency_histogram, latency_summary, per_second, record_micros, round3};
 
 pub const CLUSTER_ROOM: &str = "cluster";
@@ -52,11 +55,7 @@ fn micros_now() -> u64 {
 
 /// Payload of message `seq` sent at `sent_micros`: `00000042|0000000000001234|xxx`, padded to `bytes`.
 pub fn cluster_payload(seq: usize, sent_micros: u64, bytes: usize) -> String {
-    let mut payload = format!("{seq:08}|{sent_micros:016}|");
-    while payload.len() < bytes {
-        payload.push('x');
-    }
-    payload
+    pad_with_x(format!("{seq:08}|{sent_micros:016}|"), bytes)
 }
 
 /// `(seq, sent_micros)` of a delivery `2["msg","<payload>"]` (after the Engine.IO `4`); `None` otherwise.
@@ -257,16 +256,8 @@ pub async fn cluster(nodes: &[Target], options: &ClusterOptions) -> Value {
                 out_of_order: 0,
                 other_events: 0,
             };
-            let permit = gate.acquire_owned().await;
-            let joined = connect_and_join(&target, CLUSTER_ROOM).await;
-            drop(permit);
-            let mut client = match joined {
-                Ok(client) => client,
-                Err(err) => {
-                    shared.failed.fetch_add(1, Ordering::Relaxed);
-                    shared.record_error("receiver join", &err);
-                    return tally;
-                }
+            let Some(mut client) = gated_join(gate, &shared, connect_and_join(&target, CLUSTER_ROOM)).await else {
+                return tally;
             };
             client.ws.set_read_chunk(16 << 10);
             ready.fetch_add(1, Ordering::Relaxed);
@@ -299,32 +290,21 @@ pub async fn cluster(nodes: &[Target], options: &ClusterOptions) -> Value {
                 burst_deliveries.fetch_add(burst, Ordering::Relaxed);
                 probe_deliveries.fetch_add(probes, Ordering::Relaxed);
                 if let Err(err) = step {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    shared.record_error("receiver", &err);
+                    shared.count_drop("receiver", &err);
                     return tally;
                 }
                 tokio::select! {
                     biased;
                     _ = stopped.changed() => return tally,
                     read = client.ws.fill() => if let Err(err) = read {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        shared.record_error("receiver", &err);
+                        shared.count_drop("receiver", &err);
                         return tally;
                     }
                 }
             }
         });
     }
-    let receivers = options.receivers as u64;
-    let join_deadline = Instant::now() + Duration::from_secs(60 + receivers / 50);
-    let all_joined = wait_until(
-        join_deadline,
-        &bar,
-        || ready.load(Ordering::Relaxed),
-        || ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= receivers,
-    )
-    .await;
-    bar.finish_and_clear();
+    let all_joined = wait_for_receivers(&ready, &shared, options.receivers as u64, &bar).await;
     let joined = ready.load(Ordering::Relaxed);
     result.insert("receivers_joined".into(), json!(joined));
     result.insert("all_joined".into(), json!(all_joined));
@@ -376,26 +356,8 @@ pub async fn cluster(nodes: &[Target], options: &ClusterOptions) -> Value {
     if let Err(err) = sender.ws.write_raw(&frames).await {
         shared.record_error("sender", &err);
     }
-    let (mut last_count, mut last_progress, mut completed) = (0u64, started, false);
-    loop {
-        let count = burst_deliveries.load(Ordering::Relaxed);
-        let now = Instant::now();
-        if count != last_count {
-            last_count = count;
-            last_progress = now;
-        }
-        bar.set_position(count);
-        if count >= expected {
-            completed = true;
-            break;
-        }
-        if now.duration_since(last_progress) >= options.straggler_wait
-            || now.duration_since(started) >= options.max_wait
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (completed, last_progress) =
+        wait_for_deliveries(&burst_deliveries, expected, started, options.straggler_wait, options.max_wait, &bar).await;
     let cpu_after = sample_all(&pids);
     bar.finish_and_clear();
     let delivery_secs = last_progress.duration_since(started).as_secs_f64();

@@ -195,7 +195,8 @@ enum Command {
         concurrency: usize,
     },
     /// Connection state recovery of N missed messages (a server with recovery on: bench-server with
-    /// BENCH_RECOVERY=1, or `switchyard`): time from the reconnect to the last replayed message, and
+    /// BENCH_RECOVERY=1, `switchyard`, or the Node peer with CONNECTION_STATE_RECOVERY=1): time from
+    /// the reconnect to the last replayed message, and
     /// the CPU of --server-pids meanwhile. --reconnect-port: come back on another node of the cluster.
     Recovery {
         #[command(flatten)]
@@ -217,7 +218,8 @@ enum Command {
         settle_ms: u64,
     },
     /// Build and start every server, run the scenarios against each, write BENCHMARKS.md and the chart.
-    Run(RunArgs),
+    // Boxed: the runner's options are many times the size of the other commands'.
+    Run(Box<RunArgs>),
     /// Print `{"env": {...}, "token": "..."}` for a server with JWT auth: `hs256` (a fixed secret) or
     /// `es256` (a key pair made now; the public key is written into --dir). For runs by hand.
     AuthSetup {
@@ -238,7 +240,10 @@ struct RunArgs {
     /// switchyard-auth-es256 (the same build with JWT auth; every client sends a token).
     #[arg(long, value_delimiter = ',', default_value = "switchyard,node,socketioxide")]
     servers: Vec<String>,
-    /// Scenarios to run, comma separated.
+    /// Scenarios to run, comma separated. Opt-in, not in the default list: `kafka` (a tansu broker,
+    /// tests/kafka/.venv), `recovery` (connection state recovery of --recovery-missed messages, one
+    /// node and two over a redis-server it starts; Node beside Switchyard) and `history` (history
+    /// reads and writes, Switchyard only: history off, embedded, Redis Streams).
     #[arg(
         long,
         value_delimiter = ',',
@@ -287,6 +292,29 @@ struct RunArgs {
     /// Connections being opened at once in the other scenarios.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
+    /// Messages the receiver misses in the `recovery` scenario (the goal is stated for 1,000).
+    #[arg(long, default_value_t = 1000)]
+    recovery_missed: usize,
+    /// Recoveries per variant and repeat in the `recovery` scenario.
+    #[arg(long, default_value_t = 10)]
+    recovery_iterations: usize,
+    /// Clients of the `history` scenario, each in a room of its own.
+    #[arg(long, default_value_t = 20)]
+    history_clients: usize,
+    /// Acked `message`s each client of the `history` scenario sends before reading.
+    #[arg(long, default_value_t = 250)]
+    history_messages: usize,
+    /// Seconds of `history` reads.
+    #[arg(long, default_value_t = 5.0)]
+    history_read_seconds: f64,
+    /// Messages per `history` read.
+    #[arg(long, default_value_t = 50)]
+    history_limit: usize,
+    /// Cargo profile of Switchyard's servers (bench-server, and the switchyard binary of `history`):
+    /// `perf` (thin LTO) or `release` (reuses the test command's build). `switchyard-baseline` is
+    /// always built with `perf`.
+    #[arg(long, default_value = "perf")]
+    cargo_profile: String,
     /// Use the already built servers (no cargo build, no npm ci).
     #[arg(long)]
     skip_build: bool,
@@ -477,33 +505,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let options = runner::RunOptions {
-                repo,
-                servers: args.servers,
-                scenarios: args.scenarios,
-                repeats: args.repeats.max(1),
-                idle_connections: args.idle_connections,
-                fanout_receivers: args.fanout_receivers,
-                fanout_messages: args.fanout_messages,
-                payload_bytes: args.payload_bytes,
-                echo_clients: args.echo_clients,
-                echo_rate: args.echo_rate,
-                echo_seconds: args.echo_seconds,
-                echo_high_clients: args.echo_high_clients,
-                echo_high_rate: args.echo_high_rate,
-                connect_count: args.connect_count,
-                cluster_receivers: args.cluster_receivers,
-                cluster_probes: args.cluster_probes,
-                cluster_probe_interval: Duration::from_millis(args.cluster_probe_interval_ms),
-                connect_concurrency: args.connect_concurrency,
-                concurrency: args.concurrency,
-                skip_build: args.skip_build,
-                baseline_ref: args.baseline_ref,
-                report: args.report,
-                chart: args.chart,
-                results_dir: args.results_dir,
-                command_line,
-            };
+            let options = run_options(*args, repo, command_line);
             return match runner::run(&options, &runtime) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -515,4 +517,102 @@ fn main() -> ExitCode {
     };
     println!("{value}");
     ExitCode::SUCCESS
+}
+
+/// The runner's options from the command line (`repo` made absolute by the caller).
+fn run_options(args: RunArgs, repo: PathBuf, command_line: String) -> runner::RunOptions {
+    runner::RunOptions {
+        repo,
+        servers: args.servers,
+        scenarios: args.scenarios,
+        repeats: args.repeats.max(1),
+        idle_connections: args.idle_connections,
+        fanout_receivers: args.fanout_receivers,
+        fanout_messages: args.fanout_messages,
+        payload_bytes: args.payload_bytes,
+        echo_clients: args.echo_clients,
+        echo_rate: args.echo_rate,
+        echo_seconds: args.echo_seconds,
+        echo_high_clients: args.echo_high_clients,
+        echo_high_rate: args.echo_high_rate,
+        connect_count: args.connect_count,
+        cluster_receivers: args.cluster_receivers,
+        cluster_probes: args.cluster_probes,
+        cluster_probe_interval: Duration::from_millis(args.cluster_probe_interval_ms),
+        connect_concurrency: args.connect_concurrency,
+        concurrency: args.concurrency,
+        recovery_missed: args.recovery_missed,
+        recovery_iterations: args.recovery_iterations,
+        history_clients: args.history_clients,
+        history_messages: args.history_messages,
+        history_read_seconds: args.history_read_seconds,
+        history_limit: args.history_limit,
+        cargo_profile: args.cargo_profile,
+        skip_build: args.skip_build,
+        baseline_ref: args.baseline_ref,
+        report: args.report,
+        chart: args.chart,
+        results_dir: args.results_dir,
+        command_line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(line: &[&str]) -> Result<runner::RunOptions, String> {
+        let cli = Cli::try_parse_from(["switchyard-bench", "run"].iter().chain(line)).map_err(|e| e.to_string())?;
+        let Command::Run(args) = cli.command else { unreachable!("parsed a run command") };
+        let options = run_options(*args, PathBuf::from("/repo"), "test".into());
+        runner::check_options(&options)?;
+        Ok(options)
+    }
+
+    #[test]
+    fn run_parses_the_opt_in_scenarios_and_their_sizes() {
+        let options = run_args(&[
+            "--scenarios",
+            "recovery,history",
+            "--recovery-missed",
+            "500",
+            "--recovery-iterations",
+            "3",
+            "--history-clients",
+            "4",
+            "--history-messages",
+            "10",
+            "--history-read-seconds",
+            "1.5",
+            "--history-limit",
+            "7",
+            "--cargo-profile",
+            "release",
+        ])
+        .unwrap();
+        assert_eq!(options.scenarios, ["recovery", "history"]);
+        assert_eq!((options.recovery_missed, options.recovery_iterations), (500, 3));
+        assert_eq!((options.history_clients, options.history_messages, options.history_limit), (4, 10, 7));
+        assert_eq!(options.history_read_seconds, 1.5);
+        assert_eq!(options.cargo_profile, "release");
+
+        let defaults = run_args(&[]).unwrap();
+        assert!(!defaults.scenarios.iter().any(|s| s == "recovery" || s == "history" || s == "kafka"), "opt-in");
+        assert_eq!((defaults.recovery_missed, defaults.recovery_iterations), (1000, 10));
+        assert_eq!(defaults.cargo_profile, "perf");
+    }
+
+    #[test]
+    fn run_rejects_bad_options_with_a_clear_error() {
+        let err = run_args(&["--scenarios", "recovery,histroy"]).unwrap_err();
+        assert!(err.contains("unknown scenario \"histroy\"") && err.contains("history"), "{err}");
+        let err = run_args(&["--recovery-missed", "0"]).unwrap_err();
+        assert_eq!(err, "--recovery-missed must be at least 1");
+        let err = run_args(&["--history-read-seconds", "0"]).unwrap_err();
+        assert!(err.contains("--history-read-seconds must be above 0"), "{err}");
+        let err = run_args(&["--cargo-profile", "dev"]).unwrap_err();
+        assert!(err.contains("unknown --cargo-profile \"dev\""), "{err}");
+        let err = run_args(&["--recovery-missed", "many"]).unwrap_err();
+        assert!(err.contains("--recovery-missed"), "{err}");
+    }
 }

@@ -32,8 +32,15 @@ pub struct RecoveryOptions {
     pub settle: Duration,
 }
 
-/// A raw connection to `/` with `auth`; returns the client and the CONNECT reply's data.
-async fn connect_with_auth(target: &Target, auth: Option<&Value>) -> Result<(SioClient, Value)> {
+/// A connection made by [`connect_with_auth`]: the client, the CONNECT reply's data, and the events
+/// that came before that reply.
+type Connected = (SioClient, Value, Vec<Vec<Value>>);
+
+/// A raw connection to `/` with `auth`; returns the client, the CONNECT reply's data and the events
+/// received before it, in order. Node's socket.io writes a recovered session's missed packets before
+/// its CONNECT reply (socket.io-client buffers them until it is connected), Switchyard after it: both
+/// count.
+async fn connect_with_auth(target: &Target, auth: Option<&Value>) -> Result<Connected> {
     let ws = WsConn::connect(target, "/socket.io/?EIO=4&transport=websocket").await?;
     let mut client = SioClient { ws, parser: target.parser };
     match client.next_eio().await? {
@@ -45,13 +52,19 @@ async fn connect_with_auth(target: &Target, auth: Option<&Value>) -> Result<(Sio
         None => "40".to_string(),
     };
     client.ws.send_text(connect.as_bytes()).await?;
+    let mut early = Vec::new();
     loop {
         if let EioEvent::Message(text) = client.next_eio().await? {
             let packet = decode_packet(client.parser, &text)?;
             match packet.kind {
-                socketio::PacketType::Connect => return Ok((client, packet.data.unwrap_or(Value::Null))),
+                socketio::PacketType::Connect => return Ok((client, packet.data.unwrap_or(Value::Null), early)),
                 socketio::PacketType::ConnectError => {
                     return Err(BenchError::new(format!("connect refused: {}", packet.data.unwrap_or(Value::Null))))
+                }
+                socketio::PacketType::Event => {
+                    if let Some(Value::Array(args)) = packet.data {
+                        early.push(args);
+                    }
                 }
                 _ => {}
             }
@@ -105,7 +118,7 @@ pub async fn recovery(target: &Target, reconnect: &Target, options: &RecoveryOpt
     let mut ack_id = 1;
     for iteration in 0..options.iterations {
         let room = format!("recovery-{iteration}-{}", std::process::id());
-        let (mut receiver, reply) = tokio::time::timeout(WAIT, connect_with_auth(target, None)).await??;
+        let (mut receiver, reply, _) = tokio::time::timeout(WAIT, connect_with_auth(target, None)).await??;
         let pid = reply.get("pid").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
             BenchError::new(format!("no pid in the CONNECT reply ({reply}): is connection state recovery on?"))
         })?;
@@ -132,16 +145,21 @@ pub async fn recovery(target: &Target, reconnect: &Target, options: &RecoveryOpt
         let cpu_before = cpu_now(&options.server_pids);
         let started = Instant::now();
         let auth = json!({"pid": pid, "offset": offset});
-        let (mut back, reply) = tokio::time::timeout(WAIT, connect_with_auth(reconnect, Some(&auth))).await??;
+        let (mut back, reply, early) = tokio::time::timeout(WAIT, connect_with_auth(reconnect, Some(&auth))).await??;
         if reply.get("sid") != Some(&sid) {
             return Err(BenchError::new(format!("not recovered: CONNECT reply {reply}, expected sid {sid}")));
         }
+        let mut early = early.into_iter();
         let mut got = 0;
         while got < options.missed {
-            let args = tokio::time::timeout(WAIT, next_event(&mut back)).await??;
+            let args = match early.next() {
+                Some(args) => args,
+                None => tokio::time::timeout(WAIT, next_event(&mut back)).await??,
+            };
             if args.get(1) != Some(&json!(got)) {
                 // What came instead, for the report.
                 let mut seen = vec![args.get(1).cloned().unwrap_or(Value::Null)];
+                seen.extend(early.by_ref().map(|more| more.get(1).cloned().unwrap_or(Value::Null)));
                 while let Ok(Ok(more)) = tokio::time::timeout(Duration::from_millis(500), next_event(&mut back)).await {
                     seen.push(more.get(1).cloned().unwrap_or(Value::Null));
                 }

@@ -17,7 +17,10 @@ use crate::net::{raise_nofile_limit, sources_for, Target};
 use crate::report::{self, Record};
 use crate::scenarios::{self, ClientTransport, ConnectOptions, EchoOptions, FanoutOptions, IdleOptions};
 
+mod history;
 mod kafka;
+mod recovery;
+mod rows;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -42,6 +45,22 @@ pub struct RunOptions {
     pub cluster_probe_interval: Duration,
     pub connect_concurrency: usize,
     pub concurrency: usize,
+    /// Messages the receiver misses in the `recovery` scenario.
+    pub recovery_missed: usize,
+    /// Recoveries per variant and repeat in the `recovery` scenario.
+    pub recovery_iterations: usize,
+    /// Clients of the `history` scenario, each in a room of its own.
+    pub history_clients: usize,
+    /// Acked `message`s each client of the `history` scenario sends before it reads.
+    pub history_messages: usize,
+    /// Seconds of `history` reads.
+    pub history_read_seconds: f64,
+    /// Messages per `history` read.
+    pub history_limit: usize,
+    /// The cargo profile Switchyard's servers are built with and run from: `perf` (thin LTO, the
+    /// default) or `release` (what the test command builds, so a run can reuse it). Not the
+    /// baseline's, which is always `perf`.
+    pub cargo_profile: String,
     pub skip_build: bool,
     /// The git revision `switchyard-baseline` is built from.
     pub baseline_ref: String,
@@ -178,10 +197,11 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 return Err("crates/fixtures/src/bin/bench-server.rs does not exist yet".into());
             }
             if !options.skip_build {
-                log("building Switchyard's bench-server (release)");
+                log(format!("building Switchyard's bench-server (profile {})", options.cargo_profile));
                 let mut build = Command::new("cargo");
                 build
-                    .args(["build", "--profile", "perf", "-p", "switchyard-fixtures", "--bin", "bench-server"])
+                    .args(["build", "--profile", &options.cargo_profile])
+                    .args(["-p", "switchyard-fixtures", "--bin", "bench-server"])
                     .current_dir(repo);
                 run_bounded(build, Duration::from_secs(1800), &logs.join("build-switchyard.log"))?;
             }
@@ -191,7 +211,7 @@ fn prepare_server(name: &str, options: &RunOptions, logs: &Path) -> Result<Serve
                 .unwrap_or_else(|| "unknown".into());
             Ok(ServerSpec {
                 name: name.into(),
-                program: target.join("perf/bench-server"),
+                program: target.join(&options.cargo_profile).join("bench-server"),
                 args: vec![],
                 cwd: repo.clone(),
                 version: format!("Switchyard {} (git {rev})", env!("CARGO_PKG_VERSION")),
@@ -403,8 +423,7 @@ fn scenario_command(scenario: &str, options: &RunOptions) -> String {
             options.cluster_probes,
             options.cluster_probe_interval.as_millis()
         ),
-        "kafka" => kafka::command(options),
-        other => format!("{base} {other}"),
+        other => variant_scenario(other).map_or_else(|| format!("{base} {other}"), |s| (s.command)(options)),
     }
 }
 
@@ -492,6 +511,81 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
         }
         other => json!({"scenario": other, "error": "unknown scenario"}),
     }
+}
+
+/// (variant, result) pairs of one repeat of a [`VariantScenario`].
+type VariantResults = Vec<(String, Value)>;
+
+/// A scenario whose rows are variants rather than servers (`kafka`, `recovery`, `history`): opt-in,
+/// it runs once per repeat over the prepared servers, starts and stops its own helper processes
+/// (a broker, a redis-server, stores) and writes a report section of its own.
+struct VariantScenario {
+    name: &'static str,
+    /// One repeat: (variant, result) pairs.
+    run_repeat: fn(&[ServerSpec], &RunOptions, &Path, usize, &tokio::runtime::Runtime) -> VariantResults,
+    /// The shell commands that rerun it by hand.
+    command: fn(&RunOptions) -> String,
+    /// Its section of the report ("" when it did not run).
+    section: fn(&[Record]) -> String,
+}
+
+const VARIANT_SCENARIOS: [VariantScenario; 3] = [
+    VariantScenario { name: "kafka", run_repeat: kafka::run_repeat, command: kafka::command, section: kafka::section },
+    VariantScenario {
+        name: "recovery",
+        run_repeat: recovery::run_repeat,
+        command: recovery::command,
+        section: recovery::section,
+    },
+    VariantScenario {
+        name: "history",
+        run_repeat: history::run_repeat,
+        command: history::command,
+        section: history::section,
+    },
+];
+
+fn variant_scenario(name: &str) -> Option<&'static VariantScenario> {
+    VARIANT_SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// Rows for the servers in `--servers` that `scenario` cannot measure: (server, reason) pairs.
+fn skipped_rows(specs: &[ServerSpec], scenario: &str, reasons: &[(&str, &str)]) -> Vec<(String, Value)> {
+    reasons
+        .iter()
+        .filter(|(server, _)| specs.iter().any(|s| s.name == *server))
+        .map(|(server, why)| ((*server).to_owned(), json!({"scenario": scenario, "error": why})))
+        .collect()
+}
+
+/// One repeat of a scenario whose rows are variants (kafka, recovery, history): each variant that
+/// `select` finds what it needs for (its server, when that is in `--servers`) is measured by
+/// `measure`, in an order rotated by `repeat` (so none always runs first), a second apart (the
+/// stopped servers' sockets drain); each result gets the keys `scenario` and `variant` (`name_of`).
+fn run_variants<V, S>(
+    scenario: &str,
+    variants: &[V],
+    name_of: impl Fn(&V) -> &'static str,
+    repeat: usize,
+    options: &RunOptions,
+    select: impl Fn(&V) -> Option<S>,
+    mut measure: impl FnMut(&V, S) -> Value,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for offset in 0..variants.len() {
+        let variant = &variants[(offset + repeat) % variants.len()];
+        let Some(selected) = select(variant) else { continue };
+        let name = name_of(variant);
+        log(format!("{scenario}: {name} (repeat {}/{})", repeat + 1, options.repeats));
+        let mut value = measure(variant, selected);
+        if let Value::Object(map) = &mut value {
+            map.insert("scenario".into(), json!(scenario));
+            map.insert("variant".into(), json!(name));
+        }
+        out.push((name.to_owned(), value));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    out
 }
 
 /// Why socketioxide sits out the cluster scenario.
@@ -636,8 +730,60 @@ fn machine_description() -> Vec<(String, String)> {
     ]
 }
 
+/// The scenarios `run` knows: the default ones, then the opt-in ones that start helper processes of
+/// their own (`kafka`: a broker; `recovery`: a redis-server; `history`: a redis-server and stores).
+pub const SCENARIOS: &[&str] = &[
+    "idle",
+    "fanout",
+    "echo",
+    "echo-1000",
+    "fanout-polling",
+    "echo-polling",
+    "connect",
+    "cluster",
+    "kafka",
+    "recovery",
+    "history",
+];
+
+/// The cargo profiles `--cargo-profile` accepts (their output directories have the same names).
+const CARGO_PROFILES: &[&str] = &["perf", "release"];
+
+/// Checks the options before anything is built or started, so a typo is one clear error rather than a
+/// run that reports "unknown scenario" for every server.
+pub fn check_options(options: &RunOptions) -> Result<(), String> {
+    if options.scenarios.is_empty() {
+        return Err("no scenario given (--scenarios)".into());
+    }
+    if let Some(unknown) = options.scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+        return Err(format!("unknown scenario {unknown:?} (known: {})", SCENARIOS.join(", ")));
+    }
+    if !CARGO_PROFILES.contains(&options.cargo_profile.as_str()) {
+        return Err(format!(
+            "unknown --cargo-profile {:?} (known: {})",
+            options.cargo_profile,
+            CARGO_PROFILES.join(", ")
+        ));
+    }
+    let at_least_one = [
+        ("--recovery-missed", options.recovery_missed),
+        ("--recovery-iterations", options.recovery_iterations),
+        ("--history-clients", options.history_clients),
+        ("--history-messages", options.history_messages),
+        ("--history-limit", options.history_limit),
+    ];
+    if let Some((flag, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+        return Err(format!("{flag} must be at least 1"));
+    }
+    if !(options.history_read_seconds.is_finite() && options.history_read_seconds > 0.0) {
+        return Err(format!("--history-read-seconds must be above 0, not {}", options.history_read_seconds));
+    }
+    Ok(())
+}
+
 /// Runs everything and writes the report. Returns an error only when nothing could be measured.
 pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
+    check_options(options)?;
     let nofile = raise_nofile_limit();
     // The load generator and the server are separate processes: each holds one descriptor per connection.
     let needed = options.idle_connections + 200;
@@ -674,9 +820,9 @@ pub fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<()
     let mut records = Vec::new();
     for repeat in 0..options.repeats {
         for scenario in &options.scenarios {
-            if kafka::handles(scenario) {
-                // Once per repeat, over the prepared servers (its variants are the rows).
-                for (variant, mut value) in kafka::run_repeat(&specs, options, &logs, repeat, runtime) {
+            // Once per repeat, over the prepared servers (their variants are the rows).
+            if let Some(sectioned) = variant_scenario(scenario) {
+                for (variant, mut value) in (sectioned.run_repeat)(&specs, options, &logs, repeat, runtime) {
                     if let Value::Object(map) = &mut value {
                         map.insert("server".into(), json!(variant));
                         map.insert("repeat".into(), json!(repeat + 1));
@@ -877,7 +1023,8 @@ fn render_markdown(
     md.push_str(
         "`scripts/bench.sh` builds `switchyard-bench` in release mode and calls its `run` subcommand with the \
          arguments given (see `scripts/bench.sh --help`). It builds Switchyard's `bench-server` example \
-         (`cargo build --profile perf -p switchyard-fixtures --bin bench-server`), the socketioxide peer \
+         (`cargo build --profile perf -p switchyard-fixtures --bin bench-server`; `--cargo-profile release` \
+         builds and runs the release build instead), the socketioxide peer \
          (`cargo build --release --locked --manifest-path bench/peers/socketioxide/Cargo.toml`) and installs \
          the Node peer (`npm ci` in `bench/node`), then starts each with `PORT` set. Raw JSON lines and server \
          logs go to `bench/results/` (not committed).\n\n",
@@ -900,8 +1047,20 @@ fn render_markdown(
     for spec in specs {
         let _ = writeln!(md, "| {} | {} |", report::display_name(&spec.name), spec.version);
     }
-    if options.scenarios.iter().any(|s| s == "cluster") {
-        let _ = writeln!(md, "| Redis (cluster scenario) | {} |", redis_spec(&options.repo).version);
+    let with_redis: Vec<&str> = options
+        .scenarios
+        .iter()
+        .map(String::as_str)
+        .filter(|s| ["cluster", "recovery", "history"].contains(s))
+        .collect();
+    if !with_redis.is_empty() {
+        let _ = writeln!(
+            md,
+            "| Redis ({} scenario{}) | {} |",
+            with_redis.join(", "),
+            if with_redis.len() > 1 { "s" } else { "" },
+            redis_spec(&options.repo).version
+        );
     }
     let _ = writeln!(md, "| Run time | {:.0} s for {} repeats |", elapsed.as_secs_f64(), options.repeats);
     md.push('\n');
@@ -910,11 +1069,17 @@ fn render_markdown(
     }
 
     md.push_str("## Results (medians)\n\n");
-    md.push_str(&report::results_table(records, servers));
-    md.push_str(
-        "\nA ratio below 1 is better for \"lower\" metrics, above 1 for \"higher\" ones.\n\n\
-         ![Benchmark chart](bench/chart.svg)\n\n",
-    );
+    if records.iter().any(|r| report::METRICS.iter().any(|m| m.scenario == r.scenario)) {
+        md.push_str(&report::results_table(records, servers));
+        md.push_str(
+            "\nA ratio below 1 is better for \"lower\" metrics, above 1 for \"higher\" ones.\n\n\
+             ![Benchmark chart](bench/chart.svg)\n\n",
+        );
+    } else {
+        // Only scenarios whose rows are variants (kafka, recovery, history): an empty table and chart
+        // would say nothing.
+        md.push_str("No figures per server in this run: each of its scenarios has a section of its own below.\n\n");
+    }
 
     md.push_str("## Goals\n\n");
     md.push_str(&report::goals_table(&report::check_goals(records, options.idle_connections)));
@@ -935,7 +1100,9 @@ fn render_markdown(
     if options.scenarios.iter().any(|s| s == "echo" || s == "echo-1000") {
         md.push_str(&echo_tail_section(options));
     }
-    md.push_str(&kafka::section(records));
+    for sectioned in &VARIANT_SCENARIOS {
+        md.push_str(&(sectioned.section)(records));
+    }
     // The hand-kept log of what each engine change bought survives regeneration.
     if let Ok(changes) = std::fs::read_to_string(options.repo.join("bench/CHANGES.md")) {
         md.push_str(changes.trim_end());
@@ -991,9 +1158,9 @@ mod tests {
         assert_eq!(hand_kept_part("# Benchmarks\n\nno marker\n"), "");
     }
 
-    #[test]
-    fn scenario_commands_carry_the_run_sizes() {
-        let options = RunOptions {
+    /// Options with a distinct size everywhere, for the tests here and in the scenario modules.
+    pub(super) fn options() -> RunOptions {
+        RunOptions {
             repo: PathBuf::from("."),
             servers: vec![],
             scenarios: vec![],
@@ -1013,13 +1180,25 @@ mod tests {
             cluster_probe_interval: Duration::from_millis(13),
             connect_concurrency: 8,
             concurrency: 9,
+            recovery_missed: 1000,
+            recovery_iterations: 10,
+            history_clients: 14,
+            history_messages: 15,
+            history_read_seconds: 1.5,
+            history_limit: 16,
+            cargo_profile: "perf".into(),
             skip_build: true,
             baseline_ref: "HEAD~1".into(),
             report: PathBuf::from("BENCHMARKS.md"),
             chart: PathBuf::from("bench/chart.svg"),
             results_dir: PathBuf::from("bench/results"),
             command_line: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn scenario_commands_carry_the_run_sizes() {
+        let options = options();
         assert!(scenario_command("idle", &options).contains("--connections 12345"));
         assert!(scenario_command("fanout", &options).contains("--receivers 10 --messages 20 --payload-bytes 30"));
         assert!(!scenario_command("fanout", &options).contains("--transport"));
@@ -1032,5 +1211,73 @@ mod tests {
         let cluster = scenario_command("cluster", &options);
         assert!(cluster.contains("--receivers 11 --messages 20 --payload-bytes 30 --probes 12"), "{cluster}");
         assert!(cluster.contains("--ports $PORT_A,$PORT_B"), "{cluster}");
+        let history = scenario_command("history", &options);
+        assert!(
+            history.contains("--clients 14 --messages 15 --read-seconds 1.5 --limit 16 --payload-bytes 30"),
+            "{history}"
+        );
+        assert!(scenario_command("recovery", &options).contains("--missed 1000 --iterations 10"));
+    }
+
+    #[test]
+    fn variants_run_rotated_and_tagged_and_the_unselected_are_left_out() {
+        let variants = [("a", 1), ("b", 2), ("c", 3)];
+        let mut measured = Vec::new();
+        let out = run_variants(
+            "recovery",
+            &variants,
+            |v| v.0,
+            1,
+            &options(),
+            |v| (v.1 != 2).then_some(v.1 * 10),
+            |v, selected| {
+                measured.push(v.0);
+                json!({"selected": selected})
+            },
+        );
+        assert_eq!(measured, ["c", "a"], "repeat 1 starts at the second variant; b is left out");
+        let names: Vec<&str> = out.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["c", "a"]);
+        assert_eq!(out[0].1, json!({"selected": 30, "scenario": "recovery", "variant": "c"}));
+    }
+
+    #[test]
+    fn the_variant_scenarios_are_known_and_the_peers_they_cannot_measure_get_a_reason() {
+        for sectioned in &VARIANT_SCENARIOS {
+            assert!(SCENARIOS.contains(&sectioned.name), "{}", sectioned.name);
+            // Its own hand commands, not the generic fallback.
+            assert_ne!(scenario_command(sectioned.name, &options()), format!("switchyard-bench {}", sectioned.name));
+        }
+        assert!(variant_scenario("fanout").is_none());
+        let spec = |name: &str| ServerSpec {
+            name: name.into(),
+            program: PathBuf::new(),
+            args: vec![],
+            cwd: PathBuf::new(),
+            version: String::new(),
+            env: vec![],
+            token: None,
+        };
+        let specs = [spec("switchyard"), spec("socketioxide")];
+        let rows = skipped_rows(&specs, "history", &[("node", "no history"), ("socketioxide", "none either")]);
+        assert_eq!(rows, [("socketioxide".to_owned(), json!({"scenario": "history", "error": "none either"}))]);
+    }
+
+    #[test]
+    fn options_are_checked_before_a_run() {
+        let mut bad = options();
+        bad.scenarios = vec!["fanout".into(), "recovery".into(), "history".into(), "kafka".into()];
+        assert_eq!(check_options(&bad), Ok(()));
+        bad.scenarios.push("recover".into());
+        assert!(check_options(&bad).unwrap_err().starts_with("unknown scenario \"recover\" (known: idle, fanout"));
+        bad.scenarios.clear();
+        assert_eq!(check_options(&bad).unwrap_err(), "no scenario given (--scenarios)");
+        let mut bad = options();
+        bad.scenarios = vec!["history".into()];
+        bad.history_limit = 0;
+        assert_eq!(check_options(&bad).unwrap_err(), "--history-limit must be at least 1");
+        bad.history_limit = 1;
+        bad.history_read_seconds = f64::NAN;
+        assert!(check_options(&bad).unwrap_err().contains("--history-read-seconds"));
     }
 }

@@ -40,6 +40,18 @@ impl Shared {
         }
     }
 
+    /// A connection that could not be made: counted in `failed`, its error kept if first.
+    pub(crate) fn count_failure(&self, context: &str, err: &BenchError) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.record_error(context, err);
+    }
+
+    /// A connection lost after it was made: counted in `dropped`, its error kept if first.
+    pub(crate) fn count_drop(&self, context: &str, err: &BenchError) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.record_error(context, err);
+    }
+
     pub(crate) fn first_error(&self) -> Value {
         let first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
         first.clone().map_or(Value::Null, Value::String)
@@ -86,6 +98,64 @@ pub(crate) async fn wait_until(
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Joins a receiver through `gate` (which bounds the handshakes in flight); `None`, counted as a
+/// failure, when it could not.
+pub(crate) async fn gated_join<C>(
+    gate: Arc<Semaphore>,
+    shared: &Shared,
+    join: impl std::future::Future<Output = Result<C>>,
+) -> Option<C> {
+    let permit = gate.acquire_owned().await;
+    let joined = join.await;
+    drop(permit);
+    joined.map_err(|err| shared.count_failure("receiver join", &err)).ok()
+}
+
+/// Waits until each of `receivers` has joined (`ready`) or failed, for at most a minute and a second
+/// per 50 receivers; whether they all had.
+pub(crate) async fn wait_for_receivers(ready: &AtomicU64, shared: &Shared, receivers: u64, bar: &ProgressBar) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60 + receivers / 50);
+    let settled = wait_until(
+        deadline,
+        bar,
+        || ready.load(Ordering::Relaxed),
+        || ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= receivers,
+    )
+    .await;
+    bar.finish_and_clear();
+    settled
+}
+
+/// Waits until `deliveries` reaches `expected`, or gives up once none arrived for `straggler_wait` or
+/// `max_wait` has passed since `started`; `bar` shows the count. Returns whether all arrived and
+/// when the count last grew (the end of the deliveries, for their rate).
+pub(crate) async fn wait_for_deliveries(
+    deliveries: &AtomicU64,
+    expected: u64,
+    started: Instant,
+    straggler_wait: Duration,
+    max_wait: Duration,
+    bar: &ProgressBar,
+) -> (bool, Instant) {
+    let (mut last_count, mut last_progress) = (0u64, started);
+    loop {
+        let count = deliveries.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if count != last_count {
+            last_count = count;
+            last_progress = now;
+        }
+        bar.set_position(count);
+        if count >= expected {
+            return (true, last_progress);
+        }
+        if now.duration_since(last_progress) >= straggler_wait || now.duration_since(started) >= max_wait {
+            return (false, last_progress);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -142,8 +212,7 @@ pub async fn idle(target: &Target, options: &IdleOptions) -> Value {
             let mut client = match connect_with_timeout(&target).await {
                 Ok(client) => client,
                 Err(err) => {
-                    shared.failed.fetch_add(1, Ordering::Relaxed);
-                    shared.record_error("connect", &err);
+                    shared.count_failure("connect", &err);
                     return;
                 }
             };
@@ -154,8 +223,7 @@ pub async fn idle(target: &Target, options: &IdleOptions) -> Value {
                 tokio::select! {
                     _ = stopped.changed() => return,
                     event = client.next_eio() => if let Err(err) = event {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        shared.record_error("idle connection", &err);
+                        shared.count_drop("idle connection", &err);
                         return;
                     }
                 }
@@ -273,17 +341,7 @@ async fn polling_receiver(
     fanout_event: FanoutEvent,
 ) -> ReceiverTally {
     let mut tally = ReceiverTally::default();
-    let permit = gate.acquire_owned().await;
-    let joined = polling_join(&target, FANOUT_ROOM).await;
-    drop(permit);
-    let mut client = match joined {
-        Ok(client) => client,
-        Err(err) => {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            shared.record_error("receiver join", &err);
-            return tally;
-        }
-    };
+    let Some(mut client) = gated_join(gate, &shared, polling_join(&target, FANOUT_ROOM)).await else { return tally };
     ready.fetch_add(1, Ordering::Relaxed);
     let bytes_before = client.get.bytes_read;
     let mut expected_seq = 0u64;
@@ -297,16 +355,7 @@ async fn polling_receiver(
             let mut batch = 0u64;
             for polled in polled? {
                 match polled {
-                    polling::Polled::Message(text) => match fanout_event.seq(&text) {
-                        Some(seq) => {
-                            batch += 1;
-                            if seq != expected_seq {
-                                tally.out_of_order += 1;
-                            }
-                            expected_seq = seq + 1;
-                        }
-                        None => tally.other_events += 1,
-                    },
+                    polling::Polled::Message(text) => batch += tally.count(fanout_event.seq(&text), &mut expected_seq),
                     polling::Polled::Ping => client.post.send(&[b"3"]).await?,
                     polling::Polled::Other => {}
                 }
@@ -317,8 +366,7 @@ async fn polling_receiver(
         }
         .await;
         if let Err(err) = step {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            shared.record_error("receiver", &err);
+            shared.count_drop("receiver", &err);
             break;
         }
     }
@@ -414,11 +462,14 @@ pub const FANOUT_ROOM: &str = "fanout";
 
 /// The fanout payload for message `seq`: its sequence number, padded to `bytes` with `x`.
 pub fn fanout_payload(seq: usize, bytes: usize) -> String {
-    let mut payload = format!("{seq:08}|");
-    while payload.len() < bytes {
-        payload.push('x');
-    }
-    payload
+    pad_with_x(format!("{seq:08}|"), bytes)
+}
+
+/// `head` followed by as many `x` as make it `bytes` long (`head` whole when it is longer).
+pub(crate) fn pad_with_x(mut head: String, bytes: usize) -> String {
+    let padding = bytes.saturating_sub(head.len());
+    head.extend(std::iter::repeat_n('x', padding));
+    head
 }
 
 /// A fanout payload of pseudo-random words from a small vocabulary: compresses about as well as chat
@@ -518,6 +569,22 @@ struct ReceiverTally {
     compressed: u64,
 }
 
+impl ReceiverTally {
+    /// Counts one message of a receiver: a delivery with sequence number `seq` (checked against
+    /// `expected_seq`, the one due next; returns 1), or another event (`None`; returns 0).
+    fn count(&mut self, seq: Option<u64>, expected_seq: &mut u64) -> u64 {
+        let Some(seq) = seq else {
+            self.other_events += 1;
+            return 0;
+        };
+        if seq != *expected_seq {
+            self.out_of_order += 1;
+        }
+        *expected_seq = seq + 1;
+        1
+    }
+}
+
 /// R receivers in one room; one sender emits M messages of B bytes as fast as it can.
 pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     let shared = Arc::new(Shared::default());
@@ -542,16 +609,8 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
         }
         tasks.spawn(async move {
             let mut tally = ReceiverTally::default();
-            let permit = gate.acquire_owned().await;
-            let joined = connect_and_join(&target, FANOUT_ROOM).await;
-            drop(permit);
-            let mut client = match joined {
-                Ok(client) => client,
-                Err(err) => {
-                    shared.failed.fetch_add(1, Ordering::Relaxed);
-                    shared.record_error("receiver join", &err);
-                    return tally;
-                }
+            let Some(mut client) = gated_join(gate, &shared, connect_and_join(&target, FANOUT_ROOM)).await else {
+                return tally;
             };
             client.ws.set_read_chunk(16 << 10);
             ready.fetch_add(1, Ordering::Relaxed);
@@ -571,16 +630,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                             } else {
                                 fanout_seq_with(client.parser, &text)
                             };
-                            match seq {
-                                Some(seq) => {
-                                    batch += 1;
-                                    if seq != expected_seq {
-                                        tally.out_of_order += 1;
-                                    }
-                                    expected_seq = seq + 1;
-                                }
-                                None => tally.other_events += 1,
-                            }
+                            batch += tally.count(seq, &mut expected_seq);
                         }
                     }
                     Ok(())
@@ -589,8 +639,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                 tally.received += batch;
                 deliveries.fetch_add(batch, Ordering::Relaxed);
                 if let Err(err) = step {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    shared.record_error("receiver", &err);
+                    shared.count_drop("receiver", &err);
                     tally_wire(&mut tally, &client);
                     return tally;
                 }
@@ -601,8 +650,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                         return tally;
                     }
                     read = client.ws.fill() => if let Err(err) = read {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        shared.record_error("receiver", &err);
+                        shared.count_drop("receiver", &err);
                         tally_wire(&mut tally, &client);
                         return tally;
                     }
@@ -610,16 +658,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
             }
         });
     }
-    let join_deadline = Instant::now() + Duration::from_secs(60 + options.receivers as u64 / 50);
-    let receivers = options.receivers as u64;
-    let all_joined = wait_until(
-        join_deadline,
-        &bar,
-        || ready.load(Ordering::Relaxed),
-        || ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= receivers,
-    )
-    .await;
-    bar.finish_and_clear();
+    let all_joined = wait_for_receivers(&ready, &shared, options.receivers as u64, &bar).await;
 
     let mut result = Map::new();
     result.insert("scenario".into(), json!("fanout"));
@@ -702,28 +741,8 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     if let Err(err) = &send_result {
         shared.record_error("sender", err);
     }
-    let mut last_count = 0u64;
-    let mut last_progress = started;
-    let mut completed = false;
-    loop {
-        let count = deliveries.load(Ordering::Relaxed);
-        let now = Instant::now();
-        if count != last_count {
-            last_count = count;
-            last_progress = now;
-        }
-        bar.set_position(count);
-        if count >= expected {
-            completed = true;
-            break;
-        }
-        if now.duration_since(last_progress) >= options.straggler_wait
-            || now.duration_since(started) >= options.max_wait
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (completed, last_progress) =
+        wait_for_deliveries(&deliveries, expected, started, options.straggler_wait, options.max_wait, &bar).await;
     let cpu_after = options.server_pid.map(CpuSample::take);
     bar.finish_and_clear();
     let delivery_secs = last_progress.duration_since(started).as_secs_f64();
@@ -933,12 +952,10 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
         match joined {
             Ok(Ok(client)) => clients.push(client),
             Ok(Err(err)) => {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-                shared.record_error("connect", &err);
+                shared.count_failure("connect", &err);
             }
             Err(err) => {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-                shared.record_error("connect task", &BenchError::new(err.to_string()));
+                shared.count_failure("connect task", &BenchError::new(err.to_string()));
             }
         }
         bar.inc(1);
@@ -965,8 +982,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
                 tasks.spawn(async move {
                     let (tally, outcome) = echo_polling_client(client, payload, first, period, end).await;
                     if let Err(err) = outcome {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        shared.record_error("echo client", &err);
+                        shared.count_drop("echo client", &err);
                     }
                     tally
                 });
@@ -1026,8 +1042,7 @@ pub async fn echo(target: &Target, options: &EchoOptions) -> Value {
             }
             .await;
             if let Err(err) = outcome {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                shared.record_error("echo client", &err);
+                shared.count_drop("echo client", &err);
             }
             tally
         });
@@ -1193,12 +1208,10 @@ async fn connect_burst(target: &Target, options: &ConnectOptions, transport: Tra
                         drop(client);
                     }
                     Ok(Err(err)) => {
-                        shared.failed.fetch_add(1, Ordering::Relaxed);
-                        shared.record_error("handshake", &err);
+                        shared.count_failure("handshake", &err);
                     }
                     Err(elapsed) => {
-                        shared.failed.fetch_add(1, Ordering::Relaxed);
-                        shared.record_error("handshake", &elapsed.into());
+                        shared.count_failure("handshake", &elapsed.into());
                     }
                 }
                 bar.inc(1);
@@ -1242,6 +1255,19 @@ async fn connect_burst(target: &Target, options: &ConnectOptions, transport: Tra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_counts_deliveries_out_of_order_and_other_events() {
+        let mut tally = ReceiverTally::default();
+        let mut next = 0;
+        let counted: u64 = [Some(0), Some(1), Some(3), None, Some(4), Some(2)]
+            .into_iter()
+            .map(|seq| tally.count(seq, &mut next))
+            .sum();
+        assert_eq!(counted, 5);
+        // 3 came when 2 was due, 2 when 5 was.
+        assert_eq!((tally.out_of_order, tally.other_events, next), (2, 1, 3));
+    }
 
     #[test]
     fn polling_posts_keep_the_order_and_the_size_limit() {

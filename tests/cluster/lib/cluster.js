@@ -2,14 +2,14 @@
 // (the cluster-node example), a Node socket.io server with @socket.io/redis-adapter in this process,
 // and socket.io-client connections. Everything started here is stopped by `stopAll()`.
 import { spawn, execFile } from "node:child_process";
-import { createServer } from "node:http";
+import http, { createServer } from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { Server } from "socket.io";
 import { io as ioClient } from "socket.io-client";
 import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
-import { eventually, onCleanup, repoRoot, startRedis, stopChild, switchyardBin, within } from "../../lib/process.js";
+import { eventually, freePort, onCleanup, repoRoot, startRedis, stopChild, switchyardBin, within } from "../../lib/process.js";
 
 // The process helpers live in tests/lib/process.js (shared with tests/admin and tests/kafka).
 export { eventually, freePort, repoRoot, sleep, startRedis, stopAll, switchyardBin, within } from "../../lib/process.js";
@@ -239,4 +239,82 @@ export function record(socket, event) {
 /** Runs `switchyard emit ...`. */
 export function switchyardEmit(args) {
   return run(switchyardBin, ["emit", ...args]);
+}
+
+/** GET `url` (3 s at most): {status, json} (json undefined when the body is not JSON; status 0 on failure). */
+export function httpGet(url, headers = {}) {
+  return new Promise((resolve) => {
+    const req = http.get(url, { headers }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => {
+        let json;
+        try {
+          json = JSON.parse(body);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode, json });
+      });
+    });
+    req.on("error", () => resolve({ status: 0 }));
+    req.setTimeout(3000, () => req.destroy());
+  });
+}
+
+/**
+ * Spawns the `switchyard` binary on 127.0.0.1:`port` (a free one by default) with `args` after
+ * `--host`/`--port`, adds it to `started` at once (so a node that never gets ready is still stopped by
+ * the caller), and resolves with {port, url, child, exited} once GET /readyz answers 200 (15 s at most).
+ */
+export async function startSwitchyardBinary(args, { port, started }) {
+  port = port || (await freePort());
+  const child = spawn(switchyardBin, ["--host", "127.0.0.1", "--port", String(port), ...args], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
+    stdio: ["ignore", "ignore", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"],
+  });
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  const node = { port, url: `http://127.0.0.1:${port}`, child, exited };
+  started.push(node);
+  await eventually(`node ${port} to be ready`, async () => (await httpGet(`${node.url}/readyz`)).status === 200, 15000);
+  return node;
+}
+
+/**
+ * The official client of `node` speaking as `name` (`auth.user`): WebSocket only, no reconnection,
+ * added to `clients` for the caller to close; resolves once connected (5 s at most).
+ */
+export async function connectUser(node, name, clients) {
+  const socket = ioClient(node.url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { user: name } });
+  clients.push(socket);
+  await within(
+    5000,
+    new Promise((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("connect_error", reject);
+    }),
+    `${name} to connect to node ${node.port}`,
+  );
+  return socket;
+}
+
+/** `socket.emitWithAck(...args)`, answered within 5 s. */
+export const call = (socket, ...args) => within(5000, socket.emitWithAck(...args), `${args[0]} ack`);
+
+/**
+ * The mixed cluster most tests use: a Node socket.io server and two Switchyard nodes on one Redis
+ * (`redis`: {url} or {clusterNodes}, with mode and subscriptionMode), a client of each (labels
+ * node-client, sy1-client, sy2-client); resolves once every server counts the three servers.
+ */
+export async function startMixedTrio(redis) {
+  const nodeServer = await startNodeServer(redis);
+  const sy1 = await startSwitchyard(redis);
+  const sy2 = await startSwitchyard(redis);
+  const cn = await connect(nodeServer, "node-client");
+  const c1 = await connect(sy1, "sy1-client");
+  const c2 = await connect(sy2, "sy2-client");
+  for (const c of [cn, c1, c2]) {
+    await eventually(`${c.label}'s server to count 3 servers`, async () => (await cmd(c, "serverCount")) === 3);
+  }
+  return { nodeServer, sy1, sy2, cn, c1, c2 };
 }

@@ -4,60 +4,23 @@
 // (within 4/3 of presence.ttl_ms, set short here). Every wait is bounded.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import http from "node:http";
-import { io as ioClient } from "socket.io-client";
-import { startRedis, eventually, freePort, stopAll, within, switchyardBin } from "../lib/cluster.js";
+import { call, connectUser, eventually, startRedis, startSwitchyardBinary, stopAll, within } from "../lib/cluster.js";
 
 const TTL_MS = 900;
-
-function httpStatus(url) {
-  return new Promise((resolve) => {
-    const req = http.get(url, (res) => {
-      res.resume();
-      res.on("end", () => resolve(res.statusCode));
-    });
-    req.on("error", () => resolve(0));
-    req.setTimeout(2000, () => req.destroy());
-  });
-}
 
 const nodes = [];
 
 /** The `switchyard` binary on a free port, joined to the cluster through `url`; resolves once ready. */
-async function startNode(url) {
-  const port = await freePort();
-  const args = ["--host", "127.0.0.1", "--port", String(port), "--redis-url", url];
-  args.push("--set", `presence.ttl_ms=${TTL_MS}`, "--set", "server.chat_page=false");
-  const child = spawn(switchyardBin, args, {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
-    stdio: ["ignore", "ignore", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"],
-  });
-  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  const node = { port, url: `http://127.0.0.1:${port}`, child, exited };
-  nodes.push(node);
-  await eventually(`node ${port} to be ready`, async () => (await httpStatus(`${node.url}/readyz`)) === 200, 15000);
-  return node;
+function startNode(url) {
+  const args = ["--redis-url", url, "--set", `presence.ttl_ms=${TTL_MS}`, "--set", "server.chat_page=false"];
+  return startSwitchyardBinary(args, { started: nodes });
 }
 
 const clients = [];
 
-/** A client of `node` speaking as `user`. */
-async function user(node, name) {
-  const socket = ioClient(node.url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { user: name } });
-  clients.push(socket);
-  await within(
-    5000,
-    new Promise((resolve, reject) => {
-      socket.once("connect", resolve);
-      socket.once("connect_error", reject);
-    }),
-    `${name} to connect to node ${node.port}`,
-  );
-  return socket;
-}
+/** A client of `node` speaking as `name`. */
+const user = (node, name) => connectUser(node, name, clients);
 
-const call = (socket, ...args) => within(5000, socket.emitWithAck(...args), `${args[0]} ack`);
 const next = (socket, event, ms = 5000) => within(ms, new Promise((resolve) => socket.once(event, resolve)), `"${event}"`);
 /** The next `event` whose payload passes `accept`. */
 function nextWhere(socket, event, accept, ms = 5000) {

@@ -14,53 +14,35 @@ import http from "node:http";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { io as ioClient } from "socket.io-client";
-import { startRedis, eventually, freePort, stopAll, within, switchyardBin, sleep } from "../lib/cluster.js";
+import {
+  call,
+  connectUser,
+  eventually,
+  freePort,
+  httpGet as request,
+  sleep,
+  startRedis,
+  startSwitchyardBinary,
+  stopAll,
+  switchyardBin,
+  within,
+} from "../lib/cluster.js";
 
 const API_KEY = "history-test-key-0123456789";
-
-function request(url, headers = {}) {
-  return new Promise((resolve) => {
-    const req = http.get(url, { headers }, (res) => {
-      let body = "";
-      res.on("data", (c) => (body += c));
-      res.on("end", () => {
-        let json;
-        try {
-          json = JSON.parse(body);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode, json });
-      });
-    });
-    req.on("error", () => resolve({ status: 0 }));
-    req.setTimeout(3000, () => req.destroy());
-  });
-}
 
 const api = (node, p) => request(`${node.url}${p}`, { authorization: `Bearer ${API_KEY}` });
 
 const nodes = [];
 
 /** The `switchyard` binary with history on; resolves once ready. */
-async function startNode({ redisUrl, dir, port, extra = [] }) {
-  port = port || (await freePort());
-  const args = ["--host", "127.0.0.1", "--port", String(port)];
+function startNode({ redisUrl, dir, port, extra = [] }) {
+  const args = [];
   if (redisUrl) args.push("--redis-url", redisUrl);
   args.push("--set", "server.chat_page=false", "--set", "history.enabled=true", "--set", `api.key=${API_KEY}`);
   args.push("--set", "limits.events_per_second=0");
   if (dir) args.push("--set", `store.dir=${dir}`);
   args.push(...extra);
-  const child = spawn(switchyardBin, args, {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
-    stdio: ["ignore", "ignore", process.env.CLUSTER_SERVER_LOG ? "inherit" : "ignore"],
-  });
-  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  const node = { port, url: `http://127.0.0.1:${port}`, child, exited };
-  nodes.push(node);
-  await eventually(`node ${port} to be ready`, async () => (await request(`${node.url}/readyz`)).status === 200, 15000);
-  return node;
+  return startSwitchyardBinary(args, { port, started: nodes });
 }
 
 async function stopNode(node, signal = "SIGTERM") {
@@ -70,21 +52,7 @@ async function stopNode(node, signal = "SIGTERM") {
 
 const clients = [];
 
-async function user(node, name) {
-  const socket = ioClient(node.url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { user: name } });
-  clients.push(socket);
-  await within(
-    5000,
-    new Promise((resolve, reject) => {
-      socket.once("connect", resolve);
-      socket.once("connect_error", reject);
-    }),
-    `${name} to connect`,
-  );
-  return socket;
-}
-
-const call = (socket, ...args) => within(5000, socket.emitWithAck(...args), `${args[0]} ack`);
+const user = (node, name) => connectUser(node, name, clients);
 const texts = (reply) => reply.messages.map((m) => m.data.text);
 
 after(async () => {

@@ -7,8 +7,7 @@ import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
 import {
   startRedis,
-  startSwitchyard,
-  startNodeServer,
+  startMixedTrio,
   connect,
   cmd,
   nextEvent,
@@ -29,16 +28,8 @@ for (const variant of ["classic", "sharded", "sharded/static", "sharded/dynamic-
 
     before(async () => {
       redis = await startRedis();
-      nodeServer = await startNodeServer({ url: redis.url, mode, subscriptionMode });
-      sy1 = await startSwitchyard({ url: redis.url, mode, subscriptionMode });
-      sy2 = await startSwitchyard({ url: redis.url, mode, subscriptionMode });
-      cn = await connect(nodeServer, "node-client");
-      c1 = await connect(sy1, "sy1-client");
-      c2 = await connect(sy2, "sy2-client");
       // Every server sees three servers before the tests start.
-      for (const c of [cn, c1, c2]) {
-        await eventually(`${c.label}'s server to count 3 servers`, async () => (await cmd(c, "serverCount")) === 3);
-      }
+      ({ nodeServer, sy1, sy2, cn, c1, c2 } = await startMixedTrio({ url: redis.url, mode, subscriptionMode }));
     });
 
     after(stopAll);

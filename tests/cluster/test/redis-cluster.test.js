@@ -5,12 +5,9 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
   startRedisCluster,
-  startSwitchyard,
-  startNodeServer,
-  connect,
+  startMixedTrio,
   cmd,
   nextEvent,
-  eventually,
   sleep,
   stopAll,
 } from "../lib/cluster.js";
@@ -20,15 +17,7 @@ describe("mixed cluster, sharded mode over a Redis Cluster", () => {
 
   before(async () => {
     const { urls } = await startRedisCluster();
-    const nodeServer = await startNodeServer({ clusterNodes: urls, mode: "sharded" });
-    const sy1 = await startSwitchyard({ clusterNodes: urls, mode: "sharded" });
-    const sy2 = await startSwitchyard({ clusterNodes: urls, mode: "sharded" });
-    cn = await connect(nodeServer, "node-client");
-    c1 = await connect(sy1, "sy1-client");
-    c2 = await connect(sy2, "sy2-client");
-    for (const c of [cn, c1, c2]) {
-      await eventually(`${c.label}'s server to count 3 servers`, async () => (await cmd(c, "serverCount")) === 3);
-    }
+    ({ cn, c1, c2 } = await startMixedTrio({ clusterNodes: urls, mode: "sharded" }));
   });
 
   after(stopAll);

@@ -11,6 +11,7 @@
 //! without Kafka and with `await producer.send(...)` (kafkajs) before the broadcast. Opt-in
 //! (`--scenarios kafka`): it needs the broker, and a run takes about a minute per repeat.
 
+use super::rows::{cell, VariantRows};
 use super::*;
 
 /// Receivers in the room of every variant.
@@ -29,11 +30,6 @@ const VARIANTS: [(&str, &str, &str, bool); 5] = [
     ("node-message", "node", "message", false),
     ("node-kafkajs", "node", "message", true),
 ];
-
-/// Whether `scenario` is one this module runs (once per repeat, not once per server).
-pub fn handles(scenario: &str) -> bool {
-    scenario == "kafka"
-}
 
 /// The shell commands that rerun the scenario by hand.
 pub fn command(options: &RunOptions) -> String {
@@ -179,77 +175,68 @@ pub fn run_repeat(
         Err(err) => return error(err),
     };
     let brokers = format!("127.0.0.1:{}", broker.port);
-    let mut out = Vec::new();
-    // Rotate the order each repeat so no variant always runs first.
-    for offset in 0..VARIANTS.len() {
-        let (name, server, event, kafka) = VARIANTS[(offset + repeat) % VARIANTS.len()];
-        let Some(spec) = specs.iter().find(|s| s.name == server) else { continue };
-        log(format!("kafka: {name} (repeat {}/{})", repeat + 1, options.repeats));
-        let topic = format!("bench-{}-{name}", repeat + 1);
-        let mut env: Vec<(&str, String)> = Vec::new();
-        match (server, kafka) {
-            ("switchyard", on) => {
-                env.push(("BENCH_EVENTS", "1".into()));
-                if on {
-                    env.push(("SWITCHYARD_KAFKA_BROKERS", brokers.clone()));
-                    env.push(("SWITCHYARD_KAFKA_TOPIC", topic));
-                    env.push(("SWITCHYARD_KAFKA_ACK", "persisted".into()));
-                    let store = broker.dir.join(format!("store-{name}"));
-                    env.push(("SWITCHYARD_STORE_DIR", store.to_string_lossy().into_owned()));
+    let spec_of = |&(_, server, ..): &(&str, &str, &str, bool)| specs.iter().find(|s| s.name == server);
+    run_variants(
+        "kafka",
+        &VARIANTS,
+        |v| v.0,
+        repeat,
+        options,
+        spec_of,
+        |&(name, server, event, kafka), spec| {
+            let topic = format!("bench-{}-{name}", repeat + 1);
+            let mut env: Vec<(&str, String)> = Vec::new();
+            match (server, kafka) {
+                ("switchyard", on) => {
+                    env.push(("BENCH_EVENTS", "1".into()));
+                    if on {
+                        env.push(("SWITCHYARD_KAFKA_BROKERS", brokers.clone()));
+                        env.push(("SWITCHYARD_KAFKA_TOPIC", topic));
+                        env.push(("SWITCHYARD_KAFKA_ACK", "persisted".into()));
+                        let store = broker.dir.join(format!("store-{name}"));
+                        env.push(("SWITCHYARD_STORE_DIR", store.to_string_lossy().into_owned()));
+                    }
                 }
+                (_, true) => {
+                    env.push(("KAFKA_BROKERS", brokers.clone()));
+                    env.push(("KAFKA_TOPIC", topic));
+                    env.push(("KAFKAJS_NO_PARTITIONER_WARNING", "1".into()));
+                }
+                (_, false) => {}
             }
-            (_, true) => {
-                env.push(("KAFKA_BROKERS", brokers.clone()));
-                env.push(("KAFKA_TOPIC", topic));
-                env.push(("KAFKAJS_NO_PARTITIONER_WARNING", "1".into()));
+            let log_path = logs.join(format!("{name}-kafka-{}.log", repeat + 1));
+            let mut value = match RunningServer::start_with_env(spec, &log_path, &env) {
+                Ok(server) => runtime.block_on(async {
+                    // Warm-up: the first produce opens the connection and creates the topic.
+                    let _ = fanout(server.port, None, event, 2, 20, options).await;
+                    fanout(server.port, Some(server.pid()), event, RECEIVERS, MESSAGES, options).await
+                }),
+                Err(err) => json!({"error": err}),
+            };
+            if let Value::Object(map) = &mut value {
+                let cpu_ms = map.get("server_cpu_ms").and_then(Value::as_f64);
+                let secs = map.get("delivery_secs").and_then(Value::as_f64).filter(|s| *s > 0.0);
+                map.insert("kafka".into(), json!(kafka));
+                map.insert(
+                    "cpu_us_per_message".into(),
+                    json!(cpu_ms.map(|ms| crate::stats::round3(ms * 1000.0 / MESSAGES as f64))),
+                );
+                map.insert("messages_per_sec".into(), json!(secs.map(|s| (MESSAGES as f64 / s).round())));
             }
-            (_, false) => {}
-        }
-        let log_path = logs.join(format!("{name}-kafka-{}.log", repeat + 1));
-        let mut value = match RunningServer::start_with_env(spec, &log_path, &env) {
-            Ok(server) => runtime.block_on(async {
-                // Warm-up: the first produce opens the connection and creates the topic.
-                let _ = fanout(server.port, None, event, 2, 20, options).await;
-                fanout(server.port, Some(server.pid()), event, RECEIVERS, MESSAGES, options).await
-            }),
-            Err(err) => json!({"error": err}),
-        };
-        if let Value::Object(map) = &mut value {
-            let cpu_ms = map.get("server_cpu_ms").and_then(Value::as_f64);
-            let secs = map.get("delivery_secs").and_then(Value::as_f64).filter(|s| *s > 0.0);
-            map.insert("scenario".into(), json!("kafka"));
-            map.insert("variant".into(), json!(name));
-            map.insert("kafka".into(), json!(kafka));
-            map.insert(
-                "cpu_us_per_message".into(),
-                json!(cpu_ms.map(|ms| crate::stats::round3(ms * 1000.0 / MESSAGES as f64))),
-            );
-            map.insert("messages_per_sec".into(), json!(secs.map(|s| (MESSAGES as f64 / s).round())));
-        }
-        out.push((name.to_owned(), value));
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    out
+            value
+        },
+    )
 }
 
 /// The report's section: medians per variant and the ratios the issue's goal is stated in.
 pub fn section(records: &[Record]) -> String {
-    let rows: Vec<&Record> = records.iter().filter(|r| r.scenario == "kafka").collect();
+    let rows = VariantRows::of(records, "kafka");
     if rows.is_empty() {
         return String::new();
     }
-    let median_of = |variant: &str, key: &str| {
-        let values: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.server == variant)
-            .filter_map(|r| r.value.get(key).and_then(Value::as_f64))
-            .collect();
-        crate::stats::median(&values)
-    };
-    let lost = |variant: &str| -> u64 {
-        rows.iter().filter(|r| r.server == variant).filter_map(|r| r.value.get("lost").and_then(Value::as_u64)).sum()
-    };
-    let repeats = rows.iter().map(|r| r.repeat).max().map_or(0, |r| r + 1);
+    let median_of = |variant: &str, key: &str| rows.median(variant, key);
+    let lost = |variant: &str| rows.sum(variant, "lost");
+    let repeats = rows.repeats();
     let mut md = String::from("## Kafka scenario: persisted messages with Kafka on and off (issue 10)\n\n");
     let _ = writeln!(
         md,
@@ -267,7 +254,7 @@ pub fn section(records: &[Record]) -> String {
     );
     md.push_str("| variant | CPU per message (us) | messages/s | lost |\n|---|---:|---:|---:|\n");
     for (name, ..) in VARIANTS {
-        if !rows.iter().any(|r| r.server == name) {
+        if !rows.has(name) {
             continue;
         }
         let _ = writeln!(
@@ -301,10 +288,6 @@ pub fn section(records: &[Record]) -> String {
          message of the three Switchyard variants instead (BENCHMARKS.md, hand-measured part).\n\n",
     );
     md
-}
-
-fn cell(value: Option<f64>) -> String {
-    value.map_or("–".to_owned(), crate::chart::format_value)
 }
 
 #[cfg(test)]
