@@ -23,6 +23,7 @@
 //! - [`admin`]: the official Socket.IO Admin UI's namespace (`[admin]`, docs/ADMIN.md): login,
 //!   `server_stats`, live events from an observer, commands through the adapter, the UI's files.
 //! - [`pipeline`]: the stages (message sinks) an accepted `message` passes before its broadcast.
+//! - [`json`]: the `message` envelope and ack written by hand, encoded once per message.
 //! - [`kafka`]: Kafka out (accepted messages, `kafka.produce_events`; the on-disk spool) and in
 //!   (`kafka.consume` emitted to rooms); docs/KAFKA.md.
 //! - [`history`]: message history per room: the [`history::HistoryStore`] trait (embedded redb
