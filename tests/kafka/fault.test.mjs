@@ -335,8 +335,8 @@ describe("the delivery guarantee under faults", { skip: tansuBin ? false : "TANS
     await eventually(
       "both spools drained into the new broker",
       async () => {
-        // Not `state == "up"`: a node with no message to produce keeps the "down" it noted when the
-        // brokers went away until a delivery succeeds (seen here when nginx sent every sender to one node).
+        // Not `state == "up"`: a node is "up" once the brokers answer its probe, before its spool is
+        // drained (an idle node spools nothing, but it too replaces its producer: docs/KAFKA.md).
         for (const n of nodes) {
           const ready = await readyz(n);
           if (ready.kafka?.spooling !== false || ready.kafka?.spool_records !== 0) return false;

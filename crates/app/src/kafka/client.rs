@@ -84,8 +84,9 @@ impl ClientContext for ProducerCtx {
         let all_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
         self.inner.error(error, reason);
         if all_down {
-            // An idle pump waits for records; this makes it probe until the brokers answer.
-            self.reports.wake();
+            // The pump replaces this producer (a new producer id) once nothing is left in flight;
+            // an idle pump is woken for it.
+            self.reports.brokers_down();
         }
     }
 }

@@ -39,7 +39,8 @@ pub const SPOOL_DIR: &str = "kafka-spool";
 pub struct Stats {
     /// Records Kafka acknowledged.
     pub produced: AtomicU64,
-    /// Records taken back after a failed delivery or probe (spooled or kept, then produced again).
+    /// Records taken back after a failed delivery or probe, or from a producer that lost every
+    /// broker (spooled or kept, then produced again).
     pub failed: AtomicU64,
     /// Messages refused (`spool_full`, `unavailable`).
     pub refused: AtomicU64,

@@ -5,10 +5,11 @@
 //! is appended to the spool on disk (a full spool refuses it: error `spool_full`). One pump task
 //! sends records to Kafka in the order they were taken: first what memory holds, then the spool.
 //!
-//! When a delivery fails (Kafka down past `kafka.delivery_timeout_ms`) the pump marks Kafka down,
-//! drops the producer, moves every undelivered record it holds to the spool (in order, ahead of the
-//! records spooled since, which only happens while the spool was empty; otherwise they stay at the
-//! head of its memory), and probes the brokers with backoff. Once they answer, a new producer
+//! When a delivery fails (Kafka down past `kafka.delivery_timeout_ms`), or librdkafka reports every
+//! broker down (a producer id must not outlive a broker that may forget it), the pump marks Kafka
+//! down, drops the producer, moves every undelivered record it holds to the spool (in order, ahead
+//! of the records spooled since, which only happens while the spool was empty; otherwise they stay
+//! at the head of its memory), and probes the brokers with backoff. Once they answer, a new producer
 //! delivers the spool from its cursor and the route returns to memory when the spool is drained.
 //!
 //! The Kafka client sits behind [`Transport`] so that this logic is tested without a broker.
@@ -20,7 +21,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -40,6 +41,8 @@ pub const UNAVAILABLE: &str = crate::events::errors::UNAVAILABLE;
 pub struct Reports {
     queue: Mutex<Vec<(u64, Result<(), String>)>>,
     ready: Notify,
+    /// Set when the client saw every broker go down: see [`Reports::brokers_down`].
+    brokers_lost: AtomicBool,
 }
 
 impl Reports {
@@ -50,10 +53,21 @@ impl Reports {
         self.ready.notify_one();
     }
 
-    /// Wakes the pump without a report: the client saw every broker go down (an idle pump then
-    /// starts probing, so `/readyz` turns `up` again once they answer).
-    pub fn wake(&self) {
+    /// The client saw every broker go down: marks this transport's producer as done with and wakes
+    /// the pump, which takes back what it has in flight (as after a failed delivery) and replaces it
+    /// with a new producer (a new producer id) once the brokers answer. Why: a broker that comes back
+    /// without its state (in-memory, or a cluster recreated at the same address) hands the old
+    /// producer's id to another producer; the old producer's records (new ones, or retries of those
+    /// in flight) then meet that producer's sequence numbers, and the broker answers them as
+    /// duplicates, which librdkafka reports as delivered: acked, and not in Kafka.
+    pub fn brokers_down(&self) {
+        self.brokers_lost.store(true, Ordering::Relaxed);
         self.ready.notify_one();
+    }
+
+    /// Whether the client saw every broker go down since this transport's brokers last answered.
+    fn lost(&self) -> bool {
+        self.brokers_lost.load(Ordering::Relaxed)
     }
 
     /// Moves every report received so far into `into`.
@@ -138,6 +152,8 @@ const COMMIT_EVERY: u64 = 500;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The failure noted when librdkafka reports every broker down.
+const BROKERS_LOST: &str = "every broker went down";
 
 /// One record held in memory on its way to Kafka.
 struct Entry {
@@ -312,7 +328,7 @@ struct Pump {
 enum PhaseEnd {
     /// Go on with the other phase.
     Switch,
-    /// A delivery failed: Kafka is down.
+    /// A delivery failed, or the producer lost every broker: Kafka is down.
     Failed(String),
     /// The server is stopping and everything held is delivered or spooled.
     Closed,
@@ -378,6 +394,9 @@ impl Pump {
             match (self.connect)() {
                 Ok(t) => {
                     if t.probe(PROBE_TIMEOUT).await {
+                        // A "brokers down" from before they answered (while it connected) is no
+                        // reason to replace it.
+                        t.reports().brokers_lost.store(false, Ordering::Relaxed);
                         if !self.shared.stats.up.swap(true, Ordering::Relaxed) {
                             tracing::info!("kafka: brokers answer");
                         }
@@ -430,7 +449,12 @@ impl Pump {
                 }
             }
             // Release every record whose report came, in order: one batch per wake.
-            self.take_reports(t, &mut inflight);
+            if self.take_reports(t, &mut inflight) {
+                // No report of this producer is trusted from here (see `Reports::brokers_down`):
+                // what is in flight is produced again by the next producer.
+                self.requeue(None, inflight);
+                return PhaseEnd::Failed(BROKERS_LOST.to_string());
+            }
             while let Some((entry, outcome)) = inflight.pop_ready() {
                 match outcome {
                     Ok(()) => self.delivered(entry),
@@ -493,12 +517,15 @@ impl Pump {
         seq
     }
 
-    /// Notes in `inflight` every report `t` received so far.
-    fn take_reports<T>(&mut self, t: &Arc<dyn Transport>, inflight: &mut InFlight<T>) {
+    /// Notes in `inflight` every report `t` received so far. Returns whether `t` lost every broker
+    /// (see [`Reports::brokers_down`]): then none of these reports may release a record. Read after
+    /// the reports, so that a report pushed after the loss is never taken with `false`.
+    fn take_reports<T>(&mut self, t: &Arc<dyn Transport>, inflight: &mut InFlight<T>) -> bool {
         t.reports().take(&mut self.got);
         for (seq, outcome) in self.got.drain(..) {
             inflight.report(seq, outcome);
         }
+        t.reports().lost()
     }
 
     /// Puts records that were in flight back at the front of the head in their order, behind
@@ -655,7 +682,12 @@ impl Pump {
                 }
                 continue;
             }
-            self.take_reports(t, &mut inflight);
+            if self.take_reports(t, &mut inflight) {
+                // As in `direct`: the records in flight are read again from the cursor.
+                self.shared.stats.failed.fetch_add(inflight.len() as u64, Ordering::Relaxed);
+                commit(delivered_to, &mut uncommitted);
+                return PhaseEnd::Failed(BROKERS_LOST.to_string());
+            }
             let mut released = false;
             while let Some((next, outcome)) = inflight.pop_ready() {
                 released = true;
@@ -703,12 +735,28 @@ mod tests {
         /// The reports of the newest transport (a test wakes the pump through it, as the client's
         /// "all brokers down" callback does).
         reports: Mutex<Option<Arc<Reports>>>,
+        /// Restarts without state so far. A producer made before the last one has an id the
+        /// restarted broker gave to another producer: its records are answered as duplicates
+        /// (acknowledged, not written), as tansu with in-memory storage and librdkafka do.
+        restarts: std::sync::atomic::AtomicUsize,
+        /// While set, records are taken and get no report (in flight); they wait in `held`.
+        hold: AtomicBool,
+        held: Mutex<Vec<(u64, Arc<Reports>)>>,
     }
 
-    struct FakeTransport(Arc<FakeBroker>, Arc<Reports>);
+    /// A producer of the fake broker, with the broker's restart count when it was made.
+    struct FakeTransport(Arc<FakeBroker>, Arc<Reports>, usize);
 
     impl Transport for FakeTransport {
         fn send(&self, seq: u64, _key: &[u8], value: &[u8]) -> Result<(), String> {
+            if self.0.hold.load(Ordering::SeqCst) {
+                self.0.held.lock().push((seq, self.1.clone()));
+                return Ok(());
+            }
+            if self.2 < self.0.restarts.load(Ordering::SeqCst) && !self.0.down.load(Ordering::SeqCst) {
+                self.1.push(seq, Ok(()));
+                return Ok(());
+            }
             if self.0.down.load(Ordering::SeqCst) {
                 let reports = self.1.clone();
                 tokio::spawn(async move {
@@ -745,7 +793,8 @@ mod tests {
             b.producers.fetch_add(1, Ordering::SeqCst);
             let reports = Arc::new(Reports::default());
             *b.reports.lock() = Some(reports.clone());
-            Ok(Arc::new(FakeTransport(b.clone(), reports)) as Arc<dyn Transport>)
+            let restarts = b.restarts.load(Ordering::SeqCst);
+            Ok(Arc::new(FakeTransport(b.clone(), reports, restarts)) as Arc<dyn Transport>)
         });
         (KafkaOut::start(connect, Arc::new(spool), 64, persisted, stats.clone()), stats)
     }
@@ -896,7 +945,7 @@ mod tests {
         // The client reports every broker down (client.rs: the error callback) while nothing is sent.
         broker.down.store(true, Ordering::SeqCst);
         stats.up.store(false, Ordering::SeqCst);
-        broker.reports.lock().as_ref().expect("a transport").wake();
+        broker.reports.lock().as_ref().expect("a transport").brokers_down();
         let probes_before = broker.probes.load(Ordering::SeqCst);
         // The probe answers "no" while the brokers are away: still down, and probing goes on.
         wait_for("two probes while down", || broker.probes.load(Ordering::SeqCst) >= probes_before + 2).await;
@@ -912,6 +961,61 @@ mod tests {
         out.enqueue(b"room".to_vec(), b"2".to_vec()).await.unwrap();
         wait_for("the second delivery", || stats.produced.load(Ordering::SeqCst) == 2).await;
         assert_eq!(values(&broker), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_producer_that_lost_every_broker_is_replaced_before_it_sends_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        let (out, stats) = start(&broker, dir.path(), 1 << 20, true);
+        out.enqueue(b"room".to_vec(), b"1".to_vec()).await.unwrap();
+        assert_eq!(broker.producers.load(Ordering::SeqCst), 1);
+        // The broker dies with nothing in flight and comes back without its state; the client
+        // reported every broker down in between.
+        broker.down.store(true, Ordering::SeqCst);
+        broker.restarts.fetch_add(1, Ordering::SeqCst);
+        stats.up.store(false, Ordering::SeqCst);
+        broker.reports.lock().as_ref().expect("a transport").brokers_down();
+        let probes = broker.probes.load(Ordering::SeqCst);
+        wait_for("a probe while down", || broker.probes.load(Ordering::SeqCst) > probes).await;
+        broker.down.store(false, Ordering::SeqCst);
+        wait_for("up again", || stats.up.load(Ordering::SeqCst) && !out.spooling()).await;
+        // Acked only once the broker holds it: through a producer made after the restart.
+        out.enqueue(b"room".to_vec(), b"2".to_vec()).await.unwrap();
+        assert_eq!(values(&broker), vec![1, 2], "a record acked but answered as a duplicate");
+        assert!(broker.producers.load(Ordering::SeqCst) >= 2, "a new producer after the restart");
+        // A record taken while the new producer still has every broker: straight through it.
+        let producers = broker.producers.load(Ordering::SeqCst);
+        out.enqueue(b"room".to_vec(), b"3".to_vec()).await.unwrap();
+        assert_eq!(values(&broker), vec![1, 2, 3]);
+        assert_eq!(broker.producers.load(Ordering::SeqCst), producers);
+    }
+
+    #[tokio::test]
+    async fn records_in_flight_when_every_broker_went_down_are_produced_again_by_a_new_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        let (out, stats) = start(&broker, dir.path(), 1 << 20, true);
+        out.enqueue(b"room".to_vec(), b"1".to_vec()).await.unwrap();
+        // Four records go out and get no answer: the broker dies with them in flight.
+        broker.hold.store(true, Ordering::SeqCst);
+        let acks: Vec<_> = (2..6u32).map(|i| out.enqueue(b"room".to_vec(), i.to_string().into_bytes())).collect();
+        wait_for("four records in flight", || broker.held.lock().len() == 4).await;
+        // It comes back without its state within their delivery timeout; the client reported every
+        // broker down in between, and the retries of the old producer are answered as duplicates.
+        broker.restarts.fetch_add(1, Ordering::SeqCst);
+        broker.reports.lock().as_ref().expect("a transport").brokers_down();
+        broker.hold.store(false, Ordering::SeqCst);
+        for (seq, reports) in broker.held.lock().drain(..) {
+            reports.push(seq, Ok(()));
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+        wait_for("the spool drained", || !out.spooling() && stats.spool_records.load(Ordering::SeqCst) == 0).await;
+        assert_eq!(values(&broker), (1..6).collect::<Vec<_>>(), "records acked but answered as duplicates");
+        assert!(stats.failed.load(Ordering::SeqCst) >= 4, "taken back and produced again: counted");
+        assert!(broker.producers.load(Ordering::SeqCst) >= 2);
     }
 
     #[tokio::test]
