@@ -151,6 +151,12 @@ struct BatchOutcome {
 /// connect, so only after a `SCRIPT FLUSH`) is sent again with the script's text. Each record's
 /// waiter learns its stream id, or that it failed.
 async fn send_batch(mut conn: Conn, mut batch: Vec<Outgoing>) -> BatchOutcome {
+    // From here a failure leaves a record's outcome unknown: Redis may run it without answering.
+    for message in &mut batch {
+        if let Some(record) = message.record.as_mut() {
+            record.sent();
+        }
+    }
     // A Redis Cluster routes each command to its slot's primary: one pipeline cannot span them, so
     // there the batch's commands go one after another, still in queue order.
     let cluster = matches!(conn, Conn::Cluster(_));

@@ -171,8 +171,20 @@ pub(crate) struct Record {
     slot: OffsetSlot,
     /// This record's number on its node (stream field `n`).
     number: u64,
-    /// Called once with the stream id, or with `None` when the broadcast did not reach Redis.
-    on_done: Option<Box<dyn FnOnce(Option<String>) + Send>>,
+    /// Its command was handed to a connection: from then on a failure leaves its outcome unknown.
+    sent: bool,
+    /// Called once with what became of the record.
+    on_done: Option<Box<dyn FnOnce(Outcome) + Send>>,
+}
+
+/// What became of a record.
+enum Outcome {
+    /// Stored, with this stream id.
+    Stored(String),
+    /// Sent, but its answer never came (or was an error): Redis may have stored it.
+    Unknown,
+    /// Never sent (queue full, Redis unreachable): not stored.
+    NotStored,
 }
 
 impl std::fmt::Debug for Record {
@@ -201,6 +213,11 @@ impl Record {
         cmd
     }
 
+    /// Marks the record's command as handed to a connection.
+    pub(crate) fn sent(&mut self) {
+        self.sent = true;
+    }
+
     /// Tells the waiter the outcome (the script's reply, or `None` when it failed).
     pub(crate) fn done(&mut self, reply: Option<&redis::Value>) {
         let id = reply.and_then(|v| match v {
@@ -209,17 +226,20 @@ impl Record {
             _ => None,
         });
         if let Some(on_done) = self.on_done.take() {
-            on_done(id);
+            on_done(match id {
+                Some(id) => Outcome::Stored(id),
+                None => Outcome::Unknown,
+            });
         }
     }
 }
 
 impl Drop for Record {
     /// A broadcast dropped on its way (queue full, Redis unreachable, connection lost) is still
-    /// delivered locally, without an offset.
+    /// delivered locally, without an offset (unless this node's stream reader delivered it).
     fn drop(&mut self) {
         if let Some(on_done) = self.on_done.take() {
-            on_done(None);
+            on_done(if self.sent { Outcome::Unknown } else { Outcome::NotStored });
         }
     }
 }
@@ -302,22 +322,17 @@ pub(crate) struct Recovery {
     readers: RwLock<HashMap<String, Arc<StreamReader>>>,
     /// The next record's number.
     next_number: AtomicU64,
-    /// Records delivered without an offset because their outcome was not known (Redis unreachable,
-    /// or the connection lost before the answer): Redis may have stored them all the same, and the
-    /// stream reader must not deliver those again.
-    unsure: Mutex<Unsure>,
-    unsure_count: AtomicUsize,
+    /// Who delivers this node's records: slot `n % CLAIMS` holds `n + 1` once record `n` was
+    /// delivered. A record sent whose answer was lost may be in the stream all the same, and this
+    /// node's stream reader may read it before or after the failure is known (Redis answers the
+    /// reader's XREAD while the publisher's answer is lost): the reader and the failure path each
+    /// claim the number, and only the first delivers. One atomic swap per own entry read, no lock.
+    claims: Box<[AtomicU64]>,
 }
 
-/// Numbers of records whose outcome is unknown, oldest first, at most [`UNSURE_MAX`].
-#[derive(Default)]
-struct Unsure {
-    order: std::collections::VecDeque<u64>,
-    set: std::collections::HashSet<u64>,
-}
-
-/// Unsure records remembered at most (a long outage forgets the oldest: they were not stored).
-const UNSURE_MAX: usize = 65_536;
+/// Record numbers whose claims are remembered. Between a number's two claims come only the other
+/// records of the batches in flight around one connection loss (records never sent claim nothing).
+const CLAIMS: usize = 65_536;
 
 /// Which path delivers a namespace's stored packets on this node. Its stream reader delivers every
 /// packet after `start`, in stream order (XREAD); the script's reply (this node's own packets) and
@@ -385,36 +400,26 @@ impl Recovery {
             target,
             readers: RwLock::default(),
             next_number: AtomicU64::new(0),
-            unsure: Mutex::default(),
-            unsure_count: AtomicUsize::new(0),
+            claims: (0..CLAIMS).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
-    fn add_unsure(&self, number: u64) {
-        let mut unsure = self.unsure.lock();
-        if unsure.order.len() >= UNSURE_MAX {
-            if let Some(oldest) = unsure.order.pop_front() {
-                unsure.set.remove(&oldest);
-            }
-        }
-        unsure.order.push_back(number);
-        unsure.set.insert(number);
-        self.unsure_count.store(unsure.set.len(), Ordering::SeqCst);
+    /// True for the first claim of this node's record `number` (see [`Recovery::claims`]).
+    fn claim(&self, number: u64) -> bool {
+        let token = number.wrapping_add(1);
+        self.claims[(number % CLAIMS as u64) as usize].swap(token, Ordering::AcqRel) != token
     }
 
-    /// True (once) when `entry` is one of this node's records already delivered without an offset.
-    fn take_unsure(&self, entry: &redis::Value) -> bool {
-        if self.unsure_count.load(Ordering::SeqCst) == 0 || !is_from(entry, &self.uid) {
-            return false;
+    /// False when stream entry `entry` is one of this node's records already delivered (without an
+    /// offset, its answer lost); else this reader delivers it.
+    fn reader_claims(&self, entry: &redis::Value) -> bool {
+        if !is_from(entry, &self.uid) {
+            return true;
         }
-        let Some(number) = entry_number(entry) else { return false };
-        let mut unsure = self.unsure.lock();
-        if !unsure.set.remove(&number) {
-            return false;
+        match entry_number(entry) {
+            Some(number) => self.claim(number),
+            None => true,
         }
-        unsure.order.retain(|n| *n != number);
-        self.unsure_count.store(unsure.set.len(), Ordering::SeqCst);
-        true
     }
 
     /// Starts reading namespace `ns`'s stream (once per namespace): from then on its stored packets
@@ -498,22 +503,36 @@ impl Recovery {
             max_len: config.max_stored_packets,
             slot,
             number,
-            on_done: Some(Box::new(move |id| {
+            sent: false,
+            on_done: Some(Box::new(move |outcome| {
                 let Some(ns) = ns_weak.upgrade() else { return };
-                if id.is_none() {
-                    this.stats.unrecorded("Redis unreachable");
-                    // Redis may have stored it before the connection failed: its reader skips it then.
-                    this.add_unsure(number);
-                } else {
-                    this.stats.recorded.fetch_add(1, Ordering::Relaxed);
-                }
-                // Stored: the stream reader delivers it (in stream order), unless it started after it.
-                let parsed = id.as_deref().and_then(StreamId::parse);
-                if let (Some(reader), Some(parsed)) = (&reader, parsed) {
-                    if !reader.direct(parsed) {
-                        return;
+                let id = match outcome {
+                    Outcome::Stored(id) => {
+                        this.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                        // The stream reader delivers it (in stream order), unless it started after it.
+                        let parsed = StreamId::parse(&id);
+                        if let (Some(reader), Some(parsed)) = (&reader, parsed) {
+                            if !reader.direct(parsed) {
+                                return;
+                            }
+                        }
+                        Some(id)
                     }
-                }
+                    Outcome::Unknown => {
+                        // Redis may have stored it before the connection failed, and this node's
+                        // reader delivered it (with its offset) already: then it is not sent again.
+                        if !this.claim(number) {
+                            this.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        this.stats.unrecorded("Redis unreachable");
+                        None
+                    }
+                    Outcome::NotStored => {
+                        this.stats.unrecorded("Redis unreachable");
+                        None
+                    }
+                };
                 this.deliver(&ns, &event, &payload, &opts, id.as_deref());
             })),
         })
@@ -1066,7 +1085,7 @@ async fn run_reader(recovery: Weak<Recovery>, ns: Weak<Namespace>, reader: Arc<S
                 };
                 let Some(parsed) = StreamId::parse(&id) else { continue };
                 last = Some(parsed);
-                if this.take_unsure(&entry) {
+                if !this.reader_claims(&entry) {
                     continue;
                 }
                 if !is_from(&entry, &this.uid) {
@@ -1143,12 +1162,19 @@ pub(crate) fn recorded_offset(payload: &[u8], sharded: bool) -> Option<StreamId>
     StreamId::parse(std::str::from_utf8(id).ok()?)
 }
 
-/// Field `n` of a stream entry: its record's number on the node that stored it.
+/// Field `n` of a stream entry: its record's number on the node that stored it (read in place).
 fn entry_number(entry: &redis::Value) -> Option<u64> {
     let redis::Value::Array(parts) = entry else { return None };
     let redis::Value::Array(fields) = parts.get(1)? else { return None };
-    let value = fields.chunks(2).find(|kv| kv.len() == 2 && text(&kv[0]).as_deref() == Some("n"))?;
-    text(&value[1])?.parse().ok()
+    fn bytes(v: &redis::Value) -> Option<&[u8]> {
+        match v {
+            redis::Value::BulkString(b) => Some(b.as_slice()),
+            redis::Value::SimpleString(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+    let value = fields.chunks(2).find(|kv| kv.len() == 2 && bytes(&kv[0]) == Some(b"n"))?;
+    std::str::from_utf8(bytes(&value[1])?).ok()?.parse().ok()
 }
 
 fn stream_entry_id(entry: &redis::Value) -> Option<StreamId> {

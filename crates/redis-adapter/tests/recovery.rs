@@ -189,3 +189,59 @@ async fn classic_packets_of_two_nodes_reach_clients_in_stream_order_once() {
 async fn sharded_packets_of_two_nodes_reach_clients_in_stream_order_once() {
     two_senders_in_stream_order(Mode::Sharded).await;
 }
+
+/// Redis stores a broadcast (and publishes it) but its answer to the sending node is lost with the
+/// connection: the node's stream reader reads the entry and delivers it with its offset before the
+/// node learns that the outcome is unknown, and the failure path then delivers it again without an
+/// offset unless the two agree on who delivers it. Every client, on the sender's node and on the
+/// other, gets the packet exactly once, with its offset.
+async fn answer_lost_after_storing(mode: Mode) {
+    let redis = RedisServer::start().await;
+    let proxy = common::LossyProxy::start(redis.port).await;
+    let config = RedisAdapterConfig { mode, ..RedisAdapterConfig::default() };
+    let a = Node::start_with(RedisTarget::Single(proxy.url()), config.clone(), sio()).await;
+    let b = Node::start_with(RedisTarget::Single(redis.url()), config, sio()).await;
+    a.connected().await;
+    b.connected().await;
+    let mut here = Client::connect(&a, "here").await;
+    a.socket(&here.id).join("r").expect("join");
+    let mut there = Client::connect(&b, "there").await;
+    b.socket(&there.id).join("r").expect("join");
+    // Both nodes' readers are positioned and both clients reachable: a first packet reaches both.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.ns().to("r").emit("m", json!(0));
+    for client in [&mut here, &mut there] {
+        assert_eq!(within("the first packet", client.next_event()).await.args.first(), Some(&json!(0)));
+    }
+
+    let before = a.redis.stats().snapshot();
+    proxy.lose_next_answer();
+    a.ns().to("r").emit("m", json!(1));
+    // The lost connection is noticed, and the node connects again.
+    common::eventually("A's publisher to lose its connection", || {
+        a.redis.stats().snapshot().connects > before.connects
+    })
+    .await;
+    a.connected().await;
+    a.ns().to("r").emit("end", json!(null));
+
+    for (who, client) in [("here", &mut here), ("there", &mut there)] {
+        let events = within("the packet and the end marker", client.events_until("end")).await;
+        assert_eq!(events.len(), 1, "{who}: the packet exactly once, got {events:?}");
+        let args = &events[0].args;
+        assert_eq!(args.first(), Some(&json!(1)), "{who}: {args:?}");
+        assert!(args.get(1).and_then(Value::as_str).is_some_and(|o| o.contains('-')), "{who}: an offset in {args:?}");
+    }
+    let after = a.redis.stats().snapshot();
+    assert_eq!(after.unrecorded, before.unrecorded, "nothing delivered without an offset");
+}
+
+#[tokio::test]
+async fn classic_broadcast_stored_with_its_answer_lost_is_delivered_once() {
+    answer_lost_after_storing(Mode::Classic).await;
+}
+
+#[tokio::test]
+async fn sharded_broadcast_stored_with_its_answer_lost_is_delivered_once() {
+    answer_lost_after_storing(Mode::Sharded).await;
+}

@@ -403,3 +403,83 @@ impl Client {
         }
     }
 }
+
+/// A TCP proxy in front of a redis-server that can lose the answers of the publisher's connection
+/// (the one that sends `EVALSHA`): Redis runs the command, its answer never reaches the node, and
+/// the connection closes a while later, as when Redis dies between running a command and answering
+/// it. Every other connection (the subscriber, the stream readers) passes through untouched.
+pub struct LossyProxy {
+    pub port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl LossyProxy {
+    /// How long a connection whose answers are lost stays open (its commands are not forwarded
+    /// meanwhile), so that the other connections see what Redis did before the node notices.
+    pub const CLOSE_AFTER: Duration = Duration::from_millis(300);
+
+    pub async fn start(redis_port: u16) -> LossyProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accept = {
+            let armed = armed.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    tokio::spawn(Self::relay(client, redis_port, armed.clone()));
+                }
+            })
+        };
+        LossyProxy { port, armed, accept }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The answers to the next `EVALSHA` sent through the proxy (and to everything after it on that
+    /// connection) are lost; the connection closes [`Self::CLOSE_AFTER`] later.
+    pub fn lose_next_answer(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn relay(client: TcpStream, redis_port: u16, armed: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)).await else { return };
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let (mut up, mut down) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+        let mut losing = false;
+        loop {
+            tokio::select! {
+                read = client_read.read(&mut up) => {
+                    let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
+                    if up[..n].windows(7).any(|w| w == b"EVALSHA") && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        losing = true;
+                    }
+                    if server_write.write_all(&up[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                read = server_read.read(&mut down) => {
+                    let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
+                    if losing {
+                        // Dropping both sides after the pause closes the node's connection.
+                        tokio::time::sleep(Self::CLOSE_AFTER).await;
+                        return;
+                    }
+                    if client_write.write_all(&down[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
