@@ -163,16 +163,20 @@ impl From<String> for Payload {
 /// Encoded frames of one packet: the text packet, then one frame per attachment.
 pub type Frames = SmallVec<[Frame; 1]>;
 
-/// Encodes an EVENT (with `event`) or an ACK (without) for namespace `nsp`, once, into frames that
-/// can be sent to any number of connections.
-pub fn encode_packet(nsp: &str, event: Option<&str>, payload: &Payload, id: Option<u64>) -> Frames {
-    let binary = !payload.binary.is_empty();
-    let kind = match (event.is_some(), binary) {
+/// EVENT or ACK (with or without an event name), binary when there are attachments.
+fn packet_kind(event: bool, binary: bool) -> PacketType {
+    match (event, binary) {
         (true, false) => PacketType::Event,
         (true, true) => PacketType::BinaryEvent,
         (false, false) => PacketType::Ack,
         (false, true) => PacketType::BinaryAck,
-    };
+    }
+}
+
+/// Encodes an EVENT (with `event`) or an ACK (without) for namespace `nsp`, once, into frames that
+/// can be sent to any number of connections.
+pub fn encode_packet(nsp: &str, event: Option<&str>, payload: &Payload, id: Option<u64>) -> Frames {
+    let kind = packet_kind(event.is_some(), !payload.binary.is_empty());
     let text = Frame::text(EioType::Message, 32 + nsp.len(), |out| {
         sio::encode_header(kind, payload.binary.len(), nsp, id, out);
         write_array(out, event, &payload.args);
@@ -196,12 +200,7 @@ pub fn encode_packet_json_arg(
     binary: &[Bytes],
     id: Option<u64>,
 ) -> Frames {
-    let kind = match (event.is_some(), !binary.is_empty()) {
-        (true, false) => PacketType::Event,
-        (true, true) => PacketType::BinaryEvent,
-        (false, false) => PacketType::Ack,
-        (false, true) => PacketType::BinaryAck,
-    };
+    let kind = packet_kind(event.is_some(), !binary.is_empty());
     let event_len = event.map_or(0, |e| e.len() + 3);
     let text = Frame::text(EioType::Message, 32 + nsp.len() + event_len + json_arg.len(), |out| {
         sio::encode_header(kind, binary.len(), nsp, id, out);
