@@ -463,7 +463,7 @@ fn room_arg(payload: &Payload) -> Result<String, &'static str> {
 }
 
 fn joined(socket: &Socket, room: &str) -> bool {
-    socket.rooms().iter().any(|r| &**r == room)
+    socket.in_room(room)
 }
 
 fn refusal(error: &str) -> Value {

@@ -599,6 +599,12 @@ impl Socket {
         }
     }
 
+    /// Whether the socket is in `room` (its own room, named by its id, included): what
+    /// [`Socket::rooms`] would contain, without building the list.
+    pub fn in_room(&self, room: &str) -> bool {
+        room == self.id.as_str() || self.rooms.lock().iter().any(|r| &**r == room)
+    }
+
     /// The rooms this socket is in, its own id first (as in Node).
     pub fn rooms(&self) -> Vec<Room> {
         let mut out = vec![Room::from(self.id.as_str())];

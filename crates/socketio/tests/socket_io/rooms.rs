@@ -46,6 +46,20 @@ async fn join_and_leave_report_rooms_with_own_id_first() {
 }
 
 #[tokio::test]
+async fn in_room_agrees_with_the_rooms_list() {
+    let (server, _seen) = SioServer::reference(sio_config()).await;
+    let (mut ws, sid) = server.client("/").await;
+    join(&mut ws, "", &["r1", "r2"]).await;
+    leave(&mut ws, "r1").await;
+    let socket = server.io.of("/").get_socket(&switchyard_socketio::Sid::parse(&sid).unwrap()).expect("the socket");
+    for room in [sid.as_str(), "r1", "r2", "r3", ""] {
+        let listed = socket.rooms().iter().any(|r| &**r == room);
+        assert_eq!(socket.in_room(room), listed, "room {room:?}");
+    }
+    assert!(socket.in_room(&sid) && socket.in_room("r2") && !socket.in_room("r1"));
+}
+
+#[tokio::test]
 async fn emit_to_room_reaches_members_only() {
     let (server, _seen) = SioServer::reference(sio_config()).await;
     let mut c = clients(&server, 3).await;
