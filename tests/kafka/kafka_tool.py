@@ -5,6 +5,10 @@ uses too), run from tests/kafka/.venv:
   kafka_tool.py read BROKER TOPIC                prints "ready" once subscribed, then every record of the
                                                  topic from its beginning as one JSON line
                                                  {"key", "partition", "value"}, until killed or stdin closes
+  kafka_tool.py wait BROKER TOPIC COUNT SECONDS  waits until the topic holds at least COUNT records (read
+                                                 from its beginning); exits 1 after SECONDS
+                                                 (bench/kafka-callgrind.sh: everything produced before the
+                                                 server stops)
 """
 
 import json
@@ -62,10 +66,36 @@ def read(broker, topic):
     consumer.close()
 
 
+def wait(broker, topic, count, seconds):
+    # Records are counted by reading them: tansu's high watermark counts batches, not records.
+    consumer = Consumer({
+        "bootstrap.servers": broker,
+        "group.id": "wait-" + uuid.uuid4().hex,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 50,
+        "log_level": 0,
+    })
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + float(seconds)
+    held = 0
+    while held < int(count):
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise SystemExit(f"kafka_tool: {topic} holds {held} records, not {count}, after {seconds} s")
+        message = consumer.poll(0.2)
+        if message is not None and not message.error():
+            held += 1
+    consumer.close()
+    print(f"held {held}", flush=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "create":
         create(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "read":
         read(*sys.argv[2:])
+    elif len(sys.argv) == 6 and sys.argv[1] == "wait":
+        wait(*sys.argv[2:])
     else:
         raise SystemExit(__doc__)

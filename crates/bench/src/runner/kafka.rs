@@ -12,12 +12,16 @@
 //! (`--scenarios kafka`): it needs the broker, and a run takes about a minute per repeat.
 
 use super::rows::{cell, VariantRows};
+use crate::procfs::{clock_ticks_per_second, CpuSample};
 use super::*;
 
 /// Receivers in the room of every variant.
 pub const RECEIVERS: usize = 10;
 /// Messages of every variant's measured run.
 pub const MESSAGES: usize = 5000;
+
+/// Messages of the warm-up run before the measured one (same topic).
+const WARM_UP: usize = 20;
 
 /// How long a run waits for the next delivery before it counts the rest as lost.
 const STRAGGLER_WAIT: Duration = Duration::from_secs(30);
@@ -52,6 +56,24 @@ fn tansu_path(repo: &Path) -> Result<PathBuf, String> {
         Ok(path)
     } else {
         Err(format!("{} is missing (run scripts/install-deps.sh)", path.display()))
+    }
+}
+
+/// Waits (at most two minutes) until `topic` holds `count` records: tests/kafka/kafka_tool.py's `wait`
+/// (confluent-kafka from tests/kafka/.venv) reads them from the beginning.
+fn wait_for_records(repo: &Path, brokers: &str, topic: &str, count: usize) -> Result<(), String> {
+    let mut command = Command::new(repo.join("tests/kafka/.venv/bin/python"));
+    command
+        .arg(repo.join("tests/kafka/kafka_tool.py"))
+        .args(["wait", brokers, topic, &count.to_string(), "120"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let output = command.output().map_err(|e| format!("cannot run kafka_tool.py: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("Kafka did not get every message: {}", String::from_utf8_lossy(&output.stderr).trim()))
     }
 }
 
@@ -208,11 +230,30 @@ pub fn run_repeat(
                 (_, false) => {}
             }
             let log_path = logs.join(format!("{name}-kafka-{}.log", repeat + 1));
+            let topic = format!("bench-{}-{name}", repeat + 1);
             let mut value = match RunningServer::start_with_env(spec, &log_path, &env) {
                 Ok(server) => runtime.block_on(async {
                     // Warm-up: the first produce opens the connection and creates the topic.
-                    let _ = fanout(server.port, None, event, 2, 20, options).await;
-                    fanout(server.port, Some(server.pid()), event, RECEIVERS, MESSAGES, options).await
+                    let _ = fanout(server.port, None, event, 2, WARM_UP, options).await;
+                    let before = CpuSample::take(server.pid());
+                    let mut value = fanout(server.port, Some(server.pid()), event, RECEIVERS, MESSAGES, options).await;
+                    if kafka {
+                        // With `kafka.ack = "accepted"` the clients have every message before Kafka
+                        // does: the CPU counts until Kafka holds them all (warm-up included).
+                        let held = wait_for_records(&options.repo, &brokers, &topic, WARM_UP + MESSAGES);
+                        let cpu = CpuSample::take(server.pid()).since(&before).best_ns(clock_ticks_per_second());
+                        if let Value::Object(map) = &mut value {
+                            match held {
+                                Ok(()) => {
+                                    map.insert("server_cpu_ms".into(), json!(cpu.map(|ns| ns as f64 / 1e6)));
+                                }
+                                Err(err) => {
+                                    map.insert("error".into(), json!(err));
+                                }
+                            }
+                        }
+                    }
+                    value
                 }),
                 Err(err) => json!({"error": err}),
             };
@@ -252,7 +293,7 @@ pub fn section(records: &[Record]) -> String {
          and ack once the record is queued; produced in the background). The Node peer (bench/node/server.js): the same `message` handler without Kafka, and with \
          `await producer.send(...)` of kafkajs before the broadcast, as Node apps commonly do. CPU per \
          message is the server's CPU (every thread; librdkafka's included, the broker's not) over the \
-         run divided by the messages; medians of {repeats} repeats. Only this scenario: \
+         run (with Kafka on: until the topic holds every message) divided by the messages; medians of {repeats} repeats. Only this scenario: \
          `scripts/bench.sh --scenarios kafka --servers switchyard,node` (opt-in: it needs \
          tests/kafka/.venv from scripts/install-deps.sh).\n"
     );
