@@ -124,6 +124,17 @@ pub(crate) struct Outgoing {
     pub record: Option<Box<crate::recovery::Record>>,
 }
 
+impl Drop for Outgoing {
+    /// A recorded broadcast that never got its stream id (queue full, Redis unreachable, connection
+    /// lost, an error reply) takes its message parts to the record's failure path, which delivers it
+    /// locally and keeps it to be published again (see [`crate::recovery`]); moved, not copied.
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.failed(self.sharded, std::mem::take(&mut self.channel), std::mem::take(&mut self.payload));
+        }
+    }
+}
+
 impl Outgoing {
     /// The command that sends this message.
     fn command(&self, script_loaded: bool) -> Cmd {
@@ -152,9 +163,12 @@ struct BatchOutcome {
 /// waiter learns its stream id, or that it failed.
 async fn send_batch(mut conn: Conn, mut batch: Vec<Outgoing>) -> BatchOutcome {
     // From here a failure leaves a record's outcome unknown: Redis may run it without answering.
+    // One clock read per batch: a record republished later looks for itself in the stream back to
+    // when it was sent.
+    let now = std::time::Instant::now();
     for message in &mut batch {
         if let Some(record) = message.record.as_mut() {
-            record.sent();
+            record.sent(now);
         }
     }
     // A Redis Cluster routes each command to its slot's primary: one pipeline cannot span them, so
@@ -209,8 +223,14 @@ async fn send_batch(mut conn: Conn, mut batch: Vec<Outgoing>) -> BatchOutcome {
                 }
             }
         }
-        if let Some(mut record) = message.record.take() {
-            record.done(result.as_ref().ok());
+        // A stored record's waiter learns its stream id; any other outcome leaves the record in its
+        // message, whose drop (with the batch) takes both to the failure path.
+        if let Ok(reply) = &result {
+            if let Some(id) = message.record.as_ref().and_then(|_| crate::recovery::stream_id_reply(reply)) {
+                if let Some(mut record) = message.record.take() {
+                    record.done(id);
+                }
+            }
         }
     }
     outcome
