@@ -244,7 +244,14 @@ pub(crate) struct Publisher {
     current: RwLock<Option<(u64, Conn)>>,
     broken: Arc<Notify>,
     stats: Arc<Stats>,
+    /// Messages sent first on every new connection, before anything queued (see [`Backlog`]).
+    backlog: std::sync::OnceLock<Backlog>,
 }
+
+/// Takes up to `n` messages that an earlier connection did not get through (the recorded broadcasts
+/// Redis did not take, [`crate::recovery`]), oldest first: a new connection sends them before the
+/// queue, so they keep their order with the broadcasts made while Redis was away or since.
+pub(crate) type Backlog = Box<dyn Fn(usize) -> Vec<Outgoing> + Send + Sync>;
 
 impl Publisher {
     pub(crate) fn start(target: RedisTarget, capacity: usize, max_in_flight: usize, stats: Arc<Stats>) -> Arc<Self> {
@@ -254,9 +261,15 @@ impl Publisher {
             current: RwLock::new(None),
             broken: Arc::new(Notify::new()),
             stats: stats.clone(),
+            backlog: std::sync::OnceLock::new(),
         });
         tokio::spawn(run_publisher(Arc::downgrade(&publisher), target, rx, max_in_flight.max(1), stats));
         publisher
+    }
+
+    /// Sets what every new connection sends first (once).
+    pub(crate) fn set_backlog(&self, backlog: Backlog) {
+        let _ = self.backlog.set(backlog);
     }
 
     /// Queues a message; counts and logs it as dropped when the queue is full.
@@ -397,6 +410,15 @@ async fn run_publisher(
             continue;
         }
         let Some(publisher) = publisher.upgrade() else { return };
+        if let Err(err) = send_backlog(&publisher, &conn, max_in_flight, &stats).await {
+            tracing::warn!(error = %err, "redis adapter: publisher connection lost; reconnecting");
+            drop(publisher);
+            if !drain_for(&mut rx, backoff, &stats).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        }
         generation += 1;
         *publisher.current.write() = Some((generation, conn.clone()));
         stats.publisher_connected.store(true, Ordering::Relaxed);
@@ -463,6 +485,30 @@ async fn run_publisher(
             stats.dropped("connection lost with messages in flight", lost as u64);
         }
         drop(publisher);
+    }
+}
+
+/// Sends the publisher's backlog on a new connection, in batches, before it takes the queue. Stops
+/// at the first batch with a failure (its messages go back to the backlog's owner, which retries them
+/// later: no loop on a message Redis refuses); fails when the connection does.
+async fn send_backlog(publisher: &Publisher, conn: &Conn, max_in_flight: usize, stats: &Stats) -> RedisResult<()> {
+    let Some(take) = publisher.backlog.get() else { return Ok(()) };
+    loop {
+        let batch = take(max_in_flight);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let outcome = send_batch(conn.clone(), batch).await;
+        stats.published.fetch_add(outcome.published, Ordering::Relaxed);
+        if outcome.failed > 0 {
+            stats.dropped("publish failed", outcome.failed);
+        }
+        if let Some(err) = outcome.connection_error {
+            return Err(err);
+        }
+        if outcome.failed > 0 {
+            return Ok(());
+        }
     }
 }
 

@@ -398,7 +398,7 @@ impl RepublishQueue {
     }
 }
 
-/// The outcomes of one republish round.
+/// The outcomes of one republish round of [`run_republisher`].
 struct Round {
     pending: AtomicUsize,
     failed: AtomicBool,
@@ -413,9 +413,11 @@ impl Round {
     }
 }
 
-/// Publishes the unrecorded broadcasts kept by node `recovery` again, once its publisher is
+/// Publishes the unrecorded broadcasts kept by node `recovery` again while its publisher is
 /// connected, oldest first, in rounds of [`REPUBLISH_ROUND`], each through the ordinary publish
-/// queue (so later broadcasts may be stored before them). Their records look for themselves in the
+/// queue (so later broadcasts may be stored before them). Those kept when the publisher connects
+/// again go first on the new connection instead (the publisher's backlog), before any broadcast
+/// queued since, so they keep their order. Their records look for themselves in the
 /// stream first when an earlier attempt may have stored them ([`RECORD`]). Stored: counted, never
 /// delivered locally again (this node's stream reader skips its number, claimed at the first
 /// failure), while the other nodes deliver it with its new offset. Failed again: kept again, in
@@ -431,7 +433,7 @@ async fn run_republisher(recovery: Weak<Recovery>) {
                     let _ = tokio::time::timeout(Duration::from_secs(1), this.republish_wake.notified()).await;
                 }
             }
-            let (taken, left) = this.republish_round();
+            let (taken, left) = this.take_kept(REPUBLISH_ROUND, true);
             if taken.is_empty() {
                 if left > 0 {
                     // Kept, but the publisher is not connected: look again soon.
@@ -445,23 +447,7 @@ async fn run_republisher(recovery: Weak<Recovery>) {
                 done: Notify::new(),
             });
             for kept in taken {
-                let (this2, round2) = (this.clone(), round.clone());
-                let on_done: OnDone = Box::new(move |outcome, kept| {
-                    match outcome {
-                        Outcome::Stored(_) => {
-                            this2.stats.recorded.fetch_add(1, Ordering::Relaxed);
-                            this2.stats.republished(1);
-                        }
-                        Outcome::Unknown | Outcome::NotStored => {
-                            round2.failed.store(true, Ordering::Relaxed);
-                            if let Some(kept) = kept {
-                                this2.keep(kept, false);
-                            }
-                        }
-                    }
-                    round2.finished_one();
-                });
-                this.publisher.publish(kept.into_outgoing(on_done));
+                this.publisher.publish(this.again(kept, Some(round.clone())));
             }
             round
         };
@@ -642,8 +628,38 @@ impl Recovery {
             republish: Mutex::default(),
             republish_wake: Notify::new(),
         });
+        let weak = Arc::downgrade(&recovery);
+        recovery.publisher.set_backlog(Box::new(move |n| {
+            let Some(this) = weak.upgrade() else { return Vec::new() };
+            this.take_kept(n, false).0.into_iter().map(|kept| this.again(kept, None)).collect()
+        }));
         tokio::spawn(run_republisher(Arc::downgrade(&recovery)));
         recovery
+    }
+
+    /// A kept broadcast as a message to publish again: stored, it is counted (never delivered here
+    /// again); failed, it is kept again (retried by [`run_republisher`]).
+    fn again(self: &Arc<Self>, kept: Kept, round: Option<Arc<Round>>) -> Outgoing {
+        let this = self.clone();
+        kept.into_outgoing(Box::new(move |outcome, kept| {
+            match outcome {
+                Outcome::Stored(_) => {
+                    this.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                    this.stats.republished(1);
+                }
+                Outcome::Unknown | Outcome::NotStored => {
+                    if let Some(round) = &round {
+                        round.failed.store(true, Ordering::Relaxed);
+                    }
+                    if let Some(kept) = kept {
+                        this.keep(kept, false);
+                    }
+                }
+            }
+            if let Some(round) = round {
+                round.finished_one();
+            }
+        }))
     }
 
     /// Keeps an unrecorded broadcast to be published again (`wake`: tell the republisher now).
@@ -659,16 +675,16 @@ impl Recovery {
         }
     }
 
-    /// Gives up the kept broadcasts past their bounds, and takes the next round when the publisher
-    /// is connected. Returns the round and how many are left kept.
-    fn republish_round(&self) -> (Vec<Kept>, usize) {
+    /// Gives up the kept broadcasts past their bounds, and takes the `n` oldest (none when
+    /// `when_connected` and the publisher is not). Returns them and how many are left kept.
+    fn take_kept(&self, n: usize, when_connected: bool) -> (Vec<Kept>, usize) {
         let next_number = self.next_number.load(Ordering::Relaxed);
         let mut queue = self.republish.lock();
         if queue.len() == 0 {
             return (Vec::new(), 0);
         }
         let given_up = queue.expire(Instant::now(), next_number);
-        let taken = if self.publisher.is_connected() { queue.take(REPUBLISH_ROUND) } else { Vec::new() };
+        let taken = if !when_connected || self.publisher.is_connected() { queue.take(n) } else { Vec::new() };
         let left = queue.len();
         drop(queue);
         if given_up.too_old > 0 {

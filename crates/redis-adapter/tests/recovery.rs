@@ -255,10 +255,11 @@ async fn stream_len(redis: &RedisServer) -> u64 {
     common::redis_cli(&["-p", &port, "XLEN", STREAM]).await.trim().parse().expect("XLEN answers a number")
 }
 
-/// Redis is away when node A broadcasts: its clients get the packet at once without an offset, and
-/// once Redis is back A stores and publishes it again. B's clients get it (with its new offset), A's
-/// clients do not get it again, and a client recovering with an offset from before gets it in its
-/// replay once.
+/// Redis is away when node A broadcasts: its clients get the packets at once without an offset, and
+/// once Redis is back A stores and publishes them again, first on its new connection. B's clients get
+/// them (with their new offsets) in order, before a packet A broadcasts as soon as it is connected;
+/// A's clients do not get them again; a client recovering with an offset from before gets them in
+/// its replay once.
 async fn broadcast_while_redis_is_away_is_republished(mode: Mode) {
     let mut redis = RedisServer::start().await;
     let target = RedisTarget::Single(redis.url());
@@ -286,19 +287,26 @@ async fn broadcast_while_redis_is_away_is_republished(mode: Mode) {
     common::eventually("A's publisher to notice Redis is gone", || !a.redis.stats().snapshot().publisher_connected)
         .await;
     let before = a.redis.stats().snapshot();
-    a.ns().to("r").emit("m", json!(1));
-    let local = within("the packet on A", here.next_event()).await;
-    assert_eq!(local.args, vec![json!(1)], "delivered on A at once, without an offset");
-    assert_eq!(a.redis.stats().snapshot().unrecorded, before.unrecorded + 1);
+    for i in [1, 2] {
+        a.ns().to("r").emit("m", json!(i));
+        let local = within("the packet on A", here.next_event()).await;
+        assert_eq!(local.args, vec![json!(i)], "delivered on A at once, without an offset");
+    }
+    assert_eq!(a.redis.stats().snapshot().unrecorded, before.unrecorded + 2);
 
     redis.restart().await;
+    a.connected().await;
+    a.ns().to("r").emit("m", json!(3));
+    assert_eq!(within("the packet on A", here.next_event()).await.args.first(), Some(&json!(3)));
     for (who, client) in [("there", &mut there), ("mover", &mut mover)] {
-        let event = within("the packet published again", client.next_event()).await;
-        assert_eq!(event.args.first(), Some(&json!(1)), "{who}: {event:?}");
-        assert!(event.args.get(1).and_then(Value::as_str).is_some_and(|o| o.contains('-')), "{who}: an offset");
+        for i in [1, 2, 3] {
+            let event = within("the packets published again, then the next one", client.next_event()).await;
+            assert_eq!(event.args.first(), Some(&json!(i)), "{who}: {event:?}");
+            assert!(event.args.get(1).and_then(Value::as_str).is_some_and(|o| o.contains('-')), "{who}: an offset");
+        }
     }
-    common::eventually("A to count it republished", || {
-        a.redis.stats().snapshot().republished == before.republished + 1
+    common::eventually("A to count them republished", || {
+        a.redis.stats().snapshot().republished == before.republished + 2
     })
     .await;
     // Nothing twice: the next packet anyone gets is the marker.
@@ -307,9 +315,9 @@ async fn broadcast_while_redis_is_away_is_republished(mode: Mode) {
         let events = within("the end marker", client.events_until("end")).await;
         assert!(events.is_empty(), "{who}: unexpected {events:?}");
     }
-    assert_eq!(stream_len(&redis).await, 2, "the republished packet and the marker, once each");
+    assert_eq!(stream_len(&redis).await, 4, "the republished packets, the next one and the marker, once each");
 
-    // A client that missed it (offset from before Redis died) gets it in its replay, once.
+    // A client that missed them (offset from before Redis died) gets them in its replay, once.
     let sid = mover.id.clone();
     mover.drop_transport().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -317,8 +325,8 @@ async fn broadcast_while_redis_is_away_is_republished(mode: Mode) {
     let (mut back, reply) = Client::connect_with_auth(&a, "mover", Some(&auth)).await;
     assert_eq!(reply["sid"], json!(sid), "recovered with the same socket id");
     let replay = within("the replay", back.events_until("end")).await;
-    assert_eq!(replay.len(), 1, "the packet once in the replay: {replay:?}");
-    assert_eq!(replay[0].args.first(), Some(&json!(1)));
+    let replayed: Vec<Value> = replay.iter().filter_map(|e| e.args.first().cloned()).collect();
+    assert_eq!(replayed, [json!(1), json!(2), json!(3)], "each once in the replay, in order");
     assert_eq!(a.redis.stats().snapshot().republish_dropped, 0);
 }
 
