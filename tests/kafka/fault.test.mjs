@@ -389,7 +389,18 @@ describe("the delivery guarantee under faults", { skip: tansuBin ? false : "TANS
         return expect(s).every((a) => got.has(a.id));
       }),
       20000,
-    );
+    ).catch((e) => {
+      // Which messages are missing where, and when they were accepted, to tell which fault they followed.
+      const where = (socket) => `node ${nodes.indexOf(socket.node)}${socket.node === victim ? " (victim)" : ""}`;
+      for (const s of subscribers) {
+        const got = new Set(s.received.map((r) => r.id));
+        const missing = expect(s).filter((a) => !got.has(a.id));
+        if (missing.length === 0) continue;
+        const from = missing.map((a) => ({ ...a, sender: where(senders[ROOMS.indexOf(a.room)]) }));
+        console.log(`# missing at ${s.label} (${where(s)}, drops ${s.drops}): ${JSON.stringify(from)}; phases ${JSON.stringify(phases)}`);
+      }
+      throw e;
+    });
     await sleep(300);
 
     const refusedKeys = new Set(outcomes.refused.map((r) => `${r.room}/${r.seq}`));

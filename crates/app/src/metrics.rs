@@ -188,6 +188,16 @@ impl RedisCollector {
                 "Broadcasts delivered without a recovery offset because Redis could not store them.",
                 s.unrecorded,
             ),
+            (
+                "switchyard_recovery_republished_total",
+                "Unrecorded broadcasts stored in Redis on a later attempt (the other nodes got them).",
+                s.republished,
+            ),
+            (
+                "switchyard_recovery_republish_dropped_total",
+                "Unrecorded broadcasts given up before Redis took them (bounds: count, age, record distance).",
+                s.republish_dropped,
+            ),
             ("switchyard_recovery_restored_total", "Sessions restored from Redis.", s.restored),
             (
                 "switchyard_recovery_refused_total",

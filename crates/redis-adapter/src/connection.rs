@@ -124,6 +124,17 @@ pub(crate) struct Outgoing {
     pub record: Option<Box<crate::recovery::Record>>,
 }
 
+impl Drop for Outgoing {
+    /// A recorded broadcast that never got its stream id (queue full, Redis unreachable, connection
+    /// lost, an error reply) takes its message parts to the record's failure path, which delivers it
+    /// locally and keeps it to be published again (see [`crate::recovery`]); moved, not copied.
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.failed(self.sharded, std::mem::take(&mut self.channel), std::mem::take(&mut self.payload));
+        }
+    }
+}
+
 impl Outgoing {
     /// The command that sends this message.
     fn command(&self, script_loaded: bool) -> Cmd {
@@ -152,9 +163,12 @@ struct BatchOutcome {
 /// waiter learns its stream id, or that it failed.
 async fn send_batch(mut conn: Conn, mut batch: Vec<Outgoing>) -> BatchOutcome {
     // From here a failure leaves a record's outcome unknown: Redis may run it without answering.
+    // One clock read per batch: a record republished later looks for itself in the stream back to
+    // when it was sent.
+    let now = std::time::Instant::now();
     for message in &mut batch {
         if let Some(record) = message.record.as_mut() {
-            record.sent();
+            record.sent(now);
         }
     }
     // A Redis Cluster routes each command to its slot's primary: one pipeline cannot span them, so
@@ -209,8 +223,14 @@ async fn send_batch(mut conn: Conn, mut batch: Vec<Outgoing>) -> BatchOutcome {
                 }
             }
         }
-        if let Some(mut record) = message.record.take() {
-            record.done(result.as_ref().ok());
+        // A stored record's waiter learns its stream id; any other outcome leaves the record in its
+        // message, whose drop (with the batch) takes both to the failure path.
+        if let Ok(reply) = &result {
+            if let Some(id) = message.record.as_ref().and_then(|_| crate::recovery::stream_id_reply(reply)) {
+                if let Some(mut record) = message.record.take() {
+                    record.done(id);
+                }
+            }
         }
     }
     outcome
@@ -224,7 +244,14 @@ pub(crate) struct Publisher {
     current: RwLock<Option<(u64, Conn)>>,
     broken: Arc<Notify>,
     stats: Arc<Stats>,
+    /// Messages sent first on every new connection, before anything queued (see [`Backlog`]).
+    backlog: std::sync::OnceLock<Backlog>,
 }
+
+/// Takes up to `n` messages that an earlier connection did not get through (the recorded broadcasts
+/// Redis did not take, [`crate::recovery`]), oldest first: a new connection sends them before the
+/// queue, so they keep their order with the broadcasts made while Redis was away or since.
+pub(crate) type Backlog = Box<dyn Fn(usize) -> Vec<Outgoing> + Send + Sync>;
 
 impl Publisher {
     pub(crate) fn start(target: RedisTarget, capacity: usize, max_in_flight: usize, stats: Arc<Stats>) -> Arc<Self> {
@@ -234,9 +261,15 @@ impl Publisher {
             current: RwLock::new(None),
             broken: Arc::new(Notify::new()),
             stats: stats.clone(),
+            backlog: std::sync::OnceLock::new(),
         });
         tokio::spawn(run_publisher(Arc::downgrade(&publisher), target, rx, max_in_flight.max(1), stats));
         publisher
+    }
+
+    /// Sets what every new connection sends first (once).
+    pub(crate) fn set_backlog(&self, backlog: Backlog) {
+        let _ = self.backlog.set(backlog);
     }
 
     /// Queues a message; counts and logs it as dropped when the queue is full.
@@ -377,6 +410,15 @@ async fn run_publisher(
             continue;
         }
         let Some(publisher) = publisher.upgrade() else { return };
+        if let Err(err) = send_backlog(&publisher, &conn, max_in_flight, &stats).await {
+            tracing::warn!(error = %err, "redis adapter: publisher connection lost; reconnecting");
+            drop(publisher);
+            if !drain_for(&mut rx, backoff, &stats).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        }
         generation += 1;
         *publisher.current.write() = Some((generation, conn.clone()));
         stats.publisher_connected.store(true, Ordering::Relaxed);
@@ -443,6 +485,30 @@ async fn run_publisher(
             stats.dropped("connection lost with messages in flight", lost as u64);
         }
         drop(publisher);
+    }
+}
+
+/// Sends the publisher's backlog on a new connection, in batches, before it takes the queue. Stops
+/// at the first batch with a failure (its messages go back to the backlog's owner, which retries them
+/// later: no loop on a message Redis refuses); fails when the connection does.
+async fn send_backlog(publisher: &Publisher, conn: &Conn, max_in_flight: usize, stats: &Stats) -> RedisResult<()> {
+    let Some(take) = publisher.backlog.get() else { return Ok(()) };
+    loop {
+        let batch = take(max_in_flight);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let outcome = send_batch(conn.clone(), batch).await;
+        stats.published.fetch_add(outcome.published, Ordering::Relaxed);
+        if outcome.failed > 0 {
+            stats.dropped("publish failed", outcome.failed);
+        }
+        if let Some(err) = outcome.connection_error {
+            return Err(err);
+        }
+        if outcome.failed > 0 {
+            return Ok(());
+        }
     }
 }
 

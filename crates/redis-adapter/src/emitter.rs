@@ -118,9 +118,10 @@ impl EmitOperator {
         let payload = payload.into();
         match self.inner.mode {
             Mode::Classic => {
-                let message =
+                let mut message =
                     Classic::broadcast(&self.inner.prefix, EMITTER_UID, &self.nsp, event, &payload, &self.opts);
-                self.publish(message.channel, message.payload).await
+                let (channel, payload) = (std::mem::take(&mut message.channel), std::mem::take(&mut message.payload));
+                self.publish(channel, payload).await
             }
             Mode::Sharded => {
                 let body = json!({

@@ -20,7 +20,8 @@
 //! mode), so Node peers keep working and Switchyard peers deliver it with the same offset. The local
 //! delivery waits for the stream id (as Node's cluster adapters do); when Redis cannot be reached the
 //! packet is delivered at once without an offset (connected clients never wait for Redis and lose
-//! nothing; such a packet cannot be replayed), counted and logged.
+//! nothing), counted and logged, and kept (bounded) to be stored and published again once Redis
+//! answers, so the other nodes' clients get it too (see [`run_republisher`]).
 
 use crate::connection::{Outgoing, Publisher, RedisTarget};
 use crate::convert;
@@ -29,8 +30,8 @@ use crate::stats::Stats;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use switchyard_protocol::cluster::{msgpack, wire};
@@ -45,10 +46,35 @@ use tokio::sync::Notify;
 /// `SPUBLISH`, 5 the channel, 6 the message without its offset, 7 how to add the offset: `c` classic
 /// (the entry as a 4-element array), `m` a msgpack string after ARGV[6], `j` a JSON field closing
 /// ARGV[6], `a` none; 8 the record's number on its node (field `n`: the node knows the entry again
-/// when Redis stored it but the answer was lost). Returns the stream id.
+/// when Redis stored it but the answer was lost); 9 empty, or for a record published again after an
+/// attempt whose answer was lost, how many ms back that attempt was sent: the stream's entries since
+/// then are searched for this one (same `n` and `m`), and when found its id is returned, without
+/// storing or publishing it again (that attempt did both). Returns the stream id.
 const RECORD: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[9] ~= '' then
+  local floor = now - tonumber(ARGV[9])
+  local from = '+'
+  local left = tonumber(ARGV[3])
+  while left > 0 do
+    local entries = redis.call('XREVRANGE', KEYS[1], from, '-', 'COUNT', math.min(left, 256))
+    if #entries == 0 then break end
+    for _, e in ipairs(entries) do
+      if tonumber(string.match(e[1], '^%d+')) < floor then
+        left = 0
+        break
+      end
+      local f, n, m = e[2], nil, nil
+      for i = 1, #f, 2 do
+        if f[i] == 'n' then n = f[i + 1] elseif f[i] == 'm' then m = f[i + 1] end
+      end
+      if n == ARGV[8] and m == ARGV[1] then return e[1] end
+    end
+    left = left - #entries
+    from = '(' .. entries[#entries][1]
+  end
+end
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', now - tonumber(ARGV[2]), '*', 'm', ARGV[1], 'n', ARGV[8])
 redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
 local msg
@@ -162,6 +188,10 @@ pub(crate) enum OffsetSlot {
     Absent,
 }
 
+/// Called once with what became of a record; on a failure, with the record and its message parts
+/// (to be kept and published again).
+type OnDone = Box<dyn FnOnce(Outcome, Option<Kept>) + Send>;
+
 /// The recording half of a stored broadcast: what goes in the stream, and who waits for its id.
 pub(crate) struct Record {
     stream: String,
@@ -171,10 +201,23 @@ pub(crate) struct Record {
     slot: OffsetSlot,
     /// This record's number on its node (stream field `n`).
     number: u64,
-    /// Its command was handed to a connection: from then on a failure leaves its outcome unknown.
-    sent: bool,
-    /// Called once with what became of the record.
-    on_done: Option<Box<dyn FnOnce(Outcome) + Send>>,
+    /// When its command was handed to a connection: from then on a failure leaves its outcome
+    /// unknown.
+    sent_at: Option<Instant>,
+    /// When the first attempt whose outcome is unknown was sent: Redis may hold the entry since then,
+    /// so the next attempt looks for it first ([`RECORD`]'s ARGV 9). `None` on the hot path.
+    maybe_stored_since: Option<Instant>,
+    /// When it first failed (its age in the republish queue).
+    failed_at: Option<Instant>,
+    on_done: Option<OnDone>,
+}
+
+/// A failed record with its message: everything needed to run its script again.
+pub(crate) struct Kept {
+    record: Box<Record>,
+    sharded: bool,
+    channel: String,
+    payload: Vec<u8>,
 }
 
 /// What became of a record.
@@ -210,37 +253,206 @@ impl Record {
             .arg(&message.payload)
             .arg(slot)
             .arg(self.number);
+        match self.maybe_stored_since {
+            Some(since) => cmd.arg((since.elapsed() + LOOK_BACK_MARGIN).as_millis() as u64),
+            None => cmd.arg(""),
+        };
         cmd
     }
 
-    /// Marks the record's command as handed to a connection.
-    pub(crate) fn sent(&mut self) {
-        self.sent = true;
+    /// Marks the record's command as handed to a connection at `at`.
+    pub(crate) fn sent(&mut self, at: Instant) {
+        self.sent_at = Some(at);
     }
 
-    /// Tells the waiter the outcome (the script's reply, or `None` when it failed).
-    pub(crate) fn done(&mut self, reply: Option<&redis::Value>) {
-        let id = reply.and_then(|v| match v {
-            redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-            redis::Value::SimpleString(s) => Some(s.clone()),
-            _ => None,
-        });
+    /// Tells the waiter the record's stream id.
+    pub(crate) fn done(&mut self, id: String) {
         if let Some(on_done) = self.on_done.take() {
-            on_done(match id {
-                Some(id) => Outcome::Stored(id),
-                None => Outcome::Unknown,
-            });
+            on_done(Outcome::Stored(id), None);
         }
+    }
+
+    /// Tells the waiter the record failed (its outcome unknown when it was sent), handing it the
+    /// record and its message parts (see [`Outgoing`]'s `Drop`).
+    pub(crate) fn failed(mut self: Box<Self>, sharded: bool, channel: String, payload: Vec<u8>) {
+        let Some(on_done) = self.on_done.take() else { return };
+        let outcome = match self.sent_at.take() {
+            Some(at) => {
+                self.maybe_stored_since.get_or_insert(at);
+                Outcome::Unknown
+            }
+            None => Outcome::NotStored,
+        };
+        self.failed_at.get_or_insert_with(Instant::now);
+        on_done(outcome, Some(Kept { record: self, sharded, channel, payload }));
     }
 }
 
 impl Drop for Record {
-    /// A broadcast dropped on its way (queue full, Redis unreachable, connection lost) is still
-    /// delivered locally, without an offset (unless this node's stream reader delivered it).
+    /// A record dropped outside its message (not expected: [`Outgoing`]'s `Drop` takes it to
+    /// [`Record::failed`]) still tells its waiter, so the broadcast is delivered locally.
     fn drop(&mut self) {
         if let Some(on_done) = self.on_done.take() {
-            on_done(if self.sent { Outcome::Unknown } else { Outcome::NotStored });
+            on_done(if self.sent_at.is_some() { Outcome::Unknown } else { Outcome::NotStored }, None);
         }
+    }
+}
+
+/// The stream id in a [`RECORD`] reply.
+pub(crate) fn stream_id_reply(reply: &redis::Value) -> Option<String> {
+    match reply {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl Kept {
+    /// The message again, its record flagged to look for itself first when an attempt may have
+    /// stored it, and `on_done` told what became of it.
+    fn into_outgoing(mut self, on_done: OnDone) -> Outgoing {
+        self.record.on_done = Some(on_done);
+        Outgoing {
+            sharded: self.sharded,
+            channel: std::mem::take(&mut self.channel),
+            payload: std::mem::take(&mut self.payload),
+            record: Some(self.record),
+        }
+    }
+}
+
+/// Unrecorded broadcasts kept to be published again, in record order (the order they were
+/// broadcast), bounded (see [`RepublishQueue::keep`] and [`RepublishQueue::expire`]).
+#[derive(Default)]
+struct RepublishQueue {
+    kept: BTreeMap<u64, Kept>,
+}
+
+/// The most unrecorded broadcasts kept; beyond, the oldest is given up.
+const REPUBLISH_MAX: usize = 10_000;
+/// Kept broadcasts queued to the publisher at once (one round; the next after their outcomes).
+const REPUBLISH_ROUND: usize = 256;
+/// Rounds while Redis keeps failing, or is not connected, are at least this far apart.
+const REPUBLISH_RETRY: Duration = Duration::from_millis(100);
+/// A round whose outcomes did not all come by then (not expected) is left to finish on its own.
+const REPUBLISH_ROUND_TIMEOUT: Duration = Duration::from_secs(10);
+/// A record whose number is this far behind the next one is given up: its claim slot (see
+/// [`Recovery::claims`]) could be reused before this node's stream reader reads it, and the reader
+/// would deliver it here a second time. Half the ring leaves room for records created between the
+/// republish and the read.
+const REPUBLISH_MAX_BEHIND: u64 = CLAIMS as u64 / 2;
+/// Added to how long ago an attempt was sent when the stream is searched for it (Redis's clock and
+/// this node's measure the time between apart).
+const LOOK_BACK_MARGIN: Duration = Duration::from_secs(2);
+
+/// Why kept broadcasts were given up.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GivenUp {
+    too_old: usize,
+    too_far_behind: usize,
+}
+
+impl RepublishQueue {
+    /// Keeps `kept` in record order; returns the oldest one kept when there are more than
+    /// [`REPUBLISH_MAX`] (given up).
+    fn keep(&mut self, kept: Kept) -> Option<Kept> {
+        self.kept.insert(kept.record.number, kept);
+        if self.kept.len() > REPUBLISH_MAX {
+            return self.kept.pop_first().map(|(_, oldest)| oldest);
+        }
+        None
+    }
+
+    /// Gives up those that must not be published any more: kept longer than their namespace's
+    /// recovery window (a late live packet), or [`REPUBLISH_MAX_BEHIND`] or more behind
+    /// `next_number` (it could be delivered twice here).
+    fn expire(&mut self, now: Instant, next_number: u64) -> GivenUp {
+        let mut given_up = GivenUp::default();
+        self.kept.retain(|&number, kept| {
+            let failed_at = kept.record.failed_at.unwrap_or(now);
+            if now.saturating_duration_since(failed_at) >= Duration::from_millis(kept.record.window_ms) {
+                given_up.too_old += 1;
+                return false;
+            }
+            if next_number.saturating_sub(number) >= REPUBLISH_MAX_BEHIND {
+                given_up.too_far_behind += 1;
+                return false;
+            }
+            true
+        });
+        given_up
+    }
+
+    /// The `n` oldest, taken out.
+    fn take(&mut self, n: usize) -> Vec<Kept> {
+        let mut round = Vec::with_capacity(n.min(self.kept.len()));
+        while round.len() < n {
+            let Some((_, kept)) = self.kept.pop_first() else { break };
+            round.push(kept);
+        }
+        round
+    }
+
+    fn len(&self) -> usize {
+        self.kept.len()
+    }
+}
+
+/// The outcomes of one republish round of [`run_republisher`].
+struct Round {
+    pending: AtomicUsize,
+    failed: AtomicBool,
+    done: Notify,
+}
+
+impl Round {
+    fn finished_one(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// Publishes the unrecorded broadcasts kept by node `recovery` again while its publisher is
+/// connected, oldest first, in rounds of [`REPUBLISH_ROUND`], each through the ordinary publish
+/// queue (so later broadcasts may be stored before them). Those kept when the publisher connects
+/// again go first on the new connection instead (the publisher's backlog), before any broadcast
+/// queued since, so they keep their order. Their records look for themselves in the
+/// stream first when an earlier attempt may have stored them ([`RECORD`]). Stored: counted, never
+/// delivered locally again (this node's stream reader skips its number, claimed at the first
+/// failure), while the other nodes deliver it with its new offset. Failed again: kept again, in
+/// order, and retried [`REPUBLISH_RETRY`] later at the soonest. Ends with the node.
+async fn run_republisher(recovery: Weak<Recovery>) {
+    let mut delay: Option<Duration> = None;
+    loop {
+        let round = {
+            let Some(this) = recovery.upgrade() else { return };
+            match delay.take() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), this.republish_wake.notified()).await;
+                }
+            }
+            let (taken, left) = this.take_kept(REPUBLISH_ROUND, true);
+            if taken.is_empty() {
+                if left > 0 {
+                    // Kept, but the publisher is not connected: look again soon.
+                    delay = Some(REPUBLISH_RETRY);
+                }
+                continue;
+            }
+            let round = Arc::new(Round {
+                pending: AtomicUsize::new(taken.len()),
+                failed: AtomicBool::new(false),
+                done: Notify::new(),
+            });
+            for kept in taken {
+                this.publisher.publish(this.again(kept, Some(round.clone())));
+            }
+            round
+        };
+        let _ = tokio::time::timeout(REPUBLISH_ROUND_TIMEOUT, round.done.notified()).await;
+        delay = Some(if round.failed.load(Ordering::Relaxed) { REPUBLISH_RETRY } else { Duration::ZERO });
     }
 }
 
@@ -328,6 +540,18 @@ pub(crate) struct Recovery {
     /// reader's XREAD while the publisher's answer is lost): the reader and the failure path each
     /// claim the number, and only the first delivers. One atomic swap per own entry read, no lock.
     claims: Box<[AtomicU64]>,
+    /// Unrecorded broadcasts waiting to be published again (see [`run_republisher`]).
+    republish: Mutex<RepublishQueue>,
+    republish_wake: Notify,
+}
+
+impl Drop for Recovery {
+    fn drop(&mut self) {
+        let left = self.republish.get_mut().len();
+        if left > 0 {
+            self.stats.republish_dropped("node stopped", left as u64);
+        }
+    }
 }
 
 /// Record numbers whose claims are remembered. Between a number's two claims come only the other
@@ -384,7 +608,7 @@ impl Recovery {
         timeout: Duration,
         target: RedisTarget,
     ) -> Arc<Self> {
-        Arc::new(Recovery {
+        let recovery = Arc::new(Recovery {
             prefix: prefix.to_string(),
             uid: uid.to_string(),
             publisher,
@@ -401,7 +625,75 @@ impl Recovery {
             readers: RwLock::default(),
             next_number: AtomicU64::new(0),
             claims: (0..CLAIMS).map(|_| AtomicU64::new(0)).collect(),
-        })
+            republish: Mutex::default(),
+            republish_wake: Notify::new(),
+        });
+        let weak = Arc::downgrade(&recovery);
+        recovery.publisher.set_backlog(Box::new(move |n| {
+            let Some(this) = weak.upgrade() else { return Vec::new() };
+            this.take_kept(n, false).0.into_iter().map(|kept| this.again(kept, None)).collect()
+        }));
+        tokio::spawn(run_republisher(Arc::downgrade(&recovery)));
+        recovery
+    }
+
+    /// A kept broadcast as a message to publish again: stored, it is counted (never delivered here
+    /// again); failed, it is kept again (retried by [`run_republisher`]).
+    fn again(self: &Arc<Self>, kept: Kept, round: Option<Arc<Round>>) -> Outgoing {
+        let this = self.clone();
+        kept.into_outgoing(Box::new(move |outcome, kept| {
+            match outcome {
+                Outcome::Stored(_) => {
+                    this.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                    this.stats.republished(1);
+                }
+                Outcome::Unknown | Outcome::NotStored => {
+                    if let Some(round) = &round {
+                        round.failed.store(true, Ordering::Relaxed);
+                    }
+                    if let Some(kept) = kept {
+                        this.keep(kept, false);
+                    }
+                }
+            }
+            if let Some(round) = round {
+                round.finished_one();
+            }
+        }))
+    }
+
+    /// Keeps an unrecorded broadcast to be published again (`wake`: tell the republisher now).
+    fn keep(&self, kept: Kept, wake: bool) {
+        let given_up = self.republish.lock().keep(kept);
+        if given_up.is_some() {
+            self.stats.republish_dropped("more than 10000 kept", 1);
+        }
+        // Dropped outside the lock.
+        drop(given_up);
+        if wake {
+            self.republish_wake.notify_one();
+        }
+    }
+
+    /// Gives up the kept broadcasts past their bounds, and takes the `n` oldest (none when
+    /// `when_connected` and the publisher is not). Returns them and how many are left kept.
+    fn take_kept(&self, n: usize, when_connected: bool) -> (Vec<Kept>, usize) {
+        let next_number = self.next_number.load(Ordering::Relaxed);
+        let mut queue = self.republish.lock();
+        if queue.len() == 0 {
+            return (Vec::new(), 0);
+        }
+        let given_up = queue.expire(Instant::now(), next_number);
+        let taken = if !when_connected || self.publisher.is_connected() { queue.take(n) } else { Vec::new() };
+        let left = queue.len();
+        drop(queue);
+        if given_up.too_old > 0 {
+            self.stats.republish_dropped("older than the recovery window", given_up.too_old as u64);
+        }
+        if given_up.too_far_behind > 0 {
+            self.stats.republish_dropped("too many broadcasts since", given_up.too_far_behind as u64);
+        }
+        (taken, left)
     }
 
     /// True for the first claim of this node's record `number` (see [`Recovery::claims`]).
@@ -503,9 +795,10 @@ impl Recovery {
             max_len: config.max_stored_packets,
             slot,
             number,
-            sent: false,
-            on_done: Some(Box::new(move |outcome| {
-                let Some(ns) = ns_weak.upgrade() else { return };
+            sent_at: None,
+            maybe_stored_since: None,
+            failed_at: None,
+            on_done: Some(Box::new(move |outcome, kept| {
                 let id = match outcome {
                     Outcome::Stored(id) => {
                         this.stats.recorded.fetch_add(1, Ordering::Relaxed);
@@ -518,21 +811,22 @@ impl Recovery {
                         }
                         Some(id)
                     }
-                    Outcome::Unknown => {
+                    Outcome::Unknown | Outcome::NotStored => {
                         // Redis may have stored it before the connection failed, and this node's
                         // reader delivered it (with its offset) already: then it is not sent again.
-                        if !this.claim(number) {
+                        // Else the claim makes the reader skip the entry published again later.
+                        if !this.claim(number) && matches!(outcome, Outcome::Unknown) {
                             this.stats.recorded.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
-                        this.stats.unrecorded("Redis unreachable");
-                        None
-                    }
-                    Outcome::NotStored => {
-                        this.stats.unrecorded("Redis unreachable");
+                        this.stats.unrecorded("Redis unreachable; kept to publish again");
+                        if let Some(kept) = kept {
+                            this.keep(kept, true);
+                        }
                         None
                     }
                 };
+                let Some(ns) = ns_weak.upgrade() else { return };
                 this.deliver(&ns, &event, &payload, &opts, id.as_deref());
             })),
         })
@@ -1239,6 +1533,105 @@ mod tests {
         assert_eq!(parse_session(&session_json(&session)), Some(session));
         assert_eq!(parse_session("{}"), None);
         assert_eq!(parse_session("not json"), None);
+    }
+
+    fn kept(number: u64, window_ms: u64, failed_at: Instant) -> Kept {
+        let record = Record {
+            stream: "s".into(),
+            entry: Vec::new(),
+            window_ms,
+            max_len: 10,
+            slot: OffsetSlot::Absent,
+            number,
+            sent_at: None,
+            maybe_stored_since: None,
+            failed_at: Some(failed_at),
+            on_done: None,
+        };
+        Kept { record: Box::new(record), sharded: false, channel: String::new(), payload: Vec::new() }
+    }
+
+    fn numbers(kept: &[Kept]) -> Vec<u64> {
+        kept.iter().map(|k| k.record.number).collect()
+    }
+
+    #[test]
+    fn the_republish_queue_gives_them_back_in_record_order() {
+        let now = Instant::now();
+        let mut queue = RepublishQueue::default();
+        for n in [5, 3, 4, 9] {
+            assert!(queue.keep(kept(n, 60_000, now)).is_none());
+        }
+        assert_eq!(numbers(&queue.take(3)), [3, 4, 5]);
+        // One failed again goes back before the later ones.
+        assert!(queue.keep(kept(4, 60_000, now)).is_none());
+        assert_eq!(numbers(&queue.take(10)), [4, 9]);
+        assert_eq!(queue.len(), 0);
+    }
+
+    #[test]
+    fn the_republish_queue_gives_up_the_oldest_beyond_its_cap() {
+        let now = Instant::now();
+        let mut queue = RepublishQueue::default();
+        for n in 0..REPUBLISH_MAX as u64 {
+            assert!(queue.keep(kept(n, 60_000, now)).is_none(), "{n} fits");
+        }
+        let given_up = queue.keep(kept(REPUBLISH_MAX as u64, 60_000, now)).expect("one over the cap");
+        assert_eq!(given_up.record.number, 0, "the oldest goes");
+        assert_eq!(queue.len(), REPUBLISH_MAX);
+        assert_eq!(numbers(&queue.take(1)), [1]);
+    }
+
+    #[test]
+    fn the_republish_queue_gives_up_those_too_old_or_too_far_behind() {
+        let now = Instant::now();
+        let mut queue = RepublishQueue::default();
+        // Windows of one second: failed at `now` (too old 1.5 s later) and 1 s later (not yet).
+        queue.keep(kept(1, 1000, now));
+        queue.keep(kept(2, 1000, now + Duration::from_secs(1)));
+        assert_eq!(queue.expire(now + Duration::from_millis(1500), 3), GivenUp { too_old: 1, too_far_behind: 0 });
+        assert_eq!(queue.len(), 1);
+        // Record 2 is REPUBLISH_MAX_BEHIND behind the next number: its claim slot may be reused.
+        queue.keep(kept(3, 60_000, now));
+        assert_eq!(queue.expire(now, 2 + REPUBLISH_MAX_BEHIND), GivenUp { too_old: 0, too_far_behind: 1 });
+        assert_eq!(numbers(&queue.take(10)), [3]);
+    }
+
+    #[test]
+    fn a_failed_record_reaches_its_waiter_with_its_message() {
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let message = |sent: Option<Instant>| {
+            let mut record = kept(7, 1000, Instant::now()).record;
+            record.failed_at = None;
+            record.sent_at = sent;
+            let outcomes = outcomes.clone();
+            record.on_done = Some(Box::new(move |outcome, kept: Option<Kept>| {
+                let kept = kept.expect("the record and its message");
+                let what = match outcome {
+                    Outcome::Stored(_) => "stored",
+                    Outcome::Unknown => "unknown",
+                    Outcome::NotStored => "not stored",
+                };
+                outcomes.lock().push((
+                    what,
+                    kept.channel.clone(),
+                    kept.payload.clone(),
+                    kept.record.maybe_stored_since.is_some(),
+                    kept.record.failed_at.is_some(),
+                ));
+            }));
+            Outgoing { sharded: true, channel: "ch".into(), payload: b"p".to_vec(), record: Some(record) }
+        };
+        drop(message(None));
+        drop(message(Some(Instant::now())));
+        let outcomes = outcomes.lock();
+        assert_eq!(
+            *outcomes,
+            [
+                ("not stored", "ch".to_string(), b"p".to_vec(), false, true),
+                ("unknown", "ch".to_string(), b"p".to_vec(), true, true)
+            ]
+        );
     }
 
     #[test]

@@ -22,9 +22,15 @@ pub struct Stats {
     pub subscriber_connected: AtomicBool,
     /// Connection state recovery: broadcasts stored in the namespace's stream (offset = stream id).
     pub recorded: AtomicU64,
-    /// Broadcasts delivered locally without an offset because Redis could not store them (they reach
-    /// connected clients but cannot be replayed).
+    /// Broadcasts delivered locally without an offset because Redis could not store them at once
+    /// (kept to be published again once Redis answers, see [`Stats::republished`]).
     pub unrecorded: AtomicU64,
+    /// Unrecorded broadcasts stored (or found stored) in the stream on a later attempt, so the other
+    /// nodes got them.
+    pub republished: AtomicU64,
+    /// Unrecorded broadcasts given up without being published again: too many kept, older than the
+    /// recovery window, or too far behind the node's record numbers (logged at most once a second).
+    pub republish_dropped: AtomicU64,
     /// Sessions restored from Redis.
     pub restored: AtomicU64,
     /// Recovery attempts refused: unknown or expired session, offset too old or invalid, Redis error.
@@ -34,6 +40,8 @@ pub struct Stats {
     /// Seconds since the epoch of the last drop warning, to log at most once a second.
     last_drop_log: AtomicU64,
     last_unrecorded_log: AtomicU64,
+    last_republish_log: AtomicU64,
+    last_republish_dropped_log: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -49,6 +57,8 @@ pub struct StatsSnapshot {
     pub subscriber_connected: bool,
     pub recorded: u64,
     pub unrecorded: u64,
+    pub republished: u64,
+    pub republish_dropped: u64,
     pub restored: u64,
     pub restore_refused: u64,
     pub session_write_failures: u64,
@@ -67,6 +77,8 @@ impl Stats {
             subscriber_connected: self.subscriber_connected.load(Ordering::Relaxed),
             recorded: self.recorded.load(Ordering::Relaxed),
             unrecorded: self.unrecorded.load(Ordering::Relaxed),
+            republished: self.republished.load(Ordering::Relaxed),
+            republish_dropped: self.republish_dropped.load(Ordering::Relaxed),
             restored: self.restored.load(Ordering::Relaxed),
             restore_refused: self.restore_refused.load(Ordering::Relaxed),
             session_write_failures: self.session_write_failures.load(Ordering::Relaxed),
@@ -99,10 +111,37 @@ impl Stats {
         }
     }
 
+    /// Counts `n` unrecorded broadcasts stored on a later attempt, and logs it (at most once a second).
+    pub(crate) fn republished(&self, n: u64) {
+        let total = self.republished.fetch_add(n, Ordering::Relaxed) + n;
+        if once_a_second(&self.last_republish_log) {
+            tracing::info!(total_republished = total, "redis adapter: unrecorded broadcast republished");
+        }
+    }
+
+    /// Counts `n` unrecorded broadcasts given up, and logs it (at most once a second).
+    pub(crate) fn republish_dropped(&self, reason: &str, n: u64) {
+        let total = self.republish_dropped.fetch_add(n, Ordering::Relaxed) + n;
+        if once_a_second(&self.last_republish_dropped_log) {
+            tracing::warn!(
+                reason,
+                total_republish_dropped = total,
+                "redis adapter: unrecorded broadcast not republished (other nodes' clients miss it)"
+            );
+        }
+    }
+
     pub(crate) fn malformed(&self, what: &str, error: &dyn std::fmt::Display) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(what, %error, "redis adapter: ignoring a malformed message");
     }
+}
+
+/// True at most once a second per `last` (seconds since the epoch of the last true).
+fn once_a_second(last: &AtomicU64) -> bool {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let seen = last.load(Ordering::Relaxed);
+    now != seen && last.compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
 #[cfg(test)]

@@ -245,3 +245,153 @@ async fn classic_broadcast_stored_with_its_answer_lost_is_delivered_once() {
 async fn sharded_broadcast_stored_with_its_answer_lost_is_delivered_once() {
     answer_lost_after_storing(Mode::Sharded).await;
 }
+
+/// The stream of namespace `/` (default key prefix).
+const STREAM: &str = "{socket.io:recovery:/}:packets";
+
+/// Entries in the stream of namespace `/`.
+async fn stream_len(redis: &RedisServer) -> u64 {
+    let port = redis.port.to_string();
+    common::redis_cli(&["-p", &port, "XLEN", STREAM]).await.trim().parse().expect("XLEN answers a number")
+}
+
+/// Redis is away when node A broadcasts: its clients get the packets at once without an offset, and
+/// once Redis is back A stores and publishes them again, first on its new connection. B's clients get
+/// them (with their new offsets) in order, before a packet A broadcasts as soon as it is connected;
+/// A's clients do not get them again; a client recovering with an offset from before gets them in
+/// its replay once.
+async fn broadcast_while_redis_is_away_is_republished(mode: Mode) {
+    let mut redis = RedisServer::start().await;
+    let target = RedisTarget::Single(redis.url());
+    let config = RedisAdapterConfig { mode, ..RedisAdapterConfig::default() };
+    let a = Node::start_with(target.clone(), config.clone(), sio()).await;
+    let b = Node::start_with(target, config, sio()).await;
+    a.connected().await;
+    b.connected().await;
+    let mut here = Client::connect(&a, "here").await;
+    a.socket(&here.id).join("r").expect("join");
+    let mut there = Client::connect(&b, "there").await;
+    b.socket(&there.id).join("r").expect("join");
+    let (mut mover, reply) = Client::connect_with_auth(&b, "mover", None).await;
+    let pid = reply["pid"].as_str().expect("a pid").to_string();
+    b.socket(&mover.id).join("r").expect("join");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.ns().to("r").emit("m", json!(0));
+    for client in [&mut here, &mut there] {
+        assert_eq!(within("the first packet", client.next_event()).await.args.first(), Some(&json!(0)));
+    }
+    let first = within("the first packet", mover.next_event()).await;
+    let offset = first.args.last().and_then(Value::as_str).expect("an offset").to_string();
+
+    redis.kill().await;
+    common::eventually("A's publisher to notice Redis is gone", || !a.redis.stats().snapshot().publisher_connected)
+        .await;
+    let before = a.redis.stats().snapshot();
+    for i in [1, 2] {
+        a.ns().to("r").emit("m", json!(i));
+        let local = within("the packet on A", here.next_event()).await;
+        assert_eq!(local.args, vec![json!(i)], "delivered on A at once, without an offset");
+    }
+    assert_eq!(a.redis.stats().snapshot().unrecorded, before.unrecorded + 2);
+
+    redis.restart().await;
+    a.connected().await;
+    a.ns().to("r").emit("m", json!(3));
+    assert_eq!(within("the packet on A", here.next_event()).await.args.first(), Some(&json!(3)));
+    for (who, client) in [("there", &mut there), ("mover", &mut mover)] {
+        for i in [1, 2, 3] {
+            let event = within("the packets published again, then the next one", client.next_event()).await;
+            assert_eq!(event.args.first(), Some(&json!(i)), "{who}: {event:?}");
+            assert!(event.args.get(1).and_then(Value::as_str).is_some_and(|o| o.contains('-')), "{who}: an offset");
+        }
+    }
+    common::eventually("A to count them republished", || {
+        a.redis.stats().snapshot().republished == before.republished + 2
+    })
+    .await;
+    // Nothing twice: the next packet anyone gets is the marker.
+    a.ns().to("r").emit("end", json!(null));
+    for (who, client) in [("here", &mut here), ("there", &mut there), ("mover", &mut mover)] {
+        let events = within("the end marker", client.events_until("end")).await;
+        assert!(events.is_empty(), "{who}: unexpected {events:?}");
+    }
+    assert_eq!(stream_len(&redis).await, 4, "the republished packets, the next one and the marker, once each");
+
+    // A client that missed them (offset from before Redis died) gets them in its replay, once.
+    let sid = mover.id.clone();
+    mover.drop_transport().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let auth = json!({"pid": pid, "offset": offset});
+    let (mut back, reply) = Client::connect_with_auth(&a, "mover", Some(&auth)).await;
+    assert_eq!(reply["sid"], json!(sid), "recovered with the same socket id");
+    let replay = within("the replay", back.events_until("end")).await;
+    let replayed: Vec<Value> = replay.iter().filter_map(|e| e.args.first().cloned()).collect();
+    assert_eq!(replayed, [json!(1), json!(2), json!(3)], "each once in the replay, in order");
+    assert_eq!(a.redis.stats().snapshot().republish_dropped, 0);
+}
+
+#[tokio::test]
+async fn classic_broadcast_while_redis_is_away_reaches_the_other_node_once_it_is_back() {
+    broadcast_while_redis_is_away_is_republished(Mode::Classic).await;
+}
+
+#[tokio::test]
+async fn sharded_broadcast_while_redis_is_away_reaches_the_other_node_once_it_is_back() {
+    broadcast_while_redis_is_away_is_republished(Mode::Sharded).await;
+}
+
+/// Redis stores and publishes a broadcast, its answer is lost, and the sending node learns that the
+/// outcome is unknown before its stream reader can read the entry (the proxy holds the reader's
+/// answers): the node delivers it locally without an offset and keeps it, then publishes it again
+/// once reconnected. The republished record finds itself in the stream and is neither stored nor
+/// published a second time: every client gets the packet once, and the stream holds it once.
+async fn answer_lost_and_republished(mode: Mode) {
+    let redis = RedisServer::start().await;
+    let proxy = common::LossyProxy::start(redis.port).await;
+    let config = RedisAdapterConfig { mode, ..RedisAdapterConfig::default() };
+    let a = Node::start_with(RedisTarget::Single(proxy.url()), config.clone(), sio()).await;
+    let b = Node::start_with(RedisTarget::Single(redis.url()), config, sio()).await;
+    a.connected().await;
+    b.connected().await;
+    let mut here = Client::connect(&a, "here").await;
+    a.socket(&here.id).join("r").expect("join");
+    let mut there = Client::connect(&b, "there").await;
+    b.socket(&there.id).join("r").expect("join");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.ns().to("r").emit("m", json!(0));
+    for client in [&mut here, &mut there] {
+        assert_eq!(within("the first packet", client.next_event()).await.args.first(), Some(&json!(0)));
+    }
+
+    let before = a.redis.stats().snapshot();
+    proxy.lose_next_answer_stalling_others(Duration::from_millis(1500));
+    a.ns().to("r").emit("m", json!(1));
+    let local = within("the packet on A", here.next_event()).await;
+    assert_eq!(local.args, vec![json!(1)], "delivered on A without an offset (its reader was held)");
+    common::eventually("A to publish it again", || {
+        let s = a.redis.stats().snapshot();
+        s.republished + s.republish_dropped > before.republished + before.republish_dropped
+    })
+    .await;
+    let after = a.redis.stats().snapshot();
+    assert_eq!((after.unrecorded, after.republished), (before.unrecorded + 1, before.republished + 1));
+    // Past the stall: A's reader has read the stored entry (and skipped it) by the marker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.ns().to("r").emit("end", json!(null));
+    let events = within("the end marker", here.events_until("end")).await;
+    assert!(events.is_empty(), "here: the packet once, then {events:?}");
+    let events = within("the packet and the end marker", there.events_until("end")).await;
+    assert_eq!(events.len(), 1, "there: the packet exactly once, got {events:?}");
+    assert_eq!(events[0].args.first(), Some(&json!(1)));
+    assert_eq!(stream_len(&redis).await, 3, "the first packet, this one once, the marker");
+}
+
+#[tokio::test]
+async fn classic_broadcast_stored_with_its_answer_lost_is_not_republished_twice() {
+    answer_lost_and_republished(Mode::Classic).await;
+}
+
+#[tokio::test]
+async fn sharded_broadcast_stored_with_its_answer_lost_is_not_republished_twice() {
+    answer_lost_and_republished(Mode::Sharded).await;
+}

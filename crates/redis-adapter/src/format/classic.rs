@@ -407,7 +407,7 @@ mod tests {
     fn own_broadcasts_are_recognised_from_their_first_element() {
         let opts = BroadcastOptions::default();
         let payload = Payload::from(json!("hi"));
-        let ours = Classic::broadcast("socket.io", "abc123", "/", "e", &payload, &opts).payload;
+        let ours = std::mem::take(&mut Classic::broadcast("socket.io", "abc123", "/", "e", &payload, &opts).payload);
         assert!(sent_by(&ours, "abc123"));
         assert!(!sent_by(&ours, "abc12"));
         assert!(!sent_by(&ours, "xyz789"));

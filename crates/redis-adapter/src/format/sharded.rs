@@ -161,7 +161,7 @@ impl WireFormat for Sharded {
         payload: &Payload,
         opts: &BroadcastOptions,
     ) -> (Outgoing, Vec<u8>, OffsetSlot) {
-        let entry = Classic::broadcast(&self.prefix, &self.uid, nsp, event, payload, opts).payload;
+        let entry = std::mem::take(&mut Classic::broadcast(&self.prefix, &self.uid, nsp, event, payload, opts).payload);
         let mut message = self.encode_broadcast(nsp, event, payload, opts);
         let slot = match message.payload.first().copied() {
             // JSON: the script closes the object with `,"offset":"<id>"}`.

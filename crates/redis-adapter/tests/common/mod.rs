@@ -411,7 +411,16 @@ impl Client {
 pub struct LossyProxy {
     pub port: u16,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stall: std::sync::Arc<Stall>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+/// How long the other connections' answers are held once answers start being lost (0: not held),
+/// and until when.
+#[derive(Default)]
+struct Stall {
+    ms: std::sync::atomic::AtomicU64,
+    until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl LossyProxy {
@@ -423,15 +432,16 @@ impl LossyProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stall = std::sync::Arc::new(Stall::default());
         let accept = {
-            let armed = armed.clone();
+            let (armed, stall) = (armed.clone(), stall.clone());
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    tokio::spawn(Self::relay(client, redis_port, armed.clone()));
+                    tokio::spawn(Self::relay(client, redis_port, armed.clone(), stall.clone()));
                 }
             })
         };
-        LossyProxy { port, armed, accept }
+        LossyProxy { port, armed, stall, accept }
     }
 
     pub fn url(&self) -> String {
@@ -444,7 +454,21 @@ impl LossyProxy {
         self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    async fn relay(client: TcpStream, redis_port: u16, armed: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    /// As [`Self::lose_next_answer`], and from then on every other connection's answers (the node's
+    /// stream reader, its subscriber, the publisher's next connection) are held until `stall` after
+    /// the lossy connection closed: the node learns that the outcome is unknown before it can read
+    /// what Redis stored.
+    pub fn lose_next_answer_stalling_others(&self, stall: Duration) {
+        self.stall.ms.store(stall.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+        self.lose_next_answer();
+    }
+
+    async fn relay(
+        client: TcpStream,
+        redis_port: u16,
+        armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        stall: std::sync::Arc<Stall>,
+    ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)).await else { return };
         let (mut client_read, mut client_write) = client.into_split();
@@ -457,6 +481,11 @@ impl LossyProxy {
                     let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
                     if up[..n].windows(7).any(|w| w == b"EVALSHA") && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
                         losing = true;
+                        let ms = stall.ms.swap(0, std::sync::atomic::Ordering::SeqCst);
+                        if ms > 0 {
+                            let until = tokio::time::Instant::now() + Self::CLOSE_AFTER + Duration::from_millis(ms);
+                            *stall.until.lock().expect("stall lock") = Some(until);
+                        }
                     }
                     if server_write.write_all(&up[..n]).await.is_err() {
                         return;
@@ -468,6 +497,10 @@ impl LossyProxy {
                         // Dropping both sides after the pause closes the node's connection.
                         tokio::time::sleep(Self::CLOSE_AFTER).await;
                         return;
+                    }
+                    let until = *stall.until.lock().expect("stall lock");
+                    if let Some(until) = until {
+                        tokio::time::sleep_until(until).await;
                     }
                     if client_write.write_all(&down[..n]).await.is_err() {
                         return;
