@@ -13,9 +13,9 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_socketio::{Payload, SocketIo};
@@ -104,8 +104,52 @@ impl ProducerContext for ProducerCtx {
     }
 }
 
+/// How long one round of the polling thread waits for librdkafka's events. rdkafka's own
+/// `ThreadedProducer` polls in 100 ms rounds, and the crate's poll loop spins through the last
+/// millisecond of every round (it rounds the time left down to whole milliseconds, and 0 means "do
+/// not wait"): about 1% of a core for an idle producer. With one-second rounds that is 0.1%; a
+/// round's length only delays the thread's end when the producer is dropped (off the runtime's
+/// threads: see `Pump`), never an event.
+const POLL_ROUND: Duration = Duration::from_secs(1);
+
+/// librdkafka's producer and the thread that serves its events (delivery reports, errors) until
+/// dropped.
+struct Polled {
+    producer: Arc<BaseProducer<ProducerCtx>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Polled {
+    fn start(producer: BaseProducer<ProducerCtx>) -> Result<Polled, String> {
+        let producer = Arc::new(producer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (producer, stop) = (producer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("kafka-producer-poll".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        producer.poll(POLL_ROUND);
+                    }
+                })
+                .map_err(|e| format!("cannot start the producer's polling thread: {e}"))?
+        };
+        Ok(Polled { producer, stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Polled {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 struct RdTransport {
-    producer: Arc<ThreadedProducer<ProducerCtx>>,
+    producer: Polled,
     reports: Arc<Reports>,
     topic: Arc<str>,
 }
@@ -114,7 +158,7 @@ impl Transport for RdTransport {
     fn send(&self, seq: u64, key: &[u8], value: &[u8]) -> Result<(), String> {
         // usize is 64 bits on every target this server builds for; a wrap would only need 2^64 records.
         let record = BaseRecord::with_opaque_to(&self.topic, seq as usize).key(key).payload(value);
-        self.producer.send(record).map_err(|(error, _)| error.to_string())
+        self.producer.producer.send(record).map_err(|(error, _)| error.to_string())
     }
 
     fn reports(&self) -> &Reports {
@@ -122,7 +166,7 @@ impl Transport for RdTransport {
     }
 
     fn probe(&self, timeout: Duration) -> BoxFuture<'static, bool> {
-        let producer = self.producer.clone();
+        let producer = self.producer.producer.clone();
         let topic = self.topic.clone();
         async move {
             tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout).is_ok())
@@ -150,8 +194,8 @@ pub(super) fn connector(kafka: &KafkaConfig, stats: Arc<Stats>) -> Connect {
     Box::new(move || {
         let reports = Arc::new(Reports::default());
         let context = ProducerCtx { inner: Context { stats: stats.clone() }, reports: reports.clone() };
-        let producer: ThreadedProducer<ProducerCtx> = config.create_with_context(context).map_err(|e| e.to_string())?;
-        Ok(Arc::new(RdTransport { producer: Arc::new(producer), reports, topic: topic.clone() }) as Arc<dyn Transport>)
+        let producer: BaseProducer<ProducerCtx> = config.create_with_context(context).map_err(|e| e.to_string())?;
+        Ok(Arc::new(RdTransport { producer: Polled::start(producer)?, reports, topic: topic.clone() }) as Arc<dyn Transport>)
     })
 }
 

@@ -357,7 +357,11 @@ impl Pump {
             };
             match end {
                 PhaseEnd::Switch => backoff = BACKOFF_MIN,
-                PhaseEnd::Closed => return self.spill_on_close(),
+                PhaseEnd::Closed => {
+                    // Dropping a producer joins its polling thread: not on the runtime's threads.
+                    tokio::task::spawn_blocking(move || drop(transport));
+                    return self.spill_on_close();
+                }
                 PhaseEnd::Failed(error) => {
                     let was_up = self.shared.stats.up.swap(false, Ordering::Relaxed);
                     if was_up {
