@@ -190,12 +190,9 @@ async fn sharded_packets_of_two_nodes_reach_clients_in_stream_order_once() {
     two_senders_in_stream_order(Mode::Sharded).await;
 }
 
-/// Redis stores a broadcast (and publishes it) but its answer to the sending node is lost with the
-/// connection: the node's stream reader reads the entry and delivers it with its offset before the
-/// node learns that the outcome is unknown, and the failure path then delivers it again without an
-/// offset unless the two agree on who delivers it. Every client, on the sender's node and on the
-/// other, gets the packet exactly once, with its offset.
-async fn answer_lost_after_storing(mode: Mode) {
+/// Node A reaches Redis through a [`common::LossyProxy`], node B directly; one client of each in
+/// room `r`.
+async fn behind_a_lossy_proxy(mode: Mode) -> (RedisServer, common::LossyProxy, Node, Node, Client, Client) {
     let redis = RedisServer::start().await;
     let proxy = common::LossyProxy::start(redis.port).await;
     let config = RedisAdapterConfig { mode, ..RedisAdapterConfig::default() };
@@ -203,10 +200,20 @@ async fn answer_lost_after_storing(mode: Mode) {
     let b = Node::start_with(RedisTarget::Single(redis.url()), config, sio()).await;
     a.connected().await;
     b.connected().await;
-    let mut here = Client::connect(&a, "here").await;
+    let here = Client::connect(&a, "here").await;
     a.socket(&here.id).join("r").expect("join");
-    let mut there = Client::connect(&b, "there").await;
+    let there = Client::connect(&b, "there").await;
     b.socket(&there.id).join("r").expect("join");
+    (redis, proxy, a, b, here, there)
+}
+
+/// Redis stores a broadcast (and publishes it) but its answer to the sending node is lost with the
+/// connection: the node's stream reader reads the entry and delivers it with its offset before the
+/// node learns that the outcome is unknown, and the failure path then delivers it again without an
+/// offset unless the two agree on who delivers it. Every client, on the sender's node and on the
+/// other, gets the packet exactly once, with its offset.
+async fn answer_lost_after_storing(mode: Mode) {
+    let (_redis, proxy, a, _b, mut here, mut there) = behind_a_lossy_proxy(mode).await;
     // Both nodes' readers are positioned and both clients reachable: a first packet reaches both.
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.ns().to("r").emit("m", json!(0));
@@ -346,17 +353,7 @@ async fn sharded_broadcast_while_redis_is_away_reaches_the_other_node_once_it_is
 /// once reconnected. The republished record finds itself in the stream and is neither stored nor
 /// published a second time: every client gets the packet once, and the stream holds it once.
 async fn answer_lost_and_republished(mode: Mode) {
-    let redis = RedisServer::start().await;
-    let proxy = common::LossyProxy::start(redis.port).await;
-    let config = RedisAdapterConfig { mode, ..RedisAdapterConfig::default() };
-    let a = Node::start_with(RedisTarget::Single(proxy.url()), config.clone(), sio()).await;
-    let b = Node::start_with(RedisTarget::Single(redis.url()), config, sio()).await;
-    a.connected().await;
-    b.connected().await;
-    let mut here = Client::connect(&a, "here").await;
-    a.socket(&here.id).join("r").expect("join");
-    let mut there = Client::connect(&b, "there").await;
-    b.socket(&there.id).join("r").expect("join");
+    let (redis, proxy, a, _b, mut here, mut there) = behind_a_lossy_proxy(mode).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.ns().to("r").emit("m", json!(0));
     for client in [&mut here, &mut there] {

@@ -195,7 +195,8 @@ pub(super) fn connector(kafka: &KafkaConfig, stats: Arc<Stats>) -> Connect {
         let reports = Arc::new(Reports::default());
         let context = ProducerCtx { inner: Context { stats: stats.clone() }, reports: reports.clone() };
         let producer: BaseProducer<ProducerCtx> = config.create_with_context(context).map_err(|e| e.to_string())?;
-        Ok(Arc::new(RdTransport { producer: Polled::start(producer)?, reports, topic: topic.clone() }) as Arc<dyn Transport>)
+        Ok(Arc::new(RdTransport { producer: Polled::start(producer)?, reports, topic: topic.clone() })
+            as Arc<dyn Transport>)
     })
 }
 

@@ -12,8 +12,8 @@
 //! (`--scenarios kafka`): it needs the broker, and a run takes about a minute per repeat.
 
 use super::rows::{cell, VariantRows};
-use crate::procfs::{clock_ticks_per_second, CpuSample};
 use super::*;
+use crate::procfs::{clock_ticks_per_second, CpuSample};
 
 /// Receivers in the room of every variant.
 pub const RECEIVERS: usize = 10;
