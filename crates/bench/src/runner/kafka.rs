@@ -7,9 +7,10 @@
 //! with the same load (`fanout --event ...`, [`RECEIVERS`] receivers, [`MESSAGES`] messages written
 //! back to back): Switchyard's `bench-server` with the plain `msg` broadcast, the built-in `message`
 //! with Kafka off, and `message` with Kafka on, once with `kafka.ack = "persisted"` (broadcast and
-//! ack wait for Kafka's acknowledgement) and once with the default `accepted`; the Node peer (bench/node/server.js) with the same `message` handler
-//! without Kafka and with `await producer.send(...)` (kafkajs) before the broadcast. Opt-in
-//! (`--scenarios kafka`): it needs the broker, and a run takes about a minute per repeat.
+//! ack wait for Kafka's acknowledgement) and once with the default `accepted`; the Node peer
+//! (bench/node/server.js) with the same `message` handler without Kafka and with `await
+//! producer.send(...)` (kafkajs) before the broadcast. Opt-in (`--scenarios kafka`): it needs the
+//! broker, and a run takes about a minute per repeat.
 
 use super::rows::{cell, VariantRows};
 use super::*;
