@@ -191,7 +191,7 @@ async fn sharded_packets_of_two_nodes_reach_clients_in_stream_order_once() {
 }
 
 /// Node A reaches Redis through a [`common::LossyProxy`], node B directly; one client of each in
-/// room `r`.
+/// room `r`, both of which got a first packet (`0`) from A.
 async fn behind_a_lossy_proxy(mode: Mode) -> (RedisServer, common::LossyProxy, Node, Node, Client, Client) {
     let redis = RedisServer::start().await;
     let proxy = common::LossyProxy::start(redis.port).await;
@@ -200,10 +200,16 @@ async fn behind_a_lossy_proxy(mode: Mode) -> (RedisServer, common::LossyProxy, N
     let b = Node::start_with(RedisTarget::Single(redis.url()), config, sio()).await;
     a.connected().await;
     b.connected().await;
-    let here = Client::connect(&a, "here").await;
+    let mut here = Client::connect(&a, "here").await;
     a.socket(&here.id).join("r").expect("join");
-    let there = Client::connect(&b, "there").await;
+    let mut there = Client::connect(&b, "there").await;
     b.socket(&there.id).join("r").expect("join");
+    // Both nodes' readers are positioned and both clients reachable: a first packet reaches both.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.ns().to("r").emit("m", json!(0));
+    for client in [&mut here, &mut there] {
+        assert_eq!(within("the first packet", client.next_event()).await.args.first(), Some(&json!(0)));
+    }
     (redis, proxy, a, b, here, there)
 }
 
@@ -214,12 +220,6 @@ async fn behind_a_lossy_proxy(mode: Mode) -> (RedisServer, common::LossyProxy, N
 /// other, gets the packet exactly once, with its offset.
 async fn answer_lost_after_storing(mode: Mode) {
     let (_redis, proxy, a, _b, mut here, mut there) = behind_a_lossy_proxy(mode).await;
-    // Both nodes' readers are positioned and both clients reachable: a first packet reaches both.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    a.ns().to("r").emit("m", json!(0));
-    for client in [&mut here, &mut there] {
-        assert_eq!(within("the first packet", client.next_event()).await.args.first(), Some(&json!(0)));
-    }
 
     let before = a.redis.stats().snapshot();
     proxy.lose_next_answer();
@@ -354,11 +354,6 @@ async fn sharded_broadcast_while_redis_is_away_reaches_the_other_node_once_it_is
 /// published a second time: every client gets the packet once, and the stream holds it once.
 async fn answer_lost_and_republished(mode: Mode) {
     let (redis, proxy, a, _b, mut here, mut there) = behind_a_lossy_proxy(mode).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    a.ns().to("r").emit("m", json!(0));
-    for client in [&mut here, &mut there] {
-        assert_eq!(within("the first packet", client.next_event()).await.args.first(), Some(&json!(0)));
-    }
 
     let before = a.redis.stats().snapshot();
     proxy.lose_next_answer_stalling_others(Duration::from_millis(1500));

@@ -217,7 +217,7 @@ pub fn run_repeat(
                     env.push(("BENCH_EVENTS", "1".into()));
                     if on {
                         env.push(("SWITCHYARD_KAFKA_BROKERS", brokers.clone()));
-                        env.push(("SWITCHYARD_KAFKA_TOPIC", topic));
+                        env.push(("SWITCHYARD_KAFKA_TOPIC", topic.clone()));
                         let ack = if name == "switchyard-kafka" { "persisted" } else { "accepted" };
                         env.push(("SWITCHYARD_KAFKA_ACK", ack.into()));
                         let store = broker.dir.join(format!("store-{name}"));
@@ -226,13 +226,12 @@ pub fn run_repeat(
                 }
                 (_, true) => {
                     env.push(("KAFKA_BROKERS", brokers.clone()));
-                    env.push(("KAFKA_TOPIC", topic));
+                    env.push(("KAFKA_TOPIC", topic.clone()));
                     env.push(("KAFKAJS_NO_PARTITIONER_WARNING", "1".into()));
                 }
                 (_, false) => {}
             }
             let log_path = logs.join(format!("{name}-kafka-{}.log", repeat + 1));
-            let topic = format!("bench-{}-{name}", repeat + 1);
             let mut value = match RunningServer::start_with_env(spec, &log_path, &env) {
                 Ok(server) => runtime.block_on(async {
                     // Warm-up: the first produce opens the connection and creates the topic.
