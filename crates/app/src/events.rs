@@ -17,7 +17,7 @@
 
 use crate::access::{self, Access};
 use crate::history::{History, ReadOptions};
-use crate::pipeline::{AcceptedMessage, Hold, InOrder, MessageSink};
+use crate::pipeline::{confirm_both, AcceptedMessage, Confirm, Hold, InOrder, MessageSink, Refused};
 use crate::presence::Presence;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -67,15 +67,61 @@ pub struct Events {
 #[derive(Clone, Default)]
 struct Handed(Arc<parking_lot::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>);
 
-/// What `sinks` return together for `message`: resolves once every one holds it (or one refused).
+/// What `sinks` return together for `message`: resolves once every one holds it (or one refused),
+/// with every confirm the sender's ack must wait for.
 fn hold_all(sinks: &[Arc<dyn MessageSink>], message: &AcceptedMessage) -> Hold {
     match sinks {
         [sink] => sink.accept(message),
         sinks => {
             let holds: Vec<_> = sinks.iter().map(|sink| sink.accept(message)).collect();
             Box::pin(async move {
-                futures_util::future::join_all(holds).await.into_iter().collect::<Result<Vec<()>, _>>().map(drop)
+                let mut confirm = None;
+                for held in futures_util::future::join_all(holds).await {
+                    confirm = confirm_both(confirm, held?);
+                }
+                Ok(confirm)
             })
+        }
+    }
+}
+
+/// A socket's messages in order: their broadcasts, and their acks (which may wait for a sink's
+/// confirm after the broadcast).
+#[derive(Clone, Default)]
+struct SenderOrder {
+    broadcasts: InOrder<Result<Option<Confirm>, Refused>>,
+    acks: Acks,
+}
+
+/// A socket's `message` acks, in the order its messages came.
+#[derive(Clone, Default)]
+struct Acks(InOrder<Result<(), Refused>>);
+
+impl Acks {
+    /// Answers `ack` once `confirm` resolves, after the acks of the messages before it.
+    fn ack_when(&self, ack: AckSender, confirm: Confirm, reply: Vec<u8>) {
+        self.0.submit(
+            confirm,
+            Box::new(move |outcome| match outcome {
+                Ok(()) => ack.send_json(&reply),
+                Err(refused) => ack.send(refusal(refused.error)),
+            }),
+        );
+    }
+
+    /// Answers `ack` with `outcome` now, or after the acks still waiting for their confirms.
+    fn ack_now(&self, ack: AckSender, outcome: Result<Vec<u8>, Refused>) {
+        if self.0.idle() {
+            match outcome {
+                Ok(reply) => ack.send_json(&reply),
+                Err(refused) => ack.send(refusal(refused.error)),
+            }
+        } else {
+            let (confirm, reply): (Confirm, Vec<u8>) = match outcome {
+                Ok(reply) => (Box::pin(async { Ok(()) }), reply),
+                Err(refused) => (Box::pin(async move { Err(refused) }), Vec::new()),
+            };
+            self.ack_when(ack, confirm, reply);
         }
     }
 }
@@ -298,10 +344,10 @@ impl Events {
                         let _ = previous_handed.await;
                     }
                     match gated {
-                        Ok(()) => {
+                        Ok(gate_confirm) => {
                             let held = hold_all(&sinks, &message);
                             let _ = handed_now.send(());
-                            held.await
+                            Ok(confirm_both(gate_confirm, held.await?))
                         }
                         Err(refused) => {
                             let _ = handed_now.send(());
@@ -311,16 +357,17 @@ impl Events {
                 })
             }
         };
-        let order = socket.extensions().get::<InOrder>().unwrap_or_else(|| {
-            let order = InOrder::default();
+        let order = socket.extensions().get::<SenderOrder>().unwrap_or_else(|| {
+            let order = SenderOrder::default();
             socket.extensions().insert(order.clone());
             order
         });
         let ns = socket.ns().clone();
-        order.submit(
+        let SenderOrder { broadcasts, acks } = order;
+        broadcasts.submit(
             hold,
             Box::new(move |outcome| match outcome {
-                Ok(()) => {
+                Ok(confirm) => {
                     let reply = ack.map(|ack| (ack, crate::json::message_ack(&accepted.id, accepted.ts)));
                     let to = ns.to(accepted.room.as_str());
                     if to.takes_json() {
@@ -332,13 +379,16 @@ impl Events {
                         let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
                         to.emit("message", Payload { args: vec![message], binary: payload.binary });
                     }
-                    if let Some((ack, reply)) = reply {
-                        ack.send_json(&reply);
+                    match (reply, confirm) {
+                        (None, _) => {}
+                        // Only the sender waits for the confirm (Kafka's `persisted`): the room has it.
+                        (Some((ack, reply)), Some(confirm)) => acks.ack_when(ack, confirm, reply),
+                        (Some((ack, reply)), None) => acks.ack_now(ack, Ok(reply)),
                     }
                 }
                 Err(refused) => {
                     if let Some(ack) = ack {
-                        ack.send(refusal(refused.error));
+                        acks.ack_now(ack, Err(refused));
                     }
                 }
             }),

@@ -7,16 +7,23 @@
 //! - [`MessageSink::accept`] is called on the sender's connection task, in the order the messages
 //!   arrive, and does its ordering-relevant work there (assign a sequence, enqueue); it must not
 //!   block.
-//! - The future it returns resolves once the sink holds the message as durably as its
-//!   configuration promises (for example: written to the history store; queued or spooled for
-//!   Kafka, or acknowledged by Kafka with `kafka.ack = "persisted"`).
-//! - An `Err` refuses the message: it is not broadcast and the sender's ack is
-//!   `{"ok": false, "error": <the refusal's error>}`. A sink that refuses counts and logs why.
+//! - The [`Hold`] it returns resolves once the message may be broadcast: the sink holds it as its
+//!   configuration requires before anyone sees it (for example: written to the history store;
+//!   queued or spooled for Kafka).
+//! - A sink whose configuration promises more to the sender than to the room (Kafka with
+//!   `kafka.ack = "persisted"`: acknowledged by Kafka, or fsynced in the spool) resolves its hold
+//!   with a [`Confirm`]: the message is broadcast at once and only the sender's ack waits for it.
+//!   The room's delivery does not pay for the sender's durability.
+//! - An `Err` refuses the message: from the hold, it is not broadcast and the sender's ack is
+//!   `{"ok": false, "error": <the refusal's error>}`; from a confirm (only when the sink could not
+//!   keep its promise after the broadcast, such as a failed fsync), the sender's ack carries the
+//!   error. A sink that refuses counts and logs why.
 //! - With a gate (history: `Events::with_history`, `Events::with_gate`) the gate takes the message
 //!   on the connection's task; the other sinks take it only once the gate holds it, from the
 //!   message's task, still in the sender's order, so a message the gate refuses reaches none of them
 //!   (a message history refuses is not produced to Kafka). A later sink's refusal cannot take the
 //!   message back out of the gate's store.
+//! - One sender's broadcasts go out in the order it sent them ([`InOrder`]), and so do its acks.
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -57,47 +64,80 @@ pub struct Refused {
     pub error: &'static str,
 }
 
+/// Resolves once the sender may be acknowledged, after the broadcast (see the module docs).
+pub type Confirm = BoxFuture<'static, Result<(), Refused>>;
+
+/// What a sink (or all of a message's sinks together) answers for one message: resolves once it may
+/// be broadcast, with what the sender's ack must still wait for, or with the refusal.
+pub type Hold = BoxFuture<'static, Result<Option<Confirm>, Refused>>;
+
 /// A stage an accepted message must reach before it is broadcast and acknowledged.
 pub trait MessageSink: Send + Sync + 'static {
     /// Takes `message` (see the module docs for the contract).
-    fn accept(&self, message: &AcceptedMessage) -> BoxFuture<'static, Result<(), Refused>>;
+    fn accept(&self, message: &AcceptedMessage) -> Hold;
 }
 
-/// What a message's sinks return together: resolves once every sink holds it (or one refused it).
-pub type Hold = BoxFuture<'static, Result<(), Refused>>;
+/// Both confirms, as one.
+pub fn confirm_both(a: Option<Confirm>, b: Option<Confirm>) -> Option<Confirm> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Box::pin(async move {
+            let (a, b) = futures_util::future::join(a, b).await;
+            a.and(b)
+        })),
+        (a, b) => a.or(b),
+    }
+}
 
-/// What happens to a message once its sinks answered: broadcast and ack, or the refusal's ack.
-pub type Release = Box<dyn FnOnce(Result<(), Refused>) + Send>;
+/// What happens to a message once its future resolved, in order (see [`InOrder`]).
+pub type Release<T> = Box<dyn FnOnce(T) + Send>;
 
-/// The messages of one sender waiting for their sinks, released (broadcast, acknowledged) in the
-/// order they arrived, whatever order their sinks finish in.
+/// The messages of one sender waiting for their sinks (or their acks waiting for their confirms),
+/// released in the order they arrived, whatever order their futures finish in.
 ///
-/// A message whose sinks hold it at once (`kafka.ack = "accepted"`, nothing older waiting) is
+/// A message whose future is ready at once (`kafka.ack = "accepted"`, nothing older waiting) is
 /// released inline, on the sender's task, with no task or channel on its way. The others go to
 /// one task per sender (started at its first waiting message), which on every wake releases every
-/// message that is ready, in order: a batch Kafka acknowledged is broadcast in one go, so each
-/// receiver's connection writes the batch at once instead of one frame per wake.
-#[derive(Clone, Default)]
-pub struct InOrder(std::sync::Arc<parking_lot::Mutex<Option<InOrderTask>>>);
+/// message that is ready, in order: a batch Kafka acknowledged is answered in one go, so the
+/// sender's connection writes the batch at once instead of one frame per wake.
+pub struct InOrder<T>(std::sync::Arc<parking_lot::Mutex<Option<InOrderTask<T>>>>);
 
-#[derive(Clone)]
-struct InOrderTask {
-    tx: tokio::sync::mpsc::UnboundedSender<(Hold, Release)>,
+impl<T> Clone for InOrder<T> {
+    fn clone(&self) -> Self {
+        InOrder(self.0.clone())
+    }
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder(Default::default())
+    }
+}
+
+/// One message's future and what to do once it resolved.
+type Waiting<T> = (BoxFuture<'static, T>, Release<T>);
+
+struct InOrderTask<T> {
+    tx: tokio::sync::mpsc::UnboundedSender<Waiting<T>>,
     /// Messages sent to the task and not yet released.
     waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl InOrder {
-    /// Releases `hold`'s message with `release` after every message submitted before it.
-    /// Called on the sender's task, in arrival order.
-    pub fn submit(&self, mut hold: Hold, release: Release) {
+impl<T: Send + 'static> InOrder<T> {
+    /// Whether nothing submitted is still waiting: a message released now keeps the order.
+    pub fn idle(&self) -> bool {
+        self.0.lock().as_ref().is_none_or(|t| t.waiting.load(std::sync::atomic::Ordering::Acquire) == 0)
+    }
+
+    /// Releases `future`'s message with `release` after every message submitted before it.
+    /// Called in arrival order.
+    pub fn submit(&self, mut future: BoxFuture<'static, T>, release: Release<T>) {
         use std::sync::atomic::Ordering;
         let mut task = self.0.lock();
         let idle = task.as_ref().is_none_or(|t| t.waiting.load(Ordering::Acquire) == 0);
         if idle {
-            // Nothing older waits: if the sinks already hold it, release it here.
+            // Nothing older waits: if it is ready already, release it here.
             let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
-            if let std::task::Poll::Ready(outcome) = hold.as_mut().poll(&mut cx) {
+            if let std::task::Poll::Ready(outcome) = future.as_mut().poll(&mut cx) {
                 drop(task);
                 release(outcome);
                 return;
@@ -110,11 +150,11 @@ impl InOrder {
             InOrderTask { tx, waiting }
         });
         task.waiting.fetch_add(1, Ordering::AcqRel);
-        if let Err(returned) = task.tx.send((hold, release)) {
+        if let Err(returned) = task.tx.send((future, release)) {
             // The task ends only when every sender is gone, which cannot be while `self` holds one.
             task.waiting.fetch_sub(1, Ordering::AcqRel);
-            let (hold, release) = returned.0;
-            tokio::spawn(async move { release(hold.await) });
+            let (future, release) = returned.0;
+            tokio::spawn(async move { release(future.await) });
         }
     }
 }
@@ -122,15 +162,15 @@ impl InOrder {
 /// The task of [`InOrder`]: releases messages in arrival order, every ready one per wake. Ends when
 /// the sender is gone and everything it submitted is released.
 ///
-/// Only the oldest waiting message's hold is polled (a later one cannot be released before it
+/// Only the oldest waiting message's future is polled (a later one cannot be released before it
 /// anyway): when it resolves, the next ones are polled in turn until one is still pending, and only
 /// that one's waker is registered. No per-message task or allocation, unlike `FuturesOrdered`.
-async fn release_in_order(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Hold, Release)>,
+async fn release_in_order<T>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiting<T>>,
     waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use std::task::Poll;
-    let mut queue: std::collections::VecDeque<(Hold, Release)> = std::collections::VecDeque::new();
+    let mut queue: std::collections::VecDeque<Waiting<T>> = std::collections::VecDeque::new();
     let mut open = true;
     std::future::poll_fn(move |cx| {
         loop {
@@ -142,10 +182,10 @@ async fn release_in_order(
                     Poll::Pending => break,
                 }
             }
-            let Some((hold, _)) = queue.front_mut() else {
+            let Some((future, _)) = queue.front_mut() else {
                 return if open { Poll::Pending } else { Poll::Ready(()) };
             };
-            match hold.as_mut().poll(cx) {
+            match future.as_mut().poll(cx) {
                 Poll::Ready(outcome) => {
                     let (_, release) = queue.pop_front().expect("the front was just polled");
                     release(outcome);
@@ -169,14 +209,14 @@ mod tests {
     /// Which message was released, with what outcome, in release order.
     type Log = Arc<Mutex<Vec<(u32, Result<(), Refused>)>>>;
 
-    fn recorder(log: &Log, n: u32) -> Release {
+    fn recorder(log: &Log, n: u32) -> Release<Result<(), Refused>> {
         let log = log.clone();
         Box::new(move |outcome| log.lock().push((n, outcome)))
     }
 
     #[tokio::test]
     async fn messages_are_released_in_arrival_order_whatever_order_their_sinks_finish_in() {
-        let order = InOrder::default();
+        let order = InOrder::<Result<(), Refused>>::default();
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut finish = Vec::new();
         for n in 0..5u32 {
@@ -212,7 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ready_first_message_is_released_inline_without_a_task() {
-        let order = InOrder::default();
+        let order = InOrder::<Result<(), Refused>>::default();
         let log = Arc::new(Mutex::new(Vec::new()));
         order.submit(Box::pin(async { Err(Refused { error: "unavailable" }) }), recorder(&log, 0));
         assert_eq!(*log.lock(), vec![(0, Err(Refused { error: "unavailable" }))]);

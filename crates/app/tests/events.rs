@@ -105,7 +105,7 @@ impl switchyard::pipeline::MessageSink for DelayingSink {
     fn accept(
         &self,
         message: &switchyard::pipeline::AcceptedMessage,
-    ) -> futures_util::future::BoxFuture<'static, Result<(), switchyard::pipeline::Refused>> {
+    ) -> switchyard::pipeline::Hold {
         let data = message.data.clone();
         Box::pin(async move {
             if data == json!("refuse") {
@@ -113,7 +113,7 @@ impl switchyard::pipeline::MessageSink for DelayingSink {
             }
             let delay = data.get("delay").and_then(Value::as_u64).unwrap_or(0);
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            Ok(())
+            Ok(None)
         })
     }
 }
@@ -156,6 +156,60 @@ async fn sinks_keep_a_senders_order_and_a_refused_message_is_neither_sent_nor_ac
     assert_eq!(acks[2].1["ok"], json!(true));
 }
 
+/// A sink that lets every message be broadcast at once and confirms it to the sender after the
+/// delay its data names (`{"confirm": ms}`), or fails the confirm for data `"unconfirmed"` (as Kafka's
+/// `persisted` does: the room does not wait, the sender's ack does).
+struct ConfirmingSink;
+
+impl switchyard::pipeline::MessageSink for ConfirmingSink {
+    fn accept(&self, message: &switchyard::pipeline::AcceptedMessage) -> switchyard::pipeline::Hold {
+        let data = message.data.clone();
+        let confirm: switchyard::pipeline::Confirm = Box::pin(async move {
+            if data == json!("unconfirmed") {
+                return Err(switchyard::pipeline::Refused { error: "unavailable" });
+            }
+            let delay = data.get("confirm").and_then(Value::as_u64).unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            Ok(())
+        });
+        Box::pin(async move { Ok(Some(confirm)) })
+    }
+}
+
+#[tokio::test]
+async fn a_confirm_holds_only_the_senders_ack_and_acks_keep_the_senders_order() {
+    let server = SioServer::start(sio_config(), move |io| {
+        let events = Events::with_sinks(Arc::new(Access::allow_all()), None, vec![Arc::new(ConfirmingSink)]);
+        events.install(&io.of("/"));
+    })
+    .await;
+    let (mut ws, _) = server.connect("/", None).await;
+    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
+    ws.sio_send(r#"22["message","lobby",{"n":1,"confirm":400}]"#).await;
+    ws.sio_send(r#"23["message","lobby","unconfirmed"]"#).await;
+    ws.sio_send(r#"24["message","lobby",{"n":2,"confirm":0}]"#).await;
+    // Everything the sender gets, in the order it comes: the room (the sender is in it) must have all
+    // three before the first confirm ends, and the acks must follow in the order they were asked for,
+    // the failed confirm's error in its place, though it and the third were ready long before the first.
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let packet = within("messages and acks", ws.sio_recv()).await;
+        if let Some(rest) = packet.strip_prefix("2[\"message\",") {
+            let message: Value = serde_json::from_str(rest.strip_suffix(']').expect("array")).expect("JSON");
+            got.push(("message".to_string(), message["data"].clone()));
+        } else if let Some(rest) = packet.strip_prefix('3') {
+            let ack = serde_json::from_str::<Value>(&rest[1..]).expect("ack")[0].clone();
+            got.push((format!("ack {}", &rest[..1]), ack));
+        }
+    }
+    let kinds: Vec<&str> = got.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["message", "message", "message", "ack 2", "ack 3", "ack 4"], "{got:?}");
+    assert_eq!(got[1].1, json!("unconfirmed"), "a message whose confirm fails was still broadcast");
+    assert_eq!(got[3].1["ok"], json!(true));
+    assert_eq!(got[4].1, json!({"ok": false, "error": "unavailable"}));
+    assert_eq!(got[5].1["ok"], json!(true));
+}
+
 /// A sink that records the data of every message it takes, in the order it takes them.
 #[derive(Default)]
 struct RecordingSink(parking_lot::Mutex<Vec<Value>>);
@@ -164,9 +218,9 @@ impl switchyard::pipeline::MessageSink for RecordingSink {
     fn accept(
         &self,
         message: &switchyard::pipeline::AcceptedMessage,
-    ) -> futures_util::future::BoxFuture<'static, Result<(), switchyard::pipeline::Refused>> {
+    ) -> switchyard::pipeline::Hold {
         self.0.lock().push(message.data.clone());
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(None) })
     }
 }
 

@@ -17,7 +17,7 @@ pub mod embedded;
 pub mod redis;
 
 use crate::config::Config;
-use crate::pipeline::{AcceptedMessage, MessageSink, Refused};
+use crate::pipeline::{AcceptedMessage, Hold, MessageSink, Refused};
 use futures_util::future::BoxFuture;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::Value;
@@ -206,7 +206,7 @@ impl History {
 }
 
 impl MessageSink for History {
-    fn accept(&self, message: &AcceptedMessage) -> BoxFuture<'static, Result<(), Refused>> {
+    fn accept(&self, message: &AcceptedMessage) -> Hold {
         let started = std::time::Instant::now();
         let stored = self.store.append(message);
         let appends = self.appends.clone();
@@ -218,7 +218,8 @@ impl MessageSink for History {
                 Ok(()) => {
                     appends.with_label_values(&["ok"]).inc();
                     timer.observe(started.elapsed().as_secs_f64());
-                    Ok(())
+                    // Stored is all history promises: the sender's ack waits for nothing more.
+                    Ok(None)
                 }
                 Err(e) => {
                     let result = if e == HistoryError::QueueFull { "queue_full" } else { "error" };

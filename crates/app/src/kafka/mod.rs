@@ -20,8 +20,7 @@ pub mod spool;
 #[cfg(feature = "kafka")]
 mod client;
 
-use crate::pipeline::{AcceptedMessage, MessageSink, Refused};
-use futures_util::future::BoxFuture;
+use crate::pipeline::{AcceptedMessage, Hold, MessageSink};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntGauge, Registry};
@@ -193,12 +192,8 @@ impl Kafka {
                 uuid_millis(&id),
             );
             // Refusals are decided at once (queue or spool); the event's own handler answers its ack.
-            match out.enqueue(record.key, record.value).now_or_never() {
-                Some(Err(refused)) => {
-                    Err(switchyard_socketio::Rejection::new(json!({"ok": false, "error": refused.error})))
-                }
-                _ => Ok(()),
-            }
+            out.enqueue_unconfirmed(record.key, record.value)
+                .map_err(|refused| switchyard_socketio::Rejection::new(json!({"ok": false, "error": refused.error})))
         });
     }
 
@@ -255,15 +250,13 @@ pub fn uuid_millis(id: &uuid::Uuid) -> u64 {
         .unwrap_or_default()
 }
 
-use futures_util::FutureExt;
-
 struct MessageToKafka(Arc<Kafka>);
 
 impl MessageSink for MessageToKafka {
-    fn accept(&self, message: &AcceptedMessage) -> BoxFuture<'static, Result<(), Refused>> {
-        let Some(out) = &self.0.out else { return futures_util::future::ready(Ok(())).boxed() };
+    fn accept(&self, message: &AcceptedMessage) -> Hold {
+        let Some(out) = &self.0.out else { return Box::pin(futures_util::future::ready(Ok(None))) };
         let record = record::OutRecord::message(message);
-        out.enqueue(record.key, record.value)
+        Box::pin(futures_util::future::ready(out.enqueue(record.key, record.value)))
     }
 }
 

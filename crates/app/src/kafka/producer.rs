@@ -16,9 +16,8 @@
 
 use super::spool::{Position, Spool, SpoolError};
 use super::Stats;
-use crate::pipeline::Refused;
+use crate::pipeline::{Confirm, Refused};
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -219,15 +218,26 @@ impl KafkaOut {
         KafkaOut { shared, tx, pump: Mutex::new(Some(pump)) }
     }
 
-    /// Takes one record, in the caller's order. The future resolves when the record is held as
-    /// `kafka.ack` promises, or with the refusal (`spool_full`, `unavailable`).
-    pub fn enqueue(&self, key: Vec<u8>, value: Vec<u8>) -> BoxFuture<'static, Result<(), Refused>> {
+    /// Takes one record, in the caller's order: refused at once (`spool_full`, `unavailable`), or
+    /// queued in memory or written to the spool, and then, with `kafka.ack = "persisted"`, a
+    /// [`Confirm`] that resolves once Kafka acknowledged it or the spool's fsync covers it.
+    pub fn enqueue(&self, key: Vec<u8>, value: Vec<u8>) -> Result<Option<Confirm>, Refused> {
+        self.enqueue_with(key, value, self.shared.persisted)
+    }
+
+    /// [`KafkaOut::enqueue`] with no confirm, whatever `kafka.ack` says (`kafka.produce_events`:
+    /// their own handlers answer their acks).
+    pub fn enqueue_unconfirmed(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), Refused> {
+        self.enqueue_with(key, value, false).map(drop)
+    }
+
+    fn enqueue_with(&self, key: Vec<u8>, value: Vec<u8>, confirm: bool) -> Result<Option<Confirm>, Refused> {
         let shared = &self.shared;
         let mut spooling = shared.spooling.lock();
         if !*spooling {
             if shared.stats.queued.load(Ordering::Relaxed) < shared.queue_max as u64 {
                 shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-                let (done, wait) = match shared.persisted {
+                let (done, wait) = match confirm {
                     true => {
                         let (tx, rx) = oneshot::channel();
                         (Some(tx), Some(rx))
@@ -236,13 +246,12 @@ impl KafkaOut {
                 };
                 if self.tx.send(Entry { key, value, done }).is_err() {
                     shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    return refuse(shared, UNAVAILABLE, "the Kafka pump has stopped");
+                    return Err(refuse(shared, UNAVAILABLE, "the Kafka pump has stopped"));
                 }
                 drop(spooling);
-                return match wait {
-                    None => futures_util::future::ready(Ok(())).boxed(),
-                    Some(rx) => async move { rx.await.unwrap_or(Err(Refused { error: UNAVAILABLE })) }.boxed(),
-                };
+                return Ok(wait.map(|rx| -> Confirm {
+                    Box::pin(async move { rx.await.unwrap_or(Err(Refused { error: UNAVAILABLE })) })
+                }));
             }
             tracing::warn!(queue_max = shared.queue_max, "kafka: producer queue full; spooling new messages to disk");
             *spooling = true;
@@ -255,23 +264,22 @@ impl KafkaOut {
                 shared.stats.spool_full.store(false, Ordering::Relaxed);
                 shared.refresh_spool_gauges();
                 shared.wake.notify_one();
-                if !shared.persisted {
-                    return futures_util::future::ready(Ok(())).boxed();
+                if !confirm {
+                    return Ok(None);
                 }
                 let shared = shared.clone();
-                async move {
+                Ok(Some(Box::pin(async move {
                     shared.spool.sync(number).await.map_err(|e| {
                         tracing::error!(error = %e, "kafka spool: fsync failed");
                         Refused { error: UNAVAILABLE }
                     })
-                }
-                .boxed()
+                })))
             }
             Err(SpoolError::Full { bytes, limit }) => {
                 shared.stats.spool_full.store(true, Ordering::Relaxed);
-                refuse(shared, SPOOL_FULL, &format!("the spool is full ({bytes} of {limit} bytes)"))
+                Err(refuse(shared, SPOOL_FULL, &format!("the spool is full ({bytes} of {limit} bytes)")))
             }
-            Err(e) => refuse(shared, UNAVAILABLE, &e.to_string()),
+            Err(e) => Err(refuse(shared, UNAVAILABLE, &e.to_string())),
         }
     }
 
@@ -292,7 +300,8 @@ impl KafkaOut {
     }
 }
 
-fn refuse(shared: &Shared, error: &'static str, why: &str) -> BoxFuture<'static, Result<(), Refused>> {
+/// Counts and logs a refusal; returns it.
+fn refuse(shared: &Shared, error: &'static str, why: &str) -> Refused {
     let total = shared.stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
     // One line per refusal would flood the log when the spool fills under load: the first and
     // every thousandth, with the running count (all of them are in the metrics).
@@ -301,7 +310,7 @@ fn refuse(shared: &Shared, error: &'static str, why: &str) -> BoxFuture<'static,
     } else {
         tracing::debug!(error, reason = why, "kafka: message refused");
     }
-    futures_util::future::ready(Err(Refused { error })).boxed()
+    Refused { error }
 }
 
 /// Waits `delay`, then asks whether the brokers answer (the idle pump's probe while Kafka is down;
@@ -727,6 +736,7 @@ impl Pump {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
     use std::sync::atomic::AtomicBool;
 
     /// A broker that takes records while up and fails them (after a short delay) while down.
@@ -803,6 +813,14 @@ mod tests {
         (KafkaOut::start(connect, Arc::new(spool), 64, persisted, stats.clone()), stats)
     }
 
+    /// Enqueues now; the future resolves as the sender's ack would (after the confirm, if any).
+    fn sent(out: &KafkaOut, key: Vec<u8>, value: Vec<u8>) -> BoxFuture<'static, Result<(), Refused>> {
+        match out.enqueue(key, value) {
+            Ok(Some(confirm)) => confirm,
+            held => futures_util::future::ready(held.map(drop)).boxed(),
+        }
+    }
+
     async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !done() {
@@ -842,7 +860,7 @@ mod tests {
         let broker = Arc::new(FakeBroker::default());
         let (out, stats) = start(&broker, dir.path(), 1 << 20, true);
         // 200 at once with a queue of 64: the rest overflows to the spool, and order still holds.
-        let acks: Vec<_> = (0..200u32).map(|i| out.enqueue(b"room".to_vec(), i.to_string().into_bytes())).collect();
+        let acks: Vec<_> = (0..200u32).map(|i| sent(&out, b"room".to_vec(), i.to_string().into_bytes())).collect();
         for (i, ack) in acks.into_iter().enumerate() {
             ack.await.unwrap();
             // A persisted ack means Kafka (or the spool's fsync) has it.
@@ -855,7 +873,7 @@ mod tests {
         wait_for("the route back in memory", || !out.spooling()).await;
         // Once caught up, one at a time goes straight through.
         for i in 200..210u32 {
-            out.enqueue(b"room".to_vec(), i.to_string().into_bytes()).await.unwrap();
+            sent(&out, b"room".to_vec(), i.to_string().into_bytes()).await.unwrap();
             assert_eq!(broker.log.lock().len(), i as usize + 1);
         }
         assert_eq!(stats.spooled.load(Ordering::SeqCst), 200 - 64);
@@ -867,12 +885,12 @@ mod tests {
         let broker = Arc::new(FakeBroker::default());
         let (out, stats) = start(&broker, dir.path(), 1 << 20, false);
         for i in 0..50u32 {
-            out.enqueue(b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
+            sent(&out, b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
         }
         wait_for("the first 50", || broker.log.lock().len() == 50).await;
         broker.down.store(true, Ordering::SeqCst);
         for i in 50..300u32 {
-            out.enqueue(b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
+            sent(&out, b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
             if i % 50 == 0 {
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
@@ -888,7 +906,7 @@ mod tests {
         assert_eq!(stats.spool_records.load(Ordering::SeqCst), 0);
         assert!(broker.producers.load(Ordering::SeqCst) >= 2, "a new producer after the failure");
         // And straight through again.
-        out.enqueue(b"r".to_vec(), b"300".to_vec()).await.unwrap();
+        sent(&out, b"r".to_vec(), b"300".to_vec()).await.unwrap();
         wait_for("one more", || broker.log.lock().len() == 301).await;
     }
 
@@ -901,7 +919,7 @@ mod tests {
         let value = vec![b'7'; 1000];
         let mut refused = None;
         for _ in 0..500 {
-            match out.enqueue(b"r".to_vec(), value.clone()).await {
+            match sent(&out, b"r".to_vec(), value.clone()).await {
                 Ok(()) => tokio::time::sleep(Duration::from_millis(1)).await,
                 Err(e) => {
                     refused = Some(e);
@@ -916,7 +934,7 @@ mod tests {
         broker.down.store(false, Ordering::SeqCst);
         wait_for("the spool drained", || !out.spooling()).await;
         assert_eq!(broker.log.lock().len(), accepted);
-        out.enqueue(b"r".to_vec(), value).await.unwrap();
+        sent(&out, b"r".to_vec(), value).await.unwrap();
     }
 
     #[tokio::test]
@@ -932,7 +950,7 @@ mod tests {
         let (out, _) = start(&broker, dir.path(), 1 << 20, false);
         assert!(out.spooling());
         for i in 10..20u32 {
-            out.enqueue(b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
+            sent(&out, b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
         }
         wait_for("all 20", || broker.log.lock().len() == 20).await;
         assert_eq!(values(&broker), (0..20).collect::<Vec<_>>());
@@ -943,7 +961,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(FakeBroker::default());
         let (out, stats) = start(&broker, dir.path(), 1 << 20, false);
-        out.enqueue(b"room".to_vec(), b"1".to_vec()).await.unwrap();
+        sent(&out, b"room".to_vec(), b"1".to_vec()).await.unwrap();
         wait_for("the first delivery", || stats.produced.load(Ordering::SeqCst) == 1).await;
         assert!(stats.up.load(Ordering::SeqCst));
         // The client reports every broker down (client.rs: the error callback) while nothing is sent.
@@ -962,7 +980,7 @@ mod tests {
         let settled = broker.probes.load(Ordering::SeqCst);
         tokio::time::sleep(BACKOFF_MIN * 3).await;
         assert_eq!(broker.probes.load(Ordering::SeqCst), settled, "no probe while Kafka is up");
-        out.enqueue(b"room".to_vec(), b"2".to_vec()).await.unwrap();
+        sent(&out, b"room".to_vec(), b"2".to_vec()).await.unwrap();
         wait_for("the second delivery", || stats.produced.load(Ordering::SeqCst) == 2).await;
         assert_eq!(values(&broker), vec![1, 2]);
     }
@@ -972,7 +990,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(FakeBroker::default());
         let (out, stats) = start(&broker, dir.path(), 1 << 20, true);
-        out.enqueue(b"room".to_vec(), b"1".to_vec()).await.unwrap();
+        sent(&out, b"room".to_vec(), b"1".to_vec()).await.unwrap();
         assert_eq!(broker.producers.load(Ordering::SeqCst), 1);
         // The broker dies with nothing in flight and comes back without its state; the client
         // reported every broker down in between.
@@ -985,12 +1003,12 @@ mod tests {
         broker.down.store(false, Ordering::SeqCst);
         wait_for("up again", || stats.up.load(Ordering::SeqCst) && !out.spooling()).await;
         // Acked only once the broker holds it: through a producer made after the restart.
-        out.enqueue(b"room".to_vec(), b"2".to_vec()).await.unwrap();
+        sent(&out, b"room".to_vec(), b"2".to_vec()).await.unwrap();
         assert_eq!(values(&broker), vec![1, 2], "a record acked but answered as a duplicate");
         assert!(broker.producers.load(Ordering::SeqCst) >= 2, "a new producer after the restart");
         // A record taken while the new producer still has every broker: straight through it.
         let producers = broker.producers.load(Ordering::SeqCst);
-        out.enqueue(b"room".to_vec(), b"3".to_vec()).await.unwrap();
+        sent(&out, b"room".to_vec(), b"3".to_vec()).await.unwrap();
         assert_eq!(values(&broker), vec![1, 2, 3]);
         assert_eq!(broker.producers.load(Ordering::SeqCst), producers);
     }
@@ -1000,10 +1018,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(FakeBroker::default());
         let (out, stats) = start(&broker, dir.path(), 1 << 20, true);
-        out.enqueue(b"room".to_vec(), b"1".to_vec()).await.unwrap();
+        sent(&out, b"room".to_vec(), b"1".to_vec()).await.unwrap();
         // Four records go out and get no answer: the broker dies with them in flight.
         broker.hold.store(true, Ordering::SeqCst);
-        let acks: Vec<_> = (2..6u32).map(|i| out.enqueue(b"room".to_vec(), i.to_string().into_bytes())).collect();
+        let acks: Vec<_> = (2..6u32).map(|i| sent(&out, b"room".to_vec(), i.to_string().into_bytes())).collect();
         wait_for("four records in flight", || broker.held.lock().len() == 4).await;
         // It comes back without its state within their delivery timeout; the client reported every
         // broker down in between, and the retries of the old producer are answered as duplicates.
@@ -1029,7 +1047,7 @@ mod tests {
         broker.down.store(true, Ordering::SeqCst);
         let (out, _) = start(&broker, dir.path(), 1 << 20, false);
         for i in 0..20u32 {
-            out.enqueue(b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
+            sent(&out, b"r".to_vec(), i.to_string().into_bytes()).await.unwrap();
         }
         out.close(Duration::from_secs(5)).await;
         let (spool, opened) = Spool::open(dir.path(), 1 << 20).unwrap();

@@ -6,8 +6,8 @@
 //! scripts/install-deps.sh into tests/kafka/.venv) and measures six variants one after the other
 //! with the same load (`fanout --event ...`, [`RECEIVERS`] receivers, [`MESSAGES`] messages written
 //! back to back): Switchyard's `bench-server` with the plain `msg` broadcast, the built-in `message`
-//! with Kafka off, and `message` with Kafka on, once with `kafka.ack = "persisted"` (broadcast and
-//! ack wait for Kafka's acknowledgement) and once with the default `accepted`; the Node peer
+//! with Kafka off, and `message` with Kafka on, once with `kafka.ack = "persisted"` (the sender's ack
+//! waits for Kafka's acknowledgement, the broadcast does not) and once with the default `accepted`; the Node peer
 //! (bench/node/server.js) with the same `message` handler without Kafka and with `await
 //! producer.send(...)` (kafkajs) before the broadcast. Opt-in (`--scenarios kafka`): it needs the
 //! broker, and a run takes about a minute per repeat.
@@ -292,8 +292,8 @@ pub fn section(records: &[Record]) -> String {
          wheel) and runs `fanout` with {RECEIVERS} receivers and {MESSAGES} messages written back to back \
          against six variants in turn (order rotated per repeat). Switchyard's `bench-server` \
          (`BENCH_EVENTS=1`): the plain `msg` broadcast, the built-in `message` with Kafka off, and `message` \
-         with Kafka on, `switchyard-kafka` with `kafka.ack = \"persisted\"` (broadcast and ack only once \
-         Kafka acknowledged the record) and `switchyard-kafka-accepted` with the default `accepted` (broadcast \
+         with Kafka on, `switchyard-kafka` with `kafka.ack = \"persisted\"` (the ack only once Kafka \
+         acknowledged the record; the broadcast once it is queued) and `switchyard-kafka-accepted` with the default `accepted` (broadcast \
          and ack once the record is queued; produced in the background). The Node peer (bench/node/server.js): the same `message` handler without Kafka, and with \
          `await producer.send(...)` of kafkajs before the broadcast, as Node apps commonly do. CPU per \
          message is the server's CPU (every thread; librdkafka's included, the broker's not) over the \
