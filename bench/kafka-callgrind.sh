@@ -59,8 +59,11 @@ instructions() { # variant count
   wait_port "$port"
   # Warm-up (the first produce opens the connection and creates the topic).
   timeout 120 "$bin/switchyard-bench" fanout --port "$port" --receivers 2 --messages 20 --event "$event" >/dev/null
+  # --ack (the built-in `message`): the sender waits for every ack, which is what `kafka.ack` times.
+  local ack=()
+  [[ "$event" == message ]] && ack=(--ack)
   timeout 300 "$bin/switchyard-bench" fanout --port "$port" --receivers 10 --messages "$n" --payload-bytes 100 \
-    --event "$event" >"$dir/fanout-$variant-$n.json"
+    --event "$event" "${ack[@]}" >"$dir/fanout-$variant-$n.json"
   # With `accepted` the clients have every message before Kafka does: the server runs until Kafka
   # holds them all (warm-up included), so the count covers producing them, not a purge at exit.
   [[ -z "$topic" ]] || timeout 330 "$python" tests/kafka/kafka_tool.py wait "127.0.0.1:$kport" "$topic" "$((n + 20))" 300 >/dev/null \

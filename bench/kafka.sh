@@ -69,8 +69,11 @@ run() {
   # --straggler-ms: Node + kafkajs reads the whole burst (one produce request per message) before it
   # handles the first answer; on a loaded machine its first delivery came more than the default 3 s
   # after the start, which ended the run with nothing delivered.
+  # --ack (the built-in `message`): the sender waits for every ack, which is what `kafka.ack` times.
+  local ack=()
+  [[ "$event" == message ]] && ack=(--ack)
   line=$("$bench" fanout --port "$port" --server-pid "$pid" --receivers "$receivers" --messages "$messages" \
-    --payload-bytes "$payload" --event "$event" --straggler-ms 30000)
+    --payload-bytes "$payload" --event "$event" "${ack[@]}" --straggler-ms 30000)
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   python3 - "$name" "$line" "$messages" <<'PY' | tee -a "$out"

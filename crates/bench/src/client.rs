@@ -422,10 +422,10 @@ impl SioClient {
         }
     }
 
-    /// Appends the masked frames of an event on `/` to `out` (for senders batching many messages);
-    /// placeholders in `args` stand for `binary` (JSON: a BINARY_EVENT and one frame per attachment;
-    /// msgpack: one frame, binary inline).
-    pub fn frame_event_into(&mut self, args: &Value, binary: &[Bytes], out: &mut BytesMut) {
+    /// Appends the masked frames of an event on `/` to `out` (for senders batching many messages),
+    /// asking for an ack with `ack_id`; placeholders in `args` stand for `binary` (JSON: a
+    /// BINARY_EVENT and one frame per attachment; msgpack: one frame, binary inline).
+    pub fn frame_event_into(&mut self, args: &Value, binary: &[Bytes], ack_id: Option<u64>, out: &mut BytesMut) {
         match self.parser {
             WireParser::Json => {
                 let mut text = BytesMut::with_capacity(64);
@@ -435,7 +435,7 @@ impl SioClient {
                 let packet = socketio::Packet {
                     kind,
                     nsp: "/".to_owned(),
-                    id: None,
+                    id: ack_id,
                     data: Some(args.clone()),
                     attachments: binary.to_vec(),
                 };
@@ -449,7 +449,7 @@ impl SioClient {
                 let packet = socketio::Packet {
                     kind: socketio::PacketType::Event,
                     nsp: "/".to_owned(),
-                    id: None,
+                    id: ack_id,
                     data: Some(args.clone()),
                     attachments: binary.to_vec(),
                 };

@@ -107,6 +107,10 @@ enum Command {
         /// docs/EVENTS.md: `bench-server` with BENCH_EVENTS=1, or `switchyard`).
         #[arg(long, default_value = "msg")]
         event: scenarios::FanoutEvent,
+        /// Ask for an ack of every message (`--event message` over WebSocket) and wait for them all:
+        /// the CPU window ends at the last ack or delivery, whichever comes later.
+        #[arg(long)]
+        ack: bool,
         /// Payloads of pseudo-random words (compressible like chat text) instead of one repeated letter.
         #[arg(long)]
         words: bool,
@@ -371,6 +375,7 @@ fn main() -> ExitCode {
             binary,
             straggler_ms,
             event,
+            ack,
             words,
             deflate,
             transport,
@@ -388,6 +393,7 @@ fn main() -> ExitCode {
                 max_wait: Duration::from_secs(120),
                 server_pid: server.server_pid,
                 event,
+                ack,
                 transport,
             };
             runtime.block_on(scenarios::fanout(&target, &options))

@@ -467,6 +467,7 @@ async fn run_scenario(scenario: &str, port: u16, pid: u32, token: Option<&str>, 
                 max_wait: Duration::from_secs(120),
                 server_pid: pid,
                 event: Default::default(),
+                ack: false,
                 transport: if scenario == "fanout-polling" {
                     ClientTransport::Polling
                 } else {

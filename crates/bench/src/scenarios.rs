@@ -290,6 +290,9 @@ pub struct FanoutOptions {
     pub server_pid: Option<u32>,
     /// What the sender emits: a plain broadcast or the built-in `message` event.
     pub event: FanoutEvent,
+    /// The sender asks for an ack of every message (WebSocket only) and the run (and its CPU window)
+    /// lasts until every ack came too: what a sender waiting for `kafka.ack = "persisted"` costs.
+    pub ack: bool,
     /// How the receivers and the sender connect: WebSocket, or HTTP long-polling without upgrade.
     pub transport: ClientTransport,
 }
@@ -599,6 +602,9 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
         return json!({"scenario": "fanout", "transport": "polling",
             "error": "the polling fanout speaks the JSON parser, string payloads and --event msg only"});
     }
+    if options.ack && (polling || options.event != FanoutEvent::Message) {
+        return json!({"scenario": "fanout", "error": "--ack needs --event message over WebSocket (the built-in event acks)"});
+    }
     for _ in 0..options.receivers {
         let (target, shared, gate, ready, deliveries, mut stopped) =
             (target.clone(), shared.clone(), gate.clone(), ready.clone(), deliveries.clone(), stopped.clone());
@@ -704,6 +710,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
             }
         }
         FanoutSender::Websocket(sender, frames) => {
+            let ack_id = |seq: usize| options.ack.then_some(seq as u64 + ACK_ID_BASE);
             frames.reserve(options.messages * (options.payload_bytes + 40));
             for seq in 0..options.messages {
                 if options.binary {
@@ -713,7 +720,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                         fanout_payload(seq, 0),
                         switchyard_protocol::socketio::placeholder(0)
                     ]);
-                    sender.frame_event_into(&args, std::slice::from_ref(&blob), frames);
+                    sender.frame_event_into(&args, std::slice::from_ref(&blob), ack_id(seq), frames);
                 } else {
                     sender.frame_event_into(
                         &json!([
@@ -726,6 +733,7 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
                             }
                         ]),
                         &[],
+                        ack_id(seq),
                         frames,
                     );
                 }
@@ -741,6 +749,12 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
     if let Err(err) = &send_result {
         shared.record_error("sender", err);
     }
+    let acks = match (&mut sender, options.ack && send_result.is_ok()) {
+        (FanoutSender::Websocket(client, _), true) => {
+            Some(wait_for_acks(client, options.messages as u64, started, options.max_wait).await)
+        }
+        _ => None,
+    };
     let (completed, last_progress) =
         wait_for_deliveries(&deliveries, expected, started, options.straggler_wait, options.max_wait, &bar).await;
     let cpu_after = options.server_pid.map(CpuSample::take);
@@ -786,8 +800,66 @@ pub async fn fanout(target: &Target, options: &FanoutOptions) -> Value {
         .filter(|_| expected > 0)
         .map(|ms| round3(ms * 1e6 / expected as f64));
     result.insert("server_cpu_ns_per_expected_delivery".into(), json!(per_expected));
+    if let Some(acks) = acks {
+        result.insert("acks_ok".into(), json!(acks.ok));
+        result.insert("acks_refused".into(), json!(acks.refused));
+        result.insert("acks_missing".into(), json!((options.messages as u64).saturating_sub(acks.ok + acks.refused)));
+        result.insert("ack_secs".into(), json!(round3(acks.last.duration_since(started).as_secs_f64())));
+        if let Some(err) = acks.error {
+            result.insert("ack_error".into(), json!(err));
+        }
+    }
     result.insert("first_error".into(), shared.first_error());
     Value::Object(result)
+}
+
+/// The fanout's first ack id (ids start above the join's).
+const ACK_ID_BASE: u64 = 1000;
+
+/// What came back to a fanout sender that asked for acks.
+struct AckTally {
+    ok: u64,
+    refused: u64,
+    /// When the last ack came (or the wait ended).
+    last: Instant,
+    error: Option<String>,
+}
+
+/// Reads the sender's packets until `messages` acks came (the room's copies of its own messages are
+/// skipped) or `max_wait` since `started` passed.
+async fn wait_for_acks(client: &mut SioClient, messages: u64, started: Instant, max_wait: Duration) -> AckTally {
+    let mut tally = AckTally { ok: 0, refused: 0, last: Instant::now(), error: None };
+    let deadline = tokio::time::Instant::from_std(started + max_wait);
+    while tally.ok + tally.refused < messages {
+        let event = match tokio::time::timeout_at(deadline, client.next_eio()).await {
+            Ok(Ok(event)) => event,
+            Ok(Err(err)) => {
+                tally.error = Some(err.to_string());
+                break;
+            }
+            Err(_) => {
+                tally.error = Some(format!("timed out with {} of {messages} acks", tally.ok + tally.refused));
+                break;
+            }
+        };
+        let EioEvent::Message(text) = event else { continue };
+        match decode_ack_with(client.parser, &text) {
+            Ok(Some((id, args))) if id >= ACK_ID_BASE => {
+                if args.get(0).and_then(|ack| ack.get("ok")) == Some(&Value::Bool(true)) {
+                    tally.ok += 1;
+                } else {
+                    tally.refused += 1;
+                }
+                tally.last = Instant::now();
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tally.error = Some(err.to_string());
+                break;
+            }
+        }
+    }
+    tally
 }
 
 /// Adds `server_cpu_ms`, `server_cpu_stat_ms` and `server_cpu_ns_per_<unit>`.

@@ -162,6 +162,8 @@ async fn fanout(
         max_wait: Duration::from_secs(120),
         server_pid: pid,
         event: event.parse().unwrap_or_default(),
+        // The built-in `message`'s sender waits for every ack: what `kafka.ack` chooses is when it comes.
+        ack: event == "message",
         transport: ClientTransport::Websocket,
     };
     tokio::time::timeout(Duration::from_secs(300), scenarios::fanout(&target, &fanout))
