@@ -496,6 +496,53 @@ class KafkaTest(unittest.TestCase):
               f"{int(server.metric('switchyard_kafka_spooled_total'))} spooled, overlap {len(overlap)}, "
               f"lost with the broker's memory {len(missing())}", file=sys.stderr)
 
+    def test_a_stalled_broker_times_out_deliveries_to_the_spool_and_loses_nothing(self):
+        # A broker that stops answering without closing its connections (frozen with SIGSTOP, as a
+        # hung process or a network partition looks): no "all brokers down", so the only way out is
+        # librdkafka's delivery timeout (kafka.delivery_timeout_ms, 2 s here). The records it held
+        # must go to the spool and reach Kafka once the broker answers again; with persisted acks
+        # nothing is acked before Kafka (or the spool's fsync) has it.
+        broker = self.broker()
+        topic = "stall-" + uuid.uuid4().hex[:8]
+        broker.create_topic(topic, partitions=2)
+        server = self.server(kafka_env(broker, topic, ack="persisted"))
+        reader = Reader(broker, topic)
+        self.cleanup.append(reader.close)
+        sender = NodeInBackground("send", server.url, "s1,s2", 600, 10)
+        self.cleanup.append(sender.stop)
+        wait_until("traffic reaching Kafka", lambda: len(reader.snapshot()) > 30)
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until("deliveries timed out to the spool",
+                       lambda: server.metric("switchyard_kafka_produce_failed_total") > 0
+                       and server.metric("switchyard_kafka_spooled_total") > 0, timeout=20)
+            status, ready = server.readyz()
+            self.assertEqual(status, 200, "a node that spools still takes messages")
+            self.assertTrue(ready["kafka"]["spooling"], ready)
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        result = sender.result()
+        acks = result["acks"]
+        self.assertTrue(all(a["ok"] for a in acks), [a for a in acks if not a["ok"]][:3])
+        acked = {a["id"] for a in acks}
+        wait_until("the spool drained", lambda: server.metric("switchyard_kafka_spool_records") == 0
+                   and server.readyz()[1]["kafka"]["state"] == "up", timeout=60)
+        # The broker kept its memory: every acked message is in Kafka.
+        reader.wait_for(acked, timeout=60)
+        time.sleep(1.0)
+        ids = [v["id"] for _, v, _ in reader.snapshot()]
+        # A record the frozen broker wrote after it woke, from a request whose answer librdkafka had
+        # given up on, is produced again by the new producer: at most once per failed delivery.
+        duplicates = len(ids) - len(set(ids))
+        self.assertLessEqual(duplicates, server.metric("switchyard_kafka_produce_failed_total"))
+        self.assertTrue(set(ids) <= acked)
+        received = [r["id"] for r in result["received"]]
+        self.assertEqual(len(received), len(set(received)), "a client saw a message twice")
+        self.assertEqual(set(received), acked)
+        print(f"\n  stall: {len(acks)} accepted, {int(server.metric('switchyard_kafka_produce_failed_total'))} "
+              f"deliveries failed, {int(server.metric('switchyard_kafka_spooled_total'))} spooled, "
+              f"{duplicates} ids twice in Kafka", file=sys.stderr)
+
     def test_an_idle_node_uses_a_new_producer_id_after_the_broker_restarted(self):
         # A node with nothing to produce while the broker was away must not keep its producer: the
         # restarted broker (in-memory: it forgot every producer id) hands the same id to the next
