@@ -425,14 +425,17 @@ impl Round {
 async fn run_republisher(recovery: Weak<Recovery>) {
     let mut delay: Option<Duration> = None;
     loop {
+        match delay.take() {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => {
+                // Waits holding only the notify, not the node: the node's drop notifies it, and the
+                // upgrade below ends the task. Nothing kept means no wake at all.
+                let Some(wake) = recovery.upgrade().map(|this| this.republish_wake.clone()) else { return };
+                wake.notified().await;
+            }
+        }
         let round = {
             let Some(this) = recovery.upgrade() else { return };
-            match delay.take() {
-                Some(delay) => tokio::time::sleep(delay).await,
-                None => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), this.republish_wake.notified()).await;
-                }
-            }
             let (taken, left) = this.take_kept(REPUBLISH_ROUND, true);
             if taken.is_empty() {
                 if left > 0 {
@@ -542,11 +545,13 @@ pub(crate) struct Recovery {
     claims: Box<[AtomicU64]>,
     /// Unrecorded broadcasts waiting to be published again (see [`run_republisher`]).
     republish: Mutex<RepublishQueue>,
-    republish_wake: Notify,
+    /// Wakes the republisher: something was kept, or the node is gone.
+    republish_wake: Arc<Notify>,
 }
 
 impl Drop for Recovery {
     fn drop(&mut self) {
+        self.republish_wake.notify_one();
         let left = self.republish.get_mut().len();
         if left > 0 {
             self.stats.republish_dropped("node stopped", left as u64);
@@ -626,7 +631,7 @@ impl Recovery {
             next_number: AtomicU64::new(0),
             claims: (0..CLAIMS).map(|_| AtomicU64::new(0)).collect(),
             republish: Mutex::default(),
-            republish_wake: Notify::new(),
+            republish_wake: Arc::new(Notify::new()),
         });
         let weak = Arc::downgrade(&recovery);
         recovery.publisher.set_backlog(Box::new(move |n| {
