@@ -17,7 +17,7 @@
 
 use crate::access::{self, Access};
 use crate::history::{History, ReadOptions};
-use crate::pipeline::{confirm_both, AcceptedMessage, Confirm, Hold, InOrder, MessageSink, Refused};
+use crate::pipeline::{confirm_both, AcceptedMessage, Confirm, Held, Hold, InOrder, MessageSink, Refused};
 use crate::presence::Presence;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -73,14 +73,26 @@ fn hold_all(sinks: &[Arc<dyn MessageSink>], message: &AcceptedMessage) -> Hold {
     match sinks {
         [sink] => sink.accept(message),
         sinks => {
-            let holds: Vec<_> = sinks.iter().map(|sink| sink.accept(message)).collect();
-            Box::pin(async move {
+            let holds: Vec<Hold> = sinks.iter().map(|sink| sink.accept(message)).collect();
+            if holds.iter().all(|hold| matches!(hold, Hold::Ready(_))) {
                 let mut confirm = None;
-                for held in futures_util::future::join_all(holds).await {
+                for hold in holds {
+                    if let Hold::Ready(held) = hold {
+                        match held {
+                            Ok(more) => confirm = confirm_both(confirm, more),
+                            Err(refused) => return Hold::Ready(Err(refused)),
+                        }
+                    }
+                }
+                return Hold::Ready(Ok(confirm));
+            }
+            Hold::Pending(Box::pin(async move {
+                let mut confirm = None;
+                for held in futures_util::future::join_all(holds.into_iter().map(Hold::into_future)).await {
                     confirm = confirm_both(confirm, held?);
                 }
                 Ok(confirm)
-            })
+            }))
         }
     }
 }
@@ -89,7 +101,7 @@ fn hold_all(sinks: &[Arc<dyn MessageSink>], message: &AcceptedMessage) -> Hold {
 /// confirm after the broadcast).
 #[derive(Clone, Default)]
 struct SenderOrder {
-    broadcasts: InOrder<Result<Option<Confirm>, Refused>>,
+    broadcasts: InOrder<Held>,
     acks: Acks,
 }
 
@@ -336,8 +348,8 @@ impl Events {
                 let previous_handed = handed.0.lock().replace(next_handed);
                 let sinks = self.sinks.clone();
                 let message = accepted.clone();
-                Box::pin(async move {
-                    let gated = gated.await;
+                Hold::Pending(Box::pin(async move {
+                    let gated = gated.into_future().await;
                     // The sinks see one sender's messages in its order, whatever order the gate's
                     // answers are polled in.
                     if let Some(previous_handed) = previous_handed {
@@ -347,14 +359,14 @@ impl Events {
                         Ok(gate_confirm) => {
                             let held = hold_all(&sinks, &message);
                             let _ = handed_now.send(());
-                            Ok(confirm_both(gate_confirm, held.await?))
+                            Ok(confirm_both(gate_confirm, held.into_future().await?))
                         }
                         Err(refused) => {
                             let _ = handed_now.send(());
                             Err(refused)
                         }
                     }
-                })
+                }))
             }
         };
         let order = socket.extensions().get::<SenderOrder>().unwrap_or_else(|| {
@@ -364,35 +376,37 @@ impl Events {
         });
         let ns = socket.ns().clone();
         let SenderOrder { broadcasts, acks } = order;
-        broadcasts.submit(
-            hold,
-            Box::new(move |outcome| match outcome {
-                Ok(confirm) => {
-                    let reply = ack.map(|ack| (ack, crate::json::message_ack(&accepted.id, accepted.ts)));
-                    let to = ns.to(accepted.room.as_str());
-                    if to.takes_json() {
-                        // The bytes the sinks took (the Kafka record, the history entry) are what the room gets.
-                        to.emit_json("message", &accepted.json, payload.binary);
-                    } else {
-                        // A cluster adapter (or another parser, recovery, an observer) needs the `Value`.
-                        let AcceptedMessage { id, room, user, data, ts, .. } = accepted;
-                        let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
-                        to.emit("message", Payload { args: vec![message], binary: payload.binary });
-                    }
-                    match (reply, confirm) {
-                        (None, _) => {}
-                        // Only the sender waits for the confirm (Kafka's `persisted`): the room has it.
-                        (Some((ack, reply)), Some(confirm)) => acks.ack_when(ack, confirm, reply),
-                        (Some((ack, reply)), None) => acks.ack_now(ack, Ok(reply)),
-                    }
+        let release = move |outcome: Held| match outcome {
+            Ok(confirm) => {
+                let reply = ack.map(|ack| (ack, crate::json::message_ack(&accepted.id, accepted.ts)));
+                let to = ns.to(accepted.room.as_str());
+                if to.takes_json() {
+                    // The bytes the sinks took (the Kafka record, the history entry) are what the room gets.
+                    to.emit_json("message", &accepted.json, payload.binary);
+                } else {
+                    // A cluster adapter (or another parser, recovery, an observer) needs the `Value`.
+                    let AcceptedMessage { id, room, user, data, ts, .. } = accepted;
+                    let message = json!({"id": id, "room": room, "user": user, "data": data, "ts": ts});
+                    to.emit("message", Payload { args: vec![message], binary: payload.binary });
                 }
-                Err(refused) => {
-                    if let Some(ack) = ack {
-                        acks.ack_now(ack, Err(refused));
-                    }
+                match (reply, confirm) {
+                    (None, _) => {}
+                    // Only the sender waits for the confirm (Kafka's `persisted`): the room has it.
+                    (Some((ack, reply)), Some(confirm)) => acks.ack_when(ack, confirm, reply),
+                    (Some((ack, reply)), None) => acks.ack_now(ack, Ok(reply)),
                 }
-            }),
-        );
+            }
+            Err(refused) => {
+                if let Some(ack) = ack {
+                    acks.ack_now(ack, Err(refused));
+                }
+            }
+        };
+        match hold {
+            // Queued for Kafka (or refused) at once: broadcast here, nothing boxed.
+            Hold::Ready(held) => broadcasts.submit_ready(held, release),
+            Hold::Pending(future) => broadcasts.submit(future, Box::new(release)),
+        }
     }
 
     fn on_typing(&self, socket: &Arc<Socket>, payload: Payload, ack: Option<AckSender>) {

@@ -7,9 +7,10 @@
 //! - [`MessageSink::accept`] is called on the sender's connection task, in the order the messages
 //!   arrive, and does its ordering-relevant work there (assign a sequence, enqueue); it must not
 //!   block.
-//! - The [`Hold`] it returns resolves once the message may be broadcast: the sink holds it as its
-//!   configuration requires before anyone sees it (for example: written to the history store;
-//!   queued or spooled for Kafka).
+//! - The [`Hold`] it returns says when the message may be broadcast: the sink holds it as its
+//!   configuration requires before anyone sees it. [`Hold::Ready`] when that is known at once
+//!   (queued or spooled for Kafka: then the message is broadcast on the sender's task with nothing
+//!   boxed on the way), [`Hold::Pending`] when it is not (written to the history store).
 //! - A sink whose configuration promises more to the sender than to the room (Kafka with
 //!   `kafka.ack = "persisted"`: acknowledged by Kafka, or fsynced in the spool) resolves its hold
 //!   with a [`Confirm`]: the message is broadcast at once and only the sender's ack waits for it.
@@ -67,9 +68,27 @@ pub struct Refused {
 /// Resolves once the sender may be acknowledged, after the broadcast (see the module docs).
 pub type Confirm = BoxFuture<'static, Result<(), Refused>>;
 
-/// What a sink (or all of a message's sinks together) answers for one message: resolves once it may
-/// be broadcast, with what the sender's ack must still wait for, or with the refusal.
-pub type Hold = BoxFuture<'static, Result<Option<Confirm>, Refused>>;
+/// What a message's hold comes to: it may be broadcast, with what the sender's ack must still wait
+/// for; or the refusal.
+pub type Held = Result<Option<Confirm>, Refused>;
+
+/// What a sink (or all of a message's sinks together) answers for one message.
+pub enum Hold {
+    /// Known at once (queued for Kafka, or refused): released with no future and no task.
+    Ready(Held),
+    /// Resolves once the message may be broadcast (history's write).
+    Pending(BoxFuture<'static, Held>),
+}
+
+impl Hold {
+    /// The hold as a future, whichever it is.
+    pub fn into_future(self) -> BoxFuture<'static, Held> {
+        match self {
+            Hold::Ready(held) => Box::pin(std::future::ready(held)),
+            Hold::Pending(future) => future,
+        }
+    }
+}
 
 /// A stage an accepted message must reach before it is broadcast and acknowledged.
 pub trait MessageSink: Send + Sync + 'static {
@@ -126,6 +145,17 @@ impl<T: Send + 'static> InOrder<T> {
     /// Whether nothing submitted is still waiting: a message released now keeps the order.
     pub fn idle(&self) -> bool {
         self.0.lock().as_ref().is_none_or(|t| t.waiting.load(std::sync::atomic::Ordering::Acquire) == 0)
+    }
+
+    /// Releases `outcome` with `release` at once when nothing submitted before it waits (no
+    /// allocation on that path), else after them. Called in arrival order, like [`InOrder::submit`].
+    pub fn submit_ready<F: FnOnce(T) + Send + 'static>(&self, outcome: T, release: F) {
+        if self.idle() {
+            // Only the sender's own calls add to the queue, so it stays empty until `release` is done.
+            release(outcome);
+        } else {
+            self.submit(Box::pin(std::future::ready(outcome)), Box::new(release));
+        }
     }
 
     /// Releases `future`'s message with `release` after every message submitted before it.
@@ -225,7 +255,7 @@ mod tests {
             order.submit(Box::pin(async move { rx.await.unwrap() }), recorder(&log, n));
         }
         // Ready at once, but older messages wait: it must wait behind them, not go inline.
-        order.submit(Box::pin(async { Ok(()) }), recorder(&log, 5));
+        order.submit_ready(Ok(()), recorder(&log, 5));
         assert!(log.lock().is_empty());
         // Finish them newest first; the refusal of 2 is released in its place.
         let mut finish: Vec<_> = finish.into_iter().enumerate().collect();
@@ -248,6 +278,8 @@ mod tests {
         // Nothing waits any more: a ready message is released inline, before submit returns.
         order.submit(Box::pin(async { Ok(()) }), recorder(&log, 6));
         assert_eq!(log.lock().last().map(|(n, _)| *n), Some(6));
+        order.submit_ready(Err(Refused { error: "spool_full" }), recorder(&log, 7));
+        assert_eq!(log.lock().last(), Some(&(7, Err(Refused { error: "spool_full" }))));
     }
 
     #[tokio::test]

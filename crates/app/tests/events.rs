@@ -107,14 +107,14 @@ impl switchyard::pipeline::MessageSink for DelayingSink {
         message: &switchyard::pipeline::AcceptedMessage,
     ) -> switchyard::pipeline::Hold {
         let data = message.data.clone();
-        Box::pin(async move {
+        switchyard::pipeline::Hold::Pending(Box::pin(async move {
             if data == json!("refuse") {
                 return Err(switchyard::pipeline::Refused { error: "unavailable" });
             }
             let delay = data.get("delay").and_then(Value::as_u64).unwrap_or(0);
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
             Ok(None)
-        })
+        }))
     }
 }
 
@@ -172,7 +172,7 @@ impl switchyard::pipeline::MessageSink for ConfirmingSink {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
             Ok(())
         });
-        Box::pin(async move { Ok(Some(confirm)) })
+        switchyard::pipeline::Hold::Ready(Ok(Some(confirm)))
     }
 }
 
@@ -220,7 +220,7 @@ impl switchyard::pipeline::MessageSink for RecordingSink {
         message: &switchyard::pipeline::AcceptedMessage,
     ) -> switchyard::pipeline::Hold {
         self.0.lock().push(message.data.clone());
-        Box::pin(async { Ok(None) })
+        switchyard::pipeline::Hold::Ready(Ok(None))
     }
 }
 

@@ -213,7 +213,7 @@ impl MessageSink for History {
         let timer = self.append_seconds.with_label_values(&[self.store.kind()]);
         let log = self.log.clone();
         let (id, room) = (message.id.clone(), message.room.clone());
-        Box::pin(async move {
+        Hold::Pending(Box::pin(async move {
             match stored.await {
                 Ok(()) => {
                     appends.with_label_values(&["ok"]).inc();
@@ -233,7 +233,7 @@ impl MessageSink for History {
                     Err(Refused { error: errors::HISTORY_UNAVAILABLE })
                 }
             }
-        })
+        }))
     }
 }
 

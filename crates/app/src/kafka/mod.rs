@@ -254,9 +254,9 @@ struct MessageToKafka(Arc<Kafka>);
 
 impl MessageSink for MessageToKafka {
     fn accept(&self, message: &AcceptedMessage) -> Hold {
-        let Some(out) = &self.0.out else { return Box::pin(futures_util::future::ready(Ok(None))) };
+        let Some(out) = &self.0.out else { return Hold::Ready(Ok(None)) };
         let record = record::OutRecord::message(message);
-        Box::pin(futures_util::future::ready(out.enqueue(record.key, record.value)))
+        Hold::Ready(out.enqueue(record.key, record.value))
     }
 }
 
