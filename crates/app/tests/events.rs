@@ -118,6 +118,18 @@ impl switchyard::pipeline::MessageSink for DelayingSink {
     }
 }
 
+/// A server whose built-in events pass every message through `sink`, and a client in "lobby".
+async fn in_lobby_with_sink(sink: Arc<dyn switchyard::pipeline::MessageSink>) -> (SioServer, WsClient) {
+    let server = SioServer::start(sio_config(), move |io| {
+        let events = Events::with_sinks(Arc::new(Access::allow_all()), None, vec![sink.clone()]);
+        events.install(&io.of("/"));
+    })
+    .await;
+    let (mut ws, _) = server.connect("/", None).await;
+    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
+    (server, ws)
+}
+
 /// Sends three `message`s to "lobby" (the first slowest to sink, the second refused, the third at
 /// once) and returns the data broadcast back and the three acks in the order they were asked for.
 async fn send_slow_refused_fast(ws: &mut WsClient) -> (Vec<Value>, Vec<(String, Value)>) {
@@ -141,13 +153,7 @@ async fn send_slow_refused_fast(ws: &mut WsClient) -> (Vec<Value>, Vec<(String, 
 
 #[tokio::test]
 async fn sinks_keep_a_senders_order_and_a_refused_message_is_neither_sent_nor_acked_ok() {
-    let server = SioServer::start(sio_config(), move |io| {
-        let events = Events::with_sinks(Arc::new(Access::allow_all()), None, vec![Arc::new(DelayingSink)]);
-        events.install(&io.of("/"));
-    })
-    .await;
-    let (mut ws, _) = server.connect("/", None).await;
-    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
+    let (_server, mut ws) = in_lobby_with_sink(Arc::new(DelayingSink)).await;
     // The first message's sink takes longest: it must still be broadcast first.
     let (seen, acks) = send_slow_refused_fast(&mut ws).await;
     assert_eq!(seen, vec![json!({"n": 1, "delay": 300}), json!({"n": 2, "delay": 0})]);
@@ -178,13 +184,7 @@ impl switchyard::pipeline::MessageSink for ConfirmingSink {
 
 #[tokio::test]
 async fn a_confirm_holds_only_the_senders_ack_and_acks_keep_the_senders_order() {
-    let server = SioServer::start(sio_config(), move |io| {
-        let events = Events::with_sinks(Arc::new(Access::allow_all()), None, vec![Arc::new(ConfirmingSink)]);
-        events.install(&io.of("/"));
-    })
-    .await;
-    let (mut ws, _) = server.connect("/", None).await;
-    assert_eq!(call(&mut ws, 1, json!(["join", "lobby"])).await["ok"], json!(true));
+    let (_server, mut ws) = in_lobby_with_sink(Arc::new(ConfirmingSink)).await;
     ws.sio_send(r#"22["message","lobby",{"n":1,"confirm":400}]"#).await;
     ws.sio_send(r#"23["message","lobby","unconfirmed"]"#).await;
     ws.sio_send(r#"24["message","lobby",{"n":2,"confirm":0}]"#).await;
