@@ -330,6 +330,8 @@ struct RepublishQueue {
 
 /// The most unrecorded broadcasts kept; beyond, the oldest is given up.
 const REPUBLISH_MAX: usize = 10_000;
+/// Why one was given up for [`REPUBLISH_MAX`] (the log's reason; a test keeps the two in step).
+const REPUBLISH_FULL: &str = "more than 10000 kept";
 /// Kept broadcasts queued to the publisher at once (one round; the next after their outcomes).
 const REPUBLISH_ROUND: usize = 256;
 /// Rounds while Redis keeps failing, or is not connected, are at least this far apart.
@@ -671,7 +673,7 @@ impl Recovery {
     fn keep(&self, kept: Kept, wake: bool) {
         let given_up = self.republish.lock().keep(kept);
         if given_up.is_some() {
-            self.stats.republish_dropped("more than 10000 kept", 1);
+            self.stats.republish_dropped(REPUBLISH_FULL, 1);
         }
         // Dropped outside the lock.
         drop(given_up);
@@ -1582,6 +1584,7 @@ mod tests {
             assert!(queue.keep(kept(n, 60_000, now)).is_none(), "{n} fits");
         }
         let given_up = queue.keep(kept(REPUBLISH_MAX as u64, 60_000, now)).expect("one over the cap");
+        assert_eq!(REPUBLISH_FULL, format!("more than {REPUBLISH_MAX} kept"));
         assert_eq!(given_up.record.number, 0, "the oldest goes");
         assert_eq!(queue.len(), REPUBLISH_MAX);
         assert_eq!(numbers(&queue.take(1)), [1]);
