@@ -543,6 +543,22 @@ class KafkaTest(unittest.TestCase):
               f"deliveries failed, {int(server.metric('switchyard_kafka_spooled_total'))} spooled, "
               f"{duplicates} ids twice in Kafka", file=sys.stderr)
 
+    def test_a_record_too_large_for_kafka_is_refused_and_holds_up_nothing(self):
+        # engine.max_payload raised past what librdkafka takes: the big message is refused with
+        # too_large (not retried forever in front of every later record), and the next ones flow.
+        broker = self.broker()
+        topic = "large-" + uuid.uuid4().hex[:8]
+        broker.create_topic(topic, partitions=1)
+        server = self.server(kafka_env(broker, topic, ack="persisted") | {"SWITCHYARD_ENGINE_MAX_PAYLOAD": "2000000"})
+        reader = Reader(broker, topic)
+        self.cleanup.append(reader.close)
+        big = node("send", server.url, "room", 1, 0, 1_100_000)["acks"]
+        self.assertEqual([(a["ok"], a["error"]) for a in big], [(False, "too_large")])
+        after = node("send", server.url, "room", 5, 0)["acks"]
+        self.assertTrue(all(a["ok"] for a in after), after)
+        reader.wait_for(a["id"] for a in after)
+        self.assertEqual(server.metric("switchyard_kafka_refused_total"), 1)
+
     def test_an_idle_node_uses_a_new_producer_id_after_the_broker_restarted(self):
         # A node with nothing to produce while the broker was away must not keep its producer: the
         # restarted broker (in-memory: it forgot every producer id) hands the same id to the next

@@ -148,7 +148,42 @@ impl Drop for Polled {
     }
 }
 
+/// librdkafka's handle of `kafka.topic` on one producer, kept for [`Transport::send_batch`] (rdkafka's
+/// `send` looks the topic up by name, with a `CString` of it, for every record).
+struct TopicHandle(std::ptr::NonNull<rdkafka::bindings::rd_kafka_topic_t>);
+
+// SAFETY: librdkafka's topic handles may be used from any thread (its API is thread-safe); this one
+// is only passed to rd_kafka_produce_batch and destroyed once.
+unsafe impl Send for TopicHandle {}
+// SAFETY: as above; `&TopicHandle` only hands the pointer to librdkafka's thread-safe calls.
+unsafe impl Sync for TopicHandle {}
+
+impl TopicHandle {
+    fn new(producer: &BaseProducer<ProducerCtx>, topic: &str) -> Result<TopicHandle, String> {
+        let name = std::ffi::CString::new(topic).map_err(|_| format!("topic name {topic:?} holds a NUL byte"))?;
+        // SAFETY: the client pointer is the live producer's; a null topic config means "the
+        // producer's defaults"; the name is a valid C string for the call's length.
+        let handle = unsafe {
+            rdkafka::bindings::rd_kafka_topic_new(producer.client().native_ptr(), name.as_ptr(), std::ptr::null_mut())
+        };
+        std::ptr::NonNull::new(handle).map(TopicHandle).ok_or_else(|| format!("librdkafka refused topic {topic:?}"))
+    }
+}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: created by rd_kafka_topic_new and destroyed only here; the producer it belongs to
+        // is dropped after it (field order of `RdTransport`).
+        unsafe { rdkafka::bindings::rd_kafka_topic_destroy(self.0.as_ptr()) }
+    }
+}
+
+/// librdkafka's "any partition": the partitioner picks one by key.
+const PARTITION_UA: i32 = -1;
+
 struct RdTransport {
+    /// Declared before `producer`: destroyed before it.
+    topic_handle: TopicHandle,
     producer: Polled,
     reports: Arc<Reports>,
     topic: Arc<str>,
@@ -159,6 +194,46 @@ impl Transport for RdTransport {
         // usize is 64 bits on every target this server builds for; a wrap would only need 2^64 records.
         let record = BaseRecord::with_opaque_to(&self.topic, seq as usize).key(key).payload(value);
         self.producer.producer.send(record).map_err(|(error, _)| error.to_string())
+    }
+
+    fn send_batch(&self, first_seq: u64, records: &[(&[u8], &[u8])], refused: &mut Vec<(usize, String)>) {
+        use rdkafka::bindings::{rd_kafka_message_t, rd_kafka_produce_batch, RD_KAFKA_MSG_F_COPY};
+        use rdkafka::types::RDKafkaRespErr;
+        let mut messages: Vec<rd_kafka_message_t> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| rd_kafka_message_t {
+                err: RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+                rkt: std::ptr::null_mut(),
+                partition: PARTITION_UA,
+                payload: value.as_ptr() as *mut std::ffi::c_void,
+                len: value.len(),
+                key: key.as_ptr() as *mut std::ffi::c_void,
+                key_len: key.len(),
+                offset: 0,
+                // The delivery report's opaque: the record's sequence number, as `send` passes it.
+                _private: (first_seq + i as u64) as usize as *mut std::ffi::c_void,
+            })
+            .collect();
+        let count = std::ffi::c_int::try_from(messages.len()).unwrap_or(std::ffi::c_int::MAX);
+        // SAFETY: the topic handle is live (owned by self); every key and payload points into
+        // `records`, alive for the call, and RD_KAFKA_MSG_F_COPY makes librdkafka copy them before it
+        // returns (it never writes through them); `messages` holds `count` initialised entries, whose
+        // `err` librdkafka sets. The batch is never larger than the pump's window (c_int is ample).
+        unsafe {
+            rd_kafka_produce_batch(
+                self.topic_handle.0.as_ptr(),
+                PARTITION_UA,
+                RD_KAFKA_MSG_F_COPY as std::ffi::c_int,
+                messages.as_mut_ptr(),
+                count,
+            );
+        }
+        for (i, message) in messages.iter().enumerate() {
+            if message.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                refused.push((i, rdkafka::error::RDKafkaErrorCode::from(message.err).to_string()));
+            }
+        }
     }
 
     fn reports(&self) -> &Reports {
@@ -195,7 +270,8 @@ pub(super) fn connector(kafka: &KafkaConfig, stats: Arc<Stats>) -> Connect {
         let reports = Arc::new(Reports::default());
         let context = ProducerCtx { inner: Context { stats: stats.clone() }, reports: reports.clone() };
         let producer: BaseProducer<ProducerCtx> = config.create_with_context(context).map_err(|e| e.to_string())?;
-        Ok(Arc::new(RdTransport { producer: Polled::start(producer)?, reports, topic: topic.clone() })
+        let topic_handle = TopicHandle::new(&producer, &topic)?;
+        Ok(Arc::new(RdTransport { topic_handle, producer: Polled::start(producer)?, reports, topic: topic.clone() })
             as Arc<dyn Transport>)
     })
 }

@@ -30,6 +30,13 @@ pub const SPOOL_FULL: &str = "spool_full";
 /// The error of an ack refused because the spool cannot be written (disk error) or the server is
 /// stopping.
 pub const UNAVAILABLE: &str = crate::events::errors::UNAVAILABLE;
+/// The error of an ack refused because its record is larger than [`MAX_RECORD_BYTES`].
+pub const TOO_LARGE: &str = "too_large";
+/// The largest record (key and value) taken: librdkafka refuses records over its `message.max.bytes`
+/// (1,000,000 by default, with a few dozen bytes of framing counted in), and a record it refuses
+/// would be retried forever, holding up every record behind it. Only reachable with
+/// `engine.max_payload` raised past about 1 MB.
+pub const MAX_RECORD_BYTES: usize = 1_000_000 - 1_024;
 
 /// The delivery reports of one [`Transport`]: `(sequence number given to send, outcome)`, pushed by
 /// the client's delivery callback (any thread) and taken by the pump in batches. One queue and one
@@ -84,6 +91,19 @@ impl Reports {
 pub trait Transport: Send + Sync + 'static {
     /// Queues one record; its outcome arrives in [`Transport::reports`] under `seq`.
     fn send(&self, seq: u64, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// Queues `records` (key, value) in order, numbered from `first_seq`; each outcome arrives in
+    /// [`Transport::reports`]. A record refused at once is added to `refused` (its index and why).
+    /// This one stops at the first refusal and refuses the rest with it, as librdkafka does for a
+    /// full queue or a failed producer; librdkafka's batch call goes on past a record refused for
+    /// its own sake (its size: [`KafkaOut::enqueue`] refuses those before they get here).
+    fn send_batch(&self, first_seq: u64, records: &[(&[u8], &[u8])], refused: &mut Vec<(usize, String)>) {
+        for (i, (key, value)) in records.iter().enumerate() {
+            if let Err(error) = self.send(first_seq + i as u64, key, value) {
+                refused.extend((i..records.len()).map(|j| (j, error.clone())));
+                return;
+            }
+        }
+    }
     /// Where the outcomes of the records sent through this transport arrive.
     fn reports(&self) -> &Reports;
     /// Whether the brokers answer a metadata request for the topic within `timeout`.
@@ -133,6 +153,11 @@ impl<T> InFlight<T> {
 
     fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// The items from the `start`-th on, oldest first.
+    fn items_from(&self, start: usize) -> impl Iterator<Item = &T> {
+        self.items.range(start..).map(|(item, _)| item)
     }
 
     /// The items still in flight, oldest first.
@@ -213,7 +238,16 @@ impl KafkaOut {
         shared.refresh_spool_gauges();
         let (tx, rx) = mpsc::unbounded_channel();
         let pump = tokio::spawn(
-            Pump { shared: shared.clone(), rx, connect, head: VecDeque::new(), seq: 0, got: Vec::new() }.run(),
+            Pump {
+                shared: shared.clone(),
+                rx,
+                connect,
+                head: VecDeque::new(),
+                seq: 0,
+                got: Vec::new(),
+                refused: Vec::new(),
+            }
+            .run(),
         );
         KafkaOut { shared, tx, pump: Mutex::new(Some(pump)) }
     }
@@ -233,6 +267,14 @@ impl KafkaOut {
 
     fn enqueue_with(&self, key: Vec<u8>, value: Vec<u8>, confirm: bool) -> Result<Option<Confirm>, Refused> {
         let shared = &self.shared;
+        let bytes = key.len() + value.len();
+        if bytes > MAX_RECORD_BYTES {
+            return Err(refuse(
+                shared,
+                TOO_LARGE,
+                &format!("the record has {bytes} bytes, more than {MAX_RECORD_BYTES}"),
+            ));
+        }
         let mut spooling = shared.spooling.lock();
         if !*spooling {
             if shared.stats.queued.load(Ordering::Relaxed) < shared.queue_max as u64 {
@@ -331,6 +373,8 @@ struct Pump {
     seq: u64,
     /// Reports taken from the transport, reused between batches.
     got: Vec<(u64, Result<(), String>)>,
+    /// Records of a batch the transport refused at once, reused between batches.
+    refused: Vec<(usize, String)>,
 }
 
 /// Why a phase of the pump ended.
@@ -441,7 +485,10 @@ impl Pump {
         // this backoff, so an idle node turns `up` again without waiting for its next message.
         let mut idle_backoff = BACKOFF_MIN;
         loop {
-            // Fill: head first (older), then whatever the channel holds now.
+            // Fill: head first (older), then whatever the channel holds now, handed to the
+            // producer in one call (one topic lock and clock read per batch in librdkafka).
+            let sent = inflight.len();
+            let first_seq = self.seq;
             while inflight.len() < window && !senders_gone {
                 let entry = match self.head.pop_front() {
                     Some(entry) => entry,
@@ -451,14 +498,18 @@ impl Pump {
                     },
                 };
                 let seq = self.next_seq();
-                match t.send(seq, &entry.key, &entry.value) {
-                    Ok(()) => inflight.push(seq, entry),
-                    Err(error) => {
-                        // Newer than everything in flight: it goes back behind them.
-                        self.head.push_front(entry);
-                        self.requeue(None, inflight);
-                        return PhaseEnd::Failed(error);
-                    }
+                inflight.push(seq, entry);
+            }
+            if inflight.len() > sent {
+                let records: Vec<(&[u8], &[u8])> =
+                    inflight.items_from(sent).map(|entry| (&entry.key[..], &entry.value[..])).collect();
+                t.send_batch(first_seq, &records, &mut self.refused);
+                if let Some((_, error)) = self.refused.first() {
+                    // Produced again, all of them in order, by the next producer.
+                    let error = error.clone();
+                    self.refused.clear();
+                    self.requeue(None, inflight);
+                    return PhaseEnd::Failed(error);
                 }
             }
             // Release every record whose report came, in order: one batch per wake.
@@ -756,6 +807,8 @@ mod tests {
         /// While set, records are taken and get no report (in flight); they wait in `held`.
         hold: AtomicBool,
         held: Mutex<Vec<(u64, Arc<Reports>)>>,
+        /// Sends still to refuse at once (as librdkafka refuses a record it cannot queue).
+        refuse: std::sync::atomic::AtomicUsize,
     }
 
     /// A producer of the fake broker, with the broker's restart count when it was made.
@@ -763,6 +816,9 @@ mod tests {
 
     impl Transport for FakeTransport {
         fn send(&self, seq: u64, _key: &[u8], value: &[u8]) -> Result<(), String> {
+            if self.0.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err("refused at once".to_string());
+            }
             if self.0.hold.load(Ordering::SeqCst) {
                 self.0.held.lock().push((seq, self.1.clone()));
                 return Ok(());
@@ -983,6 +1039,38 @@ mod tests {
         sent(&out, b"room".to_vec(), b"2".to_vec()).await.unwrap();
         wait_for("the second delivery", || stats.produced.load(Ordering::SeqCst) == 2).await;
         assert_eq!(values(&broker), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_record_too_large_for_librdkafka_is_refused_and_holds_up_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        let (out, stats) = start(&broker, dir.path(), 1 << 20, false);
+        let value = |bytes: usize| format!("7{}", " ".repeat(bytes - 1)).into_bytes();
+        let refused = out.enqueue(b"r".to_vec(), value(MAX_RECORD_BYTES));
+        assert_eq!(refused.err(), Some(Refused { error: TOO_LARGE }), "key and value count");
+        assert_eq!(stats.refused.load(Ordering::SeqCst), 1);
+        // The largest that fits goes through, and so does what follows it.
+        sent(&out, b"r".to_vec(), value(MAX_RECORD_BYTES - 1)).await.unwrap();
+        sent(&out, b"r".to_vec(), b"8".to_vec()).await.unwrap();
+        wait_for("both in Kafka", || broker.log.lock().len() == 2).await;
+        assert_eq!(broker.log.lock()[1], b"8".to_vec());
+    }
+
+    #[tokio::test]
+    async fn records_the_producer_refuses_at_once_reach_kafka_in_order_through_a_new_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(FakeBroker::default());
+        broker.refuse.store(3, Ordering::SeqCst);
+        let (out, stats) = start(&broker, dir.path(), 1 << 20, true);
+        let acks: Vec<_> = (1..=5u32).map(|i| sent(&out, b"room".to_vec(), i.to_string().into_bytes())).collect();
+        for ack in acks {
+            ack.await.unwrap();
+        }
+        wait_for("all five in Kafka", || values(&broker).len() >= 5 && !out.spooling()).await;
+        assert_eq!(values(&broker), vec![1, 2, 3, 4, 5], "in order, each once");
+        assert!(broker.producers.load(Ordering::SeqCst) >= 2, "a refusing producer is replaced");
+        assert_eq!(stats.produced.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test]
